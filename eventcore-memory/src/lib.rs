@@ -1,0 +1,154 @@
+//! An in-memory [`EventStore`] for eventcore.
+//!
+//! [`InMemoryEventStore`] keeps every event in its serialised JSON form, as
+//! the PostgreSQL store does, so a command tested here behaves as it will in
+//! production: an event type that does not round-trip through serde fails
+//! here too, and NUL characters and oversized payloads are refused alike.
+//! It passes the same conformance suite (`eventcore-testing`) as every store.
+//!
+//! ```
+//! use eventcore::{EventStore, StreamId};
+//! use eventcore_memory::InMemoryEventStore;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = InMemoryEventStore::new();
+//! let read = store.read_streams(&[StreamId::try_new("nobody").unwrap()]).await.unwrap();
+//! assert!(read.events().is_empty());
+//! # });
+//! ```
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+};
+
+use eventcore::{
+    AppendOutcome, EventStore, RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
+    StreamWrites,
+};
+
+/// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// An event store held in memory. Cheap to clone: clones share the events.
+#[derive(Debug, Clone)]
+pub struct InMemoryEventStore {
+    inner: Arc<RwLock<Log>>,
+    max_payload_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Every event in global order; an event's global sequence is its index + 1.
+    events: Vec<RecordedEvent>,
+    /// For each stream, the indexes into `events` of its events, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+}
+
+impl Default for InMemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryEventStore {
+    /// An empty store with the default payload limit.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::default(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    /// Sets the largest serialised event accepted, in bytes.
+    pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// Every event in global order, for tests and inspection.
+    pub fn all_events(&self) -> Vec<RecordedEvent> {
+        self.read_log().events.clone()
+    }
+
+    // A panic while the lock is held can only come from a bug in this file,
+    // and no method leaves the log half-updated (append validates first), so
+    // a poisoned lock still guards a consistent log.
+    fn read_log(&self) -> RwLockReadGuard<'_, Log> {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_log(&self) -> RwLockWriteGuard<'_, Log> {
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read_now(&self, streams: &[StreamId]) -> StreamReads {
+        let log = self.read_log();
+        let mut versions = Vec::with_capacity(streams.len());
+        let mut indexes: Vec<usize> = Vec::new();
+        for stream in streams {
+            if versions.iter().any(|(id, _)| id == stream) {
+                continue;
+            }
+            let positions = log
+                .streams
+                .get(stream)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            versions.push((stream.clone(), StreamVersion::new(positions.len() as u64)));
+            indexes.extend_from_slice(positions);
+        }
+        indexes.sort_unstable();
+        let events = indexes.into_iter().map(|i| log.events[i].clone()).collect();
+        StreamReads::new(versions, events)
+    }
+
+    fn append_now(&self, writes: &StreamWrites) -> Result<AppendOutcome, StoreError> {
+        writes.check_payload_limit(self.max_payload_bytes)?;
+        let stream_versions = writes.resulting_versions()?;
+        let mut log = self.write_log();
+        for (stream, expected) in writes.expected_versions() {
+            let actual = StreamVersion::new(log.streams.get(stream).map_or(0, Vec::len) as u64);
+            if actual != *expected {
+                return Err(StoreError::VersionConflict {
+                    stream_id: stream.clone(),
+                    expected: *expected,
+                    actual,
+                });
+            }
+        }
+        let Log { events, streams } = &mut *log;
+        for pending in writes.events() {
+            let index = events.len();
+            let positions = streams.entry(pending.stream_id().clone()).or_default();
+            positions.push(index);
+            events.push(RecordedEvent::new(
+                pending.stream_id().clone(),
+                StreamVersion::new(positions.len() as u64),
+                index as u64 + 1,
+                pending.event_type().to_owned(),
+                pending.payload().to_owned(),
+            ));
+        }
+        Ok(AppendOutcome {
+            stream_versions,
+            events_written: writes.events().len(),
+        })
+    }
+}
+
+impl EventStore for InMemoryEventStore {
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+        Ok(self.read_now(streams))
+    }
+
+    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        self.append_now(&writes)
+    }
+}

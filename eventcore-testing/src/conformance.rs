@@ -1,0 +1,620 @@
+//! Scenarios every [`EventStore`] must pass.
+//!
+//! Each scenario takes a fresh, empty store, panics with a message naming
+//! the broken guarantee, and returns when the store behaves. Run them all
+//! with [`conformance_tests!`](crate::conformance_tests).
+
+use std::sync::Arc;
+
+use eventcore::{
+    EventStore, ExecuteError, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites,
+    execute_with_policy,
+};
+use tokio::sync::Barrier;
+
+use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
+
+/// Expands every conformance scenario into a `#[tokio::test]` on a
+/// multi-threaded runtime. The argument is a future (an `async` block) that
+/// yields a fresh, empty store; it runs once per test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@each $factory;
+            reading_missing_streams_gives_version_zero,
+            append_round_trips_every_field,
+            versions_are_gap_free,
+            stale_version_on_written_stream_conflicts,
+            stale_read_only_participant_conflicts,
+            expectation_ahead_of_stream_conflicts,
+            one_conflict_among_three_streams_writes_nothing,
+            empty_append_checks_versions_and_writes_nothing,
+            concurrent_writers_with_same_expectation_one_wins,
+            overlapping_stream_sets_in_any_order_never_fail_hard,
+            concurrent_transfers_conserve_money,
+            large_batch_is_appended_whole,
+            odd_stream_ids_round_trip,
+            oversized_payload_is_refused,
+            undecodable_event_is_an_error,
+            global_sequence_follows_stream_order,
+        );
+    };
+    (@each $factory:expr; $($scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                let store = $factory.await;
+                $crate::conformance::$scenario(&store).await;
+            }
+        )+
+    };
+}
+
+async fn append_notes<S: EventStore>(
+    store: &S,
+    expected: &[(&StreamId, u64)],
+    notes: &[Note],
+) -> Result<eventcore::AppendOutcome, StoreError> {
+    let mut writes = StreamWrites::new();
+    for (id, v) in expected {
+        writes.expect((*id).clone(), StreamVersion::new(*v))?;
+    }
+    for note in notes {
+        writes.append(note)?;
+    }
+    store.append(writes).await
+}
+
+async fn versions_of<S: EventStore>(store: &S, ids: &[StreamId]) -> Vec<u64> {
+    let read = store.read_streams(ids).await.expect("read");
+    ids.iter()
+        .map(|id| {
+            read.version(id)
+                .expect("every requested stream has a version")
+                .get()
+        })
+        .collect()
+}
+
+fn notes_of(store_read: &eventcore::StreamReads, id: &StreamId) -> Vec<u64> {
+    store_read
+        .events_of(id)
+        .map(|e| e.decode::<Note>().expect("decode note").n)
+        .collect()
+}
+
+/// Streams with no events read as version 0 with no events.
+pub async fn reading_missing_streams_gives_version_zero<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    let ids = [stream("missing-a"), stream("missing-b")];
+    let read = store.read_streams(&ids).await.expect("read");
+    assert!(read.events().is_empty(), "a missing stream has no events");
+    assert_eq!(
+        read.versions().len(),
+        2,
+        "every requested stream gets a version"
+    );
+    for id in &ids {
+        assert_eq!(read.version(id), Some(StreamVersion::INITIAL));
+    }
+    let none = store.read_streams(&[]).await.expect("read of no streams");
+    assert!(none.events().is_empty() && none.versions().is_empty());
+}
+
+/// Stream id, version, type name and payload come back exactly as written.
+pub async fn append_round_trips_every_field<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("round-trip");
+    let note = Note {
+        stream: id.clone(),
+        n: u64::MAX,
+        text: "quotes ' \" backslash \\ unicode 日本 emoji 🦀 tab\t".into(),
+    };
+    let outcome = append_notes(store, &[(&id, 0)], std::slice::from_ref(&note))
+        .await
+        .expect("append");
+    assert_eq!(outcome.events_written, 1);
+    assert_eq!(
+        outcome.stream_versions,
+        vec![(id.clone(), StreamVersion::new(1))]
+    );
+
+    let read = store
+        .read_streams(std::slice::from_ref(&id))
+        .await
+        .expect("read");
+    assert_eq!(read.version(&id), Some(StreamVersion::new(1)));
+    let [event] = read.events() else {
+        panic!("expected one event, got {:?}", read.events())
+    };
+    assert_eq!(event.stream_id(), &id);
+    assert_eq!(event.version(), StreamVersion::new(1));
+    assert_eq!(event.event_type(), "Note");
+    assert!(event.global_sequence() > 0);
+    assert_eq!(event.decode::<Note>().expect("decode"), note);
+    let as_json: serde_json::Value =
+        serde_json::from_str(event.payload()).expect("payload is JSON");
+    assert_eq!(as_json, serde_json::to_value(&note).expect("to value"));
+}
+
+/// Versions run 1..=n with no gap, over several appends of several events.
+pub async fn versions_are_gap_free<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("gap-free");
+    let mut n = 0;
+    for batch in [1u64, 3, 2, 5] {
+        let notes: Vec<_> = (0..batch).map(|i| Note::new(&id, n + i + 1)).collect();
+        append_notes(store, &[(&id, n)], &notes)
+            .await
+            .expect("append");
+        n += batch;
+    }
+    let read = store
+        .read_streams(std::slice::from_ref(&id))
+        .await
+        .expect("read");
+    let versions: Vec<u64> = read.events().iter().map(|e| e.version().get()).collect();
+    assert_eq!(versions, (1..=n).collect::<Vec<_>>());
+    assert_eq!(
+        notes_of(&read, &id),
+        (1..=n).collect::<Vec<_>>(),
+        "events keep their order"
+    );
+    assert_eq!(read.version(&id), Some(StreamVersion::new(n)));
+}
+
+/// A stale expected version on a written stream is a conflict that names
+/// the stream, expected and actual version, and nothing is written.
+pub async fn stale_version_on_written_stream_conflicts<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("stale-written");
+    append_notes(store, &[(&id, 0)], &[Note::new(&id, 1), Note::new(&id, 2)])
+        .await
+        .expect("first append");
+    let err = append_notes(store, &[(&id, 1)], &[Note::new(&id, 99)])
+        .await
+        .expect_err("stale expectation must fail");
+    match err {
+        StoreError::VersionConflict {
+            stream_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(stream_id, id);
+            assert_eq!(expected, StreamVersion::new(1));
+            assert_eq!(actual, StreamVersion::new(2));
+        }
+        other => panic!("expected VersionConflict, got {other:?}"),
+    }
+    let read = store
+        .read_streams(std::slice::from_ref(&id))
+        .await
+        .expect("read");
+    assert_eq!(
+        notes_of(&read, &id),
+        vec![1, 2],
+        "nothing of the rejected write"
+    );
+}
+
+/// A read-only participant that moved makes the whole write fail: command A
+/// reads X and writes Y; B writes X meanwhile; A's append is rejected.
+pub async fn stale_read_only_participant_conflicts<S: EventStore + Clone + 'static>(store: &S) {
+    let (x, y) = (stream("participant-x"), stream("participant-y"));
+    append_notes(store, &[(&x, 0)], &[Note::new(&x, 1)])
+        .await
+        .expect("seed x");
+    // A reads x at version 1 and y at 0; B then writes x.
+    append_notes(store, &[(&x, 1)], &[Note::new(&x, 2)])
+        .await
+        .expect("B writes x");
+    let err = append_notes(store, &[(&x, 1), (&y, 0)], &[Note::new(&y, 1)])
+        .await
+        .expect_err("A must be rejected");
+    assert!(
+        matches!(&err, StoreError::VersionConflict { stream_id, .. } if *stream_id == x),
+        "expected a conflict on the read-only stream, got {err:?}"
+    );
+    assert_eq!(
+        versions_of(store, &[x, y]).await,
+        vec![2, 0],
+        "nothing of A written"
+    );
+}
+
+/// Expecting a version the stream has not reached is a conflict too.
+pub async fn expectation_ahead_of_stream_conflicts<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("ahead");
+    let err = append_notes(store, &[(&id, 5)], &[Note::new(&id, 1)])
+        .await
+        .expect_err("a stream at 0 is not at 5");
+    assert!(
+        matches!(err, StoreError::VersionConflict { actual, .. } if actual == StreamVersion::INITIAL)
+    );
+    assert_eq!(versions_of(store, &[id]).await, vec![0]);
+}
+
+/// When one of three streams conflicts, none of the three is written.
+pub async fn one_conflict_among_three_streams_writes_nothing<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    let ids = [stream("three-a"), stream("three-b"), stream("three-c")];
+    let seed: Vec<_> = ids.iter().map(|id| Note::new(id, 1)).collect();
+    append_notes(store, &[(&ids[0], 0), (&ids[1], 0), (&ids[2], 0)], &seed)
+        .await
+        .expect("seed");
+    let more: Vec<_> = ids.iter().map(|id| Note::new(id, 2)).collect();
+    let err = append_notes(store, &[(&ids[0], 1), (&ids[1], 0), (&ids[2], 1)], &more)
+        .await
+        .expect_err("middle stream is stale");
+    assert!(matches!(&err, StoreError::VersionConflict { stream_id, .. } if *stream_id == ids[1]));
+    assert_eq!(versions_of(store, &ids).await, vec![1, 1, 1]);
+}
+
+/// A write with no events checks its expectations and writes nothing.
+pub async fn empty_append_checks_versions_and_writes_nothing<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    let id = stream("empty-append");
+    append_notes(store, &[(&id, 0)], &[Note::new(&id, 1)])
+        .await
+        .expect("seed");
+    let ok = append_notes(store, &[(&id, 1)], &[])
+        .await
+        .expect("current expectation");
+    assert_eq!(ok.events_written, 0);
+    assert_eq!(
+        ok.stream_versions,
+        vec![(id.clone(), StreamVersion::new(1))]
+    );
+    let err = append_notes(store, &[(&id, 0)], &[])
+        .await
+        .expect_err("stale expectation");
+    assert!(matches!(err, StoreError::VersionConflict { .. }));
+    assert_eq!(versions_of(store, &[id]).await, vec![1]);
+}
+
+/// N writers released together with the same expected version: exactly one wins.
+pub async fn concurrent_writers_with_same_expectation_one_wins<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    const WRITERS: usize = 16;
+    let id = stream("race");
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let tasks = (0..WRITERS).map(|w| {
+        let barrier = barrier.clone();
+        let id = id.clone();
+        let store = store.clone();
+        async move {
+            barrier.wait().await;
+            append_notes(&store, &[(&id, 0)], &[Note::new(&id, w as u64)]).await
+        }
+    });
+    let results = spawn_all(tasks).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "exactly one writer may win: {results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, StoreError::VersionConflict { .. }),
+                "losers conflict: {e:?}"
+            );
+        }
+    }
+    assert_eq!(versions_of(store, &[id]).await, vec![1]);
+}
+
+/// Commands over overlapping stream sets, listed in random orders, run
+/// concurrently: each succeeds or conflicts; no deadlock or other failure
+/// reaches the caller, and every stream ends gap-free.
+pub async fn overlapping_stream_sets_in_any_order_never_fail_hard<
+    S: EventStore + Clone + 'static,
+>(
+    store: &S,
+) {
+    const TASKS: usize = 24;
+    let ids: Vec<StreamId> = (0..4).map(|i| stream(&format!("overlap-{i}"))).collect();
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks = (0..TASKS).map(|t| {
+        let barrier = barrier.clone();
+        let mut order = ids.clone();
+        let mut rng = fastrand::Rng::with_seed(t as u64);
+        rng.shuffle(&mut order);
+        order.truncate(2 + t % 3);
+        let store = store.clone();
+        async move {
+            barrier.wait().await;
+            let mut outcomes = Vec::new();
+            for round in 0..4u64 {
+                let read = store.read_streams(&order).await.expect("read");
+                let mut writes = StreamWrites::new();
+                for id in &order {
+                    writes
+                        .expect(id.clone(), read.version(id).unwrap_or_default())
+                        .expect("register");
+                }
+                for id in &order {
+                    writes.append(&Note::new(id, round)).expect("append");
+                }
+                outcomes.push(store.append(writes).await.map(|o| o.events_written));
+            }
+            outcomes
+        }
+    });
+    let outcomes: Vec<_> = spawn_all(tasks).await.into_iter().flatten().collect();
+    for o in &outcomes {
+        if let Err(e) = o {
+            assert!(
+                matches!(e, StoreError::VersionConflict { .. }),
+                "only conflicts may fail: {e:?}"
+            );
+        }
+    }
+    let written: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
+    let read = store.read_streams(&ids).await.expect("read");
+    assert_eq!(
+        read.events().len(),
+        written,
+        "every success is in the log, nothing else"
+    );
+    for id in &ids {
+        let versions: Vec<u64> = read.events_of(id).map(|e| e.version().get()).collect();
+        assert_eq!(
+            versions,
+            (1..=versions.len() as u64).collect::<Vec<_>>(),
+            "{id} gap-free"
+        );
+    }
+}
+
+/// 32 tasks released together move money among 5 accounts through
+/// `execute`: money is conserved and every stream is gap-free.
+pub async fn concurrent_transfers_conserve_money<S: EventStore + Clone + 'static>(store: &S) {
+    const TASKS: usize = 32;
+    const INITIAL: u64 = 1_000;
+    let accounts: Vec<StreamId> = (0..5).map(|i| stream(&format!("acct-{i}"))).collect();
+    let policy = RetryPolicy::default()
+        .with_max_attempts(std::num::NonZeroU32::new(1_000).expect("non-zero"));
+    for a in &accounts {
+        execute_with_policy(
+            store,
+            Credit {
+                account: a.clone(),
+                amount: INITIAL,
+            },
+            &policy,
+        )
+        .await
+        .expect("seed");
+    }
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks = (0..TASKS).map(|t| {
+        let barrier = barrier.clone();
+        let accounts = accounts.clone();
+        let policy = policy.clone();
+        let store = store.clone();
+        async move {
+            barrier.wait().await;
+            let mut rng = fastrand::Rng::with_seed(t as u64);
+            let mut results = Vec::new();
+            for _ in 0..5 {
+                let from = rng.usize(..accounts.len());
+                let to = (from + 1 + rng.usize(..accounts.len() - 1)) % accounts.len();
+                let cmd = Move {
+                    from: accounts[from].clone(),
+                    to: accounts[to].clone(),
+                    amount: rng.u64(1..400),
+                };
+                results.push(execute_with_policy(&store, cmd, &policy).await);
+            }
+            results
+        }
+    });
+    let results: Vec<_> = spawn_all(tasks).await.into_iter().flatten().collect();
+    for r in &results {
+        match r {
+            Ok(_) | Err(ExecuteError::Rejected(_)) => {}
+            Err(e) => panic!("a transfer failed with a store error: {e:?}"),
+        }
+    }
+    let read = store.read_streams(&accounts).await.expect("read");
+    let mut balances = crate::fixtures::Balances::default();
+    for e in read.events() {
+        balances.apply(&e.decode::<LedgerEvent>().expect("decode"));
+    }
+    let total: i128 = accounts.iter().map(|a| balances.of(a)).sum();
+    assert_eq!(
+        total,
+        i128::from(INITIAL) * accounts.len() as i128,
+        "money conserved"
+    );
+    for a in &accounts {
+        assert!(balances.of(a) >= 0, "{a} overdrawn: {}", balances.of(a));
+        let versions: Vec<u64> = read.events_of(a).map(|e| e.version().get()).collect();
+        assert_eq!(
+            versions,
+            (1..=versions.len() as u64).collect::<Vec<_>>(),
+            "{a} gap-free"
+        );
+    }
+    let successes = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        read.events().len(),
+        accounts.len() + 2 * successes,
+        "two events per transfer"
+    );
+}
+
+/// 10,000 events in one append are written whole, in order.
+pub async fn large_batch_is_appended_whole<S: EventStore + Clone + 'static>(store: &S) {
+    const N: u64 = 10_000;
+    let (a, b) = (stream("batch-a"), stream("batch-b"));
+    let notes: Vec<_> = (1..=N)
+        .map(|i| Note::new(if i % 2 == 0 { &a } else { &b }, i))
+        .collect();
+    let outcome = append_notes(store, &[(&a, 0), (&b, 0)], &notes)
+        .await
+        .expect("batch");
+    assert_eq!(outcome.events_written, N as usize);
+    let read = store
+        .read_streams(&[a.clone(), b.clone()])
+        .await
+        .expect("read");
+    assert_eq!(read.version(&a), Some(StreamVersion::new(N / 2)));
+    assert_eq!(read.version(&b), Some(StreamVersion::new(N / 2)));
+    let all: Vec<u64> = read
+        .events()
+        .iter()
+        .map(|e| e.decode::<Note>().expect("decode").n)
+        .collect();
+    assert_eq!(
+        all,
+        (1..=N).collect::<Vec<_>>(),
+        "global order keeps append order"
+    );
+}
+
+/// Stream ids with quotes, LIKE metacharacters, backslashes and non-ASCII
+/// are stored and read back verbatim, and do not match each other.
+pub async fn odd_stream_ids_round_trip<S: EventStore + Clone + 'static>(store: &S) {
+    let names = [
+        "o'brien",
+        "say \"hi\"",
+        "100%",
+        "a_b",
+        "a%b",
+        "back\\slash",
+        "日本語-ストリーム",
+        "🦀",
+        "x;DROP TABLE events;--",
+    ];
+    let ids: Vec<StreamId> = names.iter().map(|n| stream(n)).collect();
+    for (i, id) in ids.iter().enumerate() {
+        append_notes(store, &[(id, 0)], &[Note::new(id, i as u64)])
+            .await
+            .expect("append");
+    }
+    let read = store.read_streams(&ids).await.expect("read");
+    for (i, id) in ids.iter().enumerate() {
+        let events: Vec<_> = read.events_of(id).collect();
+        assert_eq!(events.len(), 1, "{id} has exactly its own event");
+        assert_eq!(events[0].stream_id().as_str(), names[i]);
+        assert_eq!(events[0].decode::<Note>().expect("decode").n, i as u64);
+    }
+    let similar = store
+        .read_streams(&[stream("a"), stream("ab"), stream("axb")])
+        .await
+        .expect("read");
+    assert!(similar.events().is_empty(), "no pattern matching on ids");
+}
+
+/// An event over the store's payload limit is refused with a typed error,
+/// and nothing of its write is stored. Assumes the default 1 MiB limit.
+pub async fn oversized_payload_is_refused<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("oversized");
+    let mut big = Note::new(&id, 2);
+    big.text = "x".repeat(1024 * 1024 + 1);
+    let err = append_notes(store, &[(&id, 0)], &[Note::new(&id, 1), big])
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(err, StoreError::PayloadTooLarge { limit, .. } if limit == 1024 * 1024),
+        "{err:?}"
+    );
+    assert_eq!(versions_of(store, &[id]).await, vec![0]);
+
+    let nul = Note {
+        stream: stream("nul"),
+        n: 1,
+        text: "a\0b".into(),
+    };
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(nul.stream.clone(), StreamVersion::INITIAL)
+        .expect("register");
+    assert!(matches!(
+        writes.append(&nul),
+        Err(StoreError::NulCharacter { .. })
+    ));
+    assert!(writes.is_empty());
+}
+
+/// A stored event that no longer deserialises makes the command fail with a
+/// typed error naming the event; it is never skipped.
+pub async fn undecodable_event_is_an_error<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("old-shape");
+    append_notes(store, &[(&id, 0)], &[Note::new(&id, 1)])
+        .await
+        .expect("seed");
+    let err = execute_with_policy(
+        store,
+        Credit {
+            account: id.clone(),
+            amount: 1,
+        },
+        &RetryPolicy::no_retry(),
+    )
+    .await
+    .expect_err("a Note is not a LedgerEvent");
+    match err {
+        ExecuteError::Store(StoreError::Deserialize {
+            stream_id,
+            version,
+            event_type,
+            ..
+        }) => {
+            assert_eq!(stream_id, id);
+            assert_eq!(version, StreamVersion::new(1));
+            assert_eq!(event_type, "Note");
+        }
+        other => panic!("expected a Deserialize error, got {other:?}"),
+    }
+    assert_eq!(
+        versions_of(store, &[id]).await,
+        vec![1],
+        "the failed command wrote nothing"
+    );
+}
+
+/// Global sequence is strictly increasing in read order and agrees with
+/// every stream's version order.
+pub async fn global_sequence_follows_stream_order<S: EventStore + Clone + 'static>(store: &S) {
+    let ids = [stream("seq-a"), stream("seq-b"), stream("seq-c")];
+    for round in 0..5u64 {
+        for (i, id) in ids.iter().enumerate() {
+            if (round + i as u64) % 2 == 0 {
+                let v = versions_of(store, std::slice::from_ref(id)).await[0];
+                append_notes(store, &[(id, v)], &[Note::new(id, round)])
+                    .await
+                    .expect("append");
+            }
+        }
+    }
+    let read = store.read_streams(&ids).await.expect("read");
+    let seqs: Vec<u64> = read.events().iter().map(|e| e.global_sequence()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {seqs:?}"
+    );
+    for id in &ids {
+        let v: Vec<u64> = read.events_of(id).map(|e| e.version().get()).collect();
+        assert_eq!(v, (1..=v.len() as u64).collect::<Vec<_>>());
+    }
+}
+
+/// Spawns every future as its own tokio task (so they run in parallel on a
+/// multi-threaded runtime) and collects their outputs in order. A panic in a
+/// task is re-raised here.
+async fn spawn_all<F, T>(futures: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        match handle.await {
+            Ok(v) => outputs.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    outputs
+}

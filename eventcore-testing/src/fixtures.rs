@@ -1,0 +1,178 @@
+//! Events and commands the conformance scenarios use.
+
+use eventcore::{CommandError, CommandLogic, CommandStreams, Event, NewEvents, StreamId, require};
+use serde::{Deserialize, Serialize};
+
+/// A generic event: a note with a number, appended to one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// The stream the note belongs to.
+    pub stream: StreamId,
+    /// A number the scenario uses to recognise the event.
+    pub n: u64,
+    /// Free text.
+    pub text: String,
+}
+
+impl Note {
+    /// A note with empty text.
+    pub fn new(stream: &StreamId, n: u64) -> Self {
+        Note {
+            stream: stream.clone(),
+            n,
+            text: String::new(),
+        }
+    }
+}
+
+impl Event for Note {
+    fn stream_id(&self) -> &StreamId {
+        &self.stream
+    }
+
+    fn event_type(&self) -> &'static str {
+        "Note"
+    }
+}
+
+/// Money moving in or out of a ledger account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LedgerEvent {
+    /// Money arrived.
+    Credited {
+        /// The account.
+        account: StreamId,
+        /// How much.
+        amount: u64,
+    },
+    /// Money left.
+    Debited {
+        /// The account.
+        account: StreamId,
+        /// How much.
+        amount: u64,
+    },
+}
+
+impl Event for LedgerEvent {
+    fn stream_id(&self) -> &StreamId {
+        match self {
+            LedgerEvent::Credited { account, .. } | LedgerEvent::Debited { account, .. } => account,
+        }
+    }
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            LedgerEvent::Credited { .. } => "Credited",
+            LedgerEvent::Debited { .. } => "Debited",
+        }
+    }
+}
+
+/// Credits an account (one stream).
+#[derive(Debug, Clone)]
+pub struct Credit {
+    /// The account.
+    pub account: StreamId,
+    /// How much.
+    pub amount: u64,
+}
+
+impl CommandStreams for Credit {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.account.clone()]
+    }
+}
+
+impl CommandLogic for Credit {
+    type Event = LedgerEvent;
+    type State = ();
+
+    fn apply(&self, state: (), _event: &LedgerEvent) {
+        state
+    }
+
+    fn handle(&self, _state: ()) -> Result<NewEvents<LedgerEvent>, CommandError> {
+        Ok(vec![LedgerEvent::Credited {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
+        .into())
+    }
+}
+
+/// Moves money between two accounts; refuses to overdraw `from`.
+#[derive(Debug, Clone)]
+pub struct Move {
+    /// The account debited.
+    pub from: StreamId,
+    /// The account credited.
+    pub to: StreamId,
+    /// How much.
+    pub amount: u64,
+}
+
+/// Balance of every account a [`Move`] reads.
+#[derive(Debug, Default)]
+pub struct Balances(pub std::collections::HashMap<StreamId, i128>);
+
+impl Balances {
+    /// Applies one ledger event.
+    pub fn apply(&mut self, event: &LedgerEvent) {
+        match event {
+            LedgerEvent::Credited { account, amount } => {
+                *self.0.entry(account.clone()).or_default() += i128::from(*amount)
+            }
+            LedgerEvent::Debited { account, amount } => {
+                *self.0.entry(account.clone()).or_default() -= i128::from(*amount)
+            }
+        }
+    }
+
+    /// The balance of one account.
+    pub fn of(&self, account: &StreamId) -> i128 {
+        self.0.get(account).copied().unwrap_or(0)
+    }
+}
+
+impl CommandStreams for Move {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.from.clone(), self.to.clone()]
+    }
+}
+
+impl CommandLogic for Move {
+    type Event = LedgerEvent;
+    type State = Balances;
+
+    fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
+        state.apply(event);
+        state
+    }
+
+    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {
+        let available = state.of(&self.from);
+        require!(
+            available >= i128::from(self.amount),
+            "{} holds {available}, cannot move {}",
+            self.from,
+            self.amount
+        );
+        Ok(vec![
+            LedgerEvent::Debited {
+                account: self.from.clone(),
+                amount: self.amount,
+            },
+            LedgerEvent::Credited {
+                account: self.to.clone(),
+                amount: self.amount,
+            },
+        ]
+        .into())
+    }
+}
+
+/// A stream id from a literal; panics on an invalid one (test code only).
+pub fn stream(name: &str) -> StreamId {
+    StreamId::try_new(name).unwrap_or_else(|e| panic!("invalid test stream id {name:?}: {e}"))
+}

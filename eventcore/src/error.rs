@@ -1,0 +1,192 @@
+//! Errors of stores, commands and the execute loop.
+
+use crate::{StreamId, StreamVersion};
+
+/// A boxed error from a store's backend (for example an `sqlx::Error`), kept
+/// as the [`source`](std::error::Error::source) of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong when reading from or appending to an event store, or
+/// when preparing a [`StreamWrites`](crate::StreamWrites).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A registered stream is not at the version the write expected; nothing
+    /// was written to any stream.
+    #[error(
+        "version conflict on stream `{stream_id}`: expected version {expected}, found {actual}"
+    )]
+    VersionConflict {
+        /// The stream whose version differed.
+        stream_id: StreamId,
+        /// The version the write was built against.
+        expected: StreamVersion,
+        /// The stream's version in the store.
+        actual: StreamVersion,
+    },
+
+    /// An event targets a stream that the write did not register (for a
+    /// command: a stream it did not declare).
+    #[error("event `{event_type}` targets stream `{stream_id}`, which this write did not register")]
+    UndeclaredStream {
+        /// The stream the event named.
+        stream_id: StreamId,
+        /// The event's type name.
+        event_type: String,
+    },
+
+    /// The same stream was registered twice with two different expected versions.
+    #[error("stream `{stream_id}` registered twice, expecting version {first} and then {second}")]
+    ConflictingExpectation {
+        /// The stream registered twice.
+        stream_id: StreamId,
+        /// The first expected version.
+        first: StreamVersion,
+        /// The second expected version.
+        second: StreamVersion,
+    },
+
+    /// An event's payload contains the NUL character, which PostgreSQL's
+    /// `jsonb` cannot store; rejected by every store alike.
+    #[error(
+        "event `{event_type}` for stream `{stream_id}` contains a NUL character (U+0000), which cannot be stored"
+    )]
+    NulCharacter {
+        /// The event's stream.
+        stream_id: StreamId,
+        /// The event's type name.
+        event_type: String,
+    },
+
+    /// An event's serialised payload is larger than the store accepts.
+    #[error(
+        "event `{event_type}` for stream `{stream_id}` is {size} bytes serialised; the store accepts at most {limit}"
+    )]
+    PayloadTooLarge {
+        /// The event's stream.
+        stream_id: StreamId,
+        /// The event's type name.
+        event_type: String,
+        /// The serialised size in bytes.
+        size: usize,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+
+    /// An event could not be serialised to JSON.
+    #[error("event `{event_type}` for stream `{stream_id}` could not be serialised")]
+    Serialize {
+        /// The event's stream.
+        stream_id: StreamId,
+        /// The event's type name.
+        event_type: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A stored event could not be deserialised into the requested type. The
+    /// event is never skipped: reading fails instead.
+    #[error(
+        "stored event {version} of stream `{stream_id}` (type `{event_type}`) could not be deserialised"
+    )]
+    Deserialize {
+        /// The event's stream.
+        stream_id: StreamId,
+        /// The event's version in its stream.
+        version: StreamVersion,
+        /// The stored type name.
+        event_type: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The write would take a stream past the largest representable version.
+    #[error("stream `{stream_id}` cannot grow past version {version}")]
+    VersionOverflow {
+        /// The stream.
+        stream_id: StreamId,
+        /// Its current version.
+        version: StreamVersion,
+    },
+
+    /// A failure that may pass if the operation is tried again (a lost
+    /// connection, a serialization failure, a deadlock). Nothing was written,
+    /// unless the backend says otherwise in the source.
+    #[error("transient store failure during {operation}")]
+    Transient {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Any other failure of the store's backend.
+    #[error("store failure during {operation}")]
+    Backend {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the whole read-decide-append cycle may succeed:
+    /// version conflicts and transient failures.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::VersionConflict { .. } | StoreError::Transient { .. }
+        )
+    }
+}
+
+/// A command refused to act: a business rule did not hold.
+///
+/// Returned from [`CommandLogic::handle`](crate::CommandLogic::handle); the
+/// execute loop returns it at once, without retrying. Build it with
+/// [`require!`](crate::require) or directly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// A business rule was violated; the message says which.
+    #[error("business rule violated: {0}")]
+    BusinessRuleViolation(String),
+    /// A domain error of the user's own type.
+    #[error(transparent)]
+    Domain(BoxError),
+}
+
+/// What [`execute`](crate::execute) can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError {
+    /// The command declared no streams; nothing was read or written.
+    #[error("command declared no streams")]
+    NoStreams,
+
+    /// The command's `handle` refused; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] CommandError),
+
+    /// Every attempt allowed by the [`RetryPolicy`](crate::RetryPolicy) met a
+    /// conflict or a transient failure; nothing of this command was written.
+    #[error("gave up after {attempts} attempts")]
+    RetriesExhausted {
+        /// How many times the command was read, decided and appended.
+        attempts: u32,
+        /// The error of the last attempt.
+        #[source]
+        last_error: StoreError,
+    },
+
+    /// The store failed in a way that retrying cannot fix, or the command
+    /// produced a write the store refuses (an undeclared stream, a payload
+    /// that cannot be stored).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,152 @@
+//! The execute loop: read, fold, decide, append, retry.
+
+use crate::{
+    CommandLogic, EventStore, ExecuteError, RetryPolicy, StoreError, StreamId, StreamVersion,
+    StreamWrites,
+};
+
+/// What a successful [`execute`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionResult {
+    /// How many read-decide-append cycles ran (1 when no retry was needed).
+    pub attempts: u32,
+    /// Every declared stream with its version after the command, sorted by
+    /// stream id.
+    pub stream_versions: Vec<(StreamId, StreamVersion)>,
+    /// How many events the command appended (0 for an empty decision).
+    pub events_written: usize,
+}
+
+impl ExecutionResult {
+    /// The version of a declared stream after the command.
+    pub fn version_of(&self, stream_id: &StreamId) -> Option<StreamVersion> {
+        self.stream_versions
+            .binary_search_by(|(id, _)| id.cmp(stream_id))
+            .ok()
+            .map(|i| self.stream_versions[i].1)
+    }
+}
+
+/// Runs `command` against `store` with the default [`RetryPolicy`].
+///
+/// # Errors
+/// See [`execute_with_policy`].
+pub async fn execute<S, C>(store: S, command: C) -> Result<ExecutionResult, ExecuteError>
+where
+    S: EventStore,
+    C: CommandLogic,
+{
+    execute_with_policy(store, command, &RetryPolicy::default()).await
+}
+
+/// Runs `command` against `store`: reads the declared streams in one call,
+/// folds their events with [`CommandLogic::apply`], asks
+/// [`CommandLogic::handle`] for new events, and appends them with the
+/// version read of every declared stream as its expected version. On a
+/// version conflict or a transient store failure it waits (see
+/// [`RetryPolicy`]) and starts over from the read.
+///
+/// # Errors
+/// - [`ExecuteError::NoStreams`] if the command declares no stream;
+/// - [`ExecuteError::Rejected`] as soon as `handle` refuses (no retry);
+/// - [`ExecuteError::RetriesExhausted`] when every allowed attempt met a
+///   conflict or transient failure;
+/// - [`ExecuteError::Store`] for any other store failure, an event the store
+///   cannot decode, or new events for an undeclared stream.
+///
+/// In every error case this command wrote nothing, except that a
+/// transient failure reported after the store committed (a connection lost
+/// during commit) cannot be told apart from one before it: the command may
+/// then be applied twice.
+pub async fn execute_with_policy<S, C>(
+    store: S,
+    command: C,
+    policy: &RetryPolicy,
+) -> Result<ExecutionResult, ExecuteError>
+where
+    S: EventStore,
+    C: CommandLogic,
+{
+    let mut streams = command.streams();
+    streams.sort_unstable();
+    streams.dedup();
+    if streams.is_empty() {
+        return Err(ExecuteError::NoStreams);
+    }
+
+    let mut attempt = 1;
+    loop {
+        let error = match attempt_once(&store, &command, &streams).await? {
+            Ok(result) => {
+                return Ok(ExecutionResult {
+                    attempts: attempt,
+                    ..result
+                });
+            }
+            Err(retryable) => retryable,
+        };
+        if attempt >= policy.max_attempts() {
+            return Err(ExecuteError::RetriesExhausted {
+                attempts: attempt,
+                last_error: error,
+            });
+        }
+        let wait = policy.delay(attempt, fastrand::u64(..));
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        attempt += 1;
+    }
+}
+
+/// One read-decide-append cycle. The outer `Result` carries errors that end
+/// the command; the inner `Err` a conflict or transient failure to retry.
+async fn attempt_once<S, C>(
+    store: &S,
+    command: &C,
+    streams: &[StreamId],
+) -> Result<Result<ExecutionResult, StoreError>, ExecuteError>
+where
+    S: EventStore,
+    C: CommandLogic,
+{
+    let read = match store.read_streams(streams).await {
+        Ok(read) => read,
+        Err(e) if e.is_retryable() => return Ok(Err(e)),
+        Err(e) => return Err(e.into()),
+    };
+
+    let mut state = C::State::default();
+    for recorded in read.events() {
+        let event: C::Event = recorded.decode()?;
+        state = command.apply(state, &event);
+    }
+    let decided = command.handle(state)?;
+
+    if decided.is_empty() {
+        return Ok(Ok(ExecutionResult {
+            attempts: 0,
+            stream_versions: read.versions().to_vec(),
+            events_written: 0,
+        }));
+    }
+
+    let mut writes = StreamWrites::new();
+    for stream in streams {
+        let version = read.version(stream).unwrap_or(StreamVersion::INITIAL);
+        writes.expect(stream.clone(), version)?;
+    }
+    for event in decided.as_slice() {
+        writes.append(event)?;
+    }
+
+    match store.append(writes).await {
+        Ok(outcome) => Ok(Ok(ExecutionResult {
+            attempts: 0,
+            stream_versions: outcome.stream_versions,
+            events_written: outcome.events_written,
+        })),
+        Err(e) if e.is_retryable() => Ok(Err(e)),
+        Err(e) => Err(e.into()),
+    }
+}

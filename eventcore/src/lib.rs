@@ -1,0 +1,23 @@
+#![doc = include_str!("../../README.md")]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod command;
+mod error;
+mod event;
+mod execute;
+mod reads;
+mod retry;
+mod store;
+mod stream;
+mod writes;
+
+pub use command::{CommandLogic, CommandStreams, NewEvents};
+pub use error::{BoxError, CommandError, ExecuteError, StoreError};
+pub use event::Event;
+pub use execute::{ExecutionResult, execute, execute_with_policy};
+pub use reads::{RecordedEvent, StreamReads};
+pub use retry::RetryPolicy;
+pub use store::{AppendOutcome, EventStore};
+pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};
+pub use writes::{PendingEvent, StreamWrites};

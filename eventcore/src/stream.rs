@@ -1,0 +1,173 @@
+//! Stream identity and versions.
+
+use std::fmt;
+
+use nutype::nutype;
+use serde::{Deserialize, Serialize};
+
+/// The longest stream id accepted, in characters.
+pub const MAX_STREAM_ID_CHARS: usize = 255;
+
+/// Why a string is not a valid [`StreamId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamIdError {
+    /// The id is empty once surrounding white space is trimmed.
+    #[error("stream id is empty (after trimming white space)")]
+    Empty,
+    /// The id is longer than [`MAX_STREAM_ID_CHARS`].
+    #[error("stream id is {chars} characters long; the limit is {MAX_STREAM_ID_CHARS}")]
+    TooLong {
+        /// Length of the trimmed id, in characters.
+        chars: usize,
+    },
+    /// The id holds a control character (NUL included).
+    #[error("stream id contains control character U+{code_point:04X} at character {index}")]
+    ControlCharacter {
+        /// Unicode code point of the offending character.
+        code_point: u32,
+        /// Zero-based character index in the trimmed id.
+        index: usize,
+    },
+}
+
+fn validate_stream_id(id: &str) -> Result<(), StreamIdError> {
+    let mut chars = 0;
+    for (index, c) in id.chars().enumerate() {
+        if c.is_control() {
+            return Err(StreamIdError::ControlCharacter {
+                code_point: u32::from(c),
+                index,
+            });
+        }
+        chars += 1;
+    }
+    match chars {
+        0 => Err(StreamIdError::Empty),
+        n if n > MAX_STREAM_ID_CHARS => Err(StreamIdError::TooLong { chars: n }),
+        _ => Ok(()),
+    }
+}
+
+/// The name of one event stream, such as `account-42`.
+///
+/// Surrounding white space is trimmed; the result must hold 1 to
+/// [`MAX_STREAM_ID_CHARS`] characters and no control characters. Any other
+/// character is kept verbatim, quotes, `%`, `_`, backslashes and non-ASCII
+/// included.
+///
+/// ```
+/// use eventcore::{StreamId, StreamIdError};
+///
+/// let id = StreamId::try_new("  account-42 ").unwrap();
+/// assert_eq!(id.as_ref(), "account-42");
+/// assert_eq!(StreamId::try_new("   "), Err(StreamIdError::Empty));
+/// assert!(matches!(
+///     StreamId::try_new("a\0b"),
+///     Err(StreamIdError::ControlCharacter { code_point: 0, index: 1 })
+/// ));
+/// ```
+#[nutype(
+    sanitize(trim),
+    validate(with = validate_stream_id, error = StreamIdError),
+    derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, AsRef, Display, Serialize, Deserialize, TryFrom)
+)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        self.as_ref()
+    }
+}
+
+/// The number of events in a stream: `0` means the stream has no events yet,
+/// and the event written at version `n` is the stream's `n`th event.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct StreamVersion(u64);
+
+impl StreamVersion {
+    /// The version of a stream that holds no events.
+    pub const INITIAL: StreamVersion = StreamVersion(0);
+
+    /// A version from a raw event count.
+    pub const fn new(version: u64) -> Self {
+        StreamVersion(version)
+    }
+
+    /// The raw event count.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The version after `count` more events, or `None` past `u64::MAX`.
+    pub const fn checked_add(self, count: u64) -> Option<Self> {
+        match self.0.checked_add(count) {
+            Some(v) => Some(StreamVersion(v)),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for StreamVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<u64> for StreamVersion {
+    fn from(v: u64) -> Self {
+        StreamVersion(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn documented_rule(raw: &str) -> bool {
+        let t = raw.trim();
+        let n = t.chars().count();
+        (1..=MAX_STREAM_ID_CHARS).contains(&n) && !t.chars().any(char::is_control)
+    }
+
+    proptest! {
+        #[test]
+        fn try_new_accepts_exactly_the_documented_set(raw in any::<String>()) {
+            let result = StreamId::try_new(raw.clone());
+            prop_assert_eq!(result.is_ok(), documented_rule(&raw));
+            if let Ok(id) = result {
+                prop_assert_eq!(id.as_str(), raw.trim());
+            }
+        }
+
+        #[test]
+        fn try_new_on_edge_strings(raw in "[ \\t\\x00\\x1f\\x7fa%_'\"\\\\é日]{0,300}") {
+            let result = StreamId::try_new(raw.clone());
+            prop_assert_eq!(result.is_ok(), documented_rule(&raw));
+        }
+    }
+
+    #[test]
+    fn length_limit_counts_characters_not_bytes() {
+        let at_limit = "é".repeat(MAX_STREAM_ID_CHARS);
+        assert!(StreamId::try_new(at_limit).is_ok());
+        let over = "é".repeat(MAX_STREAM_ID_CHARS + 1);
+        assert_eq!(
+            StreamId::try_new(over),
+            Err(StreamIdError::TooLong {
+                chars: MAX_STREAM_ID_CHARS + 1
+            })
+        );
+    }
+
+    #[test]
+    fn metacharacters_are_kept_verbatim() {
+        let raw = r#"o'brien"%_\x/日本"#;
+        assert_eq!(StreamId::try_new(raw).unwrap().as_str(), raw);
+    }
+}

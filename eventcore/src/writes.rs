@@ -1,0 +1,234 @@
+//! What one append writes: expected versions and new events.
+
+use crate::{Event, StoreError, StreamId, StreamVersion};
+
+/// One event ready to be appended: its stream, type name and JSON payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    stream_id: StreamId,
+    event_type: String,
+    payload: String,
+}
+
+impl PendingEvent {
+    /// The stream the event is appended to.
+    pub fn stream_id(&self) -> &StreamId {
+        &self.stream_id
+    }
+
+    /// The event's type name.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The event serialised as JSON text.
+    pub fn payload(&self) -> &str {
+        &self.payload
+    }
+}
+
+/// The streams one append checks, each with the version it expects, and the
+/// events it appends.
+///
+/// Every stream a command read is registered, read-only participants
+/// included: the store appends only if **every** registered stream is still
+/// at its expected version, and rejects the whole write with
+/// [`StoreError::VersionConflict`] otherwise. Adding an event for a stream
+/// that was not registered fails at once with [`StoreError::UndeclaredStream`].
+///
+/// ```
+/// use eventcore::{StoreError, StreamId, StreamVersion, StreamWrites};
+/// # use eventcore::Event;
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Noted { stream: StreamId }
+/// # impl Event for Noted {
+/// #     fn stream_id(&self) -> &StreamId { &self.stream }
+/// #     fn event_type(&self) -> &'static str { "Noted" }
+/// # }
+/// let a = StreamId::try_new("a").unwrap();
+/// let b = StreamId::try_new("b").unwrap();
+/// let mut writes = StreamWrites::new();
+/// writes.expect(a.clone(), StreamVersion::new(3))?;
+/// writes.append(&Noted { stream: a })?;
+/// let err = writes.append(&Noted { stream: b }).unwrap_err();
+/// assert!(matches!(err, StoreError::UndeclaredStream { .. }));
+/// assert_eq!(writes.events().len(), 1);
+/// # Ok::<(), StoreError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamWrites {
+    /// Sorted by stream id, one entry per stream.
+    expected: Vec<(StreamId, StreamVersion)>,
+    events: Vec<PendingEvent>,
+}
+
+impl StreamWrites {
+    /// An empty write that registers no stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `stream_id`, which must be at `version` when the write is
+    /// appended. Registering a stream again with the same version is a no-op.
+    ///
+    /// # Errors
+    /// [`StoreError::ConflictingExpectation`] if the stream is already
+    /// registered with another version.
+    pub fn expect(
+        &mut self,
+        stream_id: StreamId,
+        version: StreamVersion,
+    ) -> Result<(), StoreError> {
+        match self.expected.binary_search_by(|(id, _)| id.cmp(&stream_id)) {
+            Ok(i) if self.expected[i].1 == version => Ok(()),
+            Ok(i) => Err(StoreError::ConflictingExpectation {
+                stream_id,
+                first: self.expected[i].1,
+                second: version,
+            }),
+            Err(i) => {
+                self.expected.insert(i, (stream_id, version));
+                Ok(())
+            }
+        }
+    }
+
+    /// Serialises `event` and adds it to the write, after the events added before.
+    ///
+    /// # Errors
+    /// - [`StoreError::UndeclaredStream`] if the event's stream is not registered;
+    /// - [`StoreError::Serialize`] if serde fails;
+    /// - [`StoreError::NulCharacter`] if the payload holds U+0000.
+    ///
+    /// On error the write is unchanged.
+    pub fn append<E: Event>(&mut self, event: &E) -> Result<(), StoreError> {
+        let stream_id = event.stream_id();
+        let event_type = event.event_type();
+        if self.expected_version(stream_id).is_none() {
+            return Err(StoreError::UndeclaredStream {
+                stream_id: stream_id.clone(),
+                event_type: event_type.to_owned(),
+            });
+        }
+        let payload = serde_json::to_string(event).map_err(|source| StoreError::Serialize {
+            stream_id: stream_id.clone(),
+            event_type: event_type.to_owned(),
+            source,
+        })?;
+        if contains_escaped_nul(&payload) {
+            return Err(StoreError::NulCharacter {
+                stream_id: stream_id.clone(),
+                event_type: event_type.to_owned(),
+            });
+        }
+        self.events.push(PendingEvent {
+            stream_id: stream_id.clone(),
+            event_type: event_type.to_owned(),
+            payload,
+        });
+        Ok(())
+    }
+
+    /// The version `stream_id` is expected at, if it is registered.
+    pub fn expected_version(&self, stream_id: &StreamId) -> Option<StreamVersion> {
+        self.expected
+            .binary_search_by(|(id, _)| id.cmp(stream_id))
+            .ok()
+            .map(|i| self.expected[i].1)
+    }
+
+    /// Every registered stream with its expected version, sorted by stream id.
+    pub fn expected_versions(&self) -> &[(StreamId, StreamVersion)] {
+        &self.expected
+    }
+
+    /// The events to append, in the order they were added.
+    pub fn events(&self) -> &[PendingEvent] {
+        &self.events
+    }
+
+    /// Whether the write appends no event (it may still check versions).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Checks every payload against a store's size limit.
+    ///
+    /// # Errors
+    /// [`StoreError::PayloadTooLarge`] naming the first event over `limit` bytes.
+    pub fn check_payload_limit(&self, limit: usize) -> Result<(), StoreError> {
+        match self.events.iter().find(|e| e.payload.len() > limit) {
+            Some(e) => Err(StoreError::PayloadTooLarge {
+                stream_id: e.stream_id.clone(),
+                event_type: e.event_type.clone(),
+                size: e.payload.len(),
+                limit,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The versions every registered stream reaches if the write is
+    /// appended, sorted by stream id.
+    ///
+    /// # Errors
+    /// [`StoreError::VersionOverflow`] if a stream would pass `u64::MAX`.
+    pub fn resulting_versions(&self) -> Result<Vec<(StreamId, StreamVersion)>, StoreError> {
+        self.expected
+            .iter()
+            .map(|(id, expected)| {
+                let added = self.events.iter().filter(|e| &e.stream_id == id).count() as u64;
+                expected
+                    .checked_add(added)
+                    .map(|v| (id.clone(), v))
+                    .ok_or_else(|| StoreError::VersionOverflow {
+                        stream_id: id.clone(),
+                        version: *expected,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Whether JSON text holds the escape `\u0000` (serde_json escapes every
+/// control character, so a NUL in any string or key shows up this way). An
+/// escaped backslash followed by `u0000` is text, not a NUL.
+fn contains_escaped_nul(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let needle = b"\\u0000";
+    let mut from = 0;
+    while let Some(offset) = json[from..].find("\\u0000") {
+        let at = from + offset;
+        let backslashes_before = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes_before % 2 == 0 {
+            return true;
+        }
+        from = at + needle.len();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn nul_detection_matches_the_decoded_text(s in "[a\\\\u0\\x00]{0,12}") {
+            let json = serde_json::to_string(&s).unwrap();
+            prop_assert_eq!(contains_escaped_nul(&json), s.contains('\0'));
+        }
+    }
+
+    #[test]
+    fn escaped_backslash_before_u0000_is_not_a_nul() {
+        let json = serde_json::to_string(r"\u0000").unwrap();
+        assert!(!contains_escaped_nul(&json));
+        assert!(contains_escaped_nul(&serde_json::to_string("x\0").unwrap()));
+    }
+}
