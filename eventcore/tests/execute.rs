@@ -1,0 +1,334 @@
+//! The execute loop's retry, rejection and write behaviour, on the in-memory
+//! store wrapped to inject failures.
+
+use std::{
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use eventcore::{
+    AppendOutcome, CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents,
+    RetryPolicy, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, execute,
+    execute_with_policy,
+};
+use eventcore_memory::InMemoryEventStore;
+use eventcore_testing::fixtures::{Credit, LedgerEvent, Move, Note, stream};
+
+/// Fails the first `conflicts` appends with a conflict (and then, if set,
+/// every append with a transient error), counting calls.
+#[derive(Clone)]
+struct Flaky {
+    inner: InMemoryEventStore,
+    conflicts: Arc<AtomicU32>,
+    always_transient: bool,
+    appends: Arc<AtomicU32>,
+    reads: Arc<AtomicU32>,
+}
+
+impl Flaky {
+    fn new(conflicts: u32) -> Self {
+        Flaky {
+            inner: InMemoryEventStore::new(),
+            conflicts: Arc::new(AtomicU32::new(conflicts)),
+            always_transient: false,
+            appends: Arc::default(),
+            reads: Arc::default(),
+        }
+    }
+}
+
+impl EventStore for Flaky {
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_streams(streams).await
+    }
+
+    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        if self.always_transient {
+            return Err(StoreError::Transient {
+                operation: "append",
+                source: "injected".into(),
+            });
+        }
+        let left = self.conflicts.load(Ordering::SeqCst);
+        if left > 0 {
+            self.conflicts.store(left - 1, Ordering::SeqCst);
+            let (stream_id, expected) = writes.expected_versions()[0].clone();
+            return Err(StoreError::VersionConflict {
+                stream_id,
+                expected,
+                actual: StreamVersion::new(expected.get() + 1),
+            });
+        }
+        self.inner.append(writes).await
+    }
+}
+
+fn fast(attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_attempts(NonZeroU32::new(attempts).unwrap())
+        .with_max_delay(Duration::from_millis(1))
+}
+
+#[tokio::test]
+async fn retries_a_conflict_then_succeeds() {
+    let store = Flaky::new(2);
+    let account = stream("a");
+    let result = execute_with_policy(
+        &store,
+        Credit {
+            account: account.clone(),
+            amount: 5,
+        },
+        &fast(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.attempts, 3);
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        3,
+        "every retry reads again"
+    );
+    assert_eq!(result.version_of(&account), Some(StreamVersion::new(1)));
+    assert_eq!(result.events_written, 1);
+    assert_eq!(store.inner.all_events().len(), 1, "written once");
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts_and_says_so() {
+    let store = Flaky::new(u32::MAX);
+    let err = execute_with_policy(
+        &store,
+        Credit {
+            account: stream("a"),
+            amount: 5,
+        },
+        &fast(4),
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        ExecuteError::RetriesExhausted {
+            attempts,
+            last_error,
+        } => {
+            assert_eq!(*attempts, 4);
+            assert!(matches!(last_error, StoreError::VersionConflict { .. }));
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    assert_eq!(err.to_string(), "gave up after 4 attempts");
+    assert_eq!(store.appends.load(Ordering::SeqCst), 4);
+    assert!(store.inner.all_events().is_empty());
+}
+
+#[tokio::test]
+async fn retries_transient_failures_too() {
+    let mut store = Flaky::new(0);
+    store.always_transient = true;
+    let err = execute_with_policy(
+        &store,
+        Credit {
+            account: stream("a"),
+            amount: 5,
+        },
+        &fast(3),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        ExecuteError::RetriesExhausted {
+            attempts: 3,
+            last_error: StoreError::Transient { .. }
+        }
+    ));
+}
+
+#[tokio::test]
+async fn business_rule_errors_are_not_retried() {
+    let store = Flaky::new(0);
+    let cmd = Move {
+        from: stream("empty"),
+        to: stream("b"),
+        amount: 1,
+    };
+    let err = execute_with_policy(&store, cmd, &fast(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecuteError::Rejected(CommandError::BusinessRuleViolation(_))
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("cannot move 1"), "{err}");
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+}
+
+struct Decide {
+    streams: Vec<StreamId>,
+    emit: Vec<Note>,
+}
+
+impl CommandStreams for Decide {
+    fn streams(&self) -> Vec<StreamId> {
+        self.streams.clone()
+    }
+}
+
+impl CommandLogic for Decide {
+    type Event = Note;
+    type State = ();
+    fn apply(&self, _: (), _: &Note) {}
+    fn handle(&self, _: ()) -> Result<NewEvents<Note>, CommandError> {
+        Ok(self.emit.clone().into())
+    }
+}
+
+#[tokio::test]
+async fn empty_decision_succeeds_without_writing() {
+    let store = Flaky::new(0);
+    let a = stream("a");
+    let result = execute(
+        &store,
+        Decide {
+            streams: vec![a.clone()],
+            emit: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.events_written, 0);
+    assert_eq!(result.attempts, 1);
+    assert_eq!(result.version_of(&a), Some(StreamVersion::INITIAL));
+    assert_eq!(
+        store.appends.load(Ordering::SeqCst),
+        0,
+        "no round trip to append"
+    );
+}
+
+#[tokio::test]
+async fn no_streams_is_an_error() {
+    let store = Flaky::new(0);
+    let err = execute(
+        &store,
+        Decide {
+            streams: vec![],
+            emit: vec![],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ExecuteError::NoStreams));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn duplicate_declarations_are_read_once() {
+    let store = InMemoryEventStore::new();
+    let a = stream("a");
+    let cmd = Decide {
+        streams: vec![a.clone(), a.clone(), a.clone()],
+        emit: vec![Note::new(&a, 1)],
+    };
+    let result = execute(&store, cmd).await.unwrap();
+    assert_eq!(result.stream_versions, vec![(a, StreamVersion::new(1))]);
+}
+
+#[tokio::test]
+async fn events_for_undeclared_streams_write_nothing() {
+    let store = Flaky::new(0);
+    let (a, b) = (stream("a"), stream("b"));
+    let cmd = Decide {
+        streams: vec![a.clone()],
+        emit: vec![Note::new(&a, 1), Note::new(&b, 2)],
+    };
+    let err = execute(&store, cmd).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecuteError::Store(StoreError::UndeclaredStream { stream_id, .. }) if stream_id == &b),
+        "{err:?}"
+    );
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+    assert!(store.inner.all_events().is_empty());
+}
+
+#[tokio::test]
+async fn nul_in_an_event_is_refused_before_the_store() {
+    let store = Flaky::new(0);
+    let a = stream("a");
+    let mut note = Note::new(&a, 1);
+    note.text = "nul\0here".into();
+    let err = execute(
+        &store,
+        Decide {
+            streams: vec![a],
+            emit: vec![note],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ExecuteError::Store(StoreError::NulCharacter { .. })),
+        "{err:?}"
+    );
+    assert!(store.inner.all_events().is_empty());
+}
+
+#[tokio::test]
+async fn state_is_folded_from_all_declared_streams() {
+    let store = InMemoryEventStore::new();
+    let (a, b) = (stream("a"), stream("b"));
+    execute(
+        &store,
+        Credit {
+            account: a.clone(),
+            amount: 10,
+        },
+    )
+    .await
+    .unwrap();
+    let ok = execute(
+        &store,
+        Move {
+            from: a.clone(),
+            to: b.clone(),
+            amount: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ok.stream_versions,
+        vec![
+            (a.clone(), StreamVersion::new(2)),
+            (b.clone(), StreamVersion::new(1))
+        ]
+    );
+    let err = execute(
+        &store,
+        Move {
+            from: a.clone(),
+            to: b.clone(),
+            amount: 1,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ExecuteError::Rejected(_)));
+    let events: Vec<LedgerEvent> = store
+        .all_events()
+        .iter()
+        .map(|e| e.decode().unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+}
