@@ -1,1 +1,57 @@
 //! PostgreSQL event store for eventcore.
+//!
+//! ```no_run
+//! use eventcore_postgres::PostgresEventStore;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresEventStore::connect("postgres://postgres@127.0.0.1/bank").await?;
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//! - **Schema.** One table, `eventcore_events`: global position (identity),
+//!   stream id, stream version, event type, payload and metadata (`jsonb`),
+//!   event id (UUIDv7), the writing transaction's id and the time recorded.
+//!   Its only index besides the primary key is the unique
+//!   `(stream_id, stream_version)`, which serves both stream reads and the
+//!   version check. Row triggers reject `UPDATE` and `DELETE`, a statement
+//!   trigger rejects `TRUNCATE` (SQLSTATE `EC001`).
+//! - **Read.** One query, `stream_id = ANY($1)`, returns every event of the
+//!   command's streams in global order; each stream's version is its last
+//!   event's version (0 when it has none).
+//! - **Append.** One call of the `eventcore_append` function, one round trip
+//!   and one implicit transaction. It takes a transaction-scoped advisory
+//!   lock per registered stream, in ascending order of lock key (so writers
+//!   over overlapping stream sets cannot deadlock, and writers to disjoint
+//!   streams never wait for each other), then checks every registered
+//!   stream's version, read-only participants included, and inserts all
+//!   events or none. A read-only participant stays locked until commit, so
+//!   no writer can slip in between the check and the commit. Payloads travel
+//!   as arrays, so a batch of any size binds six parameters.
+//! - **Global order.** Positions come from an identity column, so writers do
+//!   not serialise on one global lock; but a position is taken before
+//!   commit, and a transaction can commit after one holding a higher
+//!   position. Each row therefore records `pg_current_xact_id()`. A reader of
+//!   the global log (a later release) returns only events of transactions
+//!   older than `pg_snapshot_xmin(pg_current_snapshot())`, ordered by
+//!   (transaction id, position): every transaction before that fence has
+//!   ended, so no event can later appear behind what a reader has seen. A
+//!   long-running writer delays readers; it never makes them skip.
+//! - **Errors.** Mapped by SQLSTATE and constraint name, never by message:
+//!   serialization failures, deadlocks, lost connections and pool time-outs
+//!   are [`StoreError::Transient`](eventcore::StoreError::Transient) (the
+//!   execute loop retries them); anything else is
+//!   [`StoreError::Backend`](eventcore::StoreError::Backend) with the
+//!   `sqlx::Error` as its source.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod schema;
+mod store;
+
+pub use config::{DEFAULT_MAX_PAYLOAD_BYTES, PostgresConfig, SchemaName, SchemaNameError};
+pub use error::PostgresError;
+pub use store::PostgresEventStore;

@@ -1,0 +1,115 @@
+//! Connection settings.
+
+use std::time::Duration;
+
+use nutype::nutype;
+
+/// The default limit on one event's serialised size: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A PostgreSQL schema to keep eventcore's tables in: 1 to 63 characters,
+/// lower-case ASCII letters, digits and `_`, not starting with a digit (so it
+/// never needs quoting and cannot inject SQL).
+///
+/// ```
+/// use eventcore_postgres::SchemaName;
+/// assert!(SchemaName::try_new("billing_events").is_ok());
+/// assert!(SchemaName::try_new("Billing; DROP").is_err());
+/// ```
+#[nutype(
+    validate(len_char_min = 1, len_char_max = 63, predicate = is_identifier),
+    derive(Debug, Clone, PartialEq, Eq, AsRef, Display)
+)]
+pub struct SchemaName(String);
+
+/// How a [`PostgresEventStore`](crate::PostgresEventStore) connects.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore_postgres::{PostgresConfig, SchemaName};
+///
+/// let config = PostgresConfig::default()
+///     .max_connections(32)
+///     .statement_timeout(Some(Duration::from_secs(5)))
+///     .schema(SchemaName::try_new("bank").unwrap());
+/// assert_eq!(config.max_connections_value(), 32);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub(crate) max_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) test_before_acquire: bool,
+    pub(crate) max_payload_bytes: usize,
+    pub(crate) schema: Option<SchemaName>,
+}
+
+impl Default for PostgresConfig {
+    /// 16 connections, 10 s to acquire one, a 30 s statement timeout, no ping
+    /// before acquire, 1 MiB per event, the connection's default schema.
+    fn default() -> Self {
+        PostgresConfig {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Some(Duration::from_secs(30)),
+            test_before_acquire: false,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            schema: None,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// Sets the pool size (at least 1).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// The pool size.
+    pub fn max_connections_value(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// Sets how long to wait for a free connection before failing (transiently).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Sets the server-side `statement_timeout` of every connection (`None`
+    /// keeps the server's default). Sent in the startup packet: no extra
+    /// round trip.
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// Whether to ping a pooled connection before handing it out. Off by
+    /// default: it costs a round trip per command, and a dead connection
+    /// surfaces as a transient error that `execute` retries anyway.
+    pub fn test_before_acquire(mut self, ping: bool) -> Self {
+        self.test_before_acquire = ping;
+        self
+    }
+
+    /// Sets the largest serialised event accepted, in bytes.
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// Keeps eventcore's tables in this schema (set as the connections'
+    /// `search_path`; [`migrate`](crate::PostgresEventStore::migrate)
+    /// creates it).
+    pub fn schema(mut self, schema: SchemaName) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+}

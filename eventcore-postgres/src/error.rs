@@ -1,0 +1,72 @@
+//! Errors of connecting and migrating, and the mapping of database errors
+//! onto [`StoreError`].
+
+use eventcore::StoreError;
+
+/// What can go wrong when connecting to PostgreSQL or migrating its schema.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The connection URL could not be parsed.
+    #[error("invalid PostgreSQL connection URL")]
+    InvalidUrl(#[source] sqlx::Error),
+    /// No connection could be opened.
+    #[error("could not connect to PostgreSQL")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed; the transaction was rolled back, so the schema is
+    /// as it was before.
+    #[error("migration {version} ({description}) failed")]
+    Migrate {
+        /// The migration's number.
+        version: i64,
+        /// What the migration does.
+        description: &'static str,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database holds migrations newer than this version of the crate knows.
+    #[error(
+        "the database is at schema version {found}, newer than the {known} this eventcore-postgres knows"
+    )]
+    SchemaTooNew {
+        /// Highest version applied in the database.
+        found: i64,
+        /// Highest version this crate ships.
+        known: i64,
+    },
+}
+
+/// SQLSTATEs after which the same statement may succeed: serialization
+/// failure, deadlock, and the server or connection going away.
+fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+    ) || code.starts_with("08")
+}
+
+/// Maps an sqlx error onto the store's vocabulary, by structure only.
+pub(crate) fn store_error(operation: &'static str, error: sqlx::Error) -> StoreError {
+    let transient = match &error {
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| is_transient_code(&code))
+                // Only writes bypassing eventcore_append can trip the unique
+                // key; the retry re-reads and reports a proper conflict.
+                || db.constraint() == Some("eventcore_events_stream_version_key")
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    };
+    if transient {
+        StoreError::Transient {
+            operation,
+            source: Box::new(error),
+        }
+    } else {
+        StoreError::Backend {
+            operation,
+            source: Box::new(error),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Embedded migrations, applied under an advisory lock in one transaction.
+//!
+//! eventcore keeps its own migration table (`eventcore_migrations`) rather
+//! than sqlx's `_sqlx_migrations`: the application usually migrates its own
+//! tables with sqlx too, and two migrators sharing one table each see the
+//! other's rows as unknown migrations and refuse to run.
+
+use sqlx::{Connection, PgConnection};
+
+use crate::{PostgresError, config::SchemaName};
+
+struct Migration {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "events table, immutability triggers, append function",
+    sql: include_str!("../migrations/0001_events.sql"),
+}];
+
+/// Advisory lock key that serialises concurrent migrations of one database
+/// ("eventcore" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6576_656e_7463_6f72;
+
+pub(crate) async fn migrate(
+    conn: &mut PgConnection,
+    schema: Option<&SchemaName>,
+) -> Result<(), PostgresError> {
+    let step = |version: i64, description: &'static str| {
+        move |source: sqlx::Error| PostgresError::Migrate {
+            version,
+            description,
+            source,
+        }
+    };
+    let setup = step(0, "lock and migration table");
+    let mut tx = conn.begin().await.map_err(setup)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(step(0, "lock and migration table"))?;
+    if let Some(schema) = schema {
+        // SchemaName admits only [a-z0-9_], so it needs no quoting.
+        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(step(0, "create schema"))?;
+    }
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS eventcore_migrations (
+             version     bigint PRIMARY KEY,
+             description text NOT NULL,
+             applied_at  timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(step(0, "lock and migration table"))?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM eventcore_migrations")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(step(0, "lock and migration table"))?;
+
+    let known = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(found) = applied.iter().copied().filter(|v| *v > known).max() {
+        return Err(PostgresError::SchemaTooNew { found, known });
+    }
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(step(m.version, m.description))?;
+        sqlx::query("INSERT INTO eventcore_migrations (version, description) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.description)
+            .execute(&mut *tx)
+            .await
+            .map_err(step(m.version, m.description))?;
+    }
+    tx.commit().await.map_err(step(0, "commit"))
+}

@@ -1,0 +1,207 @@
+//! The store: connecting, reading and appending.
+
+use eventcore::{
+    AppendOutcome, EventStore, RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
+    StreamWrites,
+};
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use crate::{
+    PostgresConfig, PostgresError,
+    config::{DEFAULT_MAX_PAYLOAD_BYTES, SchemaName},
+    error::store_error,
+    schema,
+};
+
+const READ_STREAMS: &str = include_str!("sql/read_streams.sql");
+const APPEND: &str = include_str!("sql/append.sql");
+
+/// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool.
+///
+/// Reading a command's streams is one query, and appending is one call of
+/// the `eventcore_append` function in its own implicit transaction: one
+/// round trip each.
+#[derive(Debug, Clone)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+    max_payload_bytes: usize,
+    schema: Option<SchemaName>,
+}
+
+impl PostgresEventStore {
+    /// Connects with the default [`PostgresConfig`].
+    ///
+    /// # Errors
+    /// [`PostgresError::InvalidUrl`] or [`PostgresError::Connect`].
+    pub async fn connect(url: &str) -> Result<Self, PostgresError> {
+        Self::connect_with(url, PostgresConfig::default()).await
+    }
+
+    /// Connects with the given settings. Opens one connection to check the
+    /// server is reachable; the pool opens more on demand.
+    ///
+    /// # Errors
+    /// [`PostgresError::InvalidUrl`] or [`PostgresError::Connect`].
+    pub async fn connect_with(url: &str, config: PostgresConfig) -> Result<Self, PostgresError> {
+        let mut options: PgConnectOptions = url.parse().map_err(PostgresError::InvalidUrl)?;
+        let mut settings = Vec::new();
+        if let Some(schema) = &config.schema {
+            settings.push(("search_path", schema.to_string()));
+        }
+        if let Some(timeout) = config.statement_timeout {
+            settings.push(("statement_timeout", timeout.as_millis().to_string()));
+        }
+        options = options.options(settings);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .test_before_acquire(config.test_before_acquire)
+            .connect_with(options)
+            .await
+            .map_err(PostgresError::Connect)?;
+        Ok(PostgresEventStore {
+            pool,
+            max_payload_bytes: config.max_payload_bytes,
+            schema: config.schema,
+        })
+    }
+
+    /// Uses an existing pool. Its connections' `search_path` decides where
+    /// eventcore's tables live.
+    pub fn from_pool(pool: PgPool) -> Self {
+        PostgresEventStore {
+            pool,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            schema: None,
+        }
+    }
+
+    /// Sets the largest serialised event accepted, in bytes.
+    pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The connection pool, for the application's own queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates or upgrades eventcore's tables (and the configured schema).
+    /// Safe to call from several processes at once: they take turns on an
+    /// advisory lock, and each migration runs in one transaction.
+    ///
+    /// # Errors
+    /// [`PostgresError::Connect`], [`PostgresError::Migrate`] or
+    /// [`PostgresError::SchemaTooNew`].
+    pub async fn migrate(&self) -> Result<(), PostgresError> {
+        let mut conn = self.pool.acquire().await.map_err(PostgresError::Connect)?;
+        schema::migrate(&mut conn, self.schema.as_ref()).await
+    }
+}
+
+impl EventStore for PostgresEventStore {
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let rows = sqlx::query(READ_STREAMS)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| store_error("read_streams", e))?;
+
+        let mut versions: Vec<(StreamId, StreamVersion)> = streams
+            .iter()
+            .map(|s| (s.clone(), StreamVersion::INITIAL))
+            .collect();
+        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        versions.dedup_by(|a, b| a.0 == b.0);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let event = decode_row(&row).map_err(|e| store_error("read_streams", e))?;
+            if let Ok(i) = versions.binary_search_by(|(id, _)| id.cmp(event.stream_id())) {
+                versions[i].1 = versions[i].1.max(event.version());
+            }
+            events.push(event);
+        }
+        Ok(StreamReads::new(versions, events))
+    }
+
+    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        writes.check_payload_limit(self.max_payload_bytes)?;
+        let stream_versions = writes.resulting_versions()?;
+
+        let expected = writes.expected_versions();
+        let streams: Vec<&str> = expected.iter().map(|(id, _)| id.as_str()).collect();
+        let versions = expected
+            .iter()
+            .map(|(id, v)| to_bigint(id, *v))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let events = writes.events();
+        let event_streams: Vec<&str> = events.iter().map(|e| e.stream_id().as_str()).collect();
+        let event_types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload()).collect();
+        let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+
+        let conflict = sqlx::query(APPEND)
+            .bind(&streams)
+            .bind(&versions)
+            .bind(&event_streams)
+            .bind(&event_types)
+            .bind(&payloads)
+            .bind(&event_ids)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error("append", e))?;
+
+        match conflict {
+            None => Ok(AppendOutcome {
+                stream_versions,
+                events_written: events.len(),
+            }),
+            Some(row) => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
+        }
+    }
+}
+
+fn decode_row(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, sqlx::Error> {
+    let stream_id: String = row.try_get("stream_id")?;
+    let stream_id = StreamId::try_new(stream_id).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "stream_id".into(),
+        source: Box::new(e),
+    })?;
+    Ok(RecordedEvent::new(
+        stream_id,
+        StreamVersion::new(from_bigint(row.try_get("stream_version")?)),
+        from_bigint(row.try_get("global_position")?),
+        row.try_get("event_type")?,
+        row.try_get("payload")?,
+    ))
+}
+
+fn conflict_from_row(row: &sqlx::postgres::PgRow) -> Result<StoreError, sqlx::Error> {
+    let stream_id: String = row.try_get("conflict_stream")?;
+    Ok(StoreError::VersionConflict {
+        stream_id: StreamId::try_new(stream_id).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "conflict_stream".into(),
+            source: Box::new(e),
+        })?,
+        expected: StreamVersion::new(from_bigint(row.try_get("expected_version")?)),
+        actual: StreamVersion::new(from_bigint(row.try_get("actual_version")?)),
+    })
+}
+
+/// Versions and positions are positive in the table (a CHECK and an identity).
+fn from_bigint(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_bigint(stream_id: &StreamId, version: StreamVersion) -> Result<i64, StoreError> {
+    i64::try_from(version.get()).map_err(|_| StoreError::VersionOverflow {
+        stream_id: stream_id.clone(),
+        version,
+    })
+}
