@@ -48,6 +48,7 @@ pub struct PostgresConfig {
     pub(crate) test_before_acquire: bool,
     pub(crate) max_payload_bytes: usize,
     pub(crate) schema: Option<SchemaName>,
+    pub(crate) application_name: Option<String>,
 }
 
 impl Default for PostgresConfig {
@@ -61,6 +62,7 @@ impl Default for PostgresConfig {
             test_before_acquire: false,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             schema: None,
+            application_name: None,
         }
     }
 }
@@ -110,6 +112,12 @@ impl PostgresConfig {
     /// creates it).
     pub fn schema(mut self, schema: SchemaName) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Sets the connections' `application_name`, shown in `pg_stat_activity`.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
         self
     }
 }

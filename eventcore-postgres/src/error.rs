@@ -70,3 +70,48 @@ pub(crate) fn store_error(operation: &'static str, error: sqlx::Error) -> StoreE
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_and_pool_failures_are_transient() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(
+            store_error("read", io),
+            StoreError::Transient {
+                operation: "read",
+                ..
+            }
+        ));
+        assert!(matches!(
+            store_error("read", sqlx::Error::PoolTimedOut),
+            StoreError::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn other_failures_are_not_transient_and_keep_their_source() {
+        let err = store_error("append", sqlx::Error::RowNotFound);
+        assert!(matches!(
+            err,
+            StoreError::Backend {
+                operation: "append",
+                ..
+            }
+        ));
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<sqlx::Error>());
+        assert!(matches!(source, Some(sqlx::Error::RowNotFound)));
+    }
+
+    #[test]
+    fn transient_sqlstates() {
+        for code in ["40001", "40P01", "08006", "08003", "57P01"] {
+            assert!(is_transient_code(code), "{code}");
+        }
+        for code in ["23505", "22P05", "42P01", "EC001", "57014"] {
+            assert!(!is_transient_code(code), "{code}");
+        }
+    }
+}

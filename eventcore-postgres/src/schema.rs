@@ -5,7 +5,7 @@
 //! tables with sqlx too, and two migrators sharing one table each see the
 //! other's rows as unknown migrations and refuse to run.
 
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, Executor, PgConnection};
 
 use crate::{PostgresError, config::SchemaName};
 
@@ -45,19 +45,18 @@ pub(crate) async fn migrate(
         .map_err(step(0, "lock and migration table"))?;
     if let Some(schema) = schema {
         // SchemaName admits only [a-z0-9_], so it needs no quoting.
-        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .execute(&mut *tx)
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+        tx.execute(create.as_str())
             .await
             .map_err(step(0, "create schema"))?;
     }
-    sqlx::raw_sql(
+    tx.execute(
         "CREATE TABLE IF NOT EXISTS eventcore_migrations (
              version     bigint PRIMARY KEY,
              description text NOT NULL,
              applied_at  timestamptz NOT NULL DEFAULT now()
          )",
     )
-    .execute(&mut *tx)
     .await
     .map_err(step(0, "lock and migration table"))?;
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM eventcore_migrations")
@@ -70,8 +69,7 @@ pub(crate) async fn migrate(
         return Err(PostgresError::SchemaTooNew { found, known });
     }
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
+        tx.execute(m.sql)
             .await
             .map_err(step(m.version, m.description))?;
         sqlx::query("INSERT INTO eventcore_migrations (version, description) VALUES ($1, $2)")

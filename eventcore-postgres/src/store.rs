@@ -56,6 +56,9 @@ impl PostgresEventStore {
             settings.push(("statement_timeout", timeout.as_millis().to_string()));
         }
         options = options.options(settings);
+        if let Some(name) = &config.application_name {
+            options = options.application_name(name);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
@@ -204,4 +207,20 @@ fn to_bigint(stream_id: &StreamId, version: StreamVersion) -> Result<i64, StoreE
         stream_id: stream_id.clone(),
         version,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    /// Spawning these futures on a multi-threaded runtime needs them `Send`.
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn futures_are_send(store: PostgresEventStore) {
+        assert_send(store.migrate());
+        assert_send(PostgresEventStore::connect("postgres://localhost/x"));
+        assert_send(store.read_streams(&[]));
+        assert_send(store.append(StreamWrites::new()));
+    }
 }

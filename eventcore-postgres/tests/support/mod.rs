@@ -32,12 +32,20 @@ pub fn unique_schema() -> SchemaName {
 }
 
 pub fn config(schema: SchemaName) -> PostgresConfig {
-    PostgresConfig::default().max_connections(16).schema(schema)
+    PostgresConfig::default()
+        .max_connections(16)
+        .application_name(schema.to_string())
+        .schema(schema)
 }
 
 /// A migrated store in a new schema.
 pub async fn fresh_store() -> PostgresEventStore {
-    let store = PostgresEventStore::connect_with(&database_url(), config(unique_schema()))
+    store_with(config(unique_schema())).await
+}
+
+/// A migrated store with the given settings.
+pub async fn store_with(config: PostgresConfig) -> PostgresEventStore {
+    let store = PostgresEventStore::connect_with(&database_url(), config)
         .await
         .expect("connect to DATABASE_URL");
     store.migrate().await.expect("migrate");

@@ -1,0 +1,344 @@
+//! Guarantees specific to the PostgreSQL backend, on a real server.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use eventcore::{EventStore, StoreError, StreamVersion, StreamWrites, execute};
+use eventcore_postgres::{PostgresError, PostgresEventStore, SchemaName};
+use eventcore_testing::fixtures::{Credit, Note, stream};
+use sqlx::Row;
+use tokio::sync::Barrier;
+
+async fn seeded_store() -> PostgresEventStore {
+    let store = support::fresh_store().await;
+    execute(
+        &store,
+        Credit {
+            account: stream("acct"),
+            amount: 5,
+        },
+    )
+    .await
+    .expect("seed");
+    store
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .map(|c| c.into_owned())
+}
+
+#[tokio::test]
+async fn update_of_an_event_is_rejected() {
+    let store = seeded_store().await;
+    let err = sqlx::query("UPDATE eventcore_events SET event_type = 'Forged'")
+        .execute(store.pool())
+        .await
+        .expect_err("UPDATE must fail");
+    assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{err}");
+    let t: String = sqlx::query_scalar("SELECT event_type FROM eventcore_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(t, "Credited");
+}
+
+#[tokio::test]
+async fn delete_of_an_event_is_rejected() {
+    let store = seeded_store().await;
+    let err = sqlx::query("DELETE FROM eventcore_events")
+        .execute(store.pool())
+        .await
+        .expect_err("DELETE must fail");
+    assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{err}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM eventcore_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn truncate_of_the_log_is_rejected() {
+    let store = seeded_store().await;
+    let err = sqlx::query("TRUNCATE eventcore_events")
+        .execute(store.pool())
+        .await
+        .expect_err("TRUNCATE must fail");
+    assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{err}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM eventcore_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_from_separate_pools_all_succeed() {
+    const MIGRATORS: usize = 6;
+    let schema = support::unique_schema();
+    let barrier = Arc::new(Barrier::new(MIGRATORS));
+    let mut tasks = Vec::new();
+    for _ in 0..MIGRATORS {
+        let config = support::config(schema.clone()).max_connections(1);
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = PostgresEventStore::connect_with(&support::database_url(), config)
+                .await
+                .expect("connect");
+            barrier.wait().await;
+            store.migrate().await.map(|()| store)
+        }));
+    }
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap().expect("every concurrent migrate succeeds"));
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM eventcore_migrations ORDER BY version")
+            .fetch_all(stores[0].pool())
+            .await
+            .unwrap();
+    assert_eq!(applied, vec![1], "each migration applied once");
+    stores[0]
+        .migrate()
+        .await
+        .expect("migrating again is a no-op");
+    execute(
+        &stores[1],
+        Credit {
+            account: stream("a"),
+            amount: 1,
+        },
+    )
+    .await
+    .expect("usable");
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_crate_is_refused() {
+    let store = support::fresh_store().await;
+    sqlx::query("INSERT INTO eventcore_migrations (version, description) VALUES (999, 'future')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.migrate().await.expect_err("unknown migration");
+    assert!(
+        matches!(
+            err,
+            PostgresError::SchemaTooNew {
+                found: 999,
+                known: 1
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// Command A read X and Y (both empty) and writes Y. B appends to X and has
+/// not committed yet when A appends. A must wait for B, see its write, and be
+/// rejected, though A writes nothing to X; nothing of A is stored.
+#[tokio::test]
+async fn a_writer_cannot_slip_in_behind_a_read_only_participant() {
+    let schema = support::unique_schema();
+    let store = support::store_with(support::config(schema.clone())).await;
+    let (x, y) = (stream("x"), stream("y"));
+    // B holds X's lock inside an open transaction while A appends: A waits,
+    // then sees B's committed write and is rejected.
+    let mut b = store.pool().begin().await.unwrap();
+    let row = sqlx::query(include_str!("../src/sql/append.sql"))
+        .bind(vec![x.as_str()])
+        .bind(vec![0i64])
+        .bind(vec![x.as_str()])
+        .bind(vec!["Note"])
+        .bind(vec![serde_json::to_string(&Note::new(&x, 1)).unwrap()])
+        .bind(vec![uuid::Uuid::now_v7()])
+        .fetch_optional(&mut *b)
+        .await
+        .unwrap();
+    assert!(row.is_none(), "B's append succeeds inside its transaction");
+
+    let a_store = store.clone();
+    let (ax, ay) = (x.clone(), y.clone());
+    let a = tokio::spawn(async move {
+        let mut writes = StreamWrites::new();
+        writes.expect(ax, StreamVersion::INITIAL).unwrap();
+        writes.expect(ay.clone(), StreamVersion::INITIAL).unwrap();
+        writes.append(&Note::new(&ay, 1)).unwrap();
+        a_store.append(writes).await
+    });
+    // A must be blocked on X's advisory lock while B is open.
+    wait_for_lock_waiter(&store, &schema).await;
+    assert!(
+        !a.is_finished(),
+        "A waits for B's lock on the read-only stream"
+    );
+    b.commit().await.unwrap();
+
+    let err = a.await.unwrap().expect_err("A read a stale X");
+    assert!(
+        matches!(&err, StoreError::VersionConflict { stream_id, expected, actual }
+            if *stream_id == x && *expected == StreamVersion::INITIAL && actual.get() == 1),
+        "{err:?}"
+    );
+    let read = store.read_streams(&[x, y.clone()]).await.unwrap();
+    assert_eq!(
+        read.version(&y),
+        Some(StreamVersion::INITIAL),
+        "nothing of A written"
+    );
+}
+
+/// Opens a transaction that holds stream `x`'s append lock until committed.
+async fn hold_stream_lock(
+    store: &PostgresEventStore,
+    x: &eventcore::StreamId,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(x.as_str())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// The pid of a backend of this test's schema (its application name)
+/// waiting on an advisory lock.
+async fn wait_for_lock_waiter(store: &PostgresEventStore, schema: &SchemaName) -> i32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE application_name = $1 AND wait_event_type = 'Lock' AND wait_event = 'advisory'
+             LIMIT 1",
+        )
+        .bind(schema.to_string())
+        .fetch_optional(store.pool())
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no append ever waited on the lock"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_append_is_transient() {
+    let schema = support::unique_schema();
+    let store = support::store_with(support::config(schema.clone())).await;
+    let x = stream("x");
+    let holder = hold_stream_lock(&store, &x).await;
+
+    let victim = support::store_with(support::config(schema.clone()).max_connections(1)).await;
+    let mut writes = StreamWrites::new();
+    writes.expect(x.clone(), StreamVersion::INITIAL).unwrap();
+    writes.append(&Note::new(&x, 1)).unwrap();
+    let append = tokio::spawn(async move { victim.append(writes).await });
+
+    let pid = wait_for_lock_waiter(&store, &schema).await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(killed);
+    let err = append
+        .await
+        .unwrap()
+        .expect_err("its connection was terminated");
+    assert!(
+        matches!(
+            err,
+            StoreError::Transient {
+                operation: "append",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).expect("sqlx error kept as source");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some());
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        store
+            .read_streams(std::slice::from_ref(&x))
+            .await
+            .unwrap()
+            .version(&x),
+        Some(StreamVersion::INITIAL)
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_is_transient() {
+    let config = support::config(support::unique_schema())
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(100));
+    let store = support::store_with(config).await;
+    let busy = store.pool().acquire().await.unwrap();
+    let err = store
+        .read_streams(&[stream("a")])
+        .await
+        .expect_err("no free connection");
+    assert!(
+        matches!(
+            err,
+            StoreError::Transient {
+                operation: "read_streams",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    drop(busy);
+    store
+        .read_streams(&[stream("a")])
+        .await
+        .expect("works again once a connection is free");
+}
+
+#[tokio::test]
+async fn event_rows_carry_metadata_columns() {
+    let store = seeded_store().await;
+    let row = sqlx::query(
+        "SELECT event_id, transaction_id::text AS xid, recorded_at IS NOT NULL AS has_time, metadata::text AS metadata
+         FROM eventcore_events",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let id: uuid::Uuid = row.get("event_id");
+    assert_eq!(id.get_version_num(), 7, "event ids are UUIDv7");
+    let xid: String = row.get("xid");
+    assert!(xid.parse::<u64>().unwrap() > 0);
+    assert!(row.get::<bool, _>("has_time"));
+    assert_eq!(row.get::<String, _>("metadata"), "{}");
+}
+
+#[tokio::test]
+async fn oversized_limit_is_configurable() {
+    let store = support::fresh_store().await.with_max_payload_bytes(64);
+    let a = stream("small");
+    let mut note = Note::new(&a, 1);
+    note.text = "y".repeat(100);
+    let mut writes = StreamWrites::new();
+    writes.expect(a.clone(), StreamVersion::INITIAL).unwrap();
+    writes.append(&note).unwrap();
+    let err = store.append(writes).await.expect_err("over 64 bytes");
+    assert!(
+        matches!(err, StoreError::PayloadTooLarge { limit: 64, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.read_streams(&[a.clone()]).await.unwrap().version(&a),
+        Some(StreamVersion::INITIAL)
+    );
+}
