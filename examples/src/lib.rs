@@ -1,1 +1,5 @@
-//! Examples.
+//! Examples for eventcore. [`bank`] is the domain behind the `bank` demo.
+#![warn(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+pub mod bank;

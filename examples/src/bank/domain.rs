@@ -1,0 +1,296 @@
+//! The bank's events and commands.
+
+use eventcore::{CommandError, CommandLogic, CommandStreams, Event, NewEvents, StreamId, require};
+use nutype::nutype;
+use serde::{Deserialize, Serialize};
+
+/// A positive amount of money, in cents.
+#[nutype(
+    validate(greater = 0),
+    derive(
+        Debug,
+        Clone,
+        Copy,
+        PartialEq,
+        Eq,
+        PartialOrd,
+        Ord,
+        Display,
+        Serialize,
+        Deserialize
+    )
+)]
+pub struct Amount(u64);
+
+/// What happens to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum BankEvent {
+    /// The account was opened.
+    Opened {
+        /// The account.
+        account: StreamId,
+    },
+    /// Cash was paid in.
+    Deposited {
+        /// The account.
+        account: StreamId,
+        /// How much.
+        amount: Amount,
+    },
+    /// Cash was paid out.
+    Withdrawn {
+        /// The account.
+        account: StreamId,
+        /// How much.
+        amount: Amount,
+    },
+    /// Money left for another account (recorded on the payer's stream).
+    TransferredOut {
+        /// The payer.
+        account: StreamId,
+        /// The payee.
+        to: StreamId,
+        /// How much.
+        amount: Amount,
+    },
+    /// Money arrived from another account (recorded on the payee's stream).
+    TransferredIn {
+        /// The payee.
+        account: StreamId,
+        /// The payer.
+        from: StreamId,
+        /// How much.
+        amount: Amount,
+    },
+}
+
+impl Event for BankEvent {
+    fn stream_id(&self) -> &StreamId {
+        match self {
+            BankEvent::Opened { account }
+            | BankEvent::Deposited { account, .. }
+            | BankEvent::Withdrawn { account, .. }
+            | BankEvent::TransferredOut { account, .. }
+            | BankEvent::TransferredIn { account, .. } => account,
+        }
+    }
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            BankEvent::Opened { .. } => "AccountOpened",
+            BankEvent::Deposited { .. } => "MoneyDeposited",
+            BankEvent::Withdrawn { .. } => "MoneyWithdrawn",
+            BankEvent::TransferredOut { .. } => "TransferSent",
+            BankEvent::TransferredIn { .. } => "TransferReceived",
+        }
+    }
+}
+
+/// One account as its events describe it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Whether it was opened.
+    pub open: bool,
+    /// Its balance, in cents. Signed so that a broken store's overdraft shows.
+    pub balance: i128,
+}
+
+impl Account {
+    /// Folds one of this account's events.
+    pub fn apply(mut self, event: &BankEvent) -> Self {
+        match event {
+            BankEvent::Opened { .. } => self.open = true,
+            BankEvent::Deposited { amount, .. } | BankEvent::TransferredIn { amount, .. } => {
+                self.balance += i128::from(amount.into_inner())
+            }
+            BankEvent::Withdrawn { amount, .. } | BankEvent::TransferredOut { amount, .. } => {
+                self.balance -= i128::from(amount.into_inner())
+            }
+        }
+        self
+    }
+
+    /// Folds a whole stream.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a BankEvent>) -> Self {
+        events.into_iter().fold(Account::default(), Account::apply)
+    }
+
+    fn require_open(&self, account: &StreamId) -> Result<(), CommandError> {
+        require!(self.open, "account {account} is not open");
+        Ok(())
+    }
+}
+
+/// Opens an account; refuses if it is open already.
+#[derive(Debug, Clone)]
+pub struct OpenAccount {
+    /// The account.
+    pub account: StreamId,
+}
+
+impl CommandStreams for OpenAccount {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.account.clone()]
+    }
+}
+
+impl CommandLogic for OpenAccount {
+    type Event = BankEvent;
+    type State = Account;
+
+    fn apply(&self, state: Account, event: &BankEvent) -> Account {
+        state.apply(event)
+    }
+
+    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
+        require!(!state.open, "account {} is already open", self.account);
+        Ok(vec![BankEvent::Opened {
+            account: self.account.clone(),
+        }]
+        .into())
+    }
+}
+
+/// Pays cash into an open account.
+#[derive(Debug, Clone)]
+pub struct Deposit {
+    /// The account.
+    pub account: StreamId,
+    /// How much.
+    pub amount: Amount,
+}
+
+impl CommandStreams for Deposit {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.account.clone()]
+    }
+}
+
+impl CommandLogic for Deposit {
+    type Event = BankEvent;
+    type State = Account;
+
+    fn apply(&self, state: Account, event: &BankEvent) -> Account {
+        state.apply(event)
+    }
+
+    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
+        state.require_open(&self.account)?;
+        Ok(vec![BankEvent::Deposited {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
+        .into())
+    }
+}
+
+/// Pays cash out of an open account; refuses an overdraft.
+#[derive(Debug, Clone)]
+pub struct Withdraw {
+    /// The account.
+    pub account: StreamId,
+    /// How much.
+    pub amount: Amount,
+}
+
+impl CommandStreams for Withdraw {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.account.clone()]
+    }
+}
+
+impl CommandLogic for Withdraw {
+    type Event = BankEvent;
+    type State = Account;
+
+    fn apply(&self, state: Account, event: &BankEvent) -> Account {
+        state.apply(event)
+    }
+
+    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
+        state.require_open(&self.account)?;
+        let amount = self.amount.into_inner();
+        require!(
+            state.balance >= i128::from(amount),
+            "account {} holds {}, cannot withdraw {amount}",
+            self.account,
+            state.balance
+        );
+        Ok(vec![BankEvent::Withdrawn {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
+        .into())
+    }
+}
+
+/// Moves money between two open accounts: a command over two streams.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The payer.
+    pub from: StreamId,
+    /// The payee.
+    pub to: StreamId,
+    /// How much.
+    pub amount: Amount,
+}
+
+/// What a [`Transfer`] knows about its two accounts.
+#[derive(Debug, Default)]
+pub struct TransferState {
+    /// The payer.
+    pub from: Account,
+    /// The payee.
+    pub to: Account,
+}
+
+impl CommandStreams for Transfer {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.from.clone(), self.to.clone()]
+    }
+}
+
+impl CommandLogic for Transfer {
+    type Event = BankEvent;
+    type State = TransferState;
+
+    fn apply(&self, mut state: TransferState, event: &BankEvent) -> TransferState {
+        if event.stream_id() == &self.from {
+            state.from = state.from.apply(event);
+        } else if event.stream_id() == &self.to {
+            state.to = state.to.apply(event);
+        }
+        state
+    }
+
+    fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, CommandError> {
+        require!(
+            self.from != self.to,
+            "cannot transfer from {} to itself",
+            self.from
+        );
+        state.from.require_open(&self.from)?;
+        state.to.require_open(&self.to)?;
+        let amount = self.amount.into_inner();
+        require!(
+            state.from.balance >= i128::from(amount),
+            "account {} holds {}, cannot transfer {amount}",
+            self.from,
+            state.from.balance
+        );
+        Ok(vec![
+            BankEvent::TransferredOut {
+                account: self.from.clone(),
+                to: self.to.clone(),
+                amount: self.amount,
+            },
+            BankEvent::TransferredIn {
+                account: self.to.clone(),
+                from: self.from.clone(),
+                amount: self.amount,
+            },
+        ]
+        .into())
+    }
+}

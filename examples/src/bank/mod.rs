@@ -1,0 +1,5 @@
+//! A bank: accounts, deposits, withdrawals and transfers between two
+//! accounts, with a concurrent workload that checks the bank's invariants.
+
+pub mod domain;
+pub mod workload;

@@ -1,0 +1,375 @@
+//! A concurrent workload on the bank, and the invariants checked after it.
+
+use std::{
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use eventcore::{EventStore, ExecuteError, RetryPolicy, StreamId, execute_with_policy};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::domain::{Account, Amount, BankEvent, Deposit, OpenAccount, Transfer, Withdraw};
+
+/// What to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadConfig {
+    /// How many accounts.
+    pub accounts: usize,
+    /// How many transfers.
+    pub transfers: usize,
+    /// How many deposits, mixed in with the transfers.
+    pub deposits: usize,
+    /// How many withdrawals, mixed in with the transfers.
+    pub withdrawals: usize,
+    /// How many tasks issue commands concurrently.
+    pub workers: usize,
+    /// Seeds each worker's choice of commands.
+    pub seed: u64,
+    /// What every account starts with, in cents.
+    pub initial_balance: u64,
+}
+
+/// The outcome of a run: throughput, retries and the invariant checks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Which store ran it.
+    pub store: String,
+    /// Names the run's accounts (`acct-<run>-<n>`), so runs on one database do not mix.
+    pub run: String,
+    /// The settings.
+    pub config: WorkloadConfig,
+    /// Commands issued in the measured phase.
+    pub commands: usize,
+    /// Wall time of the measured phase, in seconds.
+    pub elapsed_secs: f64,
+    /// Commands per second in the measured phase.
+    pub commands_per_sec: f64,
+    /// Read-decide-append cycles of the successful commands.
+    pub attempts: u64,
+    /// Conflicts (and transient failures) retried: attempts beyond the first.
+    pub retries: u64,
+    /// Commands refused by a business rule (insufficient funds).
+    pub rejections: usize,
+    /// Commands that met conflicts on every allowed attempt (nothing written).
+    pub gave_up: usize,
+    /// Commands that failed with a store error.
+    pub store_errors: usize,
+    /// Each invariant check and whether it held.
+    pub checks: Checks,
+}
+
+/// The invariants checked after a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checks {
+    /// The sum of all balances equals the money paid in minus paid out.
+    pub money_conserved: bool,
+    /// Every account's fold of its own events equals the balance implied by
+    /// the commands that succeeded.
+    pub balances_match: bool,
+    /// No account went below zero.
+    pub no_overdraft: bool,
+    /// Every account's versions run 1..=n with no gap or duplicate.
+    pub versions_gap_free: bool,
+    /// The log holds exactly the events of the commands that succeeded.
+    pub events_accounted: bool,
+}
+
+impl Checks {
+    /// Whether every check held.
+    pub fn all_passed(&self) -> bool {
+        self.money_conserved
+            && self.balances_match
+            && self.no_overdraft
+            && self.versions_gap_free
+            && self.events_accounted
+    }
+}
+
+/// Why a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The configuration cannot run.
+    #[error("invalid workload: {0}")]
+    Invalid(&'static str),
+    /// Opening the accounts failed.
+    #[error("setting up account {account} failed")]
+    Setup {
+        /// The account.
+        account: StreamId,
+        /// Why.
+        #[source]
+        source: ExecuteError,
+    },
+    /// Reading the accounts back failed.
+    #[error("reading the accounts back failed")]
+    Verify(#[source] eventcore::StoreError),
+}
+
+#[derive(Default)]
+struct Tally {
+    attempts: u64,
+    rejections: usize,
+    gave_up: usize,
+    store_errors: usize,
+    deposited: i128,
+    withdrawn: i128,
+    successes: usize,
+    transfers_ok: usize,
+    /// Net change per account implied by successful commands.
+    deltas: Vec<i128>,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Transfer,
+    Deposit,
+    Withdraw,
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_attempts(NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN))
+        .with_base_delay(Duration::from_micros(200))
+        .with_max_delay(Duration::from_millis(20))
+}
+
+fn amount(cents: u64) -> Amount {
+    // cents.max(1) is positive, which is all Amount requires.
+    Amount::try_new(cents.max(1)).unwrap_or_else(|_| unreachable!())
+}
+
+/// Opens the accounts, runs the commands on `config.workers` tasks, then
+/// reads every account back and checks the invariants.
+///
+/// # Errors
+/// A [`WorkloadError`] if the configuration is unusable, the setup fails or
+/// the accounts cannot be read back. Failures of the measured commands are
+/// counted in the [`Summary`], not returned.
+pub async fn run<S>(
+    store: S,
+    store_name: &str,
+    config: WorkloadConfig,
+    progress: ProgressBar,
+) -> Result<Summary, WorkloadError>
+where
+    S: EventStore + Clone + 'static,
+{
+    if config.accounts < 2 {
+        return Err(WorkloadError::Invalid("transfers need at least 2 accounts"));
+    }
+    if config.workers == 0 {
+        return Err(WorkloadError::Invalid("at least 1 worker is needed"));
+    }
+    let run = format!("{:08x}", fastrand::u32(..));
+    let accounts: Arc<Vec<StreamId>> = Arc::new(
+        (0..config.accounts)
+            .map(|i| {
+                StreamId::try_new(format!("acct-{run}-{i}"))
+                    .unwrap_or_else(|_| unreachable!("ids are short and printable"))
+            })
+            .collect(),
+    );
+    let policy = policy();
+    for account in accounts.iter() {
+        let setup = |source| WorkloadError::Setup {
+            account: account.clone(),
+            source,
+        };
+        execute_with_policy(
+            &store,
+            OpenAccount {
+                account: account.clone(),
+            },
+            &policy,
+        )
+        .await
+        .map_err(setup)?;
+        let initial = Deposit {
+            account: account.clone(),
+            amount: amount(config.initial_balance),
+        };
+        execute_with_policy(&store, initial, &policy)
+            .await
+            .map_err(setup)?;
+    }
+
+    let mut ops: Vec<Op> = std::iter::repeat_n(Op::Transfer, config.transfers)
+        .chain(std::iter::repeat_n(Op::Deposit, config.deposits))
+        .chain(std::iter::repeat_n(Op::Withdraw, config.withdrawals))
+        .collect();
+    fastrand::Rng::with_seed(config.seed).shuffle(&mut ops);
+    let ops = Arc::new(ops);
+    let next = Arc::new(AtomicUsize::new(0));
+    progress.set_length(ops.len() as u64);
+
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(config.workers);
+    for w in 0..config.workers {
+        let (store, accounts, ops, next, progress, policy) = (
+            store.clone(),
+            accounts.clone(),
+            ops.clone(),
+            next.clone(),
+            progress.clone(),
+            policy.clone(),
+        );
+        let mut rng = fastrand::Rng::with_seed(config.seed.wrapping_mul(31).wrapping_add(w as u64));
+        let ceiling = config.initial_balance.max(2);
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally {
+                deltas: vec![0; accounts.len()],
+                ..Tally::default()
+            };
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(op) = ops.get(i).copied() else { break };
+                let a = rng.usize(..accounts.len());
+                let cents = rng.u64(1..ceiling);
+                let (result, effect): (_, Vec<(usize, i128)>) = match op {
+                    Op::Transfer => {
+                        let b = (a + 1 + rng.usize(..accounts.len() - 1)) % accounts.len();
+                        let cmd = Transfer {
+                            from: accounts[a].clone(),
+                            to: accounts[b].clone(),
+                            amount: amount(cents),
+                        };
+                        let c = i128::from(cents);
+                        (
+                            execute_with_policy(&store, cmd, &policy).await,
+                            vec![(a, -c), (b, c)],
+                        )
+                    }
+                    Op::Deposit => {
+                        let cmd = Deposit {
+                            account: accounts[a].clone(),
+                            amount: amount(cents),
+                        };
+                        (
+                            execute_with_policy(&store, cmd, &policy).await,
+                            vec![(a, i128::from(cents))],
+                        )
+                    }
+                    Op::Withdraw => {
+                        let cmd = Withdraw {
+                            account: accounts[a].clone(),
+                            amount: amount(cents),
+                        };
+                        (
+                            execute_with_policy(&store, cmd, &policy).await,
+                            vec![(a, -i128::from(cents))],
+                        )
+                    }
+                };
+                match result {
+                    Ok(done) => {
+                        tally.attempts += u64::from(done.attempts);
+                        tally.successes += 1;
+                        for (account, delta) in effect {
+                            tally.deltas[account] += delta;
+                        }
+                        match op {
+                            Op::Transfer => tally.transfers_ok += 1,
+                            Op::Deposit => tally.deposited += i128::from(cents),
+                            Op::Withdraw => tally.withdrawn += i128::from(cents),
+                        }
+                    }
+                    Err(ExecuteError::Rejected(_)) => tally.rejections += 1,
+                    Err(ExecuteError::RetriesExhausted { .. }) => tally.gave_up += 1,
+                    Err(_) => tally.store_errors += 1,
+                }
+                progress.inc(1);
+            }
+            tally
+        }));
+    }
+    let mut total = Tally {
+        deltas: vec![0; accounts.len()],
+        ..Tally::default()
+    };
+    for worker in workers {
+        let t = match worker.await {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        total.attempts += t.attempts;
+        total.rejections += t.rejections;
+        total.gave_up += t.gave_up;
+        total.store_errors += t.store_errors;
+        total.deposited += t.deposited;
+        total.withdrawn += t.withdrawn;
+        total.successes += t.successes;
+        total.transfers_ok += t.transfers_ok;
+        for (sum, d) in total.deltas.iter_mut().zip(&t.deltas) {
+            *sum += d;
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let checks = verify(&store, &accounts, &config, &total).await?;
+    Ok(Summary {
+        store: store_name.to_owned(),
+        run,
+        commands: ops.len(),
+        elapsed_secs: elapsed.as_secs_f64(),
+        commands_per_sec: ops.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        attempts: total.attempts,
+        retries: total.attempts.saturating_sub(total.successes as u64),
+        rejections: total.rejections,
+        gave_up: total.gave_up,
+        store_errors: total.store_errors,
+        checks,
+        config,
+    })
+}
+
+async fn verify<S: EventStore>(
+    store: &S,
+    accounts: &[StreamId],
+    config: &WorkloadConfig,
+    tally: &Tally,
+) -> Result<Checks, WorkloadError> {
+    let mut balances = Vec::with_capacity(accounts.len());
+    let mut versions_gap_free = true;
+    let mut events = 0usize;
+    for chunk in accounts.chunks(256) {
+        let read = store
+            .read_streams(chunk)
+            .await
+            .map_err(WorkloadError::Verify)?;
+        events += read.events().len();
+        for account in chunk {
+            let mut decoded = Vec::new();
+            for (i, recorded) in read.events_of(account).enumerate() {
+                versions_gap_free &= recorded.version().get() == i as u64 + 1;
+                decoded.push(
+                    recorded
+                        .decode::<BankEvent>()
+                        .map_err(WorkloadError::Verify)?,
+                );
+            }
+            balances.push(Account::from_events(&decoded).balance);
+        }
+    }
+    let initial = i128::from(config.initial_balance);
+    let total: i128 = balances.iter().sum();
+    let expected_total = initial * accounts.len() as i128 + tally.deposited - tally.withdrawn;
+    let balances_match = balances
+        .iter()
+        .zip(&tally.deltas)
+        .all(|(b, d)| *b == initial + d);
+    let single_event_ok = tally.successes - tally.transfers_ok;
+    let expected_events = 2 * accounts.len() + 2 * tally.transfers_ok + single_event_ok;
+    Ok(Checks {
+        money_conserved: total == expected_total,
+        balances_match,
+        no_overdraft: balances.iter().all(|b| *b >= 0),
+        versions_gap_free,
+        events_accounted: events == expected_events,
+    })
+}
