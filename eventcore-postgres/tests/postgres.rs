@@ -338,7 +338,11 @@ async fn oversized_limit_is_configurable() {
         "{err:?}"
     );
     assert_eq!(
-        store.read_streams(&[a.clone()]).await.unwrap().version(&a),
+        store
+            .read_streams(std::slice::from_ref(&a))
+            .await
+            .unwrap()
+            .version(&a),
         Some(StreamVersion::INITIAL)
     );
 }
