@@ -85,7 +85,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
         let config = support::config(schema.clone()).max_connections(1);
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
-            let store = PostgresEventStore::connect_with(&support::database_url(), config)
+            let store = PostgresEventStore::connect_with(&support::database_url().await, config)
                 .await
                 .expect("connect");
             barrier.wait().await;

@@ -8,15 +8,48 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use eventcore_postgres::{PostgresConfig, PostgresEventStore, SchemaName};
 
 /// The server to test against: `DATABASE_URL` (set by `./scripts/test`,
-/// which starts a throwaway cluster when it is unset).
-pub fn database_url() -> String {
+/// which starts a throwaway cluster from the local PostgreSQL binaries when
+/// it is unset); failing that, with the `testcontainers` feature, a
+/// PostgreSQL container started once per test process (needs Docker).
+pub async fn database_url() -> String {
     match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "DATABASE_URL is not set: run the tests with ./scripts/test, which starts a \
-             throwaway PostgreSQL, or point DATABASE_URL at a server you can create schemas in"
-        ),
+        _ => fallback_url().await,
     }
+}
+
+#[cfg(not(feature = "testcontainers"))]
+async fn fallback_url() -> String {
+    panic!(
+        "DATABASE_URL is not set: run the tests with ./scripts/test, which starts a throwaway \
+         PostgreSQL, point DATABASE_URL at a server you can create schemas in, or enable the \
+         `testcontainers` feature to start one in Docker"
+    )
+}
+
+#[cfg(feature = "testcontainers")]
+async fn fallback_url() -> String {
+    use testcontainers_modules::{
+        postgres::Postgres,
+        testcontainers::{ContainerAsync, runners::AsyncRunner},
+    };
+    static CONTAINER: tokio::sync::OnceCell<(ContainerAsync<Postgres>, String)> =
+        tokio::sync::OnceCell::const_new();
+    let (_, url) = CONTAINER
+        .get_or_init(|| async {
+            let container = Postgres::default()
+                .start()
+                .await
+                .expect("DATABASE_URL is unset and Docker could not start PostgreSQL");
+            let port = container
+                .get_host_port_ipv4(5432)
+                .await
+                .expect("container port");
+            let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
+            (container, url)
+        })
+        .await;
+    url.clone()
 }
 
 /// A schema name unique to this test process and call.
@@ -45,7 +78,7 @@ pub async fn fresh_store() -> PostgresEventStore {
 
 /// A migrated store with the given settings.
 pub async fn store_with(config: PostgresConfig) -> PostgresEventStore {
-    let store = PostgresEventStore::connect_with(&database_url(), config)
+    let store = PostgresEventStore::connect_with(&database_url().await, config)
         .await
         .expect("connect to DATABASE_URL");
     store.migrate().await.expect("migrate");
