@@ -37,6 +37,22 @@ macro_rules! conformance_tests {
             oversized_payload_is_refused,
             undecodable_event_is_an_error,
             global_sequence_follows_stream_order,
+            reads_return_only_requested_streams,
+            repeated_stream_ids_in_a_read_count_once,
+            interleaved_events_keep_per_stream_order,
+            read_only_participant_keeps_its_version,
+            store_stays_usable_after_a_conflict,
+            concurrent_appends_to_disjoint_streams_all_succeed,
+            concurrent_increments_through_execute_all_land,
+            global_sequences_are_unique_under_concurrency,
+            json_scalars_and_numbers_round_trip,
+            payload_at_the_limit_is_accepted,
+            longest_stream_id_round_trips,
+            many_streams_in_one_read_and_one_write,
+            rejected_command_writes_nothing,
+            empty_decision_writes_nothing,
+            conflicting_registration_is_refused_before_the_store,
+            undeclared_stream_is_refused_before_the_store,
         );
     };
     (@each $factory:expr; $($scenario:ident),+ $(,)?) => {
@@ -598,6 +614,405 @@ pub async fn global_sequence_follows_stream_order<S: EventStore + Clone + 'stati
         let v: Vec<u64> = read.events_of(id).map(|e| e.version().get()).collect();
         assert_eq!(v, (1..=v.len() as u64).collect::<Vec<_>>());
     }
+}
+
+/// A read returns the requested streams' events and nothing of others.
+pub async fn reads_return_only_requested_streams<S: EventStore + Clone + 'static>(store: &S) {
+    let (a, b, c) = (stream("only-a"), stream("only-b"), stream("only-c"));
+    for (i, id) in [&a, &b, &c].into_iter().enumerate() {
+        append_notes(store, &[(id, 0)], &[Note::new(id, i as u64)])
+            .await
+            .expect("append");
+    }
+    let read = store
+        .read_streams(&[a.clone(), c.clone()])
+        .await
+        .expect("read");
+    let streams: Vec<&StreamId> = read.events().iter().map(|e| e.stream_id()).collect();
+    assert_eq!(streams, vec![&a, &c]);
+    assert_eq!(read.version(&b), None, "an unrequested stream has no entry");
+}
+
+/// Naming a stream twice in one read returns its events once.
+pub async fn repeated_stream_ids_in_a_read_count_once<S: EventStore + Clone + 'static>(store: &S) {
+    let a = stream("twice");
+    append_notes(store, &[(&a, 0)], &[Note::new(&a, 1), Note::new(&a, 2)])
+        .await
+        .expect("append");
+    let read = store
+        .read_streams(&[a.clone(), a.clone(), a.clone()])
+        .await
+        .expect("read");
+    assert_eq!(read.events().len(), 2);
+    assert_eq!(read.versions(), &[(a, StreamVersion::new(2))][..]);
+}
+
+/// One write interleaving events of two streams numbers each stream's
+/// events consecutively, in the order given.
+pub async fn interleaved_events_keep_per_stream_order<S: EventStore + Clone + 'static>(store: &S) {
+    let (a, b) = (stream("weave-a"), stream("weave-b"));
+    append_notes(store, &[(&a, 0)], &[Note::new(&a, 0)])
+        .await
+        .expect("seed");
+    let notes = [
+        Note::new(&b, 1),
+        Note::new(&a, 2),
+        Note::new(&b, 3),
+        Note::new(&a, 4),
+        Note::new(&a, 5),
+    ];
+    let outcome = append_notes(store, &[(&a, 1), (&b, 0)], &notes)
+        .await
+        .expect("append");
+    assert_eq!(
+        outcome.stream_versions,
+        vec![
+            (a.clone(), StreamVersion::new(4)),
+            (b.clone(), StreamVersion::new(2))
+        ]
+    );
+    let read = store
+        .read_streams(&[a.clone(), b.clone()])
+        .await
+        .expect("read");
+    assert_eq!(notes_of(&read, &a), vec![0, 2, 4, 5]);
+    assert_eq!(notes_of(&read, &b), vec![1, 3]);
+    let all: Vec<u64> = read
+        .events()
+        .iter()
+        .map(|e| e.decode::<Note>().expect("decode").n)
+        .collect();
+    assert_eq!(
+        all,
+        vec![0, 1, 2, 3, 4, 5],
+        "global order follows the write's order"
+    );
+}
+
+/// A successful write leaves a read-only participant at its version, and
+/// says so in its outcome.
+pub async fn read_only_participant_keeps_its_version<S: EventStore + Clone + 'static>(store: &S) {
+    let (r, w) = (stream("ro-reader"), stream("ro-writer"));
+    append_notes(store, &[(&r, 0)], &[Note::new(&r, 1)])
+        .await
+        .expect("seed");
+    let outcome = append_notes(store, &[(&r, 1), (&w, 0)], &[Note::new(&w, 1)])
+        .await
+        .expect("append");
+    assert_eq!(
+        outcome.stream_versions,
+        vec![
+            (r.clone(), StreamVersion::new(1)),
+            (w.clone(), StreamVersion::new(1))
+        ]
+    );
+    assert_eq!(versions_of(store, &[r, w]).await, vec![1, 1]);
+}
+
+/// After a conflict the store accepts the next correct write.
+pub async fn store_stays_usable_after_a_conflict<S: EventStore + Clone + 'static>(store: &S) {
+    let a = stream("after-conflict");
+    append_notes(store, &[(&a, 0)], &[Note::new(&a, 1)])
+        .await
+        .expect("seed");
+    append_notes(store, &[(&a, 0)], &[Note::new(&a, 99)])
+        .await
+        .expect_err("stale");
+    append_notes(store, &[(&a, 1)], &[Note::new(&a, 2)])
+        .await
+        .expect("current");
+    let read = store
+        .read_streams(std::slice::from_ref(&a))
+        .await
+        .expect("read");
+    assert_eq!(notes_of(&read, &a), vec![1, 2]);
+}
+
+/// Writers to disjoint streams released together never conflict.
+pub async fn concurrent_appends_to_disjoint_streams_all_succeed<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    const WRITERS: usize = 16;
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let tasks = (0..WRITERS).map(|w| {
+        let (barrier, store) = (barrier.clone(), store.clone());
+        async move {
+            let id = stream(&format!("disjoint-{w}"));
+            barrier.wait().await;
+            for v in 0..5 {
+                append_notes(&store, &[(&id, v)], &[Note::new(&id, v)]).await?;
+            }
+            Ok::<_, StoreError>(id)
+        }
+    });
+    let ids: Vec<StreamId> = spawn_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("no conflict between disjoint streams"))
+        .collect();
+    assert!(versions_of(store, &ids).await.iter().all(|v| *v == 5));
+}
+
+/// Many tasks append to one stream through `execute`; with retries every
+/// one lands, exactly once.
+pub async fn concurrent_increments_through_execute_all_land<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    const TASKS: usize = 16;
+    let counter = stream("counter");
+    let policy = RetryPolicy::default()
+        .with_max_attempts(std::num::NonZeroU32::new(10_000).expect("non-zero"));
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks = (0..TASKS).map(|t| {
+        let (barrier, store, policy, counter) = (
+            barrier.clone(),
+            store.clone(),
+            policy.clone(),
+            counter.clone(),
+        );
+        async move {
+            barrier.wait().await;
+            execute_with_policy(
+                &store,
+                Credit {
+                    account: counter,
+                    amount: t as u64 + 1,
+                },
+                &policy,
+            )
+            .await
+        }
+    });
+    for r in spawn_all(tasks).await {
+        r.expect("every increment lands");
+    }
+    let read = store
+        .read_streams(std::slice::from_ref(&counter))
+        .await
+        .expect("read");
+    let mut amounts: Vec<u64> = read
+        .events()
+        .iter()
+        .map(|e| match e.decode::<LedgerEvent>().expect("decode") {
+            LedgerEvent::Credited { amount, .. } | LedgerEvent::Debited { amount, .. } => amount,
+        })
+        .collect();
+    amounts.sort_unstable();
+    assert_eq!(
+        amounts,
+        (1..=TASKS as u64).collect::<Vec<_>>(),
+        "each task's event exactly once"
+    );
+}
+
+/// Concurrent writers never share a global sequence number.
+pub async fn global_sequences_are_unique_under_concurrency<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    const WRITERS: usize = 12;
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let ids: Vec<StreamId> = (0..WRITERS).map(|w| stream(&format!("gseq-{w}"))).collect();
+    let tasks = ids.iter().cloned().map(|id| {
+        let (barrier, store) = (barrier.clone(), store.clone());
+        async move {
+            barrier.wait().await;
+            let notes: Vec<_> = (0..3).map(|n| Note::new(&id, n)).collect();
+            append_notes(&store, &[(&id, 0)], &notes)
+                .await
+                .expect("append");
+        }
+    });
+    spawn_all(tasks).await;
+    let read = store.read_streams(&ids).await.expect("read");
+    let mut seqs: Vec<u64> = read.events().iter().map(|e| e.global_sequence()).collect();
+    assert_eq!(seqs.len(), WRITERS * 3);
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "read in strictly increasing global order"
+    );
+    seqs.dedup();
+    assert_eq!(seqs.len(), WRITERS * 3, "no shared sequence number");
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Odd {
+    stream: StreamId,
+    value: serde_json::Value,
+}
+
+impl eventcore::Event for Odd {
+    fn stream_id(&self) -> &StreamId {
+        &self.stream
+    }
+    fn event_type(&self) -> &'static str {
+        "Odd"
+    }
+}
+
+/// Scalars, floats, big integers, nested structures and empty containers
+/// come back equal after the store's JSON round trip.
+pub async fn json_scalars_and_numbers_round_trip<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("json");
+    let values = [
+        serde_json::json!(null),
+        serde_json::json!(true),
+        serde_json::json!(0.1),
+        serde_json::json!(-1.5e300),
+        serde_json::json!(u64::MAX),
+        serde_json::json!(i64::MIN),
+        serde_json::json!("tab\t \"quoted\" \\u0000 as text"),
+        serde_json::json!({"z": 1, "a": [], "m": {}, "nested": {"k": [1, "two", null]}}),
+        serde_json::json!([]),
+    ];
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(id.clone(), StreamVersion::INITIAL)
+        .expect("register");
+    for value in &values {
+        writes
+            .append(&Odd {
+                stream: id.clone(),
+                value: value.clone(),
+            })
+            .expect("serialise");
+    }
+    store.append(writes).await.expect("append");
+    let read = store
+        .read_streams(std::slice::from_ref(&id))
+        .await
+        .expect("read");
+    let back: Vec<serde_json::Value> = read
+        .events()
+        .iter()
+        .map(|e| e.decode::<Odd>().expect("decode").value)
+        .collect();
+    assert_eq!(back, values);
+}
+
+/// An event exactly at the default 1 MiB limit is accepted.
+pub async fn payload_at_the_limit_is_accepted<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream("at-limit");
+    let mut note = Note::new(&id, 1);
+    let overhead = serde_json::to_string(&note).expect("json").len();
+    note.text = "x".repeat(1024 * 1024 - overhead);
+    assert_eq!(
+        serde_json::to_string(&note).expect("json").len(),
+        1024 * 1024
+    );
+    append_notes(store, &[(&id, 0)], std::slice::from_ref(&note))
+        .await
+        .expect("at the limit");
+    let read = store
+        .read_streams(std::slice::from_ref(&id))
+        .await
+        .expect("read");
+    assert_eq!(read.events()[0].decode::<Note>().expect("decode"), note);
+}
+
+/// A stream id of the maximum length, in multi-byte characters, round-trips.
+pub async fn longest_stream_id_round_trips<S: EventStore + Clone + 'static>(store: &S) {
+    let id = stream(&"é".repeat(eventcore::MAX_STREAM_ID_CHARS));
+    append_notes(store, &[(&id, 0)], &[Note::new(&id, 1)])
+        .await
+        .expect("append");
+    let read = store
+        .read_streams(std::slice::from_ref(&id))
+        .await
+        .expect("read");
+    assert_eq!(read.events()[0].stream_id(), &id);
+}
+
+/// One write may register 200 streams, and one read return them all.
+pub async fn many_streams_in_one_read_and_one_write<S: EventStore + Clone + 'static>(store: &S) {
+    let ids: Vec<StreamId> = (0..200).map(|i| stream(&format!("wide-{i:03}"))).collect();
+    let expected: Vec<(&StreamId, u64)> = ids.iter().map(|id| (id, 0)).collect();
+    let notes: Vec<Note> = ids.iter().step_by(2).map(|id| Note::new(id, 1)).collect();
+    append_notes(store, &expected, &notes)
+        .await
+        .expect("wide append");
+    let versions = versions_of(store, &ids).await;
+    let want: Vec<u64> = (0..200).map(|i| u64::from(i % 2 == 0)).collect();
+    assert_eq!(versions, want);
+}
+
+/// A command refused by a business rule writes nothing.
+pub async fn rejected_command_writes_nothing<S: EventStore + Clone + 'static>(store: &S) {
+    let (a, b) = (stream("poor"), stream("rich"));
+    let err = execute_with_policy(
+        store,
+        Move {
+            from: a.clone(),
+            to: b.clone(),
+            amount: 1,
+        },
+        &RetryPolicy::default(),
+    )
+    .await
+    .expect_err("no money");
+    assert!(matches!(err, ExecuteError::Rejected(_)));
+    assert_eq!(versions_of(store, &[a, b]).await, vec![0, 0]);
+}
+
+/// A command that decides nothing succeeds and writes nothing.
+pub async fn empty_decision_writes_nothing<S: EventStore + Clone + 'static>(store: &S) {
+    let a = stream("zero");
+    let done = execute_with_policy(
+        store,
+        Credit {
+            account: a.clone(),
+            amount: 0,
+        },
+        &RetryPolicy::default(),
+    )
+    .await
+    .expect("a zero credit is a no-op");
+    assert_eq!(done.events_written, 0);
+    assert_eq!(versions_of(store, &[a]).await, vec![0]);
+}
+
+/// Registering one stream with two versions fails before any I/O.
+pub async fn conflicting_registration_is_refused_before_the_store<
+    S: EventStore + Clone + 'static,
+>(
+    store: &S,
+) {
+    let a = stream("double");
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(a.clone(), StreamVersion::INITIAL)
+        .expect("first");
+    writes
+        .expect(a.clone(), StreamVersion::INITIAL)
+        .expect("same version again is fine");
+    let err = writes
+        .expect(a.clone(), StreamVersion::new(1))
+        .expect_err("second version");
+    assert!(matches!(err, StoreError::ConflictingExpectation { .. }));
+    assert_eq!(writes.expected_versions().len(), 1);
+    assert_eq!(versions_of(store, &[a]).await, vec![0]);
+}
+
+/// A command emitting an event for a stream it did not declare fails, and
+/// nothing is written, not even its other events.
+pub async fn undeclared_stream_is_refused_before_the_store<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    let (a, b) = (stream("declared"), stream("undeclared"));
+    let err = execute_with_policy(
+        store,
+        crate::fixtures::Stray {
+            declared: a.clone(),
+            stray: b.clone(),
+        },
+        &RetryPolicy::default(),
+    )
+    .await
+    .expect_err("undeclared");
+    assert!(
+        matches!(&err, ExecuteError::Store(StoreError::UndeclaredStream { stream_id, .. }) if *stream_id == b),
+        "{err:?}"
+    );
+    assert_eq!(versions_of(store, &[a, b]).await, vec![0, 0]);
 }
 
 /// Spawns every future as its own tokio task (so they run in parallel on a

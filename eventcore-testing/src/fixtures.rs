@@ -69,7 +69,7 @@ impl Event for LedgerEvent {
     }
 }
 
-/// Credits an account (one stream).
+/// Credits an account (one stream); a zero amount decides nothing.
 #[derive(Debug, Clone)]
 pub struct Credit {
     /// The account.
@@ -93,6 +93,9 @@ impl CommandLogic for Credit {
     }
 
     fn handle(&self, _state: ()) -> Result<NewEvents<LedgerEvent>, CommandError> {
+        if self.amount == 0 {
+            return Ok(NewEvents::none());
+        }
         Ok(vec![LedgerEvent::Credited {
             account: self.account.clone(),
             amount: self.amount,
@@ -169,6 +172,34 @@ impl CommandLogic for Move {
             },
         ]
         .into())
+    }
+}
+
+/// A faulty command: declares one stream, emits events for it and another.
+#[derive(Debug, Clone)]
+pub struct Stray {
+    /// The declared stream.
+    pub declared: StreamId,
+    /// A stream it writes without declaring.
+    pub stray: StreamId,
+}
+
+impl CommandStreams for Stray {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.declared.clone()]
+    }
+}
+
+impl CommandLogic for Stray {
+    type Event = Note;
+    type State = ();
+
+    fn apply(&self, state: (), _event: &Note) {
+        state
+    }
+
+    fn handle(&self, _state: ()) -> Result<NewEvents<Note>, CommandError> {
+        Ok(vec![Note::new(&self.declared, 1), Note::new(&self.stray, 2)].into())
     }
 }
 
