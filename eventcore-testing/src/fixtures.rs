@@ -44,6 +44,9 @@ pub enum LedgerEvent {
         account: StreamId,
         /// How much.
         amount: u64,
+        /// The account it came from, for a move.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<StreamId>,
     },
     /// Money left.
     Debited {
@@ -99,6 +102,7 @@ impl CommandLogic for Credit {
         Ok(vec![LedgerEvent::Credited {
             account: self.account.clone(),
             amount: self.amount,
+            from: None,
         }]
         .into())
     }
@@ -123,9 +127,9 @@ impl Balances {
     /// Applies one ledger event.
     pub fn apply(&mut self, event: &LedgerEvent) {
         match event {
-            LedgerEvent::Credited { account, amount } => {
-                *self.0.entry(account.clone()).or_default() += i128::from(*amount)
-            }
+            LedgerEvent::Credited {
+                account, amount, ..
+            } => *self.0.entry(account.clone()).or_default() += i128::from(*amount),
             LedgerEvent::Debited { account, amount } => {
                 *self.0.entry(account.clone()).or_default() -= i128::from(*amount)
             }
@@ -169,6 +173,7 @@ impl CommandLogic for Move {
             LedgerEvent::Credited {
                 account: self.to.clone(),
                 amount: self.amount,
+                from: Some(self.from.clone()),
             },
         ]
         .into())
@@ -206,4 +211,74 @@ impl CommandLogic for Stray {
 /// A stream id from a literal; panics on an invalid one (test code only).
 pub fn stream(name: &str) -> StreamId {
     StreamId::try_new(name).unwrap_or_else(|e| panic!("invalid test stream id {name:?}: {e}"))
+}
+
+/// Either ledger command, for batches of mixed commands.
+#[derive(Debug, Clone)]
+pub enum LedgerCommand {
+    /// See [`Credit`].
+    Credit(Credit),
+    /// See [`Move`].
+    Move(Move),
+}
+
+impl CommandStreams for LedgerCommand {
+    fn streams(&self) -> Vec<StreamId> {
+        match self {
+            LedgerCommand::Credit(c) => c.streams(),
+            LedgerCommand::Move(m) => m.streams(),
+        }
+    }
+}
+
+impl CommandLogic for LedgerCommand {
+    type Event = LedgerEvent;
+    type State = Balances;
+
+    fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
+        state.apply(event);
+        state
+    }
+
+    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {
+        match self {
+            LedgerCommand::Credit(c) => c.handle(()),
+            LedgerCommand::Move(m) => m.handle(state),
+        }
+    }
+}
+
+/// The ledger's invariant over a log: no account ever goes below zero, and
+/// moves neither create nor destroy money (their debits and credits sum up
+/// to the same amount).
+pub fn ledger_invariant(log: &[eventcore::RecordedEvent]) -> Result<(), String> {
+    let mut balances = Balances::default();
+    let (mut debited, mut credited_by_moves) = (0i128, 0i128);
+    for e in log {
+        let event: LedgerEvent = e.decode().map_err(|err| err.to_string())?;
+        match &event {
+            LedgerEvent::Debited { amount, .. } => debited += i128::from(*amount),
+            LedgerEvent::Credited {
+                amount,
+                from: Some(_),
+                ..
+            } => credited_by_moves += i128::from(*amount),
+            LedgerEvent::Credited { from: None, .. } => {}
+        }
+        balances.apply(&event);
+        let account = event.stream_id();
+        if balances.of(account) < 0 {
+            return Err(format!(
+                "{account} went to {} at version {}",
+                balances.of(account),
+                e.version()
+            ));
+        }
+    }
+    if debited != credited_by_moves {
+        return Err(format!(
+            "moves debited {debited} but credited {credited_by_moves}"
+        ));
+    }
+    Ok(())
 }

@@ -14,5 +14,9 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod concurrency;
 pub mod conformance;
+pub mod faults;
 pub mod fixtures;
+pub mod gwt;
+pub mod strategies;
