@@ -14,13 +14,13 @@ use tokio::sync::Barrier;
 
 use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 
-/// Expands every conformance scenario into a `#[tokio::test]` on a
-/// multi-threaded runtime. The argument is a future (an `async` block) that
-/// yields a fresh, empty store; it runs once per test.
+/// Calls `$callback!` with the name of every conformance scenario, so the
+/// list is written once.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! conformance_tests {
-    ($factory:expr) => {
-        $crate::conformance_tests!(@each $factory;
+macro_rules! __for_each_scenario {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
             reading_missing_streams_gives_version_zero,
             append_round_trips_every_field,
             versions_are_gap_free,
@@ -55,7 +55,22 @@ macro_rules! conformance_tests {
             undeclared_stream_is_refused_before_the_store,
         );
     };
-    (@each $factory:expr; $($scenario:ident),+ $(,)?) => {
+}
+
+/// Expands every conformance scenario into a `#[tokio::test]` on a
+/// multi-threaded runtime. The argument is a future (an `async` block) that
+/// yields a fresh, empty store; it runs once per test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::__for_each_scenario!(__conformance_tests_each!($factory));
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_each {
+    ($factory:expr; $($scenario:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $scenario() {
@@ -64,6 +79,33 @@ macro_rules! conformance_tests {
             }
         )+
     };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __run_each {
+    ($factory:expr, $results:expr; $($scenario:ident),+ $(,)?) => {
+        $(
+            let store = $factory().await;
+            let passed = tokio::spawn(async move { $crate::conformance::$scenario(&store).await }).await.is_ok();
+            $results.push((stringify!($scenario), passed));
+        )+
+    };
+}
+
+/// Runs every scenario, each on a fresh store from `factory` and in its own
+/// task, and returns each scenario's name and whether it passed. A failing
+/// scenario's panic message goes to stderr as usual. For tests that expect
+/// a store to fail, such as the kit's own tests on deliberately broken stores.
+pub async fn run_suite<S, F, Fut>(factory: F) -> Vec<(&'static str, bool)>
+where
+    S: EventStore + Clone + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let mut results = Vec::new();
+    crate::__for_each_scenario!(__run_each!(factory, results));
+    results
 }
 
 async fn append_notes<S: EventStore>(
@@ -596,7 +638,7 @@ pub async fn global_sequence_follows_stream_order<S: EventStore + Clone + 'stati
     let ids = [stream("seq-a"), stream("seq-b"), stream("seq-c")];
     for round in 0..5u64 {
         for (i, id) in ids.iter().enumerate() {
-            if (round + i as u64) % 2 == 0 {
+            if (round + i as u64).is_multiple_of(2) {
                 let v = versions_of(store, std::slice::from_ref(id)).await[0];
                 append_notes(store, &[(id, v)], &[Note::new(id, round)])
                     .await

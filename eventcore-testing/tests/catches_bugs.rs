@@ -1,0 +1,336 @@
+//! The reason to trust the kit: deliberately broken stores and commands,
+//! each of which the conformance suite or the concurrency checker must
+//! catch. If the kit ever stops catching one, these tests fail.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use eventcore::{
+    AppendOutcome, CommandError, CommandLogic, CommandStreams, EventStore, NewEvents,
+    RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+};
+use eventcore_testing::{
+    concurrency::{ConcurrencyConfig, run_concurrently},
+    conformance::run_suite,
+    fixtures::{Balances, LedgerCommand, LedgerEvent, ledger_invariant},
+    strategies::{funded, ledger_batch},
+};
+use proptest::{
+    strategy::{Strategy, ValueTree},
+    test_runner::TestRunner,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    /// A correct store: the control.
+    None,
+    /// Checks the versions of written streams only, not read-only participants.
+    SkipsReadOnlyCheck,
+    /// Checks and appends stream by stream: a late conflict leaves earlier streams written.
+    NotAtomic,
+    /// Never checks versions: numbers new events from the expected version.
+    ReusesVersion,
+    /// Checks, then writes back a copy of the log taken before an await:
+    /// a concurrent writer's events are overwritten.
+    LosesEvents,
+}
+
+#[derive(Debug, Clone)]
+struct BrokenStore {
+    flaw: Flaw,
+    log: Arc<Mutex<Vec<RecordedEvent>>>,
+}
+
+impl BrokenStore {
+    fn new(flaw: Flaw) -> Self {
+        BrokenStore {
+            flaw,
+            log: Arc::default(),
+        }
+    }
+}
+
+fn version_in(log: &[RecordedEvent], stream: &StreamId) -> StreamVersion {
+    log.iter()
+        .filter(|e| e.stream_id() == stream)
+        .map(|e| e.version())
+        .max()
+        .unwrap_or_default()
+}
+
+fn check(
+    log: &[RecordedEvent],
+    stream: &StreamId,
+    expected: StreamVersion,
+) -> Result<(), StoreError> {
+    let actual = version_in(log, stream);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(StoreError::VersionConflict {
+            stream_id: stream.clone(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// The events of `writes` for `only` (all streams when `None`), numbered
+/// from each stream's expected version.
+fn new_events(
+    log_len: usize,
+    writes: &StreamWrites,
+    only: Option<&StreamId>,
+) -> Vec<RecordedEvent> {
+    let mut next: Vec<(StreamId, StreamVersion)> = writes.expected_versions().to_vec();
+    let mut out = Vec::new();
+    for e in writes.events() {
+        if only.is_some_and(|s| s != e.stream_id()) {
+            continue;
+        }
+        let Some(slot) = next.iter_mut().find(|(s, _)| s == e.stream_id()) else {
+            continue;
+        };
+        slot.1 = StreamVersion::new(slot.1.get() + 1);
+        let seq = (log_len + out.len() + 1) as u64;
+        out.push(RecordedEvent::new(
+            e.stream_id().clone(),
+            slot.1,
+            seq,
+            e.event_type().to_owned(),
+            e.payload().to_owned(),
+        ));
+    }
+    out
+}
+
+impl EventStore for BrokenStore {
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+        let log = self.log.lock().unwrap();
+        let versions = {
+            let mut ids = streams.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter()
+                .map(|s| {
+                    let v = version_in(&log, &s);
+                    (s, v)
+                })
+                .collect()
+        };
+        let events = log
+            .iter()
+            .filter(|e| streams.contains(e.stream_id()))
+            .cloned()
+            .collect();
+        Ok(StreamReads::new(versions, events))
+    }
+
+    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        writes.check_payload_limit(1024 * 1024)?;
+        let stream_versions = writes.resulting_versions()?;
+        match self.flaw {
+            Flaw::None | Flaw::SkipsReadOnlyCheck => {
+                let mut log = self.log.lock().unwrap();
+                for (s, expected) in writes.expected_versions() {
+                    let written = writes.events().iter().any(|e| e.stream_id() == s);
+                    if self.flaw == Flaw::None || written {
+                        check(&log, s, *expected)?;
+                    }
+                }
+                let new = new_events(log.len(), &writes, None);
+                log.extend(new);
+            }
+            Flaw::NotAtomic => {
+                for (s, expected) in writes.expected_versions() {
+                    {
+                        let mut log = self.log.lock().unwrap();
+                        check(&log, s, *expected)?;
+                        let new = new_events(log.len(), &writes, Some(s));
+                        log.extend(new);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            Flaw::ReusesVersion => {
+                let mut log = self.log.lock().unwrap();
+                let new = new_events(log.len(), &writes, None);
+                log.extend(new);
+            }
+            Flaw::LosesEvents => {
+                let mut copy = {
+                    let log = self.log.lock().unwrap();
+                    for (s, expected) in writes.expected_versions() {
+                        check(&log, s, *expected)?;
+                    }
+                    log.clone()
+                };
+                tokio::task::yield_now().await;
+                let new = new_events(copy.len(), &writes, None);
+                copy.extend(new);
+                *self.log.lock().unwrap() = copy;
+            }
+        }
+        Ok(AppendOutcome {
+            stream_versions,
+            events_written: writes.events().len(),
+        })
+    }
+}
+
+async fn failed_scenarios(flaw: Flaw) -> Vec<&'static str> {
+    run_suite(|| async move { BrokenStore::new(flaw) })
+        .await
+        .into_iter()
+        .filter_map(|(name, passed)| (!passed).then_some(name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_control_store_passes_the_whole_suite() {
+    assert_eq!(failed_scenarios(Flaw::None).await, Vec::<&str>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn skipping_the_read_only_check_is_caught() {
+    let failed = failed_scenarios(Flaw::SkipsReadOnlyCheck).await;
+    assert!(
+        failed.contains(&"stale_read_only_participant_conflicts"),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_atomic_append_is_caught() {
+    let failed = failed_scenarios(Flaw::NotAtomic).await;
+    assert!(
+        failed.contains(&"one_conflict_among_three_streams_writes_nothing"),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reusing_a_version_is_caught() {
+    let failed = failed_scenarios(Flaw::ReusesVersion).await;
+    assert!(
+        failed.contains(&"concurrent_writers_with_same_expectation_one_wins"),
+        "{failed:?}"
+    );
+    assert!(
+        failed.contains(&"stale_version_on_written_stream_conflicts"),
+        "{failed:?}"
+    );
+}
+
+/// Runs the concurrency checker on fresh stores with generated batches and
+/// seeds until it reports a violation, for at most 30 seconds; returns
+/// the violations.
+async fn checker_catches<S, C, F>(
+    make_store: F,
+    setup: Vec<C>,
+    batch: impl Strategy<Value = Vec<C>>,
+) -> Vec<String>
+where
+    S: EventStore + Clone + 'static,
+    C: CommandLogic + Clone + std::fmt::Debug + 'static,
+    F: Fn() -> S,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut runner = TestRunner::deterministic();
+    let mut seed = 0;
+    while Instant::now() < deadline {
+        seed += 1;
+        let commands = batch
+            .new_tree(&mut runner)
+            .expect("generate a batch")
+            .current();
+        if let Err(failure) = run_concurrently(
+            make_store(),
+            &setup,
+            &commands,
+            seed,
+            &ConcurrencyConfig::default(),
+            ledger_invariant,
+        )
+        .await
+        {
+            return failure.violations;
+        }
+    }
+    panic!("the concurrency checker did not catch the flaw within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_events_under_concurrency_is_caught() {
+    let violations = checker_catches(
+        || BrokenStore::new(Flaw::LosesEvents),
+        funded(4, 100),
+        ledger_batch(4, 40),
+    )
+    .await;
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.contains("is not in the log") || v.contains("written 2 times")),
+        "{violations:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checker_finds_nothing_on_the_control_store() {
+    for seed in 0..20 {
+        let mut runner = TestRunner::deterministic();
+        let commands = ledger_batch(4, 40).new_tree(&mut runner).unwrap().current();
+        run_concurrently(
+            BrokenStore::new(Flaw::None),
+            &funded(4, 100),
+            &commands,
+            seed,
+            &ConcurrencyConfig::default(),
+            ledger_invariant,
+        )
+        .await
+        .unwrap_or_else(|f| panic!("false alarm: {f}"));
+    }
+}
+
+/// A ledger command whose fold forgets debits: it believes accounts hold
+/// more than they do.
+#[derive(Debug, Clone)]
+struct ForgetsDebits(LedgerCommand);
+
+impl CommandStreams for ForgetsDebits {
+    fn streams(&self) -> Vec<StreamId> {
+        self.0.streams()
+    }
+}
+
+impl CommandLogic for ForgetsDebits {
+    type Event = LedgerEvent;
+    type State = Balances;
+
+    fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
+        if !matches!(event, LedgerEvent::Debited { .. }) {
+            state.apply(event);
+        }
+        state
+    }
+
+    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {
+        self.0.handle(state)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fold_that_ignores_an_event_type_is_caught() {
+    let setup: Vec<ForgetsDebits> = funded(4, 100).into_iter().map(ForgetsDebits).collect();
+    let batch = ledger_batch(4, 40)
+        .prop_map(|cmds| cmds.into_iter().map(ForgetsDebits).collect::<Vec<_>>());
+    let violations = checker_catches(eventcore_memory::InMemoryEventStore::new, setup, batch).await;
+    assert!(
+        violations.iter().any(|v| v.contains("invariant violated")),
+        "{violations:#?}"
+    );
+}
