@@ -19,4 +19,5 @@ pub mod conformance;
 pub mod faults;
 pub mod fixtures;
 pub mod gwt;
+pub mod model;
 pub mod strategies;

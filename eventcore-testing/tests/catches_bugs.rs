@@ -334,3 +334,32 @@ async fn a_fold_that_ignores_an_event_type_is_caught() {
         "{violations:#?}"
     );
 }
+
+fn model_test_fails_on(flaw: Flaw) -> bool {
+    std::panic::catch_unwind(|| {
+        eventcore_testing::model::check_store_against_model(256, || async move {
+            BrokenStore::new(flaw)
+        });
+    })
+    .is_err()
+}
+
+#[test]
+fn the_model_test_catches_broken_stores_and_passes_the_control() {
+    assert!(
+        !model_test_fails_on(Flaw::None),
+        "false alarm on the control store"
+    );
+    assert!(
+        model_test_fails_on(Flaw::ReusesVersion),
+        "missing version checks not caught"
+    );
+    assert!(
+        model_test_fails_on(Flaw::SkipsReadOnlyCheck),
+        "skipped read-only checks not caught"
+    );
+    assert!(
+        model_test_fails_on(Flaw::NotAtomic),
+        "partial appends not caught"
+    );
+}
