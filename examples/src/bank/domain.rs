@@ -294,3 +294,99 @@ impl CommandLogic for Transfer {
         .into())
     }
 }
+
+/// Any bank command, for batches of mixed commands (such as the
+/// concurrency property test). Decides exactly as the command it wraps.
+#[derive(Debug, Clone)]
+pub enum BankCommand {
+    /// See [`OpenAccount`].
+    Open(OpenAccount),
+    /// See [`Deposit`].
+    Deposit(Deposit),
+    /// See [`Withdraw`].
+    Withdraw(Withdraw),
+    /// See [`Transfer`].
+    Transfer(Transfer),
+}
+
+/// Every account a [`BankCommand`] read, folded.
+#[derive(Debug, Default)]
+pub struct Accounts(pub std::collections::HashMap<StreamId, Account>);
+
+impl Accounts {
+    fn of(&self, account: &StreamId) -> Account {
+        self.0.get(account).copied().unwrap_or_default()
+    }
+}
+
+impl CommandStreams for BankCommand {
+    fn streams(&self) -> Vec<StreamId> {
+        match self {
+            BankCommand::Open(c) => c.streams(),
+            BankCommand::Deposit(c) => c.streams(),
+            BankCommand::Withdraw(c) => c.streams(),
+            BankCommand::Transfer(c) => c.streams(),
+        }
+    }
+}
+
+impl CommandLogic for BankCommand {
+    type Event = BankEvent;
+    type State = Accounts;
+
+    fn apply(&self, mut state: Accounts, event: &BankEvent) -> Accounts {
+        let account = state.0.entry(event.stream_id().clone()).or_default();
+        *account = account.apply(event);
+        state
+    }
+
+    fn handle(&self, state: Accounts) -> Result<NewEvents<BankEvent>, CommandError> {
+        match self {
+            BankCommand::Open(c) => c.handle(state.of(&c.account)),
+            BankCommand::Deposit(c) => c.handle(state.of(&c.account)),
+            BankCommand::Withdraw(c) => c.handle(state.of(&c.account)),
+            BankCommand::Transfer(c) => c.handle(TransferState {
+                from: state.of(&c.from),
+                to: state.of(&c.to),
+            }),
+        }
+    }
+}
+
+/// The bank's invariants over a log: money moves between accounts without
+/// being created or destroyed (every transfer's two halves match), no
+/// account is ever overdrawn, and nothing happens to an account before it
+/// is opened, or opens it twice.
+pub fn bank_invariant(log: &[eventcore::RecordedEvent]) -> Result<(), String> {
+    let mut accounts: std::collections::HashMap<StreamId, Account> =
+        std::collections::HashMap::new();
+    let (mut sent, mut received) = (0i128, 0i128);
+    for recorded in log {
+        let event: BankEvent = recorded.decode().map_err(|e| e.to_string())?;
+        let account = accounts.entry(event.stream_id().clone()).or_default();
+        match &event {
+            BankEvent::Opened { .. } if account.open => {
+                return Err(format!("{} opened twice", event.stream_id()));
+            }
+            BankEvent::Opened { .. } => {}
+            _ if !account.open => {
+                return Err(format!("{} used before it was opened", event.stream_id()));
+            }
+            BankEvent::TransferredOut { amount, .. } => sent += i128::from(amount.into_inner()),
+            BankEvent::TransferredIn { amount, .. } => received += i128::from(amount.into_inner()),
+            BankEvent::Deposited { .. } | BankEvent::Withdrawn { .. } => {}
+        }
+        *account = account.apply(&event);
+        if account.balance < 0 {
+            return Err(format!(
+                "{} overdrawn: {}",
+                event.stream_id(),
+                account.balance
+            ));
+        }
+    }
+    if sent != received {
+        return Err(format!("transfers sent {sent} but received {received}"));
+    }
+    Ok(())
+}
