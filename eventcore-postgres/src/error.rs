@@ -46,14 +46,26 @@ fn is_transient_code(code: &str) -> bool {
     ) || code.starts_with("08")
 }
 
+/// The name of the unique key on (stream_id, stream_version).
+pub(crate) const STREAM_VERSION_KEY: &str = "eventcore_events_stream_version_key";
+
+/// Whether the error is a unique violation of (stream_id, stream_version):
+/// only a writer that bypasses `eventcore_append`'s locks can cause one.
+pub(crate) fn is_duplicate_version(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        db.code().as_deref() == Some("23505") && db.constraint() == Some(STREAM_VERSION_KEY)
+    })
+}
+
 /// Maps an sqlx error onto the store's vocabulary, by structure only.
 pub(crate) fn store_error(operation: &'static str, error: sqlx::Error) -> StoreError {
     let transient = match &error {
         sqlx::Error::Database(db) => {
             db.code().is_some_and(|code| is_transient_code(&code))
-                // Only writes bypassing eventcore_append can trip the unique
-                // key; the retry re-reads and reports a proper conflict.
-                || db.constraint() == Some("eventcore_events_stream_version_key")
+                // Reaching here, a duplicate version could not be matched to
+                // a stale stream (see `is_duplicate_version`): retrying
+                // re-reads and decides again.
+                || is_duplicate_version(&error)
         }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         _ => false,

@@ -29,6 +29,11 @@
 //!   events or none. A read-only participant stays locked until commit, so
 //!   no writer can slip in between the check and the commit. Payloads travel
 //!   as arrays, so a batch of any size binds six parameters.
+//! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL in
+//!   one transaction under an advisory lock, recorded in its own
+//!   `eventcore_migrations` table (not sqlx's `_sqlx_migrations`, which the
+//!   application's own sqlx migrator owns). With
+//!   [`PostgresConfig::schema`] everything lives in that schema.
 //! - **Global order.** Positions come from an identity column, so writers do
 //!   not serialise on one global lock; but a position is taken before
 //!   commit, and a transaction can commit after one holding a higher
@@ -39,7 +44,12 @@
 //!   ended, so no event can later appear behind what a reader has seen. A
 //!   long-running writer delays readers; it never makes them skip.
 //! - **Errors.** Mapped by SQLSTATE and constraint name, never by message:
-//!   serialization failures, deadlocks, lost connections and pool time-outs
+//!   a stale expected version, found by the append function, is a
+//!   [`StoreError::VersionConflict`](eventcore::StoreError::VersionConflict)
+//!   naming the stream, expected and actual version; so is a unique
+//!   violation of `(stream_id, stream_version)`, which only a writer
+//!   bypassing the function can cause (the store then reads the current
+//!   versions to name the stream); serialization failures, deadlocks, lost connections and pool time-outs
 //!   are [`StoreError::Transient`](eventcore::StoreError::Transient) (the
 //!   execute loop retries them); anything else is
 //!   [`StoreError::Backend`](eventcore::StoreError::Backend) with the

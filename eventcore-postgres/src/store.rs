@@ -13,12 +13,13 @@ use uuid::Uuid;
 use crate::{
     PostgresConfig, PostgresError,
     config::{DEFAULT_MAX_PAYLOAD_BYTES, SchemaName},
-    error::store_error,
+    error::{is_duplicate_version, store_error},
     schema,
 };
 
 const READ_STREAMS: &str = include_str!("sql/read_streams.sql");
 const APPEND: &str = include_str!("sql/append.sql");
+const CURRENT_VERSIONS: &str = include_str!("sql/current_versions.sql");
 
 /// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool.
 ///
@@ -157,8 +158,14 @@ impl EventStore for PostgresEventStore {
             .bind(&payloads)
             .bind(&event_ids)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| store_error("append", e))?;
+            .await;
+        let conflict = match conflict {
+            Ok(conflict) => conflict,
+            Err(e) if is_duplicate_version(&e) => {
+                return Err(self.explain_duplicate(&writes, e).await);
+            }
+            Err(e) => return Err(store_error("append", e)),
+        };
 
         match conflict {
             None => Ok(AppendOutcome {
@@ -167,6 +174,46 @@ impl EventStore for PostgresEventStore {
             }),
             Some(row) => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
         }
+    }
+}
+
+impl PostgresEventStore {
+    /// A unique violation on (stream, version) means another writer
+    /// bypassed eventcore's locks and took a version this write expected to
+    /// be free: report it as the version conflict it is, naming the stream,
+    /// from a read of the current versions (one more round trip, on this rare
+    /// path only).
+    async fn explain_duplicate(&self, writes: &StreamWrites, error: sqlx::Error) -> StoreError {
+        let streams: Vec<&str> = writes
+            .expected_versions()
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let rows = match sqlx::query(CURRENT_VERSIONS)
+            .bind(&streams)
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(_) => return store_error("append", error),
+        };
+        for (id, expected) in writes.expected_versions() {
+            let actual = rows
+                .iter()
+                .find(|row| row.try_get::<&str, _>("stream_id").ok() == Some(id.as_str()))
+                .and_then(|row| row.try_get::<i64, _>("version").ok())
+                .map_or(StreamVersion::INITIAL, |v| {
+                    StreamVersion::new(from_bigint(v))
+                });
+            if actual != *expected {
+                return StoreError::VersionConflict {
+                    stream_id: id.clone(),
+                    expected: *expected,
+                    actual,
+                };
+            }
+        }
+        store_error("append", error)
     }
 }
 

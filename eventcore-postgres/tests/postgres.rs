@@ -208,14 +208,21 @@ async fn hold_stream_lock(
 /// The pid of a backend of this test's schema (its application name)
 /// waiting on an advisory lock.
 async fn wait_for_lock_waiter(store: &PostgresEventStore, schema: &SchemaName) -> i32 {
+    wait_for_waiter(store, schema, "advisory").await
+}
+
+/// The pid of a backend of this test's schema waiting on a lock of the
+/// given kind (`pg_stat_activity.wait_event`).
+async fn wait_for_waiter(store: &PostgresEventStore, schema: &SchemaName, wait_event: &str) -> i32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
-             WHERE application_name = $1 AND wait_event_type = 'Lock' AND wait_event = 'advisory'
+             WHERE application_name = $1 AND wait_event_type = 'Lock' AND wait_event = $2
              LIMIT 1",
         )
         .bind(schema.to_string())
+        .bind(wait_event)
         .fetch_optional(store.pool())
         .await
         .unwrap();
@@ -345,4 +352,44 @@ async fn oversized_limit_is_configurable() {
             .version(&a),
         Some(StreamVersion::INITIAL)
     );
+}
+
+/// A writer that bypasses eventcore's locks takes version 1 of `x` while an
+/// append expecting `x` at 0 is under way: the unique key stops the append,
+/// which reports a version conflict naming the stream, expected and actual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_version_from_a_rogue_writer_is_a_version_conflict() {
+    let schema = support::unique_schema();
+    let store = support::store_with(support::config(schema.clone())).await;
+    let x = stream("x");
+    let mut rogue = store.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id)
+         VALUES ($1, 1, 'Rogue', '{}', gen_random_uuid())",
+    )
+    .bind(x.as_str())
+    .execute(&mut *rogue)
+    .await
+    .unwrap();
+
+    let (writer, wx) = (store.clone(), x.clone());
+    let append = tokio::spawn(async move {
+        let mut writes = StreamWrites::new();
+        writes.expect(wx.clone(), StreamVersion::INITIAL).unwrap();
+        writes.append(&Note::new(&wx, 1)).unwrap();
+        writer.append(writes).await
+    });
+    // The append waits on the rogue's uncommitted row in the unique index.
+    wait_for_waiter(&store, &schema, "transactionid").await;
+    rogue.commit().await.unwrap();
+
+    let err = append.await.unwrap().expect_err("version 1 is taken");
+    assert!(
+        matches!(&err, StoreError::VersionConflict { stream_id, expected, actual }
+            if *stream_id == x && *expected == StreamVersion::INITIAL && actual.get() == 1),
+        "{err:?}"
+    );
+    let read = store.read_streams(std::slice::from_ref(&x)).await.unwrap();
+    assert_eq!(read.events().len(), 1, "only the rogue's event");
+    assert_eq!(read.events()[0].event_type(), "Rogue");
 }

@@ -4,14 +4,14 @@
 //! use eventcore_testing::{fixtures::{Move, LedgerEvent, stream}, gwt::given};
 //!
 //! let (a, b) = (stream("a"), stream("b"));
-//! given([LedgerEvent::Credited { account: a.clone(), amount: 10 }])
+//! given([LedgerEvent::Credited { account: a.clone(), amount: 10, from: None }])
 //!     .when(Move { from: a.clone(), to: b.clone(), amount: 4 })
 //!     .then_events([
 //!         LedgerEvent::Debited { account: a.clone(), amount: 4 },
-//!         LedgerEvent::Credited { account: b.clone(), amount: 4 },
+//!         LedgerEvent::Credited { account: b.clone(), amount: 4, from: Some(a.clone()) },
 //!     ]);
 //!
-//! given([LedgerEvent::Credited { account: a.clone(), amount: 3 }])
+//! given([LedgerEvent::Credited { account: a.clone(), amount: 3, from: None }])
 //!     .when(Move { from: a, to: b, amount: 4 })
 //!     .then_rejected_with("cannot move 4");
 //! ```

@@ -1,15 +1,47 @@
-//! Test kit for eventcore.
+//! Test kit for eventcore: for store authors, to prove a backend, and for
+//! service authors, to test their commands, alone and under concurrency.
 //!
-//! [`conformance`] holds the scenarios every [`EventStore`](eventcore::EventStore)
-//! must pass, written once as plain async functions;
-//! [`conformance_tests!`] expands them into `#[tokio::test]`s for a store
-//! factory, so each backend proves the same guarantees:
+//! | module | what it gives |
+//! |---|---|
+//! | [`conformance`] | the scenarios every [`EventStore`](eventcore::EventStore) must pass, as plain async functions; [`conformance_tests!`] expands them into `#[tokio::test]`s for a store factory |
+//! | [`model`] | model-based testing: generated reads and appends with current, stale and future expected versions, compared with a reference model; shrunk failures print the smallest failing sequence |
+//! | [`concurrency`] | property-tested concurrency for your commands: a batch on many tasks with seeded perturbations, then your invariant, serializability (replay in commit order) and no lost or duplicated events |
+//! | [`faults`] | [`FaultyStore`](faults::FaultyStore): seeded conflicts, transient errors before and after commit, delays |
+//! | [`gwt`] | given/when/then for one command's decision, without a store |
+//! | [`fixtures`], [`strategies`] | the events, commands and proptest strategies the kit's own scenarios use |
+//!
+//! The kit's own tests run the suite, the model test and the concurrency
+//! checker against deliberately broken stores and commands (no version
+//! check on read-only participants, non-atomic appends, reused versions,
+//! lost events, a fold that ignores an event type) and assert that each is
+//! caught.
+//!
+//! A backend runs the whole suite with one line:
 //!
 //! ```
 //! # // The macro is meant for a test module; here we only show that it expands.
 //! # mod demo {
-//! eventcore_testing::conformance_tests!(eventcore_memory::InMemoryEventStore::new());
+//! eventcore_testing::conformance_tests!(async { eventcore_memory::InMemoryEventStore::new() });
 //! # }
+//! ```
+//!
+//! A service checks its commands under concurrency:
+//!
+//! ```
+//! use eventcore_testing::{
+//!     concurrency::{ConcurrencyConfig, check_concurrency},
+//!     fixtures::ledger_invariant,
+//!     strategies::{funded, ledger_batch},
+//! };
+//!
+//! check_concurrency(
+//!     4,                                                   // proptest cases
+//!     || async { eventcore_memory::InMemoryEventStore::new() },
+//!     funded(3, 100),                                      // setup commands
+//!     ledger_batch(3, 20),                                 // strategy of command batches
+//!     ConcurrencyConfig::default(),
+//!     ledger_invariant,                                    // your invariant over the log
+//! );
 //! ```
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
