@@ -2,4 +2,5 @@
 //! accounts, with a concurrent workload that checks the bank's invariants.
 
 pub mod domain;
+pub mod ledger;
 pub mod workload;

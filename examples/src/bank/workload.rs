@@ -13,7 +13,10 @@ use eventcore::{EventStore, ExecuteError, RetryPolicy, StreamId, execute_with_po
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::domain::{Account, Amount, BankEvent, Deposit, OpenAccount, Transfer, Withdraw};
+use super::{
+    domain::{Amount, Deposit, OpenAccount, Transfer, Withdraw},
+    ledger::{Checks, Tally, verify},
+};
 
 /// What to run.
 #[derive(Debug, Clone, Serialize)]
@@ -63,33 +66,6 @@ pub struct Summary {
     pub checks: Checks,
 }
 
-/// The invariants checked after a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Checks {
-    /// The sum of all balances equals the money paid in minus paid out.
-    pub money_conserved: bool,
-    /// Every account's fold of its own events equals the balance implied by
-    /// the commands that succeeded.
-    pub balances_match: bool,
-    /// No account went below zero.
-    pub no_overdraft: bool,
-    /// Every account's versions run 1..=n with no gap or duplicate.
-    pub versions_gap_free: bool,
-    /// The log holds exactly the events of the commands that succeeded.
-    pub events_accounted: bool,
-}
-
-impl Checks {
-    /// Whether every check held.
-    pub fn all_passed(&self) -> bool {
-        self.money_conserved
-            && self.balances_match
-            && self.no_overdraft
-            && self.versions_gap_free
-            && self.events_accounted
-    }
-}
-
 /// Why a run could not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
@@ -110,18 +86,10 @@ pub enum WorkloadError {
     Verify(#[source] eventcore::StoreError),
 }
 
-#[derive(Default)]
-struct Tally {
-    attempts: u64,
-    rejections: usize,
-    gave_up: usize,
-    store_errors: usize,
-    deposited: i128,
-    withdrawn: i128,
-    successes: usize,
-    transfers_ok: usize,
-    /// Net change per account implied by successful commands.
-    deltas: Vec<i128>,
+impl From<eventcore::StoreError> for WorkloadError {
+    fn from(e: eventcore::StoreError) -> Self {
+        WorkloadError::Verify(e)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -221,10 +189,7 @@ where
         let mut rng = fastrand::Rng::with_seed(config.seed.wrapping_mul(31).wrapping_add(w as u64));
         let ceiling = config.initial_balance.max(2);
         workers.push(tokio::spawn(async move {
-            let mut tally = Tally {
-                deltas: vec![0; accounts.len()],
-                ..Tally::default()
-            };
+            let mut tally = Tally::new(accounts.len());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(op) = ops.get(i).copied() else { break };
@@ -265,53 +230,25 @@ where
                         )
                     }
                 };
-                match result {
-                    Ok(done) => {
-                        tally.attempts += u64::from(done.attempts);
-                        tally.successes += 1;
-                        for (account, delta) in effect {
-                            tally.deltas[account] += delta;
-                        }
-                        match op {
-                            Op::Transfer => tally.transfers_ok += 1,
-                            Op::Deposit => tally.deposited += i128::from(cents),
-                            Op::Withdraw => tally.withdrawn += i128::from(cents),
-                        }
-                    }
-                    Err(ExecuteError::Rejected(_)) => tally.rejections += 1,
-                    Err(ExecuteError::RetriesExhausted { .. }) => tally.gave_up += 1,
-                    Err(_) => tally.store_errors += 1,
-                }
+                tally.record(&result, &effect);
                 progress.inc(1);
             }
             tally
         }));
     }
-    let mut total = Tally {
-        deltas: vec![0; accounts.len()],
-        ..Tally::default()
-    };
+    let mut total = Tally::new(accounts.len());
     for worker in workers {
-        let t = match worker.await {
-            Ok(t) => t,
+        match worker.await {
+            Ok(t) => total.merge(&t),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
-        total.attempts += t.attempts;
-        total.rejections += t.rejections;
-        total.gave_up += t.gave_up;
-        total.store_errors += t.store_errors;
-        total.deposited += t.deposited;
-        total.withdrawn += t.withdrawn;
-        total.successes += t.successes;
-        total.transfers_ok += t.transfers_ok;
-        for (sum, d) in total.deltas.iter_mut().zip(&t.deltas) {
-            *sum += d;
         }
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
 
-    let checks = verify(&store, &accounts, &config, &total).await?;
+    let initial = vec![i128::from(config.initial_balance); accounts.len()];
+    let setup_events = 2 * accounts.len();
+    let checks = verify(&store, &accounts, &initial, setup_events, &total).await?;
     Ok(Summary {
         store: store_name.to_owned(),
         run,
@@ -319,57 +256,11 @@ where
         elapsed_secs: elapsed.as_secs_f64(),
         commands_per_sec: ops.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         attempts: total.attempts,
-        retries: total.attempts.saturating_sub(total.successes as u64),
+        retries: total.retries(),
         rejections: total.rejections,
         gave_up: total.gave_up,
         store_errors: total.store_errors,
         checks,
         config,
-    })
-}
-
-async fn verify<S: EventStore>(
-    store: &S,
-    accounts: &[StreamId],
-    config: &WorkloadConfig,
-    tally: &Tally,
-) -> Result<Checks, WorkloadError> {
-    let mut balances = Vec::with_capacity(accounts.len());
-    let mut versions_gap_free = true;
-    let mut events = 0usize;
-    for chunk in accounts.chunks(256) {
-        let read = store
-            .read_streams(chunk)
-            .await
-            .map_err(WorkloadError::Verify)?;
-        events += read.events().len();
-        for account in chunk {
-            let mut decoded = Vec::new();
-            for (i, recorded) in read.events_of(account).enumerate() {
-                versions_gap_free &= recorded.version().get() == i as u64 + 1;
-                decoded.push(
-                    recorded
-                        .decode::<BankEvent>()
-                        .map_err(WorkloadError::Verify)?,
-                );
-            }
-            balances.push(Account::from_events(&decoded).balance);
-        }
-    }
-    let initial = i128::from(config.initial_balance);
-    let total: i128 = balances.iter().sum();
-    let expected_total = initial * accounts.len() as i128 + tally.deposited - tally.withdrawn;
-    let balances_match = balances
-        .iter()
-        .zip(&tally.deltas)
-        .all(|(b, d)| *b == initial + d);
-    let single_event_ok = tally.successes - tally.transfers_ok;
-    let expected_events = 2 * accounts.len() + 2 * tally.transfers_ok + single_event_ok;
-    Ok(Checks {
-        money_conserved: total == expected_total,
-        balances_match,
-        no_overdraft: balances.iter().all(|b| *b >= 0),
-        versions_gap_free,
-        events_accounted: events == expected_events,
     })
 }
