@@ -174,10 +174,20 @@ impl StreamWrites {
     /// # Errors
     /// [`StoreError::VersionOverflow`] if a stream would pass `u64::MAX`.
     pub fn resulting_versions(&self) -> Result<Vec<(StreamId, StreamVersion)>, StoreError> {
+        let mut added = vec![0u64; self.expected.len()];
+        for event in &self.events {
+            // Every event's stream was registered by `append`.
+            if let Ok(i) = self
+                .expected
+                .binary_search_by(|(id, _)| id.cmp(&event.stream_id))
+            {
+                added[i] += 1;
+            }
+        }
         self.expected
             .iter()
-            .map(|(id, expected)| {
-                let added = self.events.iter().filter(|e| &e.stream_id == id).count() as u64;
+            .zip(added)
+            .map(|((id, expected), added)| {
                 expected
                     .checked_add(added)
                     .map(|v| (id.clone(), v))
