@@ -1,0 +1,45 @@
+"""Writes a pgbench script that sends exactly the statements eventcore-postgres
+sends for one uncontended two-stream transfer: its read of both streams, then
+its call of eventcore_append. The SQL is read from the store's own .sql files,
+so the two cannot drift apart; only the bind parameters are spelled out.
+
+Each pgbench client owns `k` pairs of streams and visits them in turn
+(variable i, starting at 0 via -D i=0), so it always knows their versions:
+pair i % k stands at version i / k. Streams therefore grow as in the load
+tool's transfer workload over 10,000 accounts.
+"""
+import re
+import sys
+from pathlib import Path
+
+src = Path(sys.argv[1])  # eventcore-postgres/src/sql
+read_sql = (src / "read_streams.sql").read_text().strip()
+append_sql = (src / "append.sql").read_text().strip()
+
+a = "concat('pgb-', :run::text, '-', :client_id::text, '-', :pair::text, '-a')"
+b = "concat('pgb-', :run::text, '-', :client_id::text, '-', :pair::text, '-b')"
+out_payload = '{"type": "TransferredOut", "account": "pgb-0-0-a", "to": "pgb-0-0-b", "amount": 3}'
+in_payload = '{"type": "TransferredIn", "account": "pgb-0-0-b", "from": "pgb-0-0-a", "amount": 3}'
+params = {
+    "$1": f"ARRAY[{a}, {b}]",
+    "$2": "ARRAY[:v::bigint, :v::bigint]",
+    "$3": f"ARRAY[{a}, {b}]",
+    "$4": "ARRAY['TransferSent', 'TransferReceived']",
+    "$5": f"ARRAY['{out_payload}', '{in_payload}']",
+    "$6": "ARRAY[gen_random_uuid(), gen_random_uuid()]",
+}
+
+
+def bind(sql, names):
+    def sub(m):
+        return params[m.group(0)] if m.group(0) in names else m.group(0)
+
+    bound = re.sub(r"\$\d+", sub, sql)
+    return " ".join(bound.split()) + ";"
+
+
+print("\\set pair :i % :k")
+print("\\set v :i / :k")
+print(bind(read_sql, {"$1"}))
+print(bind(append_sql, set(params)))
+print("\\set i :i + 1")

@@ -1,0 +1,61 @@
+"""Reads the outputs of scripts/bench, prints one table and writes
+target/bench/report.json."""
+import json
+import re
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+secs = int(sys.argv[2])
+pgb_events = int(sys.argv[3])
+levels = [1, 4, 16]
+
+
+def pgbench(name, c):
+    text = (out / f"pgbench_{name}_{c}.txt").read_text()
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial", text).group(1))
+    lat = float(re.search(r"latency average = ([\d.]+) ms", text).group(1))
+    done = int(re.search(r"number of transactions actually processed: (\d+)", text).group(1))
+    return {"tps": tps, "latency_avg_ms": lat, "transactions": done}
+
+
+raw = {name: {c: pgbench(name, c) for c in levels} for name in ["insert", "transfer"]}
+pgb_transfers = sum(raw["transfer"][c]["transactions"] for c in levels)
+baseline_for = {
+    "deposit": "insert",
+    "transfer": "transfer",
+    "transfer-hot": "transfer",
+    "fanout": "transfer",
+    "long-stream": "transfer",
+}
+
+rows = []
+print()
+print(f"eventcore on PostgreSQL vs pgbench, {secs} s per measurement, durable commits")
+print()
+print("| workload | conc | cmd/s | p50 ms | p99 ms | max ms | attempts/cmd | vs pgbench | pgbench tps (what) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for c in levels:
+    for name, what in [("insert", "one-row insert"), ("transfer", "eventcore's transfer statements")]:
+        r = raw[name][c]
+        print(f"| pgbench {name} | {c} | {r['tps']:.0f} | | | | | | {what} (avg {r['latency_avg_ms']:.2f} ms) |")
+checks_ok = True
+for w, base in baseline_for.items():
+    report = json.loads((out / f"load_{w}.json").read_text())
+    checks_ok &= all(report["checks"].values())
+    for level in report["levels"]:
+        c = level["concurrency"]
+        ratio = level["commands_per_sec"] / raw[base][c]["tps"]
+        rows.append({"workload": w, "baseline": base, "ratio": ratio, **level})
+        print(
+            f"| {w} | {c} | {level['commands_per_sec']:.0f} | {level['p50_ms']:.2f} | {level['p99_ms']:.2f} "
+            f"| {level['max_ms']:.1f} | {level['attempts_per_command']:.2f} | {ratio:.0%} | {raw[base][c]['tps']:.0f} ({base}) |"
+        )
+print()
+print(f"pgbench transfers: {pgb_transfers}, events appended: {pgb_events} (expected {2 * pgb_transfers})")
+print(f"load tool invariant checks: {'all passed' if checks_ok else 'FAILED'}")
+report = {"seconds": secs, "pgbench": raw, "workloads": rows, "pgbench_transfer_events": pgb_events, "checks_passed": checks_ok}
+(out / "report.json").write_text(json.dumps(report, indent=2))
+print(f"wrote {out / 'report.json'}")
+if not checks_ok or pgb_events != 2 * pgb_transfers:
+    sys.exit(1)
