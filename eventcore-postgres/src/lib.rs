@@ -58,6 +58,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod conn;
 mod error;
 mod schema;
 mod store;

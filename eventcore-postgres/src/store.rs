@@ -1,5 +1,7 @@
 //! The store: connecting, reading and appending.
 
+use std::sync::Arc;
+
 use eventcore::{
     AppendOutcome, EventStore, RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
     StreamWrites,
@@ -13,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     PostgresConfig, PostgresError,
     config::{DEFAULT_MAX_PAYLOAD_BYTES, SchemaName},
+    conn::ConnPool,
     error::{is_duplicate_version, store_error},
     schema,
 };
@@ -29,6 +32,7 @@ const CURRENT_VERSIONS: &str = include_str!("sql/current_versions.sql");
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
     pool: PgPool,
+    conns: Arc<ConnPool>,
     max_payload_bytes: usize,
     schema: Option<SchemaName>,
 }
@@ -64,21 +68,32 @@ impl PostgresEventStore {
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .test_before_acquire(config.test_before_acquire)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(PostgresError::Connect)?;
+        let conns = ConnPool::new(options, config.max_connections, config.acquire_timeout);
         Ok(PostgresEventStore {
             pool,
+            conns: Arc::new(conns),
             max_payload_bytes: config.max_payload_bytes,
             schema: config.schema,
         })
     }
 
-    /// Uses an existing pool. Its connections' `search_path` decides where
-    /// eventcore's tables live.
+    /// Uses an existing pool: its connect options (`search_path`
+    /// included, which decides where eventcore's tables live), size and
+    /// acquire timeout. Reads and appends open connections of their own
+    /// with those options (see [`PostgresEventStore::pool`]).
     pub fn from_pool(pool: PgPool) -> Self {
+        let options = (*pool.connect_options()).clone();
+        let conns = ConnPool::new(
+            options,
+            pool.options().get_max_connections(),
+            pool.options().get_acquire_timeout(),
+        );
         PostgresEventStore {
             pool,
+            conns: Arc::new(conns),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             schema: None,
         }
@@ -90,7 +105,11 @@ impl PostgresEventStore {
         self
     }
 
-    /// The connection pool, for the application's own queries.
+    /// The sqlx pool, for the application's own queries (and
+    /// [`migrate`](Self::migrate)). Reads and appends do not use it: sqlx
+    /// sends a round trip to test every connection returned to its pool, so
+    /// the store keeps up to `max_connections` connections of its own for
+    /// its single-statement reads and appends.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -111,11 +130,14 @@ impl PostgresEventStore {
 impl EventStore for PostgresEventStore {
     async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let mut lease = self.conns.get("read_streams").await?;
         let rows = sqlx::query(READ_STREAMS)
             .bind(&ids)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| store_error("read_streams", e))?;
+            .fetch_all(lease.conn())
+            .await;
+        lease.settle(&rows);
+        drop(lease);
+        let rows = rows.map_err(|e| store_error("read_streams", e))?;
 
         let mut versions: Vec<(StreamId, StreamVersion)> = streams
             .iter()
@@ -146,19 +168,24 @@ impl EventStore for PostgresEventStore {
             .collect::<Result<Vec<i64>, _>>()?;
         let events = writes.events();
         let event_streams: Vec<&str> = events.iter().map(|e| e.stream_id().as_str()).collect();
+        let event_versions = number_events(&writes)?;
         let event_types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
         let payloads: Vec<&str> = events.iter().map(|e| e.payload()).collect();
         let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
 
+        let mut lease = self.conns.get("append").await?;
         let conflict = sqlx::query(APPEND)
             .bind(&streams)
             .bind(&versions)
             .bind(&event_streams)
+            .bind(&event_versions)
             .bind(&event_types)
             .bind(&payloads)
             .bind(&event_ids)
-            .fetch_optional(&self.pool)
+            .fetch_optional(lease.conn())
             .await;
+        lease.settle(&conflict);
+        drop(lease);
         let conflict = match conflict {
             Ok(conflict) => conflict,
             Err(e) if is_duplicate_version(&e) => {
@@ -215,6 +242,26 @@ impl PostgresEventStore {
         }
         store_error("append", error)
     }
+}
+
+/// Each event's version: its stream's expected version plus its place
+/// among that stream's events in the write.
+fn number_events(writes: &StreamWrites) -> Result<Vec<i64>, StoreError> {
+    let expected = writes.expected_versions();
+    let mut next: Vec<u64> = expected.iter().map(|(_, v)| v.get()).collect();
+    let mut versions = Vec::with_capacity(writes.events().len());
+    for event in writes.events() {
+        // StreamWrites only holds events of registered streams.
+        let Ok(i) = expected.binary_search_by(|(id, _)| id.cmp(event.stream_id())) else {
+            return Err(StoreError::UndeclaredStream {
+                stream_id: event.stream_id().clone(),
+                event_type: event.event_type().to_owned(),
+            });
+        };
+        next[i] += 1;
+        versions.push(to_bigint(event.stream_id(), StreamVersion::new(next[i]))?);
+    }
+    Ok(versions)
 }
 
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, sqlx::Error> {

@@ -152,6 +152,7 @@ async fn a_writer_cannot_slip_in_behind_a_read_only_participant() {
         .bind(vec![x.as_str()])
         .bind(vec![0i64])
         .bind(vec![x.as_str()])
+        .bind(vec![1i64])
         .bind(vec!["Note"])
         .bind(vec![serde_json::to_string(&Note::new(&x, 1)).unwrap()])
         .bind(vec![uuid::Uuid::now_v7()])
@@ -284,13 +285,28 @@ async fn a_connection_lost_during_append_is_transient() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_is_transient() {
-    let config = support::config(support::unique_schema())
-        .max_connections(1)
-        .acquire_timeout(Duration::from_millis(100));
-    let store = support::store_with(config).await;
-    let busy = store.pool().acquire().await.unwrap();
+    let schema = support::unique_schema();
+    let store = support::store_with(
+        support::config(schema.clone())
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let x = stream("x");
+    // Another session holds x's lock, so an append on the store's only
+    // connection waits: the store has no connection left for a read.
+    let other = support::fresh_store().await;
+    let holder = hold_stream_lock(&other, &x).await;
+    let (writer, wx) = (store.clone(), x.clone());
+    let append = tokio::spawn(async move {
+        let mut writes = StreamWrites::new();
+        writes.expect(wx.clone(), StreamVersion::INITIAL).unwrap();
+        writes.append(&Note::new(&wx, 1)).unwrap();
+        writer.append(writes).await
+    });
+    wait_for_lock_waiter(&store, &schema).await;
     let err = store
         .read_streams(&[stream("a")])
         .await
@@ -305,7 +321,11 @@ async fn an_exhausted_pool_is_transient() {
         ),
         "{err:?}"
     );
-    drop(busy);
+    holder.rollback().await.unwrap();
+    append
+        .await
+        .unwrap()
+        .expect("the append goes through once the lock is free");
     store
         .read_streams(&[stream("a")])
         .await

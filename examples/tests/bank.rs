@@ -40,7 +40,12 @@ async fn workload_keeps_every_invariant_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workload_keeps_every_invariant_on_postgres() {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run ./scripts/test");
-    let store = PostgresEventStore::connect(&url).await.unwrap();
+    let schema = format!("bank_workload_{}_{}", std::process::id(), fastrand::u32(..));
+    let pg_config = eventcore_postgres::PostgresConfig::default()
+        .schema(eventcore_postgres::SchemaName::try_new(schema).unwrap());
+    let store = PostgresEventStore::connect_with(&url, pg_config)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     let summary = workload::run(store, "postgres", config(), ProgressBar::hidden())
         .await

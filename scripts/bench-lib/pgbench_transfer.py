@@ -24,9 +24,10 @@ params = {
     "$1": f"ARRAY[{a}, {b}]",
     "$2": "ARRAY[:v::bigint, :v::bigint]",
     "$3": f"ARRAY[{a}, {b}]",
-    "$4": "ARRAY['TransferSent', 'TransferReceived']",
-    "$5": f"ARRAY['{out_payload}', '{in_payload}']",
-    "$6": "ARRAY[gen_random_uuid(), gen_random_uuid()]",
+    "$4": "ARRAY[:v::bigint + 1, :v::bigint + 1]",
+    "$5": "ARRAY['TransferSent', 'TransferReceived']",
+    "$6": f"ARRAY['{out_payload}', '{in_payload}']",
+    "$7": "ARRAY[gen_random_uuid(), gen_random_uuid()]",
 }
 
 
