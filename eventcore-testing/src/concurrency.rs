@@ -64,13 +64,16 @@ pub struct ConcurrencyConfig {
 
 impl Default for ConcurrencyConfig {
     /// 8 workers, up to 3 yields, 5% injected conflicts, 1,000 attempts
-    /// with waits capped at 2 ms.
+    /// with waits capped at 2 ms, and no in-process queueing
+    /// ([`RetryPolicy::with_queue_in_process`]), so that commands on the same
+    /// streams really race against the store.
     fn default() -> Self {
         ConcurrencyConfig {
             workers: 8,
             max_yields: 3,
             conflict_rate: 0.05,
             retry: RetryPolicy::default()
+                .with_queue_in_process(false)
                 .with_max_attempts(NonZeroU32::new(1_000).unwrap_or(NonZeroU32::MIN))
                 .with_base_delay(Duration::from_micros(50))
                 .with_max_delay(Duration::from_millis(2)),

@@ -429,7 +429,9 @@ pub async fn concurrent_transfers_conserve_money<S: EventStore + Clone + 'static
     const TASKS: usize = 32;
     const INITIAL: u64 = 1_000;
     let accounts: Vec<StreamId> = (0..5).map(|i| stream(&format!("acct-{i}"))).collect();
+    // Race for real: no in-process queueing, so the store's checks decide.
     let policy = RetryPolicy::default()
+        .with_queue_in_process(false)
         .with_max_attempts(std::num::NonZeroU32::new(1_000).expect("non-zero"));
     for a in &accounts {
         execute_with_policy(
@@ -802,7 +804,9 @@ pub async fn concurrent_increments_through_execute_all_land<S: EventStore + Clon
 ) {
     const TASKS: usize = 16;
     let counter = stream("counter");
+    // Race for real: no in-process queueing, so the store's checks decide.
     let policy = RetryPolicy::default()
+        .with_queue_in_process(false)
         .with_max_attempts(std::num::NonZeroU32::new(10_000).expect("non-zero"));
     let barrier = Arc::new(Barrier::new(TASKS));
     let tasks = (0..TASKS).map(|t| {

@@ -76,7 +76,14 @@ where
 
     let mut attempt = 1;
     loop {
-        let error = match attempt_once(&store, &command, &streams).await? {
+        let held = if policy.queues_in_process() {
+            Some(crate::gate::enter(&streams).await)
+        } else {
+            None
+        };
+        let outcome = attempt_once(&store, &command, &streams).await;
+        drop(held);
+        let error = match outcome? {
             Ok(result) => {
                 return Ok(ExecutionResult {
                     attempts: attempt,

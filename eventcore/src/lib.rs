@@ -6,6 +6,7 @@ mod command;
 mod error;
 mod event;
 mod execute;
+mod gate;
 mod reads;
 mod retry;
 mod store;

@@ -23,6 +23,7 @@ pub struct RetryPolicy {
     max_attempts: NonZeroU32,
     base_delay: Duration,
     max_delay: Duration,
+    queue_in_process: bool,
 }
 
 impl Default for RetryPolicy {
@@ -32,6 +33,7 @@ impl Default for RetryPolicy {
             max_attempts: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(50),
+            queue_in_process: true,
         }
     }
 }
@@ -61,6 +63,24 @@ impl RetryPolicy {
     pub fn with_max_delay(mut self, max_delay: Duration) -> Self {
         self.max_delay = max_delay;
         self
+    }
+
+    /// Whether commands of this process that share a stream wait for each
+    /// other instead of racing (on by default). Each attempt holds an async
+    /// lock per stream (striped, taken in one global order) from its read to
+    /// the end of its append, so same-process contention queues instead of
+    /// conflicting; other processes are still kept out by the store's
+    /// version check. Turn it off to let every attempt race, for example to
+    /// test a store under real conflicts.
+    pub fn with_queue_in_process(mut self, queue: bool) -> Self {
+        self.queue_in_process = queue;
+        self
+    }
+
+    /// Whether same-process commands on shared streams queue; see
+    /// [`with_queue_in_process`](Self::with_queue_in_process).
+    pub fn queues_in_process(&self) -> bool {
+        self.queue_in_process
     }
 
     /// How many attempts are made in all.

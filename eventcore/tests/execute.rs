@@ -332,3 +332,76 @@ async fn state_is_folded_from_all_declared_streams() {
         .collect();
     assert_eq!(events.len(), 3);
 }
+
+/// Counts appends that reached the store and conflicted.
+#[derive(Clone, Default)]
+struct CountingStore {
+    inner: InMemoryEventStore,
+    conflicts: Arc<AtomicU32>,
+}
+
+impl EventStore for CountingStore {
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+        let read = self.inner.read_streams(streams).await;
+        // Widen the window between read and append.
+        tokio::task::yield_now().await;
+        read
+    }
+
+    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        let result = self.inner.append(writes).await;
+        if matches!(result, Err(StoreError::VersionConflict { .. })) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+async fn race_on_one_stream(policy: RetryPolicy) -> (u32, usize) {
+    let store = CountingStore::default();
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, barrier, policy) = (store.clone(), barrier.clone(), policy.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                execute_with_policy(
+                    &store,
+                    Credit {
+                        account: stream("hot"),
+                        amount: i + 1,
+                    },
+                    &policy,
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("every credit lands");
+    }
+    (
+        store.conflicts.load(Ordering::SeqCst),
+        store.inner.all_events().len(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_process_commands_on_one_stream_queue_instead_of_conflicting() {
+    let (conflicts, events) = race_on_one_stream(fast(1_000)).await;
+    assert_eq!(events, 16);
+    assert_eq!(
+        conflicts, 0,
+        "queued commands never reach the store with a stale version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_queueing_the_same_race_conflicts() {
+    let (conflicts, events) = race_on_one_stream(fast(1_000).with_queue_in_process(false)).await;
+    assert_eq!(events, 16);
+    assert!(
+        conflicts > 0,
+        "16 tasks racing on one stream must collide at least once"
+    );
+}
