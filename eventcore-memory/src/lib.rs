@@ -126,14 +126,18 @@ impl InMemoryEventStore {
         let Log { events, streams } = &mut *log;
         for pending in writes.events() {
             let index = events.len();
-            let positions = streams.entry(pending.stream_id().clone()).or_default();
+            // Look up before inserting: cloning the id only for a new stream.
+            let positions = match streams.get_mut(pending.stream_id()) {
+                Some(positions) => positions,
+                None => streams.entry(pending.stream_id().clone()).or_default(),
+            };
             positions.push(index);
             events.push(RecordedEvent::new(
                 pending.stream_id().clone(),
                 StreamVersion::new(positions.len() as u64),
                 index as u64 + 1,
-                pending.event_type().to_owned(),
-                pending.payload().to_owned(),
+                pending.event_type(),
+                pending.payload(),
             ));
         }
         Ok(AppendOutcome {

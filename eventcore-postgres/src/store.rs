@@ -264,18 +264,19 @@ fn number_events(writes: &StreamWrites) -> Result<Vec<i64>, StoreError> {
     Ok(versions)
 }
 
+/// Decodes one row of `read_streams.sql` (columns by position, in its order).
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, sqlx::Error> {
-    let stream_id: String = row.try_get("stream_id")?;
+    let stream_id: &str = row.try_get(0)?;
     let stream_id = StreamId::try_new(stream_id).map_err(|e| sqlx::Error::ColumnDecode {
         index: "stream_id".into(),
         source: Box::new(e),
     })?;
     Ok(RecordedEvent::new(
         stream_id,
-        StreamVersion::new(from_bigint(row.try_get("stream_version")?)),
-        from_bigint(row.try_get("global_position")?),
-        row.try_get("event_type")?,
-        row.try_get("payload")?,
+        StreamVersion::new(from_bigint(row.try_get(1)?)),
+        from_bigint(row.try_get(2)?),
+        row.try_get::<&str, _>(3)?,
+        row.try_get::<&str, _>(4)?,
     ))
 }
 

@@ -12,10 +12,7 @@
 //! conflicting. Other processes are still kept out by the store's version
 //! check, and their conflicts are retried as before.
 
-use std::{
-    hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
-    sync::LazyLock,
-};
+use std::sync::LazyLock;
 
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -26,9 +23,15 @@ const STRIPES: usize = 1024;
 static LOCKS: LazyLock<Vec<Mutex<()>>> =
     LazyLock::new(|| (0..STRIPES).map(|_| Mutex::new(())).collect());
 
-/// The stripe of a stream: a fixed hash, so the order is the same in every task.
+/// The stripe of a stream: a fixed hash (FNV-1a), so the order is the same
+/// in every task.
 fn stripe(stream: &StreamId) -> usize {
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream.as_str());
+    let hash = stream
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
     (hash % STRIPES as u64) as usize
 }
 

@@ -1,5 +1,7 @@
 //! What one read of a set of streams returns.
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 
 use crate::{StoreError, StreamId, StreamVersion};
@@ -11,8 +13,9 @@ pub struct RecordedEvent {
     stream_id: StreamId,
     version: StreamVersion,
     global_sequence: u64,
-    event_type: String,
-    payload: String,
+    // Shared, so that a store keeping events in memory hands out copies cheaply.
+    event_type: Arc<str>,
+    payload: Arc<str>,
 }
 
 impl RecordedEvent {
@@ -21,15 +24,15 @@ impl RecordedEvent {
         stream_id: StreamId,
         version: StreamVersion,
         global_sequence: u64,
-        event_type: String,
-        payload: String,
+        event_type: impl Into<Arc<str>>,
+        payload: impl Into<Arc<str>>,
     ) -> Self {
         Self {
             stream_id,
             version,
             global_sequence,
-            event_type,
-            payload,
+            event_type: event_type.into(),
+            payload: payload.into(),
         }
     }
 
@@ -67,7 +70,7 @@ impl RecordedEvent {
         serde_json::from_str(&self.payload).map_err(|source| StoreError::Deserialize {
             stream_id: self.stream_id.clone(),
             version: self.version,
-            event_type: self.event_type.clone(),
+            event_type: self.event_type.to_string(),
             source,
         })
     }

@@ -1,12 +1,14 @@
 //! What one append writes: expected versions and new events.
 
+use std::borrow::Cow;
+
 use crate::{Event, StoreError, StreamId, StreamVersion};
 
 /// One event ready to be appended: its stream, type name and JSON payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEvent {
     stream_id: StreamId,
-    event_type: String,
+    event_type: Cow<'static, str>,
     payload: String,
 }
 
@@ -123,7 +125,7 @@ impl StreamWrites {
         }
         self.events.push(PendingEvent {
             stream_id: stream_id.clone(),
-            event_type: event_type.to_owned(),
+            event_type: Cow::Borrowed(event_type),
             payload,
         });
         Ok(())
@@ -160,7 +162,7 @@ impl StreamWrites {
         match self.events.iter().find(|e| e.payload.len() > limit) {
             Some(e) => Err(StoreError::PayloadTooLarge {
                 stream_id: e.stream_id.clone(),
-                event_type: e.event_type.clone(),
+                event_type: e.event_type.clone().into_owned(),
                 size: e.payload.len(),
                 limit,
             }),
@@ -205,6 +207,9 @@ impl StreamWrites {
 /// escaped backslash followed by `u0000` is text, not a NUL.
 fn contains_escaped_nul(json: &str) -> bool {
     let bytes = json.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return false;
+    }
     let needle = b"\\u0000";
     let mut from = 0;
     while let Some(offset) = json[from..].find("\\u0000") {
