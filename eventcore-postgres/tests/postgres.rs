@@ -30,49 +30,40 @@ fn sqlstate(err: &sqlx::Error) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-#[tokio::test]
-async fn update_of_an_event_is_rejected() {
+/// Runs `sql` against a log holding one event, asserts that the
+/// immutability trigger refuses it, and that the event is intact.
+async fn assert_refused_by_trigger(sql: &str) {
     let store = seeded_store().await;
-    let err = sqlx::query("UPDATE eventcore_events SET event_type = 'Forged'")
+    let err = sqlx::query(sql)
         .execute(store.pool())
         .await
-        .expect_err("UPDATE must fail");
-    assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{err}");
-    let t: String = sqlx::query_scalar("SELECT event_type FROM eventcore_events")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(t, "Credited");
+        .expect_err("a change to stored events must fail");
+    assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{sql}: {err}");
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, stream_version FROM eventcore_events")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![("Credited".to_owned(), 1)],
+        "{sql} left the log changed"
+    );
+}
+
+#[tokio::test]
+async fn update_of_an_event_is_rejected() {
+    assert_refused_by_trigger("UPDATE eventcore_events SET event_type = 'Forged'").await;
 }
 
 #[tokio::test]
 async fn delete_of_an_event_is_rejected() {
-    let store = seeded_store().await;
-    let err = sqlx::query("DELETE FROM eventcore_events")
-        .execute(store.pool())
-        .await
-        .expect_err("DELETE must fail");
-    assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{err}");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM eventcore_events")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    assert_refused_by_trigger("DELETE FROM eventcore_events").await;
 }
 
 #[tokio::test]
 async fn truncate_of_the_log_is_rejected() {
-    let store = seeded_store().await;
-    let err = sqlx::query("TRUNCATE eventcore_events")
-        .execute(store.pool())
-        .await
-        .expect_err("TRUNCATE must fail");
-    assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{err}");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM eventcore_events")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    assert_refused_by_trigger("TRUNCATE eventcore_events").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

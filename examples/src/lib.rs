@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod bank;
+pub mod cli;
 pub mod load;

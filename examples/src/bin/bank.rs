@@ -5,10 +5,12 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use eventcore_examples::bank::workload::{self, Summary, WorkloadConfig};
+use eventcore_examples::{
+    bank::workload::{self, Summary, WorkloadConfig},
+    cli::{self, StoreArgs},
+};
 use eventcore_memory::InMemoryEventStore;
-use eventcore_postgres::{PostgresConfig, PostgresEventStore};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use eventcore_postgres::PostgresConfig;
 
 #[derive(Debug, Parser)]
 #[command(about = "Concurrent bank transfers on eventcore, with invariant checks")]
@@ -31,12 +33,8 @@ struct Args {
     /// Starting balance of each account, in cents.
     #[arg(long, default_value_t = 10_000)]
     initial_balance: u64,
-    /// Run on PostgreSQL at this URL (migrates first) instead of in memory.
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
-    /// Run on PostgreSQL at $DATABASE_URL.
-    #[arg(long, conflicts_with = "database_url")]
-    postgres: bool,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -44,18 +42,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
+    match run(Args::parse()).await {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = std::error::Error::source(e.as_ref());
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => cli::report(e.as_ref()),
     }
 }
 
@@ -70,34 +59,16 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         seed: args.seed,
         initial_balance: args.initial_balance,
     };
-    let progress = if args.json {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} commands  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    };
-
-    let url = match (args.database_url, args.postgres) {
-        (Some(url), _) => Some(url),
-        (None, true) => Some(
-            std::env::var("DATABASE_URL").map_err(|_| "--postgres needs DATABASE_URL to be set")?,
-        ),
-        (None, false) => None,
-    };
+    let progress = cli::progress_bar(
+        args.json,
+        "{bar:40} {pos}/{len} commands  {per_sec}  eta {eta}",
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+    let url = args.store.url()?;
     let summary = match url {
         Some(url) => {
             let pool = u32::try_from(args.workers).unwrap_or(u32::MAX).clamp(1, 64);
-            let store = PostgresEventStore::connect_with(
-                &url,
-                PostgresConfig::default().max_connections(pool),
-            )
-            .await?;
-            store.migrate().await?;
+            let store = cli::connect(&url, PostgresConfig::default().max_connections(pool)).await?;
             workload::run(store, "postgres", config, progress).await?
         }
         None => workload::run(InMemoryEventStore::new(), "memory", config, progress).await?,

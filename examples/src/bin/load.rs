@@ -6,10 +6,12 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use eventcore_examples::load::{self, LoadConfig, LoadReport, Workload};
+use eventcore_examples::{
+    cli::{self, StoreArgs},
+    load::{self, LoadConfig, LoadReport, Workload},
+};
 use eventcore_memory::InMemoryEventStore;
-use eventcore_postgres::{PostgresConfig, PostgresEventStore, SchemaName};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use eventcore_postgres::{PostgresConfig, SchemaName};
 
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for eventcore: bank workloads at fixed concurrency")]
@@ -26,12 +28,8 @@ struct Args {
     /// Seed for accounts and amounts.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Run on PostgreSQL at this URL instead of in memory.
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
-    /// Run on PostgreSQL at $DATABASE_URL.
-    #[arg(long, conflicts_with = "database_url")]
-    postgres: bool,
+    #[command(flatten)]
+    store: StoreArgs,
     /// PostgreSQL schema for the events (created if missing).
     #[arg(long, default_value = "eventcore_load")]
     schema: String,
@@ -40,19 +38,11 @@ struct Args {
     json: bool,
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     match run(Args::parse()).await {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = e.source();
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => cli::report(e.as_ref()),
     }
 }
 
@@ -66,38 +56,19 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         duration: Duration::from_secs(args.duration.max(1)),
         seed: args.seed,
     };
-    let progress = if args.json {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} s")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("{:?}", args.workload));
-        bar
-    };
-    let url = match (args.database_url, args.postgres) {
-        (Some(url), _) => Some(url),
-        (None, true) => Some(
-            std::env::var("DATABASE_URL").map_err(|_| "--postgres needs DATABASE_URL to be set")?,
-        ),
-        (None, false) => None,
-    };
+    let progress = cli::progress_bar(args.json, "{msg} {bar:40} {pos}/{len} s");
+    progress.set_message(format!("{:?}", args.workload));
+    let url = args.store.url()?;
     let report = match url {
         Some(url) => {
             let max = args.concurrency.iter().copied().max().unwrap_or(1);
             let pool = u32::try_from(max).unwrap_or(u32::MAX).clamp(1, 128);
             let schema = SchemaName::try_new(args.schema.clone())
                 .map_err(|e| format!("--schema {:?}: {e}", args.schema))?;
-            let store = PostgresEventStore::connect_with(
-                &url,
-                PostgresConfig::default()
-                    .max_connections(pool)
-                    .schema(schema),
-            )
-            .await?;
-            store.migrate().await?;
+            let pg = PostgresConfig::default()
+                .max_connections(pool)
+                .schema(schema);
+            let store = cli::connect(&url, pg).await?;
             load::run(store, "postgres", config, progress).await?
         }
         None => load::run(InMemoryEventStore::new(), "memory", config, progress).await?,
