@@ -68,7 +68,10 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// Sets the pool size (at least 1).
+    /// Sets the pool size (at least 1): reads and appends use up to this
+    /// many connections of the store's own, and the sqlx pool behind
+    /// [`pool`](crate::PostgresEventStore::pool) (migrations, the
+    /// application's queries) opens up to as many again, on demand.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self
@@ -93,9 +96,10 @@ impl PostgresConfig {
         self
     }
 
-    /// Whether to ping a pooled connection before handing it out. Off by
-    /// default: it costs a round trip per command, and a dead connection
-    /// surfaces as a transient error that `execute` retries anyway.
+    /// Whether the sqlx pool pings a connection before handing it out. Off
+    /// by default: it costs a round trip per query, and a dead connection
+    /// surfaces as a transient error that `execute` retries anyway. The
+    /// store's own reads and appends never ping.
     pub fn test_before_acquire(mut self, ping: bool) -> Self {
         self.test_before_acquire = ping;
         self

@@ -147,10 +147,8 @@ impl EventStore for PostgresEventStore {
         versions.dedup_by(|a, b| a.0 == b.0);
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            let event = decode_row(&row).map_err(|e| store_error("read_streams", e))?;
-            if let Ok(i) = versions.binary_search_by(|(id, _)| id.cmp(event.stream_id())) {
-                versions[i].1 = versions[i].1.max(event.version());
-            }
+            let event =
+                decode_row(&row, &mut versions).map_err(|e| store_error("read_streams", e))?;
             events.push(event);
         }
         Ok(StreamReads::new(versions, events))
@@ -264,16 +262,29 @@ fn number_events(writes: &StreamWrites) -> Result<Vec<i64>, StoreError> {
     Ok(versions)
 }
 
-/// Decodes one row of `read_streams.sql` (columns by position, in its order).
-fn decode_row(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, sqlx::Error> {
-    let stream_id: &str = row.try_get(0)?;
-    let stream_id = StreamId::try_new(stream_id).map_err(|e| sqlx::Error::ColumnDecode {
-        index: "stream_id".into(),
-        source: Box::new(e),
-    })?;
+/// Decodes one row of `read_streams.sql` (columns by position, in its
+/// order) and raises its stream's entry in `versions` (sorted by id) to the
+/// row's version. The stream id is taken from `versions`, which the query
+/// matched exactly, rather than validated again.
+fn decode_row(
+    row: &sqlx::postgres::PgRow,
+    versions: &mut [(StreamId, StreamVersion)],
+) -> Result<RecordedEvent, sqlx::Error> {
+    let raw_id: &str = row.try_get(0)?;
+    let version = StreamVersion::new(from_bigint(row.try_get(1)?));
+    let stream_id = match versions.binary_search_by(|(id, _)| id.as_str().cmp(raw_id)) {
+        Ok(i) => {
+            versions[i].1 = versions[i].1.max(version);
+            versions[i].0.clone()
+        }
+        Err(_) => StreamId::try_new(raw_id).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "stream_id".into(),
+            source: Box::new(e),
+        })?,
+    };
     Ok(RecordedEvent::new(
         stream_id,
-        StreamVersion::new(from_bigint(row.try_get(1)?)),
+        version,
         from_bigint(row.try_get(2)?),
         row.try_get::<&str, _>(3)?,
         row.try_get::<&str, _>(4)?,
