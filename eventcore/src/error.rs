@@ -58,6 +58,18 @@ pub enum StoreError {
         event_type: String,
     },
 
+    /// An event's type name is empty, longer than 255 characters, or holds
+    /// a control character (NUL included), which not every store can keep.
+    #[error(
+        "event type name {event_type:?} for stream `{stream_id}` must be 1 to 255 characters without control characters"
+    )]
+    InvalidEventType {
+        /// The event's stream.
+        stream_id: StreamId,
+        /// The offending type name.
+        event_type: String,
+    },
+
     /// An event's serialised payload is larger than the store accepts.
     #[error(
         "event `{event_type}` for stream `{stream_id}` is {size} bytes serialised; the store accepts at most {limit}"

@@ -98,6 +98,8 @@ impl StreamWrites {
     /// Serialises `event` and adds it to the write, after the events added before.
     ///
     /// # Errors
+    /// - [`StoreError::InvalidEventType`] if the type name is empty, over 255
+    ///   characters or holds a control character;
     /// - [`StoreError::UndeclaredStream`] if the event's stream is not registered;
     /// - [`StoreError::Serialize`] if serde fails;
     /// - [`StoreError::NulCharacter`] if the payload holds U+0000.
@@ -106,6 +108,13 @@ impl StreamWrites {
     pub fn append<E: Event>(&mut self, event: &E) -> Result<(), StoreError> {
         let stream_id = event.stream_id();
         let event_type = event.event_type();
+        let type_chars = event_type.chars().count();
+        if !(1..=255).contains(&type_chars) || event_type.chars().any(char::is_control) {
+            return Err(StoreError::InvalidEventType {
+                stream_id: stream_id.clone(),
+                event_type: event_type.to_owned(),
+            });
+        }
         if self.expected_version(stream_id).is_none() {
             return Err(StoreError::UndeclaredStream {
                 stream_id: stream_id.clone(),
@@ -238,6 +247,51 @@ mod tests {
             let json = serde_json::to_string(&s).unwrap();
             prop_assert_eq!(contains_escaped_nul(&json), s.contains('\0'));
         }
+    }
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Typed {
+        stream: StreamId,
+        #[serde(skip)]
+        kind: &'static str,
+    }
+
+    impl Event for Typed {
+        fn stream_id(&self) -> &StreamId {
+            &self.stream
+        }
+        fn event_type(&self) -> &'static str {
+            self.kind
+        }
+    }
+
+    #[test]
+    fn event_type_names_are_validated() {
+        let stream = StreamId::try_new("s").unwrap();
+        let mut writes = StreamWrites::new();
+        writes
+            .expect(stream.clone(), StreamVersion::INITIAL)
+            .unwrap();
+        let long: &'static str = Box::leak("x".repeat(256).into_boxed_str());
+        for bad in ["", "a\0b", "tab\there", long] {
+            let err = writes
+                .append(&Typed {
+                    stream: stream.clone(),
+                    kind: bad,
+                })
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidEventType { .. }),
+                "{bad:?}: {err:?}"
+            );
+        }
+        writes
+            .append(&Typed {
+                stream,
+                kind: "Good-Type.v2 é",
+            })
+            .unwrap();
+        assert_eq!(writes.events().len(), 1, "only the valid event was added");
     }
 
     #[test]
