@@ -25,8 +25,8 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, EventStore, RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites,
+    AppendOutcome, EventLog, EventStore, LogQuery, Position, RecordedEvent, StoreError, StreamId,
+    StreamReads, StreamVersion, StreamWrites,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -154,5 +154,28 @@ impl EventStore for InMemoryEventStore {
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
         self.append_now(&writes)
+    }
+}
+
+impl EventLog for InMemoryEventStore {
+    /// Appends are applied one at a time under a lock, so the global
+    /// sequence is commit order and no reader can skip an event.
+    async fn read_all(
+        &self,
+        query: &LogQuery,
+    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+        let log = self.read_log();
+        // Sequence n is at index n - 1.
+        let from = query
+            .start()
+            .map_or(0, |p| usize::try_from(p.sequence()).unwrap_or(usize::MAX));
+        Ok(log
+            .events
+            .iter()
+            .skip(from)
+            .filter(|e| query.matches(e))
+            .take(query.limit())
+            .map(|e| (Position::new(0, e.global_sequence()), e.clone()))
+            .collect())
     }
 }

@@ -15,11 +15,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "events table, immutability triggers, append function",
-    sql: include_str!("../migrations/0001_events.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "events table, immutability triggers, append function",
+        sql: include_str!("../migrations/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "index for reading the global log in commit order",
+        sql: include_str!("../migrations/0002_commit_order_index.sql"),
+    },
+];
 
 /// Advisory lock key that serialises concurrent migrations of one database
 /// ("eventcore" in ASCII).

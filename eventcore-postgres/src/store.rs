@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use eventcore::{
-    AppendOutcome, EventStore, RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites,
+    AppendOutcome, EventLog, EventStore, LogQuery, Position, RecordedEvent, StoreError, StreamId,
+    StreamReads, StreamVersion, StreamWrites,
 };
 use sqlx::{
     PgPool, Row,
@@ -23,6 +23,7 @@ use crate::{
 const READ_STREAMS: &str = include_str!("sql/read_streams.sql");
 const APPEND: &str = include_str!("sql/append.sql");
 const CURRENT_VERSIONS: &str = include_str!("sql/current_versions.sql");
+const READ_ALL: &str = include_str!("sql/read_all.sql");
 
 /// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool.
 ///
@@ -200,6 +201,62 @@ impl EventStore for PostgresEventStore {
             Some(row) => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
         }
     }
+}
+
+impl EventLog for PostgresEventStore {
+    /// Reads in (writing transaction, global position) order, and only
+    /// events of transactions older than the oldest one still running (the
+    /// snapshot's xmin): every transaction below that fence has ended, so
+    /// no event can later appear before what was returned. A long-running
+    /// transaction anywhere in the database holds readers back until it
+    /// ends; it never makes them skip.
+    async fn read_all(
+        &self,
+        query: &LogQuery,
+    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+        let after = query.start().unwrap_or_default();
+        let limit = i64::try_from(query.limit()).unwrap_or(i64::MAX);
+        let mut lease = self.conns.get("read_all").await?;
+        let rows = sqlx::query(READ_ALL)
+            .bind(after.commit().to_string())
+            .bind(i64::try_from(after.sequence()).unwrap_or(i64::MAX))
+            .bind(query.stream_prefix())
+            .bind(query.event_types())
+            .bind(limit)
+            .fetch_all(lease.conn())
+            .await;
+        lease.settle(&rows);
+        drop(lease);
+        let rows = rows.map_err(|e| store_error("read_all", e))?;
+        rows.iter()
+            .map(|row| decode_log_row(row).map_err(|e| store_error("read_all", e)))
+            .collect()
+    }
+}
+
+/// Decodes one row of `read_all.sql`.
+fn decode_log_row(row: &sqlx::postgres::PgRow) -> Result<(Position, RecordedEvent), sqlx::Error> {
+    let stream_id =
+        StreamId::try_new(row.try_get::<&str, _>(0)?).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "stream_id".into(),
+            source: Box::new(e),
+        })?;
+    let sequence = from_bigint(row.try_get(2)?);
+    let commit: u64 =
+        row.try_get::<&str, _>(5)?
+            .parse()
+            .map_err(|e| sqlx::Error::ColumnDecode {
+                index: "commit".into(),
+                source: Box::new(e),
+            })?;
+    let event = RecordedEvent::new(
+        stream_id,
+        StreamVersion::new(from_bigint(row.try_get(1)?)),
+        sequence,
+        row.try_get::<&str, _>(3)?,
+        row.try_get::<&str, _>(4)?,
+    );
+    Ok((Position::new(commit, sequence), event))
 }
 
 impl PostgresEventStore {

@@ -4,7 +4,7 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use eventcore::{EventStore, StoreError, StreamVersion, StreamWrites, execute};
+use eventcore::{EventLog, EventStore, LogQuery, StoreError, StreamVersion, StreamWrites, execute};
 use eventcore_postgres::{PostgresError, PostgresEventStore, SchemaName};
 use eventcore_testing::fixtures::{Credit, Note, stream};
 use sqlx::Row;
@@ -92,7 +92,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
             .fetch_all(stores[0].pool())
             .await
             .unwrap();
-    assert_eq!(applied, vec![1], "each migration applied once");
+    assert_eq!(applied, vec![1, 2], "each migration applied once");
     stores[0]
         .migrate()
         .await
@@ -121,7 +121,7 @@ async fn a_database_newer_than_the_crate_is_refused() {
             err,
             PostgresError::SchemaTooNew {
                 found: 999,
-                known: 1
+                known: 2
             }
         ),
         "{err:?}"
@@ -403,4 +403,61 @@ async fn a_duplicate_version_from_a_rogue_writer_is_a_version_conflict() {
     let read = store.read_streams(std::slice::from_ref(&x)).await.unwrap();
     assert_eq!(read.events().len(), 1, "only the rogue's event");
     assert_eq!(read.events()[0].event_type(), "Rogue");
+}
+
+/// The late-commit case: T1 appends and stays open; T2 appends to another
+/// stream and commits; a reader reads. It must not move past T1's event:
+/// once T1 commits, the reader, going on from where it was, gets T1's
+/// event and then T2's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_skips_an_event_that_commits_late() {
+    let store = support::fresh_store().await;
+    let (late, early) = (stream("late"), stream("early"));
+    let mut t1 = store.pool().begin().await.unwrap();
+    let conflict = sqlx::query(include_str!("../src/sql/append.sql"))
+        .bind(vec![late.as_str()])
+        .bind(vec![0i64])
+        .bind(vec![late.as_str()])
+        .bind(vec![1i64])
+        .bind(vec!["Note"])
+        .bind(vec![serde_json::to_string(&Note::new(&late, 1)).unwrap()])
+        .bind(vec![uuid::Uuid::now_v7()])
+        .fetch_optional(&mut *t1)
+        .await
+        .unwrap();
+    assert!(conflict.is_none());
+
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(early.clone(), StreamVersion::INITIAL)
+        .unwrap();
+    writes.append(&Note::new(&early, 2)).unwrap();
+    store.append(writes).await.expect("T2 commits");
+
+    let before = store.read_all(&LogQuery::from_start(100)).await.unwrap();
+    assert!(
+        before.is_empty(),
+        "while T1 is open the reader must not pass it: {before:?}"
+    );
+
+    t1.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let page = store.read_all(&LogQuery::from_start(100)).await.unwrap();
+        if page.len() == 2 {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log never showed both events: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let streams: Vec<&str> = after.iter().map(|(_, e)| e.stream_id().as_str()).collect();
+    assert_eq!(
+        streams,
+        vec!["late", "early"],
+        "T1's event comes first, though T2 committed first"
+    );
+    assert!(after[0].0 < after[1].0);
 }

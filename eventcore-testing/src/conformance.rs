@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use eventcore::{
-    EventStore, ExecuteError, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites,
-    execute_with_policy,
+    EventLog, EventStore, ExecuteError, LogQuery, Position, RetryPolicy, StoreError, StreamId,
+    StreamVersion, StreamWrites, execute_with_policy,
 };
 use tokio::sync::Barrier;
 
@@ -53,6 +53,11 @@ macro_rules! __for_each_scenario {
             empty_decision_writes_nothing,
             conflicting_registration_is_refused_before_the_store,
             undeclared_stream_is_refused_before_the_store,
+            global_log_agrees_with_every_stream,
+            global_log_pages_from_a_position,
+            global_log_prefix_filter_is_literal,
+            global_log_filters_by_event_type,
+            global_log_reader_misses_nothing_under_concurrent_writers,
         );
     };
 }
@@ -99,7 +104,7 @@ macro_rules! __run_each {
 /// a store to fail, such as the kit's own tests on deliberately broken stores.
 pub async fn run_suite<S, F, Fut>(factory: F) -> Vec<(&'static str, bool)>
 where
-    S: EventStore + Clone + 'static,
+    S: EventStore + EventLog + Clone + 'static,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = S>,
 {
@@ -1059,6 +1064,279 @@ pub async fn undeclared_stream_is_refused_before_the_store<S: EventStore + Clone
         "{err:?}"
     );
     assert_eq!(versions_of(store, &[a, b]).await, vec![0, 0]);
+}
+
+/// Waits until the global log shows `events` events. A store may hold
+/// back committed events while an older transaction is still running
+/// anywhere (PostgreSQL's no-skip fence), for example one of another test;
+/// polls for up to 15 seconds.
+async fn wait_for_log<S: EventLog>(store: &S, events: usize) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let seen = store
+            .read_all(&LogQuery::from_start(events + 1))
+            .await
+            .expect("read_all")
+            .len();
+        assert!(
+            seen <= events,
+            "the log shows {seen} events, more than the {events} written"
+        );
+        if seen == events {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log still shows {seen} of {events} events after 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Appends one note to each of `ids`, one write per stream, in order.
+async fn one_note_each<S: EventStore>(store: &S, ids: &[StreamId], n: u64) {
+    for id in ids {
+        let v = versions_of(store, std::slice::from_ref(id)).await[0];
+        append_notes(store, &[(id, v)], &[Note::new(id, n)])
+            .await
+            .expect("append");
+    }
+}
+
+/// The global log holds every event once, in an order that agrees with
+/// every stream's versions, with strictly increasing positions.
+pub async fn global_log_agrees_with_every_stream<S: EventStore + EventLog + Clone + 'static>(
+    store: &S,
+) {
+    let ids = [stream("log-a"), stream("log-b"), stream("log-c")];
+    for round in 0..4 {
+        one_note_each(store, &ids, round).await;
+    }
+    let all = store
+        .read_all(&LogQuery::from_start(1_000))
+        .await
+        .expect("read_all");
+    assert_eq!(all.len(), 12);
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions strictly increase"
+    );
+    for id in &ids {
+        let versions: Vec<u64> = all
+            .iter()
+            .filter(|(_, e)| e.stream_id() == id)
+            .map(|(_, e)| e.version().get())
+            .collect();
+        assert_eq!(versions, vec![1, 2, 3, 4], "{id} in version order");
+    }
+    let read = store.read_streams(&ids).await.expect("read");
+    let mut from_streams: Vec<(String, u64)> = read
+        .events()
+        .iter()
+        .map(|e| (e.stream_id().to_string(), e.version().get()))
+        .collect();
+    let mut from_log: Vec<(String, u64)> = all
+        .iter()
+        .map(|(_, e)| (e.stream_id().to_string(), e.version().get()))
+        .collect();
+    from_streams.sort();
+    from_log.sort();
+    assert_eq!(
+        from_log, from_streams,
+        "the log holds exactly the streams' events"
+    );
+}
+
+/// Reading on from the last position returned visits every event once.
+pub async fn global_log_pages_from_a_position<S: EventStore + EventLog + Clone + 'static>(
+    store: &S,
+) {
+    let ids: Vec<StreamId> = (0..5).map(|i| stream(&format!("page-{i}"))).collect();
+    for round in 0..3 {
+        one_note_each(store, &ids, round).await;
+    }
+    wait_for_log(store, 15).await;
+    let mut seen = Vec::new();
+    let mut after: Option<Position> = None;
+    loop {
+        let query = match after {
+            Some(p) => LogQuery::after(p, 4),
+            None => LogQuery::from_start(4),
+        };
+        let page = store.read_all(&query).await.expect("page");
+        assert!(page.len() <= 4, "the limit holds");
+        let Some((last, _)) = page.last() else { break };
+        after = Some(*last);
+        seen.extend(page.into_iter().map(|(p, _)| p));
+    }
+    assert_eq!(seen.len(), 15, "every event exactly once");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let tail = store
+        .read_all(&LogQuery::after(*seen.last().expect("events"), 10))
+        .await
+        .expect("tail");
+    assert!(tail.is_empty(), "nothing after the last event");
+}
+
+/// `%` and `_` in a stream-id prefix match only themselves.
+pub async fn global_log_prefix_filter_is_literal<S: EventStore + EventLog + Clone + 'static>(
+    store: &S,
+) {
+    let names = ["a_1", "ab1", "a%2", "aX2", "b_1", "a_"];
+    let ids: Vec<StreamId> = names.iter().map(|n| stream(n)).collect();
+    one_note_each(store, &ids, 0).await;
+    wait_for_log(store, names.len()).await;
+    let got = |prefix: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .read_all(&LogQuery::from_start(100).with_stream_prefix(prefix))
+                .await
+                .expect("read_all")
+                .into_iter()
+                .map(|(_, e)| e.stream_id().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(got("a_").await, vec!["a_", "a_1"]);
+    assert_eq!(got("a%").await, vec!["a%2"]);
+    assert_eq!(got("a").await, vec!["a%2", "aX2", "a_", "a_1", "ab1"]);
+    assert!(got("zzz").await.is_empty());
+}
+
+/// The event-type filter keeps only the named types, and the limit counts
+/// matching events.
+pub async fn global_log_filters_by_event_type<S: EventStore + EventLog + Clone + 'static>(
+    store: &S,
+) {
+    let a = stream("typed");
+    for amount in [0u64, 1, 2] {
+        execute_with_policy(
+            store,
+            Credit {
+                account: a.clone(),
+                amount: amount + 1,
+            },
+            &RetryPolicy::default(),
+        )
+        .await
+        .expect("credit");
+        one_note_each(store, std::slice::from_ref(&stream("typed-notes")), amount).await;
+    }
+    wait_for_log(store, 6).await;
+    let credits = store
+        .read_all(&LogQuery::from_start(100).with_event_types(["Credited"]))
+        .await
+        .expect("read_all");
+    assert_eq!(credits.len(), 3);
+    assert!(credits.iter().all(|(_, e)| e.event_type() == "Credited"));
+    let two = store
+        .read_all(&LogQuery::from_start(2).with_event_types(["Credited", "Note"]))
+        .await
+        .expect("read_all");
+    assert_eq!(two.len(), 2);
+    let none = store
+        .read_all(&LogQuery::from_start(100).with_event_types(["Nope"]))
+        .await
+        .expect("read_all");
+    assert!(none.is_empty());
+}
+
+/// A reader paging through the global log while 16 writers append
+/// concurrently delivers every committed event exactly once, in an order
+/// consistent with each stream.
+pub async fn global_log_reader_misses_nothing_under_concurrent_writers<
+    S: EventStore + EventLog + Clone + 'static,
+>(
+    store: &S,
+) {
+    const WRITERS: usize = 16;
+    const APPENDS: u64 = 10;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut delivered: Vec<(Position, String, u64)> = Vec::new();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let writers_done = done.load(std::sync::atomic::Ordering::SeqCst);
+                let query = match delivered.last() {
+                    Some((p, _, _)) => LogQuery::after(*p, 7),
+                    None => LogQuery::from_start(7),
+                };
+                let page = store.read_all(&query).await.expect("read_all");
+                let empty = page.is_empty();
+                delivered.extend(
+                    page.into_iter()
+                        .map(|(p, e)| (p, e.stream_id().to_string(), e.version().get())),
+                );
+                if writers_done && empty && delivered.len() as u64 >= WRITERS as u64 * APPENDS {
+                    return delivered;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "reader stuck at {} events",
+                    delivered.len()
+                );
+                if empty {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let writers = (0..WRITERS).map(|w| {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        async move {
+            // Writers share streams pairwise, so some of them contend.
+            let id = stream(&format!("live-{}", w / 2));
+            barrier.wait().await;
+            let mut written = 0;
+            while written < APPENDS {
+                let v = store
+                    .read_streams(std::slice::from_ref(&id))
+                    .await
+                    .expect("read")
+                    .version(&id)
+                    .unwrap_or_default();
+                if append_notes(&store, &[(&id, v.get())], &[Note::new(&id, w as u64)])
+                    .await
+                    .is_ok()
+                {
+                    written += 1;
+                }
+            }
+        }
+    });
+    spawn_all(writers).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let delivered = match reader.await {
+        Ok(d) => d,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    assert_eq!(
+        delivered.len(),
+        WRITERS * APPENDS as usize,
+        "every committed event, once"
+    );
+    assert!(
+        delivered.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions strictly increase"
+    );
+    let mut per_stream: std::collections::BTreeMap<&str, Vec<u64>> =
+        std::collections::BTreeMap::new();
+    for (_, s, v) in &delivered {
+        per_stream.entry(s).or_default().push(*v);
+    }
+    for (s, versions) in per_stream {
+        assert_eq!(
+            versions,
+            (1..=versions.len() as u64).collect::<Vec<_>>(),
+            "{s} in order, no gap"
+        );
+    }
 }
 
 /// Spawns every future as its own tokio task (so they run in parallel on a

@@ -8,8 +8,9 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandError, CommandLogic, CommandStreams, EventStore, NewEvents,
-    RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CommandError, CommandLogic, CommandStreams, EventLog, EventStore, LogQuery,
+    NewEvents, Position, RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
+    StreamWrites,
 };
 use eventcore_testing::{
     concurrency::{ConcurrencyConfig, run_concurrently},
@@ -177,6 +178,22 @@ impl EventStore for BrokenStore {
             stream_versions,
             events_written: writes.events().len(),
         })
+    }
+}
+
+impl EventLog for BrokenStore {
+    async fn read_all(
+        &self,
+        query: &LogQuery,
+    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+        let after = query.start().map_or(0, Position::sequence);
+        let log = self.log.lock().unwrap();
+        Ok(log
+            .iter()
+            .filter(|e| e.global_sequence() > after && query.matches(e))
+            .take(query.limit())
+            .map(|e| (Position::new(0, e.global_sequence()), e.clone()))
+            .collect())
     }
 }
 

@@ -1,0 +1,171 @@
+//! The global log: every event of a store in one commit-consistent order.
+
+use std::{fmt, future::Future, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{RecordedEvent, StoreError};
+
+/// A place in a store's global log, as returned with each event by
+/// [`EventLog::read_all`]. Opaque: compare and store it (it is what a
+/// checkpoint holds), and pass it back to read on from there.
+///
+/// Positions are totally ordered, and the order agrees with every stream's
+/// own order.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// The writing transaction, where the store has one (0 otherwise).
+    commit: u64,
+    /// The event's global sequence.
+    sequence: u64,
+}
+
+impl Position {
+    /// Assembles a position; for store implementations. `commit` orders
+    /// first, `sequence` within it.
+    pub const fn new(commit: u64, sequence: u64) -> Self {
+        Position { commit, sequence }
+    }
+
+    /// The commit part; for store implementations.
+    pub const fn commit(self) -> u64 {
+        self.commit
+    }
+
+    /// The sequence part; for store implementations.
+    pub const fn sequence(self) -> u64 {
+        self.sequence
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.commit, self.sequence)
+    }
+}
+
+/// What to read from the global log.
+///
+/// ```
+/// use eventcore::LogQuery;
+/// let query = LogQuery::from_start(500).with_stream_prefix("account-").with_event_types(["Deposited"]);
+/// assert_eq!(query.limit(), 500);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    after: Option<Position>,
+    limit: usize,
+    stream_prefix: Option<String>,
+    event_types: Option<Vec<String>>,
+}
+
+impl LogQuery {
+    /// Up to `limit` events from the start of the log.
+    pub fn from_start(limit: usize) -> Self {
+        LogQuery {
+            after: None,
+            limit,
+            stream_prefix: None,
+            event_types: None,
+        }
+    }
+
+    /// Up to `limit` events after `position` (exclusive).
+    pub fn after(position: Position, limit: usize) -> Self {
+        LogQuery {
+            after: Some(position),
+            ..LogQuery::from_start(limit)
+        }
+    }
+
+    /// Only events of streams whose id starts with `prefix`, taken
+    /// literally (`%` and `_` are ordinary characters).
+    pub fn with_stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.stream_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only events of these types.
+    pub fn with_event_types<I, T>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.event_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Where reading starts (exclusive); `None` for the start of the log.
+    pub fn start(&self) -> Option<Position> {
+        self.after
+    }
+
+    /// The most events returned.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The stream-id prefix filter.
+    pub fn stream_prefix(&self) -> Option<&str> {
+        self.stream_prefix.as_deref()
+    }
+
+    /// The event-type filter.
+    pub fn event_types(&self) -> Option<&[String]> {
+        self.event_types.as_deref()
+    }
+
+    /// Whether an event passes the filters (for stores that filter in
+    /// memory; a database store filters in its query).
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        self.stream_prefix
+            .as_deref()
+            .is_none_or(|p| event.stream_id().as_str().starts_with(p))
+            && self
+                .event_types
+                .as_deref()
+                .is_none_or(|types| types.iter().any(|t| t == event.event_type()))
+    }
+}
+
+/// A store whose events can be read in one global order.
+///
+/// # Contract
+/// - Events come in ascending [`Position`] order, which agrees with every
+///   stream's version order.
+/// - **No skipping:** once a read has returned an event at position `P`, no
+///   event can later become visible at or before `P`. A store whose writers
+///   commit out of order holds back events until every earlier writer has
+///   finished, rather than let a reader move past them.
+/// - Filters are applied by the store; the limit counts matching events.
+pub trait EventLog: Send + Sync {
+    /// Reads up to `query.limit()` matching events after `query.start()`,
+    /// each with its position.
+    ///
+    /// # Errors
+    /// [`StoreError::Transient`] or [`StoreError::Backend`] on backend failure.
+    fn read_all(
+        &self,
+        query: &LogQuery,
+    ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send;
+}
+
+impl<S: EventLog + ?Sized> EventLog for &S {
+    fn read_all(
+        &self,
+        query: &LogQuery,
+    ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send {
+        (**self).read_all(query)
+    }
+}
+
+impl<S: EventLog + ?Sized> EventLog for Arc<S> {
+    fn read_all(
+        &self,
+        query: &LogQuery,
+    ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send {
+        (**self).read_all(query)
+    }
+}
