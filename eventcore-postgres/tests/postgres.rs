@@ -24,6 +24,31 @@ async fn seeded_store() -> PostgresEventStore {
     store
 }
 
+/// Appends note 1 as version 1 of the empty stream `id` with the store's
+/// own append statement, inside a transaction left open for the caller.
+async fn append_in_open_transaction(
+    store: &PostgresEventStore,
+    id: &eventcore::StreamId,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = store.pool().begin().await.unwrap();
+    let conflict = sqlx::query(include_str!("../src/sql/append.sql"))
+        .bind(vec![id.as_str()])
+        .bind(vec![0i64])
+        .bind(vec![id.as_str()])
+        .bind(vec![1i64])
+        .bind(vec!["Note"])
+        .bind(vec![serde_json::to_string(&Note::new(id, 1)).unwrap()])
+        .bind(vec![uuid::Uuid::now_v7()])
+        .fetch_optional(&mut *tx)
+        .await
+        .unwrap();
+    assert!(
+        conflict.is_none(),
+        "the append succeeds inside its transaction"
+    );
+    tx
+}
+
 fn sqlstate(err: &sqlx::Error) -> Option<String> {
     err.as_database_error()
         .and_then(|db| db.code())
@@ -138,19 +163,7 @@ async fn a_writer_cannot_slip_in_behind_a_read_only_participant() {
     let (x, y) = (stream("x"), stream("y"));
     // B holds X's lock inside an open transaction while A appends: A waits,
     // then sees B's committed write and is rejected.
-    let mut b = store.pool().begin().await.unwrap();
-    let row = sqlx::query(include_str!("../src/sql/append.sql"))
-        .bind(vec![x.as_str()])
-        .bind(vec![0i64])
-        .bind(vec![x.as_str()])
-        .bind(vec![1i64])
-        .bind(vec!["Note"])
-        .bind(vec![serde_json::to_string(&Note::new(&x, 1)).unwrap()])
-        .bind(vec![uuid::Uuid::now_v7()])
-        .fetch_optional(&mut *b)
-        .await
-        .unwrap();
-    assert!(row.is_none(), "B's append succeeds inside its transaction");
+    let b = append_in_open_transaction(&store, &x).await;
 
     let a_store = store.clone();
     let (ax, ay) = (x.clone(), y.clone());
@@ -413,19 +426,7 @@ async fn a_duplicate_version_from_a_rogue_writer_is_a_version_conflict() {
 async fn a_reader_never_skips_an_event_that_commits_late() {
     let store = support::fresh_store().await;
     let (late, early) = (stream("late"), stream("early"));
-    let mut t1 = store.pool().begin().await.unwrap();
-    let conflict = sqlx::query(include_str!("../src/sql/append.sql"))
-        .bind(vec![late.as_str()])
-        .bind(vec![0i64])
-        .bind(vec![late.as_str()])
-        .bind(vec![1i64])
-        .bind(vec!["Note"])
-        .bind(vec![serde_json::to_string(&Note::new(&late, 1)).unwrap()])
-        .bind(vec![uuid::Uuid::now_v7()])
-        .fetch_optional(&mut *t1)
-        .await
-        .unwrap();
-    assert!(conflict.is_none());
+    let t1 = append_in_open_transaction(&store, &late).await;
 
     let mut writes = StreamWrites::new();
     writes
