@@ -25,8 +25,8 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, EventLog, EventStore, LogQuery, Position, RecordedEvent, StoreError, StreamId,
-    StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CheckpointStore, EventLog, EventStore, LogQuery, Position, RecordedEvent,
+    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -36,6 +36,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct InMemoryEventStore {
     inner: Arc<RwLock<Log>>,
+    appended: Arc<tokio::sync::Notify>,
     max_payload_bytes: usize,
 }
 
@@ -58,6 +59,7 @@ impl InMemoryEventStore {
     pub fn new() -> Self {
         Self {
             inner: Arc::default(),
+            appended: Arc::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
@@ -153,7 +155,11 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
-        self.append_now(&writes)
+        let outcome = self.append_now(&writes)?;
+        if outcome.events_written > 0 {
+            self.appended.notify_waiters();
+        }
+        Ok(outcome)
     }
 }
 
@@ -177,5 +183,39 @@ impl EventLog for InMemoryEventStore {
             .take(query.limit())
             .map(|e| (Position::new(0, e.global_sequence()), e.clone()))
             .collect())
+    }
+
+    fn appended(&self) -> impl std::future::Future<Output = ()> + Send {
+        let appended = self.appended.clone();
+        async move { appended.notified().await }
+    }
+}
+
+/// Checkpoints of subscriptions, in memory. Cheap to clone: clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryCheckpointStore {
+    saved: Arc<std::sync::Mutex<HashMap<SubscriptionName, Position>>>,
+}
+
+impl InMemoryCheckpointStore {
+    /// No checkpoints.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn saved(&self) -> std::sync::MutexGuard<'_, HashMap<SubscriptionName, Position>> {
+        // A map of plain values: a panic elsewhere cannot leave it inconsistent.
+        self.saved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl CheckpointStore for InMemoryCheckpointStore {
+    async fn load(&self, name: &SubscriptionName) -> Result<Option<Position>, StoreError> {
+        Ok(self.saved().get(name).copied())
+    }
+
+    async fn save(&self, name: &SubscriptionName, position: Position) -> Result<(), StoreError> {
+        self.saved().insert(name.clone(), position);
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod reads;
 mod retry;
 mod store;
 mod stream;
+mod subscription;
 mod writes;
 
 pub use command::{CommandLogic, CommandStreams, NewEvents};
@@ -23,4 +24,9 @@ pub use reads::{RecordedEvent, StreamReads};
 pub use retry::RetryPolicy;
 pub use store::{AppendOutcome, EventStore};
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};
+pub use subscription::{
+    CheckpointStore, Handler, OnHandlerError, SubscriptionConfig, SubscriptionError,
+    SubscriptionHandle, SubscriptionName, SubscriptionNameError, SubscriptionReport, handler_fn,
+    subscribe,
+};
 pub use writes::{PendingEvent, StreamWrites};

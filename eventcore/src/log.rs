@@ -150,6 +150,14 @@ pub trait EventLog: Send + Sync {
         &self,
         query: &LogQuery,
     ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send;
+
+    /// Completes when events may have been appended since it was called
+    /// (and possibly spuriously). Readers use it to wake up instead of
+    /// polling; a store that cannot tell never completes it, and readers
+    /// fall back to polling.
+    fn appended(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 impl<S: EventLog + ?Sized> EventLog for &S {
@@ -159,6 +167,10 @@ impl<S: EventLog + ?Sized> EventLog for &S {
     ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send {
         (**self).read_all(query)
     }
+
+    fn appended(&self) -> impl Future<Output = ()> + Send {
+        (**self).appended()
+    }
 }
 
 impl<S: EventLog + ?Sized> EventLog for Arc<S> {
@@ -167,5 +179,9 @@ impl<S: EventLog + ?Sized> EventLog for Arc<S> {
         query: &LogQuery,
     ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send {
         (**self).read_all(query)
+    }
+
+    fn appended(&self) -> impl Future<Output = ()> + Send {
+        (**self).appended()
     }
 }

@@ -1,0 +1,427 @@
+//! Subscriptions: read the global log from a checkpoint, then follow it.
+//!
+//! A subscription has a name; its checkpoint (the position of the last
+//! event it handled) lives in a [`CheckpointStore`]. [`subscribe`] starts a
+//! task that catches up in pages from the checkpoint, then follows new
+//! events (woken by the store when it can, polling otherwise), hands each
+//! to a [`Handler`], and saves the checkpoint after every page and on stop.
+//!
+//! Delivery is **at least once**: if the process dies after handling an
+//! event and before saving the checkpoint, the event is handled again on
+//! restart. Handler failures are retried with capped backoff, then either
+//! stop the subscription or skip the event and record its position
+//! ([`OnHandlerError`]). An event that no longer deserialises always stops
+//! it: the checkpoint stays before it, and nothing is skipped silently.
+
+use std::{future::Future, marker::PhantomData, sync::Arc, time::Duration};
+
+use nutype::nutype;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::{BoxError, EventLog, LogQuery, Position, RecordedEvent, RetryPolicy, StoreError};
+
+fn valid_name(name: &str) -> bool {
+    !name.chars().any(char::is_control)
+}
+
+/// The name of a subscription: 1 to 200 characters, no control characters.
+#[nutype(
+    sanitize(trim),
+    validate(len_char_min = 1, len_char_max = 200, predicate = valid_name),
+    derive(Debug, Clone, PartialEq, Eq, Hash, AsRef, Display)
+)]
+pub struct SubscriptionName(String);
+
+/// Where subscriptions keep their checkpoints.
+///
+/// # Contract
+/// `load` returns the last position saved under the name (`None` if
+/// none); `save` replaces it durably before returning.
+pub trait CheckpointStore: Send + Sync {
+    /// The saved checkpoint of `name`.
+    ///
+    /// # Errors
+    /// The backend's failure.
+    fn load(
+        &self,
+        name: &SubscriptionName,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+
+    /// Saves `position` as the checkpoint of `name`.
+    ///
+    /// # Errors
+    /// The backend's failure.
+    fn save(
+        &self,
+        name: &SubscriptionName,
+        position: Position,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Handles the events of a subscription, one at a time, in log order.
+pub trait Handler<E>: Send + 'static {
+    /// Handles one event. An error is retried (see
+    /// [`SubscriptionConfig::retry`]), then dealt with as
+    /// [`SubscriptionConfig::on_error`] says.
+    fn handle(
+        &mut self,
+        position: Position,
+        event: &E,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// What to do with an event whose handler still fails after its retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHandlerError {
+    /// Stop the subscription with the error; the checkpoint stays before the event.
+    Stop,
+    /// Record the event's position in the report's `skipped` list and go on.
+    Skip,
+}
+
+/// How a subscription reads and retries.
+#[derive(Debug, Clone)]
+pub struct SubscriptionConfig {
+    /// Which events: the query's filters are used, its start and limit are not.
+    pub filter: LogQuery,
+    /// Events per read.
+    pub page_size: usize,
+    /// How long to wait for new events before reading again, when the store
+    /// cannot wake the subscription (or as a fallback when it can).
+    pub poll_interval: Duration,
+    /// Retries of a failing handler (attempts and capped backoff).
+    pub retry: RetryPolicy,
+    /// What to do when the retries are spent.
+    pub on_error: OnHandlerError,
+}
+
+impl Default for SubscriptionConfig {
+    /// Every event, pages of 500, polling every 50 ms, 5 attempts per event
+    /// with waits capped at 1 s, then stop.
+    fn default() -> Self {
+        SubscriptionConfig {
+            filter: LogQuery::from_start(0),
+            page_size: 500,
+            poll_interval: Duration::from_millis(50),
+            retry: RetryPolicy::default()
+                .with_max_attempts(
+                    std::num::NonZeroU32::new(5).unwrap_or(std::num::NonZeroU32::MIN),
+                )
+                .with_base_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_secs(1)),
+            on_error: OnHandlerError::Stop,
+        }
+    }
+}
+
+/// Why a subscription stopped on its own.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscriptionError {
+    /// Reading the log or the checkpoints failed.
+    #[error("subscription {name} could not read or save")]
+    Store {
+        /// The subscription.
+        name: SubscriptionName,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// An event could not be deserialised; the checkpoint stays before it.
+    #[error("subscription {name} stopped at an event it cannot decode, at {position}")]
+    Undecodable {
+        /// The subscription.
+        name: SubscriptionName,
+        /// The event's position.
+        position: Position,
+        /// The decoding error.
+        #[source]
+        source: StoreError,
+    },
+    /// The handler kept failing on an event and the policy is to stop.
+    #[error("subscription {name} stopped: its handler failed on the event at {position}")]
+    HandlerFailed {
+        /// The subscription.
+        name: SubscriptionName,
+        /// The event's position.
+        position: Position,
+        /// The handler's last error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// What a subscription did until it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionReport {
+    /// Events handled (skipped ones excluded).
+    pub handled: u64,
+    /// Positions of events skipped after their handler kept failing.
+    pub skipped: Vec<Position>,
+    /// The last checkpoint saved.
+    pub checkpoint: Option<Position>,
+}
+
+/// A running subscription. Dropping it leaves the task running; call
+/// [`stop`](SubscriptionHandle::stop) for a clean shutdown.
+#[derive(Debug)]
+pub struct SubscriptionHandle {
+    stop: watch::Sender<bool>,
+    position: watch::Receiver<Option<Position>>,
+    task: tokio::task::JoinHandle<Result<SubscriptionReport, SubscriptionError>>,
+}
+
+impl SubscriptionHandle {
+    /// The position of the last event handled, as it moves.
+    pub fn position(&self) -> watch::Receiver<Option<Position>> {
+        self.position.clone()
+    }
+
+    /// Whether the subscription has stopped (by itself, on an error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops after the event being handled, saves the checkpoint, and
+    /// returns the report, or the error that had stopped it already.
+    ///
+    /// # Errors
+    /// The [`SubscriptionError`] that ended it, if one did.
+    pub async fn stop(self) -> Result<SubscriptionReport, SubscriptionError> {
+        let _ignored_if_already_stopped = self.stop.send(true);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// Starts subscription `name` on `log`: events of type `E` (decoded from
+/// each event's payload) go to `handler`, checkpoints to `checkpoints`.
+pub fn subscribe<L, C, E, H>(
+    log: L,
+    checkpoints: C,
+    name: SubscriptionName,
+    handler: H,
+    config: SubscriptionConfig,
+) -> SubscriptionHandle
+where
+    L: EventLog + 'static,
+    C: CheckpointStore + 'static,
+    E: DeserializeOwned + Send + Sync + 'static,
+    H: Handler<E>,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (pos_tx, pos_rx) = watch::channel(None);
+    let runner = Runner {
+        log,
+        checkpoints,
+        name,
+        handler,
+        config,
+        stop: stop_rx,
+        position: pos_tx,
+        _event: PhantomData,
+    };
+    SubscriptionHandle {
+        stop: stop_tx,
+        position: pos_rx,
+        task: tokio::spawn(runner.run()),
+    }
+}
+
+struct Runner<L, C, E, H> {
+    log: L,
+    checkpoints: C,
+    name: SubscriptionName,
+    handler: H,
+    config: SubscriptionConfig,
+    stop: watch::Receiver<bool>,
+    position: watch::Sender<Option<Position>>,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<L, C, E, H> Runner<L, C, E, H>
+where
+    L: EventLog,
+    C: CheckpointStore,
+    E: DeserializeOwned + Send + Sync,
+    H: Handler<E>,
+{
+    fn store_error(&self, source: StoreError) -> SubscriptionError {
+        SubscriptionError::Store {
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    fn query(&self, after: Option<Position>) -> LogQuery {
+        let mut q = match after {
+            Some(p) => LogQuery::after(p, self.config.page_size.max(1)),
+            None => LogQuery::from_start(self.config.page_size.max(1)),
+        };
+        if let Some(prefix) = self.config.filter.stream_prefix() {
+            q = q.with_stream_prefix(prefix);
+        }
+        if let Some(types) = self.config.filter.event_types() {
+            q = q.with_event_types(types.iter().cloned());
+        }
+        q
+    }
+
+    async fn run(mut self) -> Result<SubscriptionReport, SubscriptionError> {
+        let mut report = SubscriptionReport::default();
+        let mut at = self
+            .checkpoints
+            .load(&self.name)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        report.checkpoint = at;
+        loop {
+            if *self.stop.borrow() {
+                return Ok(report);
+            }
+            let page = self
+                .log
+                .read_all(&self.query(at))
+                .await
+                .map_err(|e| self.store_error(e))?;
+            if page.is_empty() {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    () = self.log.appended() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let outcome = self.handle_page(page, &mut at, &mut report).await;
+            if at != report.checkpoint
+                && let Some(position) = at
+            {
+                self.checkpoints
+                    .save(&self.name, position)
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+                report.checkpoint = Some(position);
+            }
+            outcome?;
+        }
+    }
+
+    /// Handles a page until it ends, the subscription is asked to stop, or
+    /// an event stops it; `at` follows the last event dealt with.
+    async fn handle_page(
+        &mut self,
+        page: Vec<(Position, RecordedEvent)>,
+        at: &mut Option<Position>,
+        report: &mut SubscriptionReport,
+    ) -> Result<(), SubscriptionError> {
+        for (position, recorded) in page {
+            if *self.stop.borrow() {
+                return Ok(());
+            }
+            let event: E = recorded
+                .decode()
+                .map_err(|source| SubscriptionError::Undecodable {
+                    name: self.name.clone(),
+                    position,
+                    source,
+                })?;
+            let mut attempt = 1;
+            loop {
+                match self.handler.handle(position, &event).await {
+                    Ok(()) => {
+                        report.handled += 1;
+                        break;
+                    }
+                    Err(e) if attempt >= self.config.retry.max_attempts() => {
+                        match self.config.on_error {
+                            OnHandlerError::Stop => {
+                                return Err(SubscriptionError::HandlerFailed {
+                                    name: self.name.clone(),
+                                    position,
+                                    source: e,
+                                });
+                            }
+                            OnHandlerError::Skip => {
+                                report.skipped.push(position);
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(self.config.retry.delay(attempt, fastrand::u64(..)))
+                            .await;
+                        attempt += 1;
+                    }
+                }
+            }
+            *at = Some(position);
+            self.position.send_replace(Some(position));
+        }
+        Ok(())
+    }
+}
+
+impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
+    fn load(
+        &self,
+        name: &SubscriptionName,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send {
+        (**self).load(name)
+    }
+
+    fn save(
+        &self,
+        name: &SubscriptionName,
+        position: Position,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save(name, position)
+    }
+}
+
+impl<S: CheckpointStore + ?Sized> CheckpointStore for &S {
+    fn load(
+        &self,
+        name: &SubscriptionName,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send {
+        (**self).load(name)
+    }
+
+    fn save(
+        &self,
+        name: &SubscriptionName,
+        position: Position,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save(name, position)
+    }
+}
+
+/// Lets a closure returning a future be a [`Handler`].
+pub fn handler_fn<E, F, Fut>(f: F) -> impl Handler<E>
+where
+    E: Send + Sync + 'static,
+    F: FnMut(Position, &E) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send,
+{
+    FnHandler(f, PhantomData)
+}
+
+struct FnHandler<F, E>(F, PhantomData<fn(&E)>);
+
+impl<E, F, Fut> Handler<E> for FnHandler<F, E>
+where
+    E: Send + Sync + 'static,
+    F: FnMut(Position, &E) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send,
+{
+    fn handle(
+        &mut self,
+        position: Position,
+        event: &E,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        (self.0)(position, event)
+    }
+}

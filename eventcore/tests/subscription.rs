@@ -1,0 +1,372 @@
+//! Subscriptions on the in-memory store: catch-up, live follow, restart
+//! from the checkpoint, at-least-once redelivery, handler failures,
+//! undecodable events, clean stop.
+
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use eventcore::{
+    CheckpointStore, LogQuery, OnHandlerError, Position, RetryPolicy, StoreError,
+    SubscriptionConfig, SubscriptionError, SubscriptionName, execute, handler_fn, subscribe,
+};
+use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use eventcore_testing::fixtures::{Credit, LedgerEvent, Note, stream};
+
+fn name() -> SubscriptionName {
+    SubscriptionName::try_new("balances").unwrap()
+}
+
+fn config() -> SubscriptionConfig {
+    SubscriptionConfig {
+        page_size: 2,
+        poll_interval: Duration::from_millis(20),
+        retry: RetryPolicy::default()
+            .with_max_attempts(NonZeroU32::new(2).unwrap())
+            .with_max_delay(Duration::from_millis(1)),
+        ..SubscriptionConfig::default()
+    }
+}
+
+async fn credit(store: &InMemoryEventStore, account: &str, amount: u64) {
+    execute(
+        store,
+        Credit {
+            account: stream(account),
+            amount,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+type Seen = Arc<Mutex<Vec<(Position, u64)>>>;
+
+/// A handler that records each credit's amount.
+fn recording(seen: &Seen) -> impl eventcore::Handler<LedgerEvent> {
+    let seen = seen.clone();
+    handler_fn(move |position, event: &LedgerEvent| {
+        let amount = match event {
+            LedgerEvent::Credited { amount, .. } | LedgerEvent::Debited { amount, .. } => *amount,
+        };
+        seen.lock().unwrap().push((position, amount));
+        async { Ok(()) }
+    })
+}
+
+async fn wait_until_handled(handle: &eventcore::SubscriptionHandle, sequence: u64) {
+    let mut position = handle.position();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        position.wait_for(|p| p.is_some_and(|p| p.sequence() >= sequence)),
+    )
+    .await
+    .expect("the subscription reached the position within 10 s")
+    .expect("the subscription is running");
+}
+
+/// Polls, with a deadline, until the subscription has stopped by itself.
+async fn wait_until_finished(handle: &eventcore::SubscriptionHandle) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !handle.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscription never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn catches_up_then_follows_live_events_then_stops_cleanly() {
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    for amount in 1..=3 {
+        credit(&store, "a", amount).await;
+    }
+    let seen = Seen::default();
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        recording(&seen),
+        config(),
+    );
+    wait_until_handled(&handle, 3).await;
+    credit(&store, "b", 4).await;
+    credit(&store, "a", 5).await;
+    wait_until_handled(&handle, 5).await;
+    let report = handle.stop().await.expect("clean stop");
+    let amounts: Vec<u64> = seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    assert_eq!(
+        amounts,
+        vec![1, 2, 3, 4, 5],
+        "every event once, in log order"
+    );
+    assert_eq!(report.handled, 5);
+    assert_eq!(report.checkpoint.map(|p| p.sequence()), Some(5));
+    assert_eq!(
+        checkpoints.load(&name()).await.unwrap(),
+        report.checkpoint,
+        "stop saved the checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_resumes_after_the_checkpoint() {
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    for amount in 1..=3 {
+        credit(&store, "a", amount).await;
+    }
+    let first = Seen::default();
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        recording(&first),
+        config(),
+    );
+    wait_until_handled(&handle, 3).await;
+    handle.stop().await.unwrap();
+    credit(&store, "a", 4).await;
+
+    let second = Seen::default();
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        recording(&second),
+        config(),
+    );
+    wait_until_handled(&handle, 4).await;
+    handle.stop().await.unwrap();
+    let amounts: Vec<u64> = second.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    assert_eq!(amounts, vec![4], "only what came after the checkpoint");
+}
+
+/// Saves fail: the process "crashes" between handling and checkpointing.
+#[derive(Clone)]
+struct FailingSaves;
+
+impl CheckpointStore for FailingSaves {
+    async fn load(&self, _: &SubscriptionName) -> Result<Option<Position>, StoreError> {
+        Ok(None)
+    }
+
+    async fn save(&self, _: &SubscriptionName, _: Position) -> Result<(), StoreError> {
+        Err(StoreError::Transient {
+            operation: "save",
+            source: "disk gone".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn events_handled_before_a_lost_checkpoint_are_delivered_again() {
+    let store = InMemoryEventStore::new();
+    credit(&store, "a", 1).await;
+    credit(&store, "a", 2).await;
+    let first = Seen::default();
+    let handle = subscribe(
+        store.clone(),
+        FailingSaves,
+        name(),
+        recording(&first),
+        config(),
+    );
+    wait_until_finished(&handle).await;
+    let err = handle
+        .stop()
+        .await
+        .expect_err("the checkpoint could not be saved");
+    assert!(matches!(err, SubscriptionError::Store { .. }), "{err:?}");
+    assert!(
+        !first.lock().unwrap().is_empty(),
+        "events were handled before the failed save"
+    );
+
+    let second = Seen::default();
+    let checkpoints = InMemoryCheckpointStore::new();
+    let handle = subscribe(
+        store.clone(),
+        checkpoints,
+        name(),
+        recording(&second),
+        config(),
+    );
+    wait_until_handled(&handle, 2).await;
+    handle.stop().await.unwrap();
+    let again: Vec<u64> = second.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    assert_eq!(
+        again,
+        vec![1, 2],
+        "at least once: redelivered after the lost checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_handler_stops_the_subscription_before_the_event() {
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    for amount in 1..=3 {
+        credit(&store, "a", amount).await;
+    }
+    let attempts = Arc::new(Mutex::new(0));
+    let counted = attempts.clone();
+    let handler = handler_fn(move |_, event: &LedgerEvent| {
+        let fail = matches!(event, LedgerEvent::Credited { amount: 2, .. });
+        if fail {
+            *counted.lock().unwrap() += 1;
+        }
+        async move {
+            if fail {
+                Err("cannot handle 2".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        handler,
+        config(),
+    );
+    wait_until_finished(&handle).await;
+    match handle.stop().await {
+        Err(SubscriptionError::HandlerFailed {
+            position, source, ..
+        }) => {
+            assert_eq!(position.sequence(), 2);
+            assert_eq!(source.to_string(), "cannot handle 2");
+        }
+        other => panic!("expected HandlerFailed, got {other:?}"),
+    }
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        2,
+        "retried up to the policy's attempts"
+    );
+    assert_eq!(
+        checkpoints
+            .load(&name())
+            .await
+            .unwrap()
+            .map(|p| p.sequence()),
+        Some(1),
+        "checkpoint before the event"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_handler_can_skip_and_record_the_event() {
+    let store = InMemoryEventStore::new();
+    for amount in 1..=3 {
+        credit(&store, "a", amount).await;
+    }
+    let handler = handler_fn(|_, event: &LedgerEvent| {
+        let fail = matches!(event, LedgerEvent::Credited { amount: 2, .. });
+        async move {
+            if fail {
+                Err("cannot handle 2".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let config = SubscriptionConfig {
+        on_error: OnHandlerError::Skip,
+        ..config()
+    };
+    let handle = subscribe(
+        store.clone(),
+        InMemoryCheckpointStore::new(),
+        name(),
+        handler,
+        config,
+    );
+    wait_until_handled(&handle, 3).await;
+    let report = handle.stop().await.unwrap();
+    assert_eq!(report.handled, 2);
+    assert_eq!(
+        report
+            .skipped
+            .iter()
+            .map(|p| p.sequence())
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_event_stops_and_the_checkpoint_stays_before_it() {
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    credit(&store, "a", 1).await;
+    let mut writes = eventcore::StreamWrites::new();
+    writes
+        .expect(stream("notes"), eventcore::StreamVersion::INITIAL)
+        .unwrap();
+    writes.append(&Note::new(&stream("notes"), 1)).unwrap();
+    eventcore::EventStore::append(&store, writes).await.unwrap();
+    credit(&store, "a", 3).await;
+
+    let seen = Seen::default();
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        recording(&seen),
+        config(),
+    );
+    wait_until_finished(&handle).await;
+    let err = handle
+        .stop()
+        .await
+        .expect_err("a Note is not a LedgerEvent");
+    assert!(
+        matches!(&err, SubscriptionError::Undecodable { position, .. } if position.sequence() == 2),
+        "{err:?}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "nothing after the bad event was handled"
+    );
+    assert_eq!(
+        checkpoints
+            .load(&name())
+            .await
+            .unwrap()
+            .map(|p| p.sequence()),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn filters_limit_what_the_handler_sees() {
+    let store = InMemoryEventStore::new();
+    credit(&store, "acct-1", 1).await;
+    credit(&store, "other-1", 2).await;
+    credit(&store, "acct-2", 3).await;
+    let seen = Seen::default();
+    let config = SubscriptionConfig {
+        filter: LogQuery::from_start(0).with_stream_prefix("acct-"),
+        ..config()
+    };
+    let handle = subscribe(
+        store.clone(),
+        InMemoryCheckpointStore::new(),
+        name(),
+        recording(&seen),
+        config,
+    );
+    wait_until_handled(&handle, 3).await;
+    handle.stop().await.unwrap();
+    let amounts: Vec<u64> = seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    assert_eq!(amounts, vec![1, 3]);
+}
