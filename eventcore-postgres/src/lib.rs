@@ -57,6 +57,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod checkpoints;
 mod config;
 mod conn;
 mod error;

@@ -26,6 +26,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "index for reading the global log in commit order",
         sql: include_str!("../migrations/0002_commit_order_index.sql"),
     },
+    Migration {
+        version: 3,
+        description: "subscription checkpoints",
+        sql: include_str!("../migrations/0003_checkpoints.sql"),
+    },
 ];
 
 /// Advisory lock key that serialises concurrent migrations of one database

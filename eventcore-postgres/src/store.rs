@@ -106,6 +106,10 @@ impl PostgresEventStore {
         self
     }
 
+    pub(crate) fn conns(&self) -> &ConnPool {
+        &self.conns
+    }
+
     /// The sqlx pool, for the application's own queries (and
     /// [`migrate`](Self::migrate)). Reads and appends do not use it: sqlx
     /// sends a round trip to test every connection returned to its pool, so

@@ -117,7 +117,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
             .fetch_all(stores[0].pool())
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2], "each migration applied once");
+    assert_eq!(applied, vec![1, 2, 3], "each migration applied once");
     stores[0]
         .migrate()
         .await
@@ -146,7 +146,7 @@ async fn a_database_newer_than_the_crate_is_refused() {
             err,
             PostgresError::SchemaTooNew {
                 found: 999,
-                known: 2
+                known: 3
             }
         ),
         "{err:?}"
@@ -461,4 +461,96 @@ async fn a_reader_never_skips_an_event_that_commits_late() {
         "T1's event comes first, though T2 committed first"
     );
     assert!(after[0].0 < after[1].0);
+}
+
+/// A subscription on PostgreSQL catches up, follows new commits (polling),
+/// stops with its checkpoint saved in the checkpoints table, and a second
+/// run resumes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_follows_the_log_and_resumes_from_its_checkpoint() {
+    use eventcore::{SubscriptionConfig, SubscriptionName, handler_fn, subscribe};
+    use eventcore_testing::fixtures::LedgerEvent;
+    use std::sync::{Arc, Mutex};
+
+    let store = support::fresh_store().await;
+    let name = SubscriptionName::try_new("balances").unwrap();
+    let config = SubscriptionConfig {
+        poll_interval: Duration::from_millis(10),
+        ..SubscriptionConfig::default()
+    };
+    execute(
+        &store,
+        Credit {
+            account: stream("a"),
+            amount: 1,
+        },
+    )
+    .await
+    .unwrap();
+
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let run = |seen: Arc<Mutex<Vec<u64>>>| {
+        subscribe(
+            store.clone(),
+            store.clone(),
+            name.clone(),
+            handler_fn(move |_, event: &LedgerEvent| {
+                if let LedgerEvent::Credited { amount, .. } = event {
+                    seen.lock().unwrap().push(*amount);
+                }
+                async { Ok(()) }
+            }),
+            config.clone(),
+        )
+    };
+    let wait_for = |seen: Arc<Mutex<Vec<u64>>>, n: usize| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while seen.lock().unwrap().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {:?} delivered",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let handle = run(seen.clone());
+    wait_for(seen.clone(), 1).await;
+    execute(
+        &store,
+        Credit {
+            account: stream("b"),
+            amount: 2,
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(seen.clone(), 2).await;
+    let report = handle.stop().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+    assert_eq!(
+        eventcore::CheckpointStore::load(&store, &name)
+            .await
+            .unwrap(),
+        report.checkpoint
+    );
+
+    execute(
+        &store,
+        Credit {
+            account: stream("a"),
+            amount: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let again: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handle = run(again.clone());
+    wait_for(again.clone(), 1).await;
+    handle.stop().await.unwrap();
+    assert_eq!(
+        *again.lock().unwrap(),
+        vec![3],
+        "resumed after the checkpoint"
+    );
 }

@@ -1112,6 +1112,7 @@ pub async fn global_log_agrees_with_every_stream<S: EventStore + EventLog + Clon
     for round in 0..4 {
         one_note_each(store, &ids, round).await;
     }
+    wait_for_log(store, 12).await;
     let all = store
         .read_all(&LogQuery::from_start(1_000))
         .await

@@ -1,0 +1,52 @@
+//! Subscription checkpoints in the `eventcore_checkpoints` table.
+
+use eventcore::{CheckpointStore, Position, StoreError, SubscriptionName};
+use sqlx::Row;
+
+use crate::{PostgresEventStore, error::store_error};
+
+const LOAD: &str = include_str!("sql/load_checkpoint.sql");
+const SAVE: &str = include_str!("sql/save_checkpoint.sql");
+
+impl CheckpointStore for PostgresEventStore {
+    async fn load(&self, name: &SubscriptionName) -> Result<Option<Position>, StoreError> {
+        let mut lease = self.conns().get("load_checkpoint").await?;
+        let row = sqlx::query(LOAD)
+            .bind(name.as_ref())
+            .fetch_optional(lease.conn())
+            .await;
+        lease.settle(&row);
+        drop(lease);
+        let Some(row) = row.map_err(|e| store_error("load_checkpoint", e))? else {
+            return Ok(None);
+        };
+        let part = |i: usize| -> Result<u64, StoreError> {
+            let v: i64 = row
+                .try_get(i)
+                .map_err(|e| store_error("load_checkpoint", e))?;
+            // Both parts were saved from u64s that fit in i64 (see `save`).
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        Ok(Some(Position::new(part(0)?, part(1)?)))
+    }
+
+    async fn save(&self, name: &SubscriptionName, position: Position) -> Result<(), StoreError> {
+        let fit = |v: u64| {
+            i64::try_from(v).map_err(|_| StoreError::Backend {
+                operation: "save_checkpoint",
+                source: format!("position part {v} does not fit in a bigint").into(),
+            })
+        };
+        let (commit, sequence) = (fit(position.commit())?, fit(position.sequence())?);
+        let mut lease = self.conns().get("save_checkpoint").await?;
+        let done = sqlx::query(SAVE)
+            .bind(name.as_ref())
+            .bind(commit)
+            .bind(sequence)
+            .execute(lease.conn())
+            .await;
+        lease.settle(&done);
+        done.map(|_| ())
+            .map_err(|e| store_error("save_checkpoint", e))
+    }
+}

@@ -1,0 +1,1 @@
+SELECT commit_id, sequence FROM eventcore_checkpoints WHERE name = $1
