@@ -26,6 +26,7 @@ fn config() -> WorkloadConfig {
 async fn workload_keeps_every_invariant_in_memory() {
     let summary = workload::run(
         InMemoryEventStore::new(),
+        eventcore_memory::InMemoryCheckpointStore::new(),
         "memory",
         config(),
         ProgressBar::hidden(),
@@ -33,6 +34,7 @@ async fn workload_keeps_every_invariant_in_memory() {
     .await
     .unwrap();
     assert!(summary.checks.all_passed(), "{summary:#?}");
+    assert!(summary.read_model_matches, "{summary:#?}");
     assert_eq!(summary.store_errors, 0);
     assert_eq!(summary.commands, 480);
 }
@@ -47,10 +49,17 @@ async fn workload_keeps_every_invariant_on_postgres() {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let summary = workload::run(store, "postgres", config(), ProgressBar::hidden())
-        .await
-        .unwrap();
+    let summary = workload::run(
+        store.clone(),
+        store,
+        "postgres",
+        config(),
+        ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
     assert!(summary.checks.all_passed(), "{summary:#?}");
+    assert!(summary.read_model_matches, "{summary:#?}");
     assert_eq!(summary.store_errors, 0);
 }
 

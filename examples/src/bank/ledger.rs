@@ -105,6 +105,7 @@ impl Checks {
 
 /// Reads every account back and checks it against the tally: `initial`
 /// holds each account's balance after setup, which wrote `setup_events`.
+/// Returns the checks and each account's balance.
 ///
 /// # Errors
 /// The store's error if an account cannot be read or an event decoded.
@@ -114,7 +115,7 @@ pub async fn verify<S: EventStore>(
     initial: &[i128],
     setup_events: usize,
     tally: &Tally,
-) -> Result<Checks, StoreError> {
+) -> Result<(Checks, Vec<i128>), StoreError> {
     let mut balances = Vec::with_capacity(accounts.len());
     let mut versions_gap_free = true;
     let mut events = 0usize;
@@ -139,11 +140,12 @@ pub async fn verify<S: EventStore>(
         .zip(initial)
         .zip(&tally.deltas)
         .all(|((b, i), d)| *b == i + d);
-    Ok(Checks {
+    let checks = Checks {
         money_conserved: total == expected_total,
         balances_match,
         no_overdraft: lowest >= 0,
         versions_gap_free,
         events_accounted: events == setup_events + tally.events,
-    })
+    };
+    Ok((checks, balances))
 }

@@ -3,4 +3,5 @@
 
 pub mod domain;
 pub mod ledger;
+pub mod read_model;
 pub mod workload;

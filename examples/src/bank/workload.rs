@@ -9,13 +9,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eventcore::{EventStore, ExecuteError, RetryPolicy, StreamId, execute_with_policy};
+use eventcore::{
+    CheckpointStore, EventLog, EventStore, ExecuteError, RetryPolicy, StreamId, SubscriptionName,
+    execute_with_policy,
+};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::{
     domain::{Amount, Deposit, OpenAccount, Transfer, Withdraw},
     ledger::{Checks, Tally, verify},
+    read_model::{ReadModelError, catch_up},
 };
 
 /// What to run.
@@ -64,6 +68,11 @@ pub struct Summary {
     pub store_errors: usize,
     /// Each invariant check and whether it held.
     pub checks: Checks,
+    /// Whether the read model (balances kept by a subscription to the
+    /// global log) equals the write side, account by account and in total.
+    pub read_model_matches: bool,
+    /// Events the read model applied.
+    pub read_model_events: u64,
 }
 
 /// Why a run could not complete.
@@ -84,6 +93,9 @@ pub enum WorkloadError {
     /// Reading the accounts back failed.
     #[error("reading the accounts back failed")]
     Verify(#[source] eventcore::StoreError),
+    /// The read model could not be built.
+    #[error("building the read model failed")]
+    ReadModel(#[from] ReadModelError),
 }
 
 impl From<eventcore::StoreError> for WorkloadError {
@@ -118,14 +130,16 @@ fn amount(cents: u64) -> Amount {
 /// A [`WorkloadError`] if the configuration is unusable, the setup fails or
 /// the accounts cannot be read back. Failures of the measured commands are
 /// counted in the [`Summary`], not returned.
-pub async fn run<S>(
+pub async fn run<S, C>(
     store: S,
+    checkpoints: C,
     store_name: &str,
     config: WorkloadConfig,
     progress: ProgressBar,
 ) -> Result<Summary, WorkloadError>
 where
-    S: EventStore + Clone + 'static,
+    S: EventStore + EventLog + Clone + 'static,
+    C: CheckpointStore + 'static,
 {
     if config.accounts < 2 {
         return Err(WorkloadError::Invalid("transfers need at least 2 accounts"));
@@ -248,7 +262,26 @@ where
 
     let initial = vec![i128::from(config.initial_balance); accounts.len()];
     let setup_events = 2 * accounts.len();
-    let checks = verify(&store, &accounts, &initial, setup_events, &total).await?;
+    let (checks, balances) = verify(&store, &accounts, &initial, setup_events, &total).await?;
+
+    // The read side: a subscription builds the balances from the global log.
+    let name = SubscriptionName::try_new(format!("bank-balances-{run}"))
+        .unwrap_or_else(|_| unreachable!("a short printable name"));
+    let expected = (setup_events + total.events) as u64;
+    let read_model = catch_up(
+        store.clone(),
+        checkpoints,
+        name,
+        &format!("acct-{run}-"),
+        expected,
+    )
+    .await?;
+    let read_model_matches = read_model.events == expected
+        && read_model.total == balances.iter().sum::<i128>()
+        && accounts
+            .iter()
+            .zip(&balances)
+            .all(|(a, b)| read_model.accounts.get(a).copied().unwrap_or(0) == *b);
     Ok(Summary {
         store: store_name.to_owned(),
         run,
@@ -261,6 +294,8 @@ where
         gave_up: total.gave_up,
         store_errors: total.store_errors,
         checks,
+        read_model_matches,
+        read_model_events: read_model.events,
         config,
     })
 }

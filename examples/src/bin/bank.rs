@@ -9,7 +9,7 @@ use eventcore_examples::{
     bank::workload::{self, Summary, WorkloadConfig},
     cli::{self, StoreArgs},
 };
-use eventcore_memory::InMemoryEventStore;
+use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::PostgresConfig;
 
 #[derive(Debug, Parser)]
@@ -69,9 +69,19 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(url) => {
             let pool = u32::try_from(args.workers).unwrap_or(u32::MAX).clamp(1, 64);
             let store = cli::connect(&url, PostgresConfig::default().max_connections(pool)).await?;
-            workload::run(store, "postgres", config, progress).await?
+            workload::run(store.clone(), store, "postgres", config, progress).await?
         }
-        None => workload::run(InMemoryEventStore::new(), "memory", config, progress).await?,
+        None => {
+            let checkpoints = InMemoryCheckpointStore::new();
+            workload::run(
+                InMemoryEventStore::new(),
+                checkpoints,
+                "memory",
+                config,
+                progress,
+            )
+            .await?
+        }
     };
 
     if args.json {
@@ -80,7 +90,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         print_summary(&summary);
     }
     Ok(
-        if summary.checks.all_passed() && summary.store_errors == 0 {
+        if summary.checks.all_passed() && summary.store_errors == 0 && summary.read_model_matches {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -132,4 +142,9 @@ fn print_summary(s: &Summary) {
         mark(s.checks.events_accounted)
     );
     println!("  [{}] no store errors", mark(s.store_errors == 0));
+    println!(
+        "  [{}] the read model ({} events, via a subscription) equals the write side",
+        mark(s.read_model_matches),
+        s.read_model_events
+    );
 }

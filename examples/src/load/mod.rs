@@ -183,7 +183,7 @@ where
     }
     progress.finish_and_clear();
 
-    let checks = verify(&store, &accounts, &setup.initial, setup.events, &total).await?;
+    let (checks, _) = verify(&store, &accounts, &setup.initial, setup.events, &total).await?;
     Ok(LoadReport {
         store: store_name.to_owned(),
         accounts: accounts.len(),
