@@ -26,7 +26,8 @@ use std::{
 
 use eventcore::{
     AppendOutcome, CheckpointStore, EventLog, EventStore, LogQuery, Position, RecordedEvent,
-    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionName,
+    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases,
+    SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -195,6 +196,45 @@ impl EventLog for InMemoryEventStore {
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryCheckpointStore {
     saved: Arc<std::sync::Mutex<HashMap<SubscriptionName, Position>>>,
+    leased: Arc<std::sync::Mutex<std::collections::HashSet<SubscriptionName>>>,
+}
+
+/// The lease of one subscription name in an [`InMemoryCheckpointStore`];
+/// released on drop.
+#[derive(Debug)]
+pub struct InMemoryLease {
+    name: SubscriptionName,
+    leased: Arc<std::sync::Mutex<std::collections::HashSet<SubscriptionName>>>,
+}
+
+impl Drop for InMemoryLease {
+    fn drop(&mut self) {
+        // A set of names: a panic elsewhere cannot leave it inconsistent.
+        self.leased
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
+}
+
+impl SubscriptionLeases for InMemoryCheckpointStore {
+    type Lease = InMemoryLease;
+
+    async fn try_acquire(
+        &self,
+        name: &SubscriptionName,
+    ) -> Result<Option<InMemoryLease>, StoreError> {
+        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(leased.insert(name.clone()).then(|| InMemoryLease {
+            name: name.clone(),
+            leased: self.leased.clone(),
+        }))
+    }
+
+    /// In one process a lease cannot be lost while its value lives.
+    async fn still_held(&self, _lease: &mut InMemoryLease) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 impl InMemoryCheckpointStore {

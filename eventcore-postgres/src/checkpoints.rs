@@ -1,12 +1,49 @@
 //! Subscription checkpoints in the `eventcore_checkpoints` table.
 
-use eventcore::{CheckpointStore, Position, StoreError, SubscriptionName};
-use sqlx::Row;
+use eventcore::{CheckpointStore, Position, StoreError, SubscriptionLeases, SubscriptionName};
+use sqlx::{Connection, PgConnection, Row};
 
 use crate::{PostgresEventStore, error::store_error};
 
 const LOAD: &str = include_str!("sql/load_checkpoint.sql");
 const SAVE: &str = include_str!("sql/save_checkpoint.sql");
+const TRY_LEASE: &str = include_str!("sql/try_lease.sql");
+
+/// The lease of one subscription name: a session-level advisory lock held
+/// by a database session of its own. Dropping it closes the session, which
+/// releases the lock; so does the death of the process holding it.
+#[derive(Debug)]
+pub struct PostgresLease {
+    session: PgConnection,
+}
+
+impl SubscriptionLeases for PostgresEventStore {
+    type Lease = PostgresLease;
+
+    async fn try_acquire(
+        &self,
+        name: &SubscriptionName,
+    ) -> Result<Option<PostgresLease>, StoreError> {
+        let mut session = self.conns().connect_dedicated("lease").await?;
+        let got: bool = sqlx::query_scalar(TRY_LEASE)
+            .bind(name.as_ref())
+            .fetch_one(&mut session)
+            .await
+            .map_err(|e| store_error("lease", e))?;
+        if got {
+            Ok(Some(PostgresLease { session }))
+        } else {
+            // Closing politely; if that fails the session ends anyway.
+            let _closed = session.close().await;
+            Ok(None)
+        }
+    }
+
+    /// Pings the lease's session: if it was lost, so was the lock.
+    async fn still_held(&self, lease: &mut PostgresLease) -> Result<bool, StoreError> {
+        Ok(lease.session.ping().await.is_ok())
+    }
+}
 
 impl CheckpointStore for PostgresEventStore {
     async fn load(&self, name: &SubscriptionName) -> Result<Option<Position>, StoreError> {

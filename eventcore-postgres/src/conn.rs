@@ -50,6 +50,18 @@ impl ConnPool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Opens a connection of its own, outside the pool's count (for a
+    /// session that must outlive single statements, such as a lease).
+    pub(crate) async fn connect_dedicated(
+        &self,
+        operation: &'static str,
+    ) -> Result<PgConnection, StoreError> {
+        self.options
+            .connect()
+            .await
+            .map_err(|e| store_error(operation, e))
+    }
+
     /// Borrows an idle connection, or opens one, waiting at most the
     /// acquire timeout for a free slot.
     pub(crate) async fn get(&self, operation: &'static str) -> Result<Lease<'_>, StoreError> {

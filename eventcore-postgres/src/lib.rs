@@ -64,6 +64,7 @@ mod error;
 mod schema;
 mod store;
 
+pub use checkpoints::PostgresLease;
 pub use config::{DEFAULT_MAX_PAYLOAD_BYTES, PostgresConfig, SchemaName, SchemaNameError};
 pub use error::PostgresError;
 pub use store::PostgresEventStore;

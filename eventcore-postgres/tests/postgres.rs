@@ -554,3 +554,115 @@ async fn a_subscription_follows_the_log_and_resumes_from_its_checkpoint() {
         "resumed after the checkpoint"
     );
 }
+
+/// Two instances of one subscription, each with its own store (as two
+/// processes would have): never both active; when the first one's session
+/// dies, it stops with LeaseLost and the second takes over from the
+/// checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_active_instance_per_subscription_and_takeover_when_it_dies() {
+    use eventcore::{
+        SubscriptionConfig, SubscriptionError, SubscriptionName, handler_fn, subscribe,
+    };
+    use eventcore_testing::fixtures::LedgerEvent;
+    use std::sync::{Arc, Mutex};
+
+    let schema = support::unique_schema();
+    let process_a = support::store_with(support::config(schema.clone())).await;
+    let process_b = support::store_with(support::config(schema.clone())).await;
+    let name = SubscriptionName::try_new("projection").unwrap();
+    let config = SubscriptionConfig {
+        poll_interval: Duration::from_millis(10),
+        ..SubscriptionConfig::default()
+    };
+    let instance = |store: &PostgresEventStore, seen: Arc<Mutex<Vec<u64>>>| {
+        subscribe(
+            store.clone(),
+            store.clone(),
+            name.clone(),
+            handler_fn(move |_, event: &LedgerEvent| {
+                if let LedgerEvent::Credited { amount, .. } = event {
+                    seen.lock().unwrap().push(*amount);
+                }
+                async { Ok(()) }
+            }),
+            config.clone(),
+        )
+    };
+    let wait_for = |seen: Arc<Mutex<Vec<u64>>>, n: usize| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while seen.lock().unwrap().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {:?} delivered",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+
+    execute(
+        &process_a,
+        Credit {
+            account: stream("a"),
+            amount: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let seen_a: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let seen_b: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let a = instance(&process_a, seen_a.clone());
+    wait_for(seen_a.clone(), 1).await;
+    let b = instance(&process_b, seen_b.clone());
+    execute(
+        &process_a,
+        Credit {
+            account: stream("a"),
+            amount: 2,
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(seen_a.clone(), 2).await;
+    assert!(
+        seen_b.lock().unwrap().is_empty(),
+        "B must wait while A holds the lease"
+    );
+
+    // A's process "dies": its lease session is terminated.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = $1",
+    )
+    .bind(schema.to_string())
+    .fetch_one(process_b.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "exactly one session held the lease");
+    execute(
+        &process_a,
+        Credit {
+            account: stream("a"),
+            amount: 3,
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(seen_b.clone(), 1).await;
+    let a_end = a.stop().await;
+    assert!(
+        matches!(a_end, Err(SubscriptionError::LeaseLost { .. })),
+        "{a_end:?}"
+    );
+    b.stop().await.unwrap();
+    assert!(
+        !seen_a.lock().unwrap().contains(&3),
+        "A handled nothing after losing its lease"
+    );
+    assert_eq!(
+        *seen_b.lock().unwrap(),
+        vec![3],
+        "B resumed after A's checkpoint"
+    );
+}

@@ -26,7 +26,7 @@ pub use store::{AppendOutcome, EventStore};
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};
 pub use subscription::{
     CheckpointStore, Handler, OnHandlerError, SubscriptionConfig, SubscriptionError,
-    SubscriptionHandle, SubscriptionName, SubscriptionNameError, SubscriptionReport, handler_fn,
-    subscribe,
+    SubscriptionHandle, SubscriptionLeases, SubscriptionName, SubscriptionNameError,
+    SubscriptionReport, handler_fn, subscribe,
 };
 pub use writes::{PendingEvent, StreamWrites};

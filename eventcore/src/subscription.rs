@@ -6,6 +6,14 @@
 //! events (woken by the store when it can, polling otherwise), hands each
 //! to a [`Handler`], and saves the checkpoint after every page and on stop.
 //!
+//! One instance per name runs at a time: the checkpoint store also hands out
+//! a lease per subscription name ([`SubscriptionLeases`]); a second
+//! instance waits, polling, and takes over when the first stops or dies.
+//! The holder checks its lease before every page and stops with
+//! [`SubscriptionError::LeaseLost`] if it was lost, so a lost lease is
+//! noticed at the latest one page later: the page being handled when the
+//! lease went may overlap with the next holder's first.
+//!
 //! Delivery is **at least once**: if the process dies after handling an
 //! event and before saving the checkpoint, the event is handled again on
 //! restart. Handler failures are retried with capped backoff, then either
@@ -57,6 +65,36 @@ pub trait CheckpointStore: Send + Sync {
         name: &SubscriptionName,
         position: Position,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Makes sure at most one instance of a subscription runs at a time, across
+/// processes sharing the store.
+///
+/// # Contract
+/// While a value returned by `try_acquire` lives and `still_held` says
+/// `true`, no other `try_acquire` for the same name succeeds. If the holder
+/// dies, the lease is released (a database session ends, for example).
+pub trait SubscriptionLeases: Send + Sync {
+    /// Proof of holding a lease; dropping it releases the lease.
+    type Lease: Send + 'static;
+
+    /// Takes the lease of `name`, or `None` if another instance holds it.
+    ///
+    /// # Errors
+    /// The backend's failure.
+    fn try_acquire(
+        &self,
+        name: &SubscriptionName,
+    ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send;
+
+    /// Whether `lease` is still held (its session may have been lost).
+    ///
+    /// # Errors
+    /// The backend's failure.
+    fn still_held(
+        &self,
+        lease: &mut Self::Lease,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Handles the events of a subscription, one at a time, in log order.
@@ -139,6 +177,13 @@ pub enum SubscriptionError {
         #[source]
         source: StoreError,
     },
+    /// The instance lost its lease (for example its database session), so
+    /// another instance may take over; it stopped handling at once.
+    #[error("subscription {name} lost its lease")]
+    LeaseLost {
+        /// The subscription.
+        name: SubscriptionName,
+    },
     /// The handler kept failing on an event and the policy is to stop.
     #[error("subscription {name} stopped: its handler failed on the event at {position}")]
     HandlerFailed {
@@ -208,7 +253,7 @@ pub fn subscribe<L, C, E, H>(
 ) -> SubscriptionHandle
 where
     L: EventLog + 'static,
-    C: CheckpointStore + 'static,
+    C: CheckpointStore + SubscriptionLeases + 'static,
     E: DeserializeOwned + Send + Sync + 'static,
     H: Handler<E>,
 {
@@ -245,7 +290,7 @@ struct Runner<L, C, E, H> {
 impl<L, C, E, H> Runner<L, C, E, H>
 where
     L: EventLog,
-    C: CheckpointStore,
+    C: CheckpointStore + SubscriptionLeases,
     E: DeserializeOwned + Send + Sync,
     H: Handler<E>,
 {
@@ -270,8 +315,29 @@ where
         q
     }
 
+    /// Waits until this instance holds the lease, or is asked to stop.
+    async fn acquire(&mut self) -> Result<Option<C::Lease>, SubscriptionError> {
+        loop {
+            if *self.stop.borrow() {
+                return Ok(None);
+            }
+            let lease = self.checkpoints.try_acquire(&self.name).await;
+            if let Some(lease) = lease.map_err(|e| self.store_error(e))? {
+                return Ok(Some(lease));
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
     async fn run(mut self) -> Result<SubscriptionReport, SubscriptionError> {
         let mut report = SubscriptionReport::default();
+        let Some(mut lease) = self.acquire().await? else {
+            return Ok(report);
+        };
         let mut at = self
             .checkpoints
             .load(&self.name)
@@ -281,6 +347,12 @@ where
         loop {
             if *self.stop.borrow() {
                 return Ok(report);
+            }
+            let held = self.checkpoints.still_held(&mut lease).await;
+            if !held.map_err(|e| self.store_error(e))? {
+                return Err(SubscriptionError::LeaseLost {
+                    name: self.name.clone(),
+                });
             }
             let page = self
                 .log
@@ -379,6 +451,24 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
         position: Position,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save(name, position)
+    }
+}
+
+impl<S: SubscriptionLeases + ?Sized> SubscriptionLeases for Arc<S> {
+    type Lease = S::Lease;
+
+    fn try_acquire(
+        &self,
+        name: &SubscriptionName,
+    ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send {
+        (**self).try_acquire(name)
+    }
+
+    fn still_held(
+        &self,
+        lease: &mut Self::Lease,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).still_held(lease)
     }
 }
 

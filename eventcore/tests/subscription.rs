@@ -10,7 +10,8 @@ use std::{
 
 use eventcore::{
     CheckpointStore, LogQuery, OnHandlerError, Position, RetryPolicy, StoreError,
-    SubscriptionConfig, SubscriptionError, SubscriptionName, execute, handler_fn, subscribe,
+    SubscriptionConfig, SubscriptionError, SubscriptionLeases, SubscriptionName, execute,
+    handler_fn, subscribe,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_testing::fixtures::{Credit, LedgerEvent, Note, stream};
@@ -161,6 +162,18 @@ impl CheckpointStore for FailingSaves {
             operation: "save",
             source: "disk gone".into(),
         })
+    }
+}
+
+impl SubscriptionLeases for FailingSaves {
+    type Lease = ();
+
+    async fn try_acquire(&self, _: &SubscriptionName) -> Result<Option<()>, StoreError> {
+        Ok(Some(()))
+    }
+
+    async fn still_held(&self, _: &mut ()) -> Result<bool, StoreError> {
+        Ok(true)
     }
 }
 
@@ -369,4 +382,39 @@ async fn filters_limit_what_the_handler_sees() {
     handle.stop().await.unwrap();
     let amounts: Vec<u64> = seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
     assert_eq!(amounts, vec![1, 3]);
+}
+
+#[tokio::test]
+async fn a_second_instance_waits_and_takes_over_from_the_checkpoint() {
+    let store = InMemoryEventStore::new();
+    let checkpoints = InMemoryCheckpointStore::new();
+    credit(&store, "a", 1).await;
+    let (first, second) = (Seen::default(), Seen::default());
+    let a = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        recording(&first),
+        config(),
+    );
+    wait_until_handled(&a, 1).await;
+    let b = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        recording(&second),
+        config(),
+    );
+    credit(&store, "a", 2).await;
+    wait_until_handled(&a, 2).await;
+    assert!(
+        second.lock().unwrap().is_empty(),
+        "never both active: B waits while A runs"
+    );
+    a.stop().await.unwrap();
+    credit(&store, "a", 3).await;
+    wait_until_handled(&b, 3).await;
+    b.stop().await.unwrap();
+    let amounts: Vec<u64> = second.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    assert_eq!(amounts, vec![3], "B took over after A's checkpoint");
 }

@@ -9,7 +9,7 @@ use std::{
 
 use eventcore::{
     BoxError, CheckpointStore, EventLog, Handler, LogQuery, Position, StreamId, SubscriptionConfig,
-    SubscriptionError, SubscriptionName, subscribe,
+    SubscriptionError, SubscriptionLeases, SubscriptionName, subscribe,
 };
 
 use super::domain::{Account, BankEvent};
@@ -94,7 +94,7 @@ pub async fn catch_up<L, C>(
 ) -> Result<Balances, ReadModelError>
 where
     L: EventLog + 'static,
-    C: CheckpointStore + 'static,
+    C: CheckpointStore + SubscriptionLeases + 'static,
 {
     let projection = BalancesProjection::default();
     let config = SubscriptionConfig {

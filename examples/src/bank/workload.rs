@@ -10,8 +10,8 @@ use std::{
 };
 
 use eventcore::{
-    CheckpointStore, EventLog, EventStore, ExecuteError, RetryPolicy, StreamId, SubscriptionName,
-    execute_with_policy,
+    CheckpointStore, EventLog, EventStore, ExecuteError, RetryPolicy, StreamId, SubscriptionLeases,
+    SubscriptionName, execute_with_policy,
 };
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -139,7 +139,7 @@ pub async fn run<S, C>(
 ) -> Result<Summary, WorkloadError>
 where
     S: EventStore + EventLog + Clone + 'static,
-    C: CheckpointStore + 'static,
+    C: CheckpointStore + SubscriptionLeases + 'static,
 {
     if config.accounts < 2 {
         return Err(WorkloadError::Invalid("transfers need at least 2 accounts"));
