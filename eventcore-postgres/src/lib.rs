@@ -61,10 +61,12 @@ mod checkpoints;
 mod config;
 mod conn;
 mod error;
+mod projection;
 mod schema;
 mod store;
 
 pub use checkpoints::PostgresLease;
 pub use config::{DEFAULT_MAX_PAYLOAD_BYTES, PostgresConfig, SchemaName, SchemaNameError};
 pub use error::PostgresError;
+pub use projection::{ExactlyOnce, ProjectionHandler};
 pub use store::PostgresEventStore;

@@ -666,3 +666,119 @@ async fn one_active_instance_per_subscription_and_takeover_when_it_dies() {
         "B resumed after A's checkpoint"
     );
 }
+
+/// An exactly-once projection whose handler fails after writing (as a
+/// crash mid-event would): the failed attempt's write rolls back with its
+/// checkpoint, the retry applies the event once; a restart re-applies
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_projection_never_applies_an_event_twice() {
+    use eventcore::{
+        BoxError, Position, RetryPolicy, SubscriptionConfig, SubscriptionName, subscribe,
+    };
+    use eventcore_postgres::{ExactlyOnce, ProjectionHandler};
+    use eventcore_testing::fixtures::LedgerEvent;
+
+    struct Totals {
+        failed_once: bool,
+    }
+
+    impl ProjectionHandler<LedgerEvent> for Totals {
+        async fn handle(
+            &mut self,
+            tx: &mut sqlx::PgConnection,
+            _: Position,
+            event: &LedgerEvent,
+        ) -> Result<(), BoxError> {
+            let LedgerEvent::Credited { amount, .. } = event else {
+                return Ok(());
+            };
+            sqlx::query("UPDATE projection_totals SET total = total + $1, events = events + 1")
+                .bind(i64::try_from(*amount)?)
+                .execute(&mut *tx)
+                .await?;
+            if *amount == 3 && !self.failed_once {
+                self.failed_once = true;
+                return Err("crashed after writing".into());
+            }
+            Ok(())
+        }
+    }
+
+    let store = support::fresh_store().await;
+    sqlx::raw_sql("CREATE TABLE projection_totals (total bigint NOT NULL, events bigint NOT NULL); INSERT INTO projection_totals VALUES (0, 0)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for amount in 1..=5 {
+        execute(
+            &store,
+            Credit {
+                account: stream("acct"),
+                amount,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let name = SubscriptionName::try_new("totals").unwrap();
+    let config = SubscriptionConfig {
+        poll_interval: Duration::from_millis(10),
+        retry: RetryPolicy::default()
+            .with_max_attempts(std::num::NonZeroU32::new(3).unwrap())
+            .with_max_delay(Duration::from_millis(1)),
+        ..SubscriptionConfig::default()
+    };
+    let totals = |store: PostgresEventStore| async move {
+        sqlx::query_as::<_, (i64, i64)>("SELECT total, events FROM projection_totals")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let wait_for_events = |store: PostgresEventStore, n: i64| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, events) = totals(store.clone()).await;
+            if events >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "projection stuck at {events} events"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+
+    let handler = ExactlyOnce::new(store.clone(), name.clone(), Totals { failed_once: false });
+    let handle = subscribe(
+        store.clone(),
+        store.clone(),
+        name.clone(),
+        handler,
+        config.clone(),
+    );
+    wait_for_events(store.clone(), 5).await;
+    handle.stop().await.unwrap();
+    assert_eq!(
+        totals(store.clone()).await,
+        (15, 5),
+        "each event applied once, the failed attempt rolled back"
+    );
+
+    // A restart applies nothing again, then follows new events.
+    let handler = ExactlyOnce::new(store.clone(), name.clone(), Totals { failed_once: true });
+    let handle = subscribe(store.clone(), store.clone(), name.clone(), handler, config);
+    execute(
+        &store,
+        Credit {
+            account: stream("acct"),
+            amount: 6,
+        },
+    )
+    .await
+    .unwrap();
+    wait_for_events(store.clone(), 6).await;
+    handle.stop().await.unwrap();
+    assert_eq!(totals(store.clone()).await, (21, 6));
+}
