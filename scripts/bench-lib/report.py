@@ -51,10 +51,19 @@ for w, base in baseline_for.items():
             f"| {w} | {c} | {level['commands_per_sec']:.0f} | {level['p50_ms']:.2f} | {level['p99_ms']:.2f} "
             f"| {level['max_ms']:.1f} | {level['attempts_per_command']:.2f} | {ratio:.0%} | {raw[base][c]['tps']:.0f} ({base}) |"
         )
+catch_up = json.loads((out / "read_catch_up.json").read_text())
+live = json.loads((out / "read_live.json").read_text())
+print()
+print(f"read side: catch-up of {catch_up['events']} events by a subscription: {catch_up['events_per_sec']:.0f} events/s")
+print(
+    f"read side: live, {live['events']} writes at 1,000/s: commit to handler p50 {live['p50_ms']:.2f} ms, "
+    f"p95 {live['p95_ms']:.2f} ms, p99 {live['p99_ms']:.2f} ms, max {live['max_ms']:.1f} ms"
+)
+checks_ok &= catch_up["handled"] == catch_up["events"] and live["handled"] == live["events"]
 print()
 print(f"pgbench transfers: {pgb_transfers}, events appended: {pgb_events} (expected {2 * pgb_transfers})")
 print(f"load tool invariant checks: {'all passed' if checks_ok else 'FAILED'}")
-report = {"seconds": secs, "pgbench": raw, "workloads": rows, "pgbench_transfer_events": pgb_events, "checks_passed": checks_ok}
+report = {"seconds": secs, "pgbench": raw, "workloads": rows, "catch_up": catch_up, "live": live, "pgbench_transfer_events": pgb_events, "checks_passed": checks_ok}
 (out / "report.json").write_text(json.dumps(report, indent=2))
 print(f"wrote {out / 'report.json'}")
 if not checks_ok or pgb_events != 2 * pgb_transfers:

@@ -8,9 +8,9 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use eventcore_examples::{
     cli::{self, StoreArgs},
-    load::{self, LoadConfig, LoadReport, Workload},
+    load::{self, LoadConfig, LoadReport, Workload, log},
 };
-use eventcore_memory::InMemoryEventStore;
+use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::{PostgresConfig, SchemaName};
 
 #[derive(Debug, Parser)]
@@ -30,12 +30,29 @@ struct Args {
     seed: u64,
     #[command(flatten)]
     store: StoreArgs,
+    /// Measure the read side instead of commands: `catch-up` (a subscription
+    /// handling a log of --events events) or `live` (commit-to-handler
+    /// latency at --rate writes/s for --duration seconds).
+    #[arg(long, value_enum)]
+    read_side: Option<ReadSide>,
+    /// Events written before a catch-up measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Writes per second during a live measurement.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
     /// PostgreSQL schema for the events (created if missing).
     #[arg(long, default_value = "eventcore_load")]
     schema: String,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReadSide {
+    CatchUp,
+    Live,
 }
 
 #[tokio::main]
@@ -59,6 +76,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let progress = cli::progress_bar(args.json, "{msg} {bar:40} {pos}/{len} s");
     progress.set_message(format!("{:?}", args.workload));
     let url = args.store.url()?;
+    if let Some(read_side) = args.read_side {
+        return read_side_run(&args, read_side, url).await;
+    }
     let report = match url {
         Some(url) => {
             let max = args.concurrency.iter().copied().max().unwrap_or(1);
@@ -120,4 +140,67 @@ fn print_report(r: &LoadReport) {
         c.versions_gap_free,
         c.events_accounted
     );
+}
+
+async fn read_side_run(
+    args: &Args,
+    read_side: ReadSide,
+    url: Option<String>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let duration = Duration::from_secs(args.duration.max(1));
+    let report = match url {
+        Some(url) => {
+            let schema = SchemaName::try_new(args.schema.clone())
+                .map_err(|e| format!("--schema {:?}: {e}", args.schema))?;
+            let store = cli::connect(
+                &url,
+                PostgresConfig::default().max_connections(8).schema(schema),
+            )
+            .await?;
+            match read_side {
+                ReadSide::CatchUp => {
+                    log::catch_up(store.clone(), store, "postgres", args.events).await?
+                }
+                ReadSide::Live => {
+                    log::live(store.clone(), store, "postgres", args.rate, duration).await?
+                }
+            }
+        }
+        None => {
+            let (store, checkpoints) = (InMemoryEventStore::new(), InMemoryCheckpointStore::new());
+            match read_side {
+                ReadSide::CatchUp => {
+                    log::catch_up(store, checkpoints, "memory", args.events).await?
+                }
+                ReadSide::Live => {
+                    log::live(store, checkpoints, "memory", args.rate, duration).await?
+                }
+            }
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if report.workload == "catch-up" {
+        println!(
+            "catch-up on {}: {} events written in {:.1} s; subscription handled {} at {:.0} events/s",
+            report.store, report.events, report.write_secs, report.handled, report.events_per_sec
+        );
+    } else {
+        println!(
+            "live on {}: {} writes in {:.1} s, {} handled; commit to handler p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+            report.store,
+            report.events,
+            report.write_secs,
+            report.handled,
+            report.p50_ms,
+            report.p95_ms,
+            report.p99_ms,
+            report.max_ms
+        );
+    }
+    Ok(if report.handled == report.events {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -2,6 +2,7 @@
 //! given concurrency levels, with latency percentiles and the bank's
 //! invariant checks at the end.
 
+pub mod log;
 mod workloads;
 
 use std::{
