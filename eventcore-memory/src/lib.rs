@@ -187,8 +187,8 @@ impl EventLog for InMemoryEventStore {
     }
 
     fn appended(&self) -> impl std::future::Future<Output = ()> + Send {
-        let appended = self.appended.clone();
-        async move { appended.notified().await }
+        // Created now, so a notification sent before the first poll counts.
+        self.appended.clone().notified_owned()
     }
 }
 

@@ -43,6 +43,16 @@
 //!   (transaction id, position): every transaction before that fence has
 //!   ended, so no event can later appear behind what a reader has seen. A
 //!   long-running writer delays readers; it never makes them skip.
+//! - **Subscriptions.** [`PostgresEventStore`] is also a checkpoint store
+//!   (`eventcore_checkpoints`) and hands out one lease per subscription name
+//!   (a session-level advisory lock on a connection of its own), so one
+//!   instance runs at a time across processes. Live readers are woken
+//!   through LISTEN/NOTIFY: not from inside the append (a notifying commit
+//!   takes a database-wide lock, which would queue all writers), but by a
+//!   small task per store that sends one `pg_notify` after its appends
+//!   commit, coalescing bursts. Polling stays as the fallback for missed
+//!   notifications and for writers that do not notify. [`ExactlyOnce`]
+//!   applies a projection's writes and its checkpoint in one transaction.
 //! - **Errors.** Mapped by SQLSTATE and constraint name, never by message:
 //!   a stale expected version, found by the append function, is a
 //!   [`StoreError::VersionConflict`](eventcore::StoreError::VersionConflict)
@@ -61,6 +71,7 @@ mod checkpoints;
 mod config;
 mod conn;
 mod error;
+mod notify;
 mod projection;
 mod schema;
 mod store;

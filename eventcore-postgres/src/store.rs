@@ -17,6 +17,7 @@ use crate::{
     config::{DEFAULT_MAX_PAYLOAD_BYTES, SchemaName},
     conn::ConnPool,
     error::{is_duplicate_version, store_error},
+    notify::Notifier,
     schema,
 };
 
@@ -34,6 +35,7 @@ const READ_ALL: &str = include_str!("sql/read_all.sql");
 pub struct PostgresEventStore {
     pool: PgPool,
     conns: Arc<ConnPool>,
+    notifier: Arc<Notifier>,
     max_payload_bytes: usize,
     schema: Option<SchemaName>,
 }
@@ -72,10 +74,12 @@ impl PostgresEventStore {
             .connect_with(options.clone())
             .await
             .map_err(PostgresError::Connect)?;
+        let notifier = Notifier::new(channel_for(config.schema.as_ref()), options.clone());
         let conns = ConnPool::new(options, config.max_connections, config.acquire_timeout);
         Ok(PostgresEventStore {
             pool,
             conns: Arc::new(conns),
+            notifier: Arc::new(notifier),
             max_payload_bytes: config.max_payload_bytes,
             schema: config.schema,
         })
@@ -87,6 +91,7 @@ impl PostgresEventStore {
     /// with those options (see [`PostgresEventStore::pool`]).
     pub fn from_pool(pool: PgPool) -> Self {
         let options = (*pool.connect_options()).clone();
+        let notifier = Arc::new(Notifier::new(channel_for(None), options.clone()));
         let conns = ConnPool::new(
             options,
             pool.options().get_max_connections(),
@@ -95,6 +100,7 @@ impl PostgresEventStore {
         PostgresEventStore {
             pool,
             conns: Arc::new(conns),
+            notifier,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             schema: None,
         }
@@ -198,10 +204,15 @@ impl EventStore for PostgresEventStore {
         };
 
         match conflict {
-            None => Ok(AppendOutcome {
-                stream_versions,
-                events_written: events.len(),
-            }),
+            None => {
+                if !events.is_empty() {
+                    self.notifier.committed();
+                }
+                Ok(AppendOutcome {
+                    stream_versions,
+                    events_written: events.len(),
+                })
+            }
             Some(row) => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
         }
     }
@@ -236,6 +247,31 @@ impl EventLog for PostgresEventStore {
             .map(|row| decode_log_row(row).map_err(|e| store_error("read_all", e)))
             .collect()
     }
+
+    /// Woken by NOTIFYs that stores send after their appends commit (see
+    /// the crate docs); readers still poll as a fallback.
+    fn appended(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.notifier.woken(&self.pool)
+    }
+}
+
+/// The NOTIFY channel of a schema's log (at most 63 bytes, PostgreSQL's
+/// limit: a long schema name is replaced by its hash).
+fn channel_for(schema: Option<&SchemaName>) -> String {
+    let Some(schema) = schema else {
+        return "eventcore_appended".to_owned();
+    };
+    let channel = format!("eventcore_appended_{schema}");
+    if channel.len() <= 63 {
+        return channel;
+    }
+    let hash = schema
+        .as_ref()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("eventcore_appended_{hash:016x}")
 }
 
 /// Decodes one row of `read_all.sql`.
@@ -379,6 +415,15 @@ fn to_bigint(stream_id: &StreamId, version: StreamVersion) -> Result<i64, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_channels_fit_postgres_identifiers() {
+        let long = SchemaName::try_new("s".repeat(63)).unwrap();
+        assert!(channel_for(Some(&long)).len() <= 63);
+        let short = SchemaName::try_new("bank").unwrap();
+        assert_eq!(channel_for(Some(&short)), "eventcore_appended_bank");
+        assert_ne!(channel_for(Some(&long)), channel_for(Some(&short)));
+    }
 
     fn assert_send<T: Send>(_: T) {}
 

@@ -886,3 +886,78 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
         "each stream's events were applied in version order"
     );
 }
+
+/// A subscription on PostgreSQL is woken by the writer's notification, not
+/// by its poll: with a 60 s poll interval, each new event still arrives
+/// within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_events_wake_a_subscription_without_waiting_for_its_poll() {
+    use eventcore::{SubscriptionConfig, SubscriptionName, handler_fn, subscribe};
+    use eventcore_testing::fixtures::LedgerEvent;
+    use std::sync::Mutex;
+
+    let schema = support::unique_schema();
+    let store = support::store_with(support::config(schema.clone())).await;
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let record = seen.clone();
+    let config = SubscriptionConfig {
+        poll_interval: Duration::from_secs(60),
+        ..SubscriptionConfig::default()
+    };
+    let name = SubscriptionName::try_new("live").unwrap();
+    let handler = handler_fn(move |_, event: &LedgerEvent| {
+        if let LedgerEvent::Credited { amount, .. } = event {
+            record.lock().unwrap().push(*amount);
+        }
+        async { Ok(()) }
+    });
+    let handle = subscribe(store.clone(), store.clone(), name, handler, config);
+    let wait_for = |n: usize, within: Duration| {
+        let seen = seen.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + within;
+            while seen.lock().unwrap().len() < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "only {:?} within {within:?}",
+                    seen.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // Wait until this store's listening session has run its LISTEN.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+        )
+        .bind(schema.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never started listening"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Each new event must now arrive long before the 60 s poll.
+    for amount in 1..=4 {
+        execute(
+            &store,
+            Credit {
+                account: stream("a"),
+                amount,
+            },
+        )
+        .await
+        .unwrap();
+        wait_for(amount as usize, Duration::from_secs(5)).await;
+    }
+    handle.stop().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3, 4]);
+}

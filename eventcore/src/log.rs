@@ -152,9 +152,10 @@ pub trait EventLog: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send;
 
     /// Completes when events may have been appended since it was called
-    /// (and possibly spuriously). Readers use it to wake up instead of
-    /// polling; a store that cannot tell never completes it, and readers
-    /// fall back to polling.
+    /// (and possibly spuriously). Readers call it before they read and await
+    /// it when the read found nothing, so an implementation must register
+    /// interest when called, not when first polled. A store that cannot
+    /// tell never completes it, and readers fall back to polling.
     fn appended(&self) -> impl Future<Output = ()> + Send {
         std::future::pending()
     }

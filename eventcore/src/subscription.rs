@@ -29,6 +29,11 @@ use tokio::sync::watch;
 
 use crate::{BoxError, EventLog, LogQuery, Position, RecordedEvent, RetryPolicy, StoreError};
 
+/// How soon to look again after a wake-up found nothing new, and for how
+/// long after the wake-up to keep looking that often.
+const EAGER_POLL: Duration = Duration::from_millis(10);
+const EAGER_WINDOW: Duration = Duration::from_secs(2);
+
 fn valid_name(name: &str) -> bool {
     !name.chars().any(char::is_control)
 }
@@ -338,6 +343,7 @@ where
         let Some(mut lease) = self.acquire().await? else {
             return Ok(report);
         };
+        let mut eager_until: Option<tokio::time::Instant> = None;
         let mut at = self
             .checkpoints
             .load(&self.name)
@@ -354,20 +360,34 @@ where
                     name: self.name.clone(),
                 });
             }
+            // Asked for before the read, so that an append committed
+            // between the read and the wait still wakes this one.
+            let woken = self.log.appended();
             let page = self
                 .log
                 .read_all(&self.query(at))
                 .await
                 .map_err(|e| self.store_error(e))?;
             if page.is_empty() {
+                // Right after a wake-up an empty read usually means the new
+                // events are held back for a moment (a store that never lets
+                // readers skip waits for older transactions); look again
+                // soon rather than wait for the next poll.
+                let wait = match eager_until {
+                    Some(until) if tokio::time::Instant::now() < until => {
+                        self.config.poll_interval.min(EAGER_POLL)
+                    }
+                    _ => self.config.poll_interval,
+                };
                 let mut stop = self.stop.clone();
                 tokio::select! {
-                    () = self.log.appended() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    () = woken => eager_until = Some(tokio::time::Instant::now() + EAGER_WINDOW),
+                    () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
                 continue;
             }
+            drop(woken);
             let outcome = self.handle_page(page, &mut at, &mut report).await;
             if at != report.checkpoint
                 && let Some(position) = at
