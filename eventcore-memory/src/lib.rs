@@ -38,6 +38,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 pub struct InMemoryEventStore {
     inner: Arc<RwLock<Log>>,
     appended: Arc<tokio::sync::Notify>,
+    checkpoints: InMemoryCheckpointStore,
     max_payload_bytes: usize,
 }
 
@@ -61,6 +62,7 @@ impl InMemoryEventStore {
         Self {
             inner: Arc::default(),
             appended: Arc::default(),
+            checkpoints: InMemoryCheckpointStore::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
@@ -257,5 +259,33 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn save(&self, name: &SubscriptionName, position: Position) -> Result<(), StoreError> {
         self.saved().insert(name.clone(), position);
         Ok(())
+    }
+}
+
+/// The store keeps its subscriptions' checkpoints and leases too (in an
+/// [`InMemoryCheckpointStore`] shared by its clones), so one value serves
+/// as log and checkpoint store, as the PostgreSQL store does.
+impl CheckpointStore for InMemoryEventStore {
+    async fn load(&self, name: &SubscriptionName) -> Result<Option<Position>, StoreError> {
+        self.checkpoints.load(name).await
+    }
+
+    async fn save(&self, name: &SubscriptionName, position: Position) -> Result<(), StoreError> {
+        self.checkpoints.save(name, position).await
+    }
+}
+
+impl SubscriptionLeases for InMemoryEventStore {
+    type Lease = InMemoryLease;
+
+    async fn try_acquire(
+        &self,
+        name: &SubscriptionName,
+    ) -> Result<Option<InMemoryLease>, StoreError> {
+        self.checkpoints.try_acquire(name).await
+    }
+
+    async fn still_held(&self, lease: &mut InMemoryLease) -> Result<bool, StoreError> {
+        self.checkpoints.still_held(lease).await
     }
 }

@@ -58,6 +58,9 @@ macro_rules! __for_each_scenario {
             global_log_prefix_filter_is_literal,
             global_log_filters_by_event_type,
             global_log_reader_misses_nothing_under_concurrent_writers,
+            subscription_catches_up_follows_and_resumes,
+            subscription_instances_never_overlap,
+            subscription_stops_at_an_undecodable_event,
         );
     };
 }
@@ -104,7 +107,12 @@ macro_rules! __run_each {
 /// a store to fail, such as the kit's own tests on deliberately broken stores.
 pub async fn run_suite<S, F, Fut>(factory: F) -> Vec<(&'static str, bool)>
 where
-    S: EventStore + EventLog + Clone + 'static,
+    S: EventStore
+        + EventLog
+        + eventcore::CheckpointStore
+        + eventcore::SubscriptionLeases
+        + Clone
+        + 'static,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = S>,
 {
@@ -1338,6 +1346,199 @@ pub async fn global_log_reader_misses_nothing_under_concurrent_writers<
             "{s} in order, no gap"
         );
     }
+}
+
+type Notes = Arc<std::sync::Mutex<Vec<u64>>>;
+
+/// Starts subscription `name` recording each note's number.
+fn note_subscription<S>(store: &S, name: &str, seen: &Notes) -> eventcore::SubscriptionHandle
+where
+    S: EventLog + eventcore::CheckpointStore + eventcore::SubscriptionLeases + Clone + 'static,
+{
+    let seen = seen.clone();
+    let handler = eventcore::handler_fn(move |_, note: &Note| {
+        seen.lock().unwrap_or_else(|p| p.into_inner()).push(note.n);
+        async { Ok(()) }
+    });
+    let config = eventcore::SubscriptionConfig {
+        poll_interval: std::time::Duration::from_millis(10),
+        ..eventcore::SubscriptionConfig::default()
+    };
+    let name = eventcore::SubscriptionName::try_new(name).expect("valid name");
+    eventcore::subscribe(store.clone(), store.clone(), name, handler, config)
+}
+
+/// Waits (15 s at most) until `seen` holds `n` notes.
+async fn wait_for_notes(seen: &Notes, n: usize) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let len = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if len >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {len} of {n} notes delivered in 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A subscription catches up, follows new events, saves its checkpoint on
+/// stop, and a new run resumes after it.
+pub async fn subscription_catches_up_follows_and_resumes<S>(store: &S)
+where
+    S: EventStore
+        + EventLog
+        + eventcore::CheckpointStore
+        + eventcore::SubscriptionLeases
+        + Clone
+        + 'static,
+{
+    let id = stream("sub-notes");
+    append_notes(
+        store,
+        &[(&id, 0)],
+        &[Note::new(&id, 1), Note::new(&id, 2), Note::new(&id, 3)],
+    )
+    .await
+    .expect("seed");
+    let seen = Notes::default();
+    let handle = note_subscription(store, "resume", &seen);
+    wait_for_notes(&seen, 3).await;
+    append_notes(store, &[(&id, 3)], &[Note::new(&id, 4), Note::new(&id, 5)])
+        .await
+        .expect("live");
+    wait_for_notes(&seen, 5).await;
+    let report = handle.stop().await.expect("clean stop");
+    assert_eq!(
+        *seen.lock().unwrap_or_else(|p| p.into_inner()),
+        vec![1, 2, 3, 4, 5]
+    );
+    let name = eventcore::SubscriptionName::try_new("resume").expect("valid name");
+    assert_eq!(
+        store.load(&name).await.expect("load"),
+        report.checkpoint,
+        "stop saved the checkpoint"
+    );
+
+    append_notes(store, &[(&id, 5)], &[Note::new(&id, 6)])
+        .await
+        .expect("later");
+    let again = Notes::default();
+    let handle = note_subscription(store, "resume", &again);
+    wait_for_notes(&again, 1).await;
+    handle.stop().await.expect("clean stop");
+    assert_eq!(
+        *again.lock().unwrap_or_else(|p| p.into_inner()),
+        vec![6],
+        "resumed after the checkpoint"
+    );
+}
+
+/// Two instances of one subscription: the second waits while the first
+/// runs, and takes over from its checkpoint when it stops.
+pub async fn subscription_instances_never_overlap<S>(store: &S)
+where
+    S: EventStore
+        + EventLog
+        + eventcore::CheckpointStore
+        + eventcore::SubscriptionLeases
+        + Clone
+        + 'static,
+{
+    let id = stream("sub-single");
+    append_notes(store, &[(&id, 0)], &[Note::new(&id, 1)])
+        .await
+        .expect("seed");
+    let (a_seen, b_seen) = (Notes::default(), Notes::default());
+    let a = note_subscription(store, "single", &a_seen);
+    wait_for_notes(&a_seen, 1).await;
+    let b = note_subscription(store, "single", &b_seen);
+    append_notes(store, &[(&id, 1)], &[Note::new(&id, 2)])
+        .await
+        .expect("second");
+    wait_for_notes(&a_seen, 2).await;
+    assert!(
+        b_seen.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
+        "B must wait while A runs"
+    );
+    a.stop().await.expect("A stops");
+    append_notes(store, &[(&id, 2)], &[Note::new(&id, 3)])
+        .await
+        .expect("third");
+    wait_for_notes(&b_seen, 1).await;
+    b.stop().await.expect("B stops");
+    assert_eq!(
+        *b_seen.lock().unwrap_or_else(|p| p.into_inner()),
+        vec![3],
+        "B took over after A's checkpoint"
+    );
+}
+
+/// An event that does not decode stops the subscription with a typed
+/// error, after the events before it, and the checkpoint stays before it.
+pub async fn subscription_stops_at_an_undecodable_event<S>(store: &S)
+where
+    S: EventStore
+        + EventLog
+        + eventcore::CheckpointStore
+        + eventcore::SubscriptionLeases
+        + Clone
+        + 'static,
+{
+    let notes = stream("sub-mixed-notes");
+    append_notes(store, &[(&notes, 0)], &[Note::new(&notes, 1)])
+        .await
+        .expect("note");
+    execute_with_policy(
+        store,
+        Credit {
+            account: stream("sub-mixed-ledger"),
+            amount: 5,
+        },
+        &RetryPolicy::default(),
+    )
+    .await
+    .expect("credit");
+    append_notes(store, &[(&notes, 1)], &[Note::new(&notes, 3)])
+        .await
+        .expect("note");
+    wait_for_log(store, 3).await;
+    let seen = Notes::default();
+    let handle = note_subscription(store, "strict", &seen);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !handle.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscription never stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let err = handle
+        .stop()
+        .await
+        .expect_err("a ledger event is not a note");
+    assert!(
+        matches!(err, eventcore::SubscriptionError::Undecodable { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap_or_else(|p| p.into_inner()),
+        vec![1],
+        "nothing after the bad event"
+    );
+    let name = eventcore::SubscriptionName::try_new("strict").expect("valid name");
+    let checkpoint = store.load(&name).await.expect("load");
+    let first = store
+        .read_all(&LogQuery::from_start(1))
+        .await
+        .expect("read_all");
+    assert_eq!(
+        checkpoint,
+        first.first().map(|(p, _)| *p),
+        "checkpoint after the last good event"
+    );
 }
 
 /// Spawns every future as its own tokio task (so they run in parallel on a

@@ -42,6 +42,7 @@ enum Flaw {
 struct BrokenStore {
     flaw: Flaw,
     log: Arc<Mutex<Vec<RecordedEvent>>>,
+    checkpoints: eventcore_memory::InMemoryCheckpointStore,
 }
 
 impl BrokenStore {
@@ -49,7 +50,40 @@ impl BrokenStore {
         BrokenStore {
             flaw,
             log: Arc::default(),
+            checkpoints: eventcore_memory::InMemoryCheckpointStore::new(),
         }
+    }
+}
+
+impl eventcore::CheckpointStore for BrokenStore {
+    async fn load(
+        &self,
+        name: &eventcore::SubscriptionName,
+    ) -> Result<Option<Position>, StoreError> {
+        self.checkpoints.load(name).await
+    }
+
+    async fn save(
+        &self,
+        name: &eventcore::SubscriptionName,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        self.checkpoints.save(name, position).await
+    }
+}
+
+impl eventcore::SubscriptionLeases for BrokenStore {
+    type Lease = eventcore_memory::InMemoryLease;
+
+    async fn try_acquire(
+        &self,
+        name: &eventcore::SubscriptionName,
+    ) -> Result<Option<Self::Lease>, StoreError> {
+        self.checkpoints.try_acquire(name).await
+    }
+
+    async fn still_held(&self, lease: &mut Self::Lease) -> Result<bool, StoreError> {
+        self.checkpoints.still_held(lease).await
     }
 }
 
