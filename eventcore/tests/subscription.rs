@@ -1,6 +1,8 @@
-//! Subscriptions on the in-memory store: catch-up, live follow, restart
-//! from the checkpoint, at-least-once redelivery, handler failures,
-//! undecodable events, clean stop.
+//! Subscription behaviour that needs a purpose-built store or handler:
+//! at-least-once redelivery after a lost checkpoint, the handler-failure
+//! policies, filters. Catch-up, live follow, resume, single instance and
+//! undecodable events are conformance scenarios (eventcore-testing), run on
+//! every store.
 
 use std::{
     num::NonZeroU32,
@@ -14,7 +16,7 @@ use eventcore::{
     handler_fn, subscribe,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
-use eventcore_testing::fixtures::{Credit, LedgerEvent, Note, stream};
+use eventcore_testing::fixtures::{Credit, LedgerEvent, stream};
 
 fn name() -> SubscriptionName {
     SubscriptionName::try_new("balances").unwrap()
@@ -78,74 +80,6 @@ async fn wait_until_finished(handle: &eventcore::SubscriptionHandle) {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-#[tokio::test]
-async fn catches_up_then_follows_live_events_then_stops_cleanly() {
-    let store = InMemoryEventStore::new();
-    let checkpoints = InMemoryCheckpointStore::new();
-    for amount in 1..=3 {
-        credit(&store, "a", amount).await;
-    }
-    let seen = Seen::default();
-    let handle = subscribe(
-        store.clone(),
-        checkpoints.clone(),
-        name(),
-        recording(&seen),
-        config(),
-    );
-    wait_until_handled(&handle, 3).await;
-    credit(&store, "b", 4).await;
-    credit(&store, "a", 5).await;
-    wait_until_handled(&handle, 5).await;
-    let report = handle.stop().await.expect("clean stop");
-    let amounts: Vec<u64> = seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
-    assert_eq!(
-        amounts,
-        vec![1, 2, 3, 4, 5],
-        "every event once, in log order"
-    );
-    assert_eq!(report.handled, 5);
-    assert_eq!(report.checkpoint.map(|p| p.sequence()), Some(5));
-    assert_eq!(
-        checkpoints.load(&name()).await.unwrap(),
-        report.checkpoint,
-        "stop saved the checkpoint"
-    );
-}
-
-#[tokio::test]
-async fn a_restart_resumes_after_the_checkpoint() {
-    let store = InMemoryEventStore::new();
-    let checkpoints = InMemoryCheckpointStore::new();
-    for amount in 1..=3 {
-        credit(&store, "a", amount).await;
-    }
-    let first = Seen::default();
-    let handle = subscribe(
-        store.clone(),
-        checkpoints.clone(),
-        name(),
-        recording(&first),
-        config(),
-    );
-    wait_until_handled(&handle, 3).await;
-    handle.stop().await.unwrap();
-    credit(&store, "a", 4).await;
-
-    let second = Seen::default();
-    let handle = subscribe(
-        store.clone(),
-        checkpoints.clone(),
-        name(),
-        recording(&second),
-        config(),
-    );
-    wait_until_handled(&handle, 4).await;
-    handle.stop().await.unwrap();
-    let amounts: Vec<u64> = second.lock().unwrap().iter().map(|(_, a)| *a).collect();
-    assert_eq!(amounts, vec![4], "only what came after the checkpoint");
 }
 
 /// Saves fail: the process "crashes" between handling and checkpointing.
@@ -316,51 +250,6 @@ async fn a_failing_handler_can_skip_and_record_the_event() {
 }
 
 #[tokio::test]
-async fn an_undecodable_event_stops_and_the_checkpoint_stays_before_it() {
-    let store = InMemoryEventStore::new();
-    let checkpoints = InMemoryCheckpointStore::new();
-    credit(&store, "a", 1).await;
-    let mut writes = eventcore::StreamWrites::new();
-    writes
-        .expect(stream("notes"), eventcore::StreamVersion::INITIAL)
-        .unwrap();
-    writes.append(&Note::new(&stream("notes"), 1)).unwrap();
-    eventcore::EventStore::append(&store, writes).await.unwrap();
-    credit(&store, "a", 3).await;
-
-    let seen = Seen::default();
-    let handle = subscribe(
-        store.clone(),
-        checkpoints.clone(),
-        name(),
-        recording(&seen),
-        config(),
-    );
-    wait_until_finished(&handle).await;
-    let err = handle
-        .stop()
-        .await
-        .expect_err("a Note is not a LedgerEvent");
-    assert!(
-        matches!(&err, SubscriptionError::Undecodable { position, .. } if position.sequence() == 2),
-        "{err:?}"
-    );
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        1,
-        "nothing after the bad event was handled"
-    );
-    assert_eq!(
-        checkpoints
-            .load(&name())
-            .await
-            .unwrap()
-            .map(|p| p.sequence()),
-        Some(1)
-    );
-}
-
-#[tokio::test]
 async fn filters_limit_what_the_handler_sees() {
     let store = InMemoryEventStore::new();
     credit(&store, "acct-1", 1).await;
@@ -382,39 +271,4 @@ async fn filters_limit_what_the_handler_sees() {
     handle.stop().await.unwrap();
     let amounts: Vec<u64> = seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
     assert_eq!(amounts, vec![1, 3]);
-}
-
-#[tokio::test]
-async fn a_second_instance_waits_and_takes_over_from_the_checkpoint() {
-    let store = InMemoryEventStore::new();
-    let checkpoints = InMemoryCheckpointStore::new();
-    credit(&store, "a", 1).await;
-    let (first, second) = (Seen::default(), Seen::default());
-    let a = subscribe(
-        store.clone(),
-        checkpoints.clone(),
-        name(),
-        recording(&first),
-        config(),
-    );
-    wait_until_handled(&a, 1).await;
-    let b = subscribe(
-        store.clone(),
-        checkpoints.clone(),
-        name(),
-        recording(&second),
-        config(),
-    );
-    credit(&store, "a", 2).await;
-    wait_until_handled(&a, 2).await;
-    assert!(
-        second.lock().unwrap().is_empty(),
-        "never both active: B waits while A runs"
-    );
-    a.stop().await.unwrap();
-    credit(&store, "a", 3).await;
-    wait_until_handled(&b, 3).await;
-    b.stop().await.unwrap();
-    let amounts: Vec<u64> = second.lock().unwrap().iter().map(|(_, a)| *a).collect();
-    assert_eq!(amounts, vec![3], "B took over after A's checkpoint");
 }
