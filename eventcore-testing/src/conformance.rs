@@ -107,12 +107,7 @@ macro_rules! __run_each {
 /// a store to fail, such as the kit's own tests on deliberately broken stores.
 pub async fn run_suite<S, F, Fut>(factory: F) -> Vec<(&'static str, bool)>
 where
-    S: EventStore
-        + EventLog
-        + eventcore::CheckpointStore
-        + eventcore::SubscriptionLeases
-        + Clone
-        + 'static,
+    S: SubscribableStore,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = S>,
 {
@@ -1348,12 +1343,29 @@ pub async fn global_log_reader_misses_nothing_under_concurrent_writers<
     }
 }
 
+/// A store that is also its subscriptions' checkpoint and lease store, as
+/// both stores of this workspace are; what the subscription scenarios need.
+pub trait SubscribableStore:
+    EventStore + EventLog + eventcore::CheckpointStore + eventcore::SubscriptionLeases + Clone + 'static
+{
+}
+
+impl<S> SubscribableStore for S where
+    S: EventStore
+        + EventLog
+        + eventcore::CheckpointStore
+        + eventcore::SubscriptionLeases
+        + Clone
+        + 'static
+{
+}
+
 type Notes = Arc<std::sync::Mutex<Vec<u64>>>;
 
 /// Starts subscription `name` recording each note's number.
 fn note_subscription<S>(store: &S, name: &str, seen: &Notes) -> eventcore::SubscriptionHandle
 where
-    S: EventLog + eventcore::CheckpointStore + eventcore::SubscriptionLeases + Clone + 'static,
+    S: SubscribableStore,
 {
     let seen = seen.clone();
     let handler = eventcore::handler_fn(move |_, note: &Note| {
@@ -1388,12 +1400,7 @@ async fn wait_for_notes(seen: &Notes, n: usize) {
 /// stop, and a new run resumes after it.
 pub async fn subscription_catches_up_follows_and_resumes<S>(store: &S)
 where
-    S: EventStore
-        + EventLog
-        + eventcore::CheckpointStore
-        + eventcore::SubscriptionLeases
-        + Clone
-        + 'static,
+    S: SubscribableStore,
 {
     let id = stream("sub-notes");
     append_notes(
@@ -1440,12 +1447,7 @@ where
 /// runs, and takes over from its checkpoint when it stops.
 pub async fn subscription_instances_never_overlap<S>(store: &S)
 where
-    S: EventStore
-        + EventLog
-        + eventcore::CheckpointStore
-        + eventcore::SubscriptionLeases
-        + Clone
-        + 'static,
+    S: SubscribableStore,
 {
     let id = stream("sub-single");
     append_notes(store, &[(&id, 0)], &[Note::new(&id, 1)])
@@ -1480,12 +1482,7 @@ where
 /// error, after the events before it, and the checkpoint stays before it.
 pub async fn subscription_stops_at_an_undecodable_event<S>(store: &S)
 where
-    S: EventStore
-        + EventLog
-        + eventcore::CheckpointStore
-        + eventcore::SubscriptionLeases
-        + Clone
-        + 'static,
+    S: SubscribableStore,
 {
     let notes = stream("sub-mixed-notes");
     append_notes(store, &[(&notes, 0)], &[Note::new(&notes, 1)])

@@ -9,7 +9,7 @@
 //! One instance per name runs at a time: the checkpoint store also hands out
 //! a lease per subscription name ([`SubscriptionLeases`]); a second
 //! instance waits, polling, and takes over when the first stops or dies.
-//! The holder checks its lease before every page and stops with
+//! The holder checks its lease before handling each page and stops with
 //! [`SubscriptionError::LeaseLost`] if it was lost, so a lost lease is
 //! noticed at the latest one page later: the page being handled when the
 //! lease went may overlap with the next holder's first.
@@ -354,12 +354,6 @@ where
             if *self.stop.borrow() {
                 return Ok(report);
             }
-            let held = self.checkpoints.still_held(&mut lease).await;
-            if !held.map_err(|e| self.store_error(e))? {
-                return Err(SubscriptionError::LeaseLost {
-                    name: self.name.clone(),
-                });
-            }
             // Asked for before the read, so that an append committed
             // between the read and the wait still wakes this one.
             let woken = self.log.appended();
@@ -388,6 +382,14 @@ where
                 continue;
             }
             drop(woken);
+            // Checked only when there is work: an idle subscription polls
+            // without a round trip to its lease.
+            let held = self.checkpoints.still_held(&mut lease).await;
+            if !held.map_err(|e| self.store_error(e))? {
+                return Err(SubscriptionError::LeaseLost {
+                    name: self.name.clone(),
+                });
+            }
             let outcome = self.handle_page(page, &mut at, &mut report).await;
             if at != report.checkpoint
                 && let Some(position) = at
