@@ -25,20 +25,27 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CheckpointStore, EventLog, EventStore, LogQuery, Position, RecordedEvent,
-    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases,
-    SubscriptionName,
+    AppendOutcome, CacheConfig, CheckpointStore, EventLog, EventStore, LogQuery, Position,
+    RecordedEvent, Snapshot, SnapshotKey, StateCache, StoreError, StreamId, StreamReads,
+    StreamVersion, StreamWrites, SubscriptionLeases, SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
-/// An event store held in memory. Cheap to clone: clones share the events.
+/// An event store held in memory. Cheap to clone: clones share the events,
+/// the snapshots and the [`StateCache`].
+///
+/// [`with_cache`](Self::with_cache) gives a value that shares the events
+/// and snapshots but has a cache of its own: what a second process over
+/// the same database would have.
 #[derive(Debug, Clone)]
 pub struct InMemoryEventStore {
     inner: Arc<RwLock<Log>>,
     appended: Arc<tokio::sync::Notify>,
     checkpoints: InMemoryCheckpointStore,
+    snapshots: Arc<std::sync::Mutex<HashMap<SnapshotKey, Snapshot>>>,
+    cache: Arc<StateCache>,
     max_payload_bytes: usize,
 }
 
@@ -63,8 +70,17 @@ impl InMemoryEventStore {
             inner: Arc::default(),
             appended: Arc::default(),
             checkpoints: InMemoryCheckpointStore::default(),
+            snapshots: Arc::default(),
+            cache: Arc::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
+    }
+
+    /// The same events and snapshots, with a new, empty [`StateCache`] of
+    /// these limits (the default is [`CacheConfig::default`]).
+    pub fn with_cache(mut self, config: CacheConfig) -> Self {
+        self.cache = Arc::new(StateCache::new(config));
+        self
     }
 
     /// Sets the largest serialised event accepted, in bytes.
@@ -114,6 +130,33 @@ impl InMemoryEventStore {
         StreamReads::new(versions, events)
     }
 
+    fn read_tails_now(&self, held: &[(StreamId, StreamVersion)]) -> StreamReads {
+        let log = self.read_log();
+        let mut versions: Vec<(StreamId, StreamVersion)> = Vec::with_capacity(held.len());
+        let mut indexes: Vec<usize> = Vec::new();
+        for (stream, after) in held {
+            if versions.iter().any(|(id, _)| id == stream) {
+                continue;
+            }
+            let positions = log
+                .streams
+                .get(stream)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            versions.push((stream.clone(), StreamVersion::new(positions.len() as u64)));
+            let skip = usize::try_from(after.get()).unwrap_or(usize::MAX);
+            indexes.extend_from_slice(positions.get(skip..).unwrap_or_default());
+        }
+        indexes.sort_unstable();
+        let events = indexes.into_iter().map(|i| log.events[i].clone()).collect();
+        StreamReads::new(versions, events)
+    }
+
+    fn snapshots(&self) -> std::sync::MutexGuard<'_, HashMap<SnapshotKey, Snapshot>> {
+        // A map of plain values: a panic elsewhere cannot leave it inconsistent.
+        self.snapshots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn append_now(&self, writes: &StreamWrites) -> Result<AppendOutcome, StoreError> {
         writes.check_payload_limit(self.max_payload_bytes)?;
         let stream_versions = writes.resulting_versions()?;
@@ -157,12 +200,32 @@ impl EventStore for InMemoryEventStore {
         Ok(self.read_now(streams))
     }
 
+    async fn read_tails(
+        &self,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<StreamReads, StoreError> {
+        Ok(self.read_tails_now(held))
+    }
+
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
         let outcome = self.append_now(&writes)?;
         if outcome.events_written > 0 {
             self.appended.notify_waiters();
         }
         Ok(outcome)
+    }
+
+    fn state_cache(&self) -> Option<&StateCache> {
+        Some(&self.cache)
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.snapshots().get(key).cloned())
+    }
+
+    /// Kept at once: there is no I/O to wait for.
+    fn offer_snapshot(&self, snapshot: Snapshot) {
+        self.snapshots().insert(snapshot.key().clone(), snapshot);
     }
 }
 

@@ -74,6 +74,7 @@ mod error;
 mod notify;
 mod projection;
 mod schema;
+mod snapshots;
 mod store;
 
 pub use checkpoints::PostgresLease;

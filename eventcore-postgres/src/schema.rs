@@ -31,6 +31,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "subscription checkpoints",
         sql: include_str!("../migrations/0003_checkpoints.sql"),
     },
+    Migration {
+        version: 4,
+        description: "snapshots of declared command states",
+        sql: include_str!("../migrations/0004_snapshots.sql"),
+    },
 ];
 
 /// Advisory lock key that serialises concurrent migrations of one database

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use eventcore::{
-    AppendOutcome, EventLog, EventStore, LogQuery, Position, RecordedEvent, StoreError, StreamId,
-    StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CacheConfig, EventLog, EventStore, LogQuery, Position, RecordedEvent, Snapshot,
+    SnapshotKey, StateCache, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
 };
 use sqlx::{
     PgPool, Row,
@@ -19,23 +19,30 @@ use crate::{
     error::{is_duplicate_version, store_error},
     notify::Notifier,
     schema,
+    snapshots::{self, SnapshotWriter},
 };
 
 const READ_STREAMS: &str = include_str!("sql/read_streams.sql");
+const READ_TAILS: &str = include_str!("sql/read_tails.sql");
 const APPEND: &str = include_str!("sql/append.sql");
 const CURRENT_VERSIONS: &str = include_str!("sql/current_versions.sql");
 const READ_ALL: &str = include_str!("sql/read_all.sql");
 
-/// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool.
+/// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool
+/// and the [`StateCache`].
 ///
 /// Reading a command's streams is one query, and appending is one call of
 /// the `eventcore_append` function in its own implicit transaction: one
-/// round trip each.
+/// round trip each. A command with a kept state skips the read. Snapshots
+/// are loaded with one query on a cache miss, and saved by a task of the
+/// store's own after the command has returned.
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
     pool: PgPool,
     conns: Arc<ConnPool>,
     notifier: Arc<Notifier>,
+    cache: Arc<StateCache>,
+    snapshots: Arc<SnapshotWriter>,
     max_payload_bytes: usize,
     schema: Option<SchemaName>,
 }
@@ -75,10 +82,16 @@ impl PostgresEventStore {
             .await
             .map_err(PostgresError::Connect)?;
         let notifier = Notifier::new(channel_for(config.schema.as_ref()), options.clone());
-        let conns = ConnPool::new(options, config.max_connections, config.acquire_timeout);
+        let conns = Arc::new(ConnPool::new(
+            options,
+            config.max_connections,
+            config.acquire_timeout,
+        ));
         Ok(PostgresEventStore {
             pool,
-            conns: Arc::new(conns),
+            snapshots: Arc::new(SnapshotWriter::new(conns.clone())),
+            cache: Arc::default(),
+            conns,
             notifier: Arc::new(notifier),
             max_payload_bytes: config.max_payload_bytes,
             schema: config.schema,
@@ -92,14 +105,16 @@ impl PostgresEventStore {
     pub fn from_pool(pool: PgPool) -> Self {
         let options = (*pool.connect_options()).clone();
         let notifier = Arc::new(Notifier::new(channel_for(None), options.clone()));
-        let conns = ConnPool::new(
+        let conns = Arc::new(ConnPool::new(
             options,
             pool.options().get_max_connections(),
             pool.options().get_acquire_timeout(),
-        );
+        ));
         PostgresEventStore {
             pool,
-            conns: Arc::new(conns),
+            snapshots: Arc::new(SnapshotWriter::new(conns.clone())),
+            cache: Arc::default(),
+            conns,
             notifier,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             schema: None,
@@ -109,6 +124,15 @@ impl PostgresEventStore {
     /// Sets the largest serialised event accepted, in bytes.
     pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
         self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The same database, pool and snapshots, with a new, empty
+    /// [`StateCache`] of these limits (the default is
+    /// [`CacheConfig::default`]). Two values made this way from one store
+    /// behave as two processes would: each keeps its own states.
+    pub fn with_cache(mut self, config: CacheConfig) -> Self {
+        self.cache = Arc::new(StateCache::new(config));
         self
     }
 
@@ -165,6 +189,56 @@ impl EventStore for PostgresEventStore {
         Ok(StreamReads::new(versions, events))
     }
 
+    /// One query: a row with each stream's current version, then the
+    /// events above the held versions, from the `(stream_id,
+    /// stream_version)` index.
+    async fn read_tails(
+        &self,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<StreamReads, StoreError> {
+        let mut held = held.to_vec();
+        held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        held.dedup_by(|a, b| a.0 == b.0);
+        let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        let after: Vec<i64> = held
+            .iter()
+            .map(|(_, v)| i64::try_from(v.get()).unwrap_or(i64::MAX))
+            .collect();
+        let mut lease = self.conns.get("read_tails").await?;
+        let rows = sqlx::query(READ_TAILS)
+            .bind(&ids)
+            .bind(&after)
+            .fetch_all(lease.conn())
+            .await;
+        lease.settle(&rows);
+        drop(lease);
+        let rows = rows.map_err(|e| store_error("read_tails", e))?;
+
+        let mut versions: Vec<(StreamId, StreamVersion)> = held
+            .into_iter()
+            .map(|(id, _)| (id, StreamVersion::INITIAL))
+            .collect();
+        let mut events = Vec::with_capacity(rows.len().saturating_sub(versions.len()));
+        for row in rows {
+            let is_event = row
+                .try_get::<Option<i64>, _>(2)
+                .map_err(|e| store_error("read_tails", e))?
+                .is_some();
+            if is_event {
+                let event =
+                    decode_row(&row, &mut versions).map_err(|e| store_error("read_tails", e))?;
+                events.push(event);
+            } else {
+                let id: &str = row.try_get(0).map_err(|e| store_error("read_tails", e))?;
+                let version: i64 = row.try_get(1).map_err(|e| store_error("read_tails", e))?;
+                if let Ok(i) = versions.binary_search_by(|(s, _)| s.as_str().cmp(id)) {
+                    versions[i].1 = StreamVersion::new(from_bigint(version));
+                }
+            }
+        }
+        Ok(StreamReads::new(versions, events))
+    }
+
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
         writes.check_payload_limit(self.max_payload_bytes)?;
         let stream_versions = writes.resulting_versions()?;
@@ -215,6 +289,20 @@ impl EventStore for PostgresEventStore {
             }
             Some(row) => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
         }
+    }
+
+    fn state_cache(&self) -> Option<&StateCache> {
+        Some(&self.cache)
+    }
+
+    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
+        snapshots::load(&self.conns, key).await
+    }
+
+    /// Queued for a task of the store's own, which writes the newest
+    /// snapshot of each key on a connection of the store's pool.
+    fn offer_snapshot(&self, snapshot: Snapshot) {
+        self.snapshots.offer(snapshot);
     }
 }
 

@@ -14,6 +14,14 @@ use tokio::sync::Barrier;
 
 use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 
+mod state;
+pub use state::{
+    kept_state_sees_writes_made_around_it, refusal_on_a_kept_state_is_confirmed_first,
+    snapshot_is_saved_and_used_after_a_restart,
+    tail_read_beyond_the_end_reports_the_shorter_stream, tail_reads_from_start_middle_and_end,
+    unusable_snapshots_are_ignored,
+};
+
 /// Calls `$callback!` with the name of every conformance scenario, so the
 /// list is written once.
 #[doc(hidden)]
@@ -53,6 +61,12 @@ macro_rules! __for_each_scenario {
             empty_decision_writes_nothing,
             conflicting_registration_is_refused_before_the_store,
             undeclared_stream_is_refused_before_the_store,
+            tail_reads_from_start_middle_and_end,
+            tail_read_beyond_the_end_reports_the_shorter_stream,
+            kept_state_sees_writes_made_around_it,
+            refusal_on_a_kept_state_is_confirmed_first,
+            snapshot_is_saved_and_used_after_a_restart,
+            unusable_snapshots_are_ignored,
             global_log_agrees_with_every_stream,
             global_log_pages_from_a_position,
             global_log_prefix_filter_is_literal,

@@ -166,6 +166,32 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         self.inner.read_streams(streams).await
     }
 
+    async fn read_tails(
+        &self,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<StreamReads, StoreError> {
+        self.maybe_delay().await;
+        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
+            return Err(transient("read_tails", Fault::TransientBeforeRead));
+        }
+        self.inner.read_tails(held).await
+    }
+
+    fn state_cache(&self) -> Option<&eventcore::StateCache> {
+        self.inner.state_cache()
+    }
+
+    async fn load_snapshot(
+        &self,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<Option<eventcore::Snapshot>, StoreError> {
+        self.inner.load_snapshot(key).await
+    }
+
+    fn offer_snapshot(&self, snapshot: eventcore::Snapshot) {
+        self.inner.offer_snapshot(snapshot);
+    }
+
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
         self.maybe_delay().await;
         if let Some((stream_id, expected)) = writes.expected_versions().first().cloned()

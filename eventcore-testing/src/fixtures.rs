@@ -1,6 +1,8 @@
 //! Events and commands the conformance scenarios use.
 
-use eventcore::{CommandError, CommandLogic, CommandStreams, Event, NewEvents, StreamId, require};
+use eventcore::{
+    CommandError, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require,
+};
 use serde::{Deserialize, Serialize};
 
 /// A generic event: a note with a number, appended to one stream.
@@ -119,8 +121,11 @@ pub struct Move {
     pub amount: u64,
 }
 
+/// The name under which [`Move`] and [`LedgerCommand`] declare their state.
+pub const BALANCES: &str = "ledger-balances";
+
 /// Balance of every account a [`Move`] reads.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balances(pub std::collections::HashMap<StreamId, i128>);
 
 impl Balances {
@@ -155,6 +160,11 @@ impl CommandLogic for Move {
     fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
         state.apply(event);
         state
+    }
+
+    /// The fold reads no field of the command: the name alone identifies it.
+    fn state_key(&self) -> Option<StateKey<Balances>> {
+        Some(StateKey::new(BALANCES, 1))
     }
 
     fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {
@@ -238,6 +248,10 @@ impl CommandLogic for LedgerCommand {
     fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
         state.apply(event);
         state
+    }
+
+    fn state_key(&self) -> Option<StateKey<Balances>> {
+        Some(StateKey::new(BALANCES, 1))
     }
 
     fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {

@@ -1,6 +1,6 @@
 //! Commands: the streams they read and the decisions they make.
 
-use crate::{CommandError, Event, StreamId};
+use crate::{CommandError, Event, StateKey, StreamId};
 
 /// The streams a command reads, and may write.
 ///
@@ -66,6 +66,19 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     /// A [`CommandError`] when a business rule does not hold; the execute
     /// loop returns it without retrying.
     fn handle(&self, state: Self::State) -> Result<NewEvents<Self::Event>, CommandError>;
+
+    /// Declares what this command's state is, so that `execute` can reuse a
+    /// state folded before (kept by the store's
+    /// [`StateCache`](crate::StateCache), or saved as a
+    /// [`Snapshot`](crate::Snapshot)) and read only the events after it.
+    /// `None` (the default) folds the streams' whole history every time.
+    ///
+    /// The key must hold every field of the command that
+    /// [`apply`](Self::apply) reads; see [`StateKey`] for the rule and what a
+    /// wrong declaration does.
+    fn state_key(&self) -> Option<StateKey<Self::State>> {
+        None
+    }
 }
 
 /// The events a command decided to append, in order. Empty means "nothing

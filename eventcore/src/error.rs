@@ -181,6 +181,26 @@ pub enum ExecuteError {
     #[error("command declared no streams")]
     NoStreams,
 
+    /// The command's [`StateKey`](crate::StateKey) names its state with an
+    /// empty name, one over 255 characters, or one holding a control
+    /// character; nothing was read or written.
+    #[error("state name {name:?} must be 1 to 255 characters without control characters")]
+    InvalidStateName {
+        /// The declared name.
+        name: &'static str,
+    },
+
+    /// A field added to the command's [`StateKey`](crate::StateKey) could
+    /// not be serialised; nothing was read or written.
+    #[error("a field of state key `{name}` could not be serialised")]
+    StateKeyField {
+        /// The declared name.
+        name: &'static str,
+        /// The serde error.
+        #[source]
+        source: std::sync::Arc<serde_json::Error>,
+    },
+
     /// The command's `handle` refused; nothing was written.
     #[error(transparent)]
     Rejected(#[from] CommandError),

@@ -2,7 +2,7 @@
 
 use crate::{
     CommandLogic, EventStore, ExecuteError, RetryPolicy, StoreError, StreamId, StreamVersion,
-    StreamWrites,
+    StreamWrites, declared::Declared,
 };
 
 /// What a successful [`execute`] did.
@@ -46,8 +46,20 @@ where
 /// version conflict or a transient store failure it waits (see
 /// [`RetryPolicy`]) and starts over from the read.
 ///
+/// A command that declares its state ([`CommandLogic::state_key`]) starts
+/// from a state folded before when there is one: kept in the store's
+/// [`StateCache`](crate::StateCache) (then it decides at once and appends
+/// with the versions that state covers: one round trip), or else a
+/// [`Snapshot`](crate::Snapshot) (then it reads only the events after it).
+/// If the append conflicts, because a stream moved after that state, it
+/// reads only the newer events, folds them in and decides again. A refusal
+/// or an empty decision made on a kept state is confirmed the same way
+/// before it is returned, so no command is refused on a stale state.
+///
 /// # Errors
 /// - [`ExecuteError::NoStreams`] if the command declares no stream;
+/// - [`ExecuteError::InvalidStateName`] or [`ExecuteError::StateKeyField`]
+///   if its state key is malformed;
 /// - [`ExecuteError::Rejected`] as soon as `handle` refuses (no retry);
 /// - [`ExecuteError::RetriesExhausted`] when every allowed attempt met a
 ///   conflict or transient failure;
@@ -74,6 +86,13 @@ where
         return Err(ExecuteError::NoStreams);
     }
 
+    let declared = match command.state_key() {
+        None => None,
+        Some(key) => Some(Declared::new(key, &streams, store.state_cache())?),
+    };
+    // A declared command's state, carried from a failed attempt to the next.
+    let mut known = None;
+
     let mut attempt = 1;
     loop {
         let held = if policy.queues_in_process() {
@@ -81,7 +100,10 @@ where
         } else {
             None
         };
-        let outcome = attempt_once(&store, &command, &streams).await;
+        let outcome = match &declared {
+            None => attempt_once(&store, &command, &streams).await,
+            Some(declared) => declared.attempt(&store, &command, &mut known).await,
+        };
         drop(held);
         let error = match outcome? {
             Ok(result) => {

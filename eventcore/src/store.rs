@@ -2,7 +2,10 @@
 
 use std::{future::Future, sync::Arc};
 
-use crate::{StoreError, StreamId, StreamReads, StreamVersion, StreamWrites};
+use crate::{
+    Snapshot, SnapshotKey, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
+    StreamWrites,
+};
 
 /// What a successful append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +33,17 @@ pub struct AppendOutcome {
 ///   nothing and fails. A stale expectation fails with
 ///   [`StoreError::VersionConflict`]. Concurrent appends behave as if run one
 ///   at a time. A networked store does this in one round trip.
+/// - [`read_tails`](EventStore::read_tails) returns the same as
+///   `read_streams` less the events at or below the versions the caller
+///   holds (every stream's current version is still returned). A networked
+///   store does this in one round trip.
 /// - A write that registers streams but holds no events checks the versions
 ///   and writes nothing.
+/// - [`load_snapshot`](EventStore::load_snapshot) returns the snapshot last
+///   [offered](EventStore::offer_snapshot) under the key (or an older one,
+///   or none), byte for byte. Snapshots are not events: they may be
+///   replaced, dropped and deleted, and a command's outcome never depends on
+///   them.
 /// - Payloads are stored verbatim as JSON and read back as such; an event is
 ///   never silently dropped or altered.
 /// - Failures that a retry may cure are [`StoreError::Transient`]; nothing
@@ -47,6 +59,36 @@ pub trait EventStore: Send + Sync {
         streams: &[StreamId],
     ) -> impl Future<Output = Result<StreamReads, StoreError>> + Send;
 
+    /// Reads the events of each stream after the version the caller
+    /// already holds, and every stream's current version, in one
+    /// consistent view.
+    ///
+    /// `held` names each stream once with the version whose events the
+    /// caller has; the result has every named stream's current version
+    /// (which may be below the held one, if the stream is shorter than the
+    /// caller believes) and only the events above the held versions, in
+    /// global order. The default reads the whole streams and drops what
+    /// the caller holds; a store should serve it from an index instead, so
+    /// that its cost depends on the new events only.
+    ///
+    /// # Errors
+    /// As [`read_streams`](EventStore::read_streams).
+    fn read_tails(
+        &self,
+        held: &[(StreamId, StreamVersion)],
+    ) -> impl Future<Output = Result<StreamReads, StoreError>> + Send {
+        async move {
+            let ids: Vec<StreamId> = held.iter().map(|(id, _)| id.clone()).collect();
+            let (versions, mut events) = self.read_streams(&ids).await?.into_parts();
+            events.retain(|e| {
+                held.iter()
+                    .find(|(id, _)| id == e.stream_id())
+                    .is_none_or(|(_, v)| e.version() > *v)
+            });
+            Ok(StreamReads::new(versions, events))
+        }
+    }
+
     /// Appends `writes` atomically, or nothing.
     ///
     /// # Errors
@@ -57,52 +99,84 @@ pub trait EventStore: Send + Sync {
         &self,
         writes: StreamWrites,
     ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
-}
 
-impl<S: EventStore + ?Sized> EventStore for &S {
-    fn read_streams(
-        &self,
-        streams: &[StreamId],
-    ) -> impl Future<Output = Result<StreamReads, StoreError>> + Send {
-        (**self).read_streams(streams)
+    /// The cache of folded states that `execute` uses with this store
+    /// value, if any (none by default). See [`StateCache`].
+    fn state_cache(&self) -> Option<&StateCache> {
+        None
     }
 
-    fn append(
+    /// The snapshot filed under `key`, if the store keeps snapshots and has
+    /// one (none by default). A store returns what it has, whatever its
+    /// schema version or content: `execute` checks it and ignores what it
+    /// cannot use.
+    ///
+    /// # Errors
+    /// A backend failure; `execute` then folds the streams from the start,
+    /// so a snapshot never makes a command fail.
+    fn load_snapshot(
         &self,
-        writes: StreamWrites,
-    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send {
-        (**self).append(writes)
-    }
-}
-
-impl<S: EventStore + ?Sized> EventStore for Arc<S> {
-    fn read_streams(
-        &self,
-        streams: &[StreamId],
-    ) -> impl Future<Output = Result<StreamReads, StoreError>> + Send {
-        (**self).read_streams(streams)
-    }
-
-    fn append(
-        &self,
-        writes: StreamWrites,
-    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send {
-        (**self).append(writes)
-    }
-}
-
-impl<S: EventStore + ?Sized> EventStore for Box<S> {
-    fn read_streams(
-        &self,
-        streams: &[StreamId],
-    ) -> impl Future<Output = Result<StreamReads, StoreError>> + Send {
-        (**self).read_streams(streams)
+        key: &SnapshotKey,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        let _ = key;
+        async { Ok(None) }
     }
 
-    fn append(
-        &self,
-        writes: StreamWrites,
-    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send {
-        (**self).append(writes)
+    /// Hands a snapshot to the store to keep, replacing the one filed under
+    /// the same key. Must not wait for I/O: `execute` calls it after a
+    /// command's append has committed, on the command's own task. A store
+    /// that writes snapshots to disk or a server queues the write, and may
+    /// drop it when it falls behind. The default drops it.
+    fn offer_snapshot(&self, snapshot: Snapshot) {
+        let _ = snapshot;
     }
 }
+
+/// Forwarding impls for `&S`, `Arc<S>` and `Box<S>`, so that
+/// `execute(&store, ..)` and `execute(store.clone(), ..)` both work. Every
+/// method is forwarded, default ones included (the lint below catches one
+/// forgotten), so a wrapper never falls back to a slower default.
+macro_rules! forward_event_store {
+    ($($wrapper:ty),+) => {$(
+        #[warn(clippy::missing_trait_methods)]
+        impl<S: EventStore + ?Sized> EventStore for $wrapper {
+            fn read_streams(
+                &self,
+                streams: &[StreamId],
+            ) -> impl Future<Output = Result<StreamReads, StoreError>> + Send {
+                (**self).read_streams(streams)
+            }
+
+            fn read_tails(
+                &self,
+                held: &[(StreamId, StreamVersion)],
+            ) -> impl Future<Output = Result<StreamReads, StoreError>> + Send {
+                (**self).read_tails(held)
+            }
+
+            fn append(
+                &self,
+                writes: StreamWrites,
+            ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send {
+                (**self).append(writes)
+            }
+
+            fn state_cache(&self) -> Option<&StateCache> {
+                (**self).state_cache()
+            }
+
+            fn load_snapshot(
+                &self,
+                key: &SnapshotKey,
+            ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+                (**self).load_snapshot(key)
+            }
+
+            fn offer_snapshot(&self, snapshot: Snapshot) {
+                (**self).offer_snapshot(snapshot)
+            }
+        }
+    )+};
+}
+
+forward_event_store!(&S, Arc<S>, Box<S>);

@@ -1,0 +1,132 @@
+//! Snapshots of declared command states: loaded on a command's path,
+//! saved off it by a task of the store's own.
+
+use std::sync::{Arc, OnceLock};
+
+use eventcore::{Snapshot, SnapshotKey, StoreError, StreamVersion};
+use sqlx::Row;
+use tokio::sync::mpsc;
+
+use crate::{conn::ConnPool, error::store_error};
+
+const LOAD_SNAPSHOT: &str = include_str!("sql/load_snapshot.sql");
+const SAVE_SNAPSHOT: &str = include_str!("sql/save_snapshot.sql");
+
+/// How many snapshots may wait to be written; more are dropped (a command
+/// only gets slower without them, never wrong).
+const QUEUE: usize = 1024;
+
+/// Queues snapshots and writes them on one connection of the store's pool,
+/// newest per key only, after the commands that made them have returned.
+#[derive(Debug)]
+pub(crate) struct SnapshotWriter {
+    conns: Arc<ConnPool>,
+    queue: OnceLock<Option<mpsc::Sender<Snapshot>>>,
+}
+
+impl SnapshotWriter {
+    pub(crate) fn new(conns: Arc<ConnPool>) -> Self {
+        SnapshotWriter {
+            conns,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Queues `snapshot` without waiting; drops it if the queue is full or
+    /// there is no Tokio runtime to write it from.
+    pub(crate) fn offer(&self, snapshot: Snapshot) {
+        let queue = self.queue.get_or_init(|| {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            let (sender, receiver) = mpsc::channel(QUEUE);
+            runtime.spawn(write_loop(receiver, self.conns.clone()));
+            Some(sender)
+        });
+        if let Some(queue) = queue {
+            // Full: this snapshot is dropped; a later one replaces it.
+            let _ = queue.try_send(snapshot);
+        }
+    }
+}
+
+/// Ends when the store (the sender) is dropped and the queue is drained.
+async fn write_loop(mut receiver: mpsc::Receiver<Snapshot>, conns: Arc<ConnPool>) {
+    let mut batch: Vec<Snapshot> = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+        }
+        // Only the newest snapshot of each key is worth writing.
+        let mut newest: std::collections::HashMap<SnapshotKey, Snapshot> =
+            std::collections::HashMap::with_capacity(batch.len());
+        for snapshot in batch.drain(..) {
+            newest.insert(snapshot.key().clone(), snapshot);
+        }
+        for snapshot in newest.into_values() {
+            // A failed write is dropped: commands fold from the events
+            // (or an older snapshot) until a later one succeeds.
+            let _ = save(&conns, &snapshot).await;
+        }
+    }
+}
+
+async fn save(conns: &ConnPool, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let versions: Vec<i64> = snapshot
+        .versions()
+        .iter()
+        .map(|v| i64::try_from(v.get()).unwrap_or(i64::MAX))
+        .collect();
+    let key = snapshot.key();
+    let mut lease = conns.get("save_snapshot").await?;
+    let done = sqlx::query(SAVE_SNAPSHOT)
+        .bind(key.name())
+        .bind(key.fields_and_streams())
+        .bind(i64::from(snapshot.schema_version()))
+        .bind(&versions)
+        .bind(snapshot.state())
+        .execute(lease.conn())
+        .await;
+    lease.settle(&done);
+    done.map(drop).map_err(|e| store_error("save_snapshot", e))
+}
+
+/// The snapshot filed under `key`, as stored. A row that cannot be a
+/// snapshot of this key (a schema version or version out of range) is
+/// returned as none: the command folds from the events instead.
+pub(crate) async fn load(
+    conns: &ConnPool,
+    key: &SnapshotKey,
+) -> Result<Option<Snapshot>, StoreError> {
+    let mut lease = conns.get("load_snapshot").await?;
+    let row = sqlx::query(LOAD_SNAPSHOT)
+        .bind(key.name())
+        .bind(key.fields_and_streams())
+        .fetch_optional(lease.conn())
+        .await;
+    lease.settle(&row);
+    drop(lease);
+    let Some(row) = row.map_err(|e| store_error("load_snapshot", e))? else {
+        return Ok(None);
+    };
+    let decoded = (|| -> Result<Option<Snapshot>, sqlx::Error> {
+        let Ok(schema_version) = u32::try_from(row.try_get::<i64, _>(0)?) else {
+            return Ok(None);
+        };
+        let versions: Vec<i64> = row.try_get(1)?;
+        let Ok(versions) = versions
+            .into_iter()
+            .map(|v| u64::try_from(v).map(StreamVersion::new))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            return Ok(None);
+        };
+        let state: String = row.try_get(2)?;
+        Ok(Some(Snapshot::new(
+            key.clone(),
+            schema_version,
+            versions,
+            state,
+        )))
+    })();
+    decoded.map_err(|e| store_error("load_snapshot", e))
+}

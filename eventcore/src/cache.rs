@@ -1,0 +1,391 @@
+//! The in-process cache of folded states, owned by a store value.
+
+use std::{
+    any::{Any, TypeId},
+    num::NonZeroU64,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+use lru::LruCache;
+
+use crate::{StreamId, StreamVersion};
+
+/// Limits of a [`StateCache`] and how often it snapshots.
+///
+/// ```
+/// use std::num::NonZeroU64;
+/// use eventcore::CacheConfig;
+///
+/// let config = CacheConfig::default()
+///     .with_max_entries(50_000)
+///     .with_max_bytes(256 << 20)
+///     .with_snapshot_every(NonZeroU64::new(500));
+/// assert_eq!(config.max_entries(), 50_000);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    max_entries: usize,
+    max_bytes: usize,
+    snapshot_every: Option<NonZeroU64>,
+}
+
+impl Default for CacheConfig {
+    /// 10,000 states, 64 MiB, a snapshot every 100 events per state.
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            snapshot_every: NonZeroU64::new(100),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// No in-process states and no snapshots: every command folds its
+    /// streams' whole history (a declared command still keeps its state
+    /// across the retries of one execution).
+    pub fn disabled() -> Self {
+        CacheConfig {
+            max_entries: 0,
+            max_bytes: 0,
+            snapshot_every: None,
+        }
+    }
+
+    /// Sets how many states are kept at most (0: none; snapshots may still
+    /// be used).
+    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// Sets about how many bytes the kept states may take (each counted as
+    /// the length of its JSON form plus its versions).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets after how many new events (summed over its streams) a state is
+    /// snapshotted again; `None` writes no snapshots and reads none.
+    pub fn with_snapshot_every(mut self, events: Option<NonZeroU64>) -> Self {
+        self.snapshot_every = events;
+        self
+    }
+
+    /// How many states are kept at most.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// About how many bytes the kept states may take.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// After how many new events a state is snapshotted again.
+    pub fn snapshot_every(&self) -> Option<NonZeroU64> {
+        self.snapshot_every
+    }
+}
+
+/// What a [`StateCache`] has done since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Executions that started from a kept state.
+    pub hits: u64,
+    /// Executions of declared commands that found no kept state.
+    pub misses: u64,
+    /// Kept states dropped to respect the limits.
+    pub evictions: u64,
+    /// Reads of only the events after a known state (after a conflict, to
+    /// confirm a refusal, or after a snapshot).
+    pub tail_reads: u64,
+    /// Reads of declared commands' whole streams.
+    pub full_reads: u64,
+    /// Snapshots a command started from.
+    pub snapshots_used: u64,
+    /// Snapshots found but not used: another schema version, a state that
+    /// no longer deserialises, versions ahead of the streams.
+    pub snapshots_ignored: u64,
+    /// Snapshots handed to the store to save.
+    pub snapshots_offered: u64,
+}
+
+/// Folded states of declared commands
+/// ([`CommandLogic::state_key`](crate::CommandLogic::state_key)), kept in
+/// process by the store value that owns it, least recently used out when
+/// over its entry or byte limit; and when to snapshot them.
+///
+/// A store hands its cache to `execute` through
+/// [`EventStore::state_cache`](crate::EventStore::state_cache); clones of a
+/// store share it, separate store values (two processes, two tenants) do not.
+/// A kept state is a shortcut, never a source of truth: `execute` appends
+/// with the versions it covers, so a state made stale by another writer
+/// makes the append conflict, and `execute` then reads only the newer events.
+#[derive(Debug)]
+pub struct StateCache {
+    config: CacheConfig,
+    lru: Mutex<Lru>,
+    counters: Counters,
+}
+
+#[derive(Debug)]
+struct Lru {
+    map: LruCache<EntryKey, Entry>,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    tail_reads: AtomicU64,
+    full_reads: AtomicU64,
+    snapshots_used: AtomicU64,
+    snapshots_ignored: AtomicU64,
+    snapshots_offered: AtomicU64,
+}
+
+/// What a kept state is filed under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct EntryKey {
+    pub(crate) type_id: TypeId,
+    pub(crate) name: &'static str,
+    pub(crate) schema_version: u32,
+    pub(crate) params: String,
+    pub(crate) streams: Vec<StreamId>,
+}
+
+/// A kept state and the versions of its streams it covers.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) versions: Vec<(StreamId, StreamVersion)>,
+    pub(crate) state: Arc<dyn Any + Send + Sync>,
+    /// The events covered by the newest snapshot known to exist.
+    pub(crate) snapshot_base: u64,
+    pub(crate) bytes: usize,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("versions", &self.versions)
+            .field("snapshot_base", &self.snapshot_base)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a counter counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Count {
+    TailRead,
+    FullRead,
+    SnapshotUsed,
+    SnapshotIgnored,
+    SnapshotOffered,
+}
+
+impl Default for StateCache {
+    fn default() -> Self {
+        Self::new(CacheConfig::default())
+    }
+}
+
+impl StateCache {
+    /// An empty cache with these limits.
+    pub fn new(config: CacheConfig) -> Self {
+        StateCache {
+            config,
+            lru: Mutex::new(Lru {
+                map: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// What the cache has done so far.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            hits: c.hits.load(Relaxed),
+            misses: c.misses.load(Relaxed),
+            evictions: c.evictions.load(Relaxed),
+            tail_reads: c.tail_reads.load(Relaxed),
+            full_reads: c.full_reads.load(Relaxed),
+            snapshots_used: c.snapshots_used.load(Relaxed),
+            snapshots_ignored: c.snapshots_ignored.load(Relaxed),
+            snapshots_offered: c.snapshots_offered.load(Relaxed),
+        }
+    }
+
+    /// How many states are kept.
+    pub fn len(&self) -> usize {
+        self.lru().map.len()
+    }
+
+    /// Whether no state is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// About how many bytes the kept states take.
+    pub fn bytes(&self) -> usize {
+        self.lru().bytes
+    }
+
+    /// Drops every kept state (snapshots stay in the store).
+    pub fn clear(&self) {
+        let mut lru = self.lru();
+        lru.map.clear();
+        lru.bytes = 0;
+    }
+
+    fn lru(&self) -> std::sync::MutexGuard<'_, Lru> {
+        // Every update leaves the map and its byte count consistent before
+        // anything that could panic, so a poisoned lock guards a valid cache.
+        self.lru.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn count(&self, what: Count) {
+        let c = &self.counters;
+        let counter = match what {
+            Count::TailRead => &c.tail_reads,
+            Count::FullRead => &c.full_reads,
+            Count::SnapshotUsed => &c.snapshots_used,
+            Count::SnapshotIgnored => &c.snapshots_ignored,
+            Count::SnapshotOffered => &c.snapshots_offered,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The kept state under `key`, if any; counts a hit or a miss.
+    pub(crate) fn get(&self, key: &EntryKey) -> Option<Entry> {
+        let found = self.lru().map.get(key).cloned();
+        let counter = match found {
+            Some(_) => &self.counters.hits,
+            None => &self.counters.misses,
+        };
+        counter.fetch_add(1, Relaxed);
+        found
+    }
+
+    /// Keeps `entry` under `key`, unless the state kept there already covers
+    /// newer versions of some stream (a slower task must not roll it back);
+    /// then evicts the least recently used states until within the limits.
+    pub(crate) fn put(&self, key: EntryKey, entry: Entry) {
+        if self.config.max_entries == 0 || entry.bytes > self.config.max_bytes {
+            return;
+        }
+        let mut lru = self.lru();
+        if let Some(old) = lru.map.peek(&key) {
+            let older = entry
+                .versions
+                .iter()
+                .zip(&old.versions)
+                .any(|((_, new), (_, kept))| new < kept);
+            if older {
+                return;
+            }
+        }
+        let added = entry.bytes;
+        if let Some(old) = lru.map.put(key, entry) {
+            lru.bytes -= old.bytes;
+        }
+        lru.bytes += added;
+        while lru.map.len() > self.config.max_entries || lru.bytes > self.config.max_bytes {
+            let Some((_, out)) = lru.map.pop_lru() else {
+                break;
+            };
+            lru.bytes -= out.bytes;
+            self.counters.evictions.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Forgets the state under `key` (it proved wrong for the store).
+    pub(crate) fn remove(&self, key: &EntryKey) {
+        let mut lru = self.lru();
+        if let Some(old) = lru.map.pop(key) {
+            lru.bytes -= old.bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> EntryKey {
+        EntryKey {
+            type_id: TypeId::of::<u64>(),
+            name: "n",
+            schema_version: 1,
+            params: n.to_string(),
+            streams: vec![StreamId::try_new("s").unwrap()],
+        }
+    }
+
+    fn entry(version: u64, bytes: usize) -> Entry {
+        Entry {
+            versions: vec![(StreamId::try_new("s").unwrap(), StreamVersion::new(version))],
+            state: Arc::new(version),
+            snapshot_base: 0,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn least_recently_used_goes_first_when_over_the_entry_limit() {
+        let cache = StateCache::new(CacheConfig::default().with_max_entries(2));
+        cache.put(key(1), entry(1, 10));
+        cache.put(key(2), entry(1, 10));
+        assert!(cache.get(&key(1)).is_some());
+        cache.put(key(3), entry(1, 10));
+        assert!(cache.get(&key(2)).is_none(), "2 was least recently used");
+        assert!(cache.get(&key(1)).is_some() && cache.get(&key(3)).is_some());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.evictions), (3, 1, 1));
+    }
+
+    #[test]
+    fn the_byte_limit_evicts_too() {
+        let cache = StateCache::new(CacheConfig::default().with_max_bytes(25));
+        cache.put(key(1), entry(1, 10));
+        cache.put(key(2), entry(1, 10));
+        cache.put(key(3), entry(1, 10));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.bytes(), 20);
+        cache.put(key(4), entry(1, 26));
+        assert_eq!(cache.len(), 2, "a state over the whole limit is not kept");
+    }
+
+    #[test]
+    fn an_older_state_never_replaces_a_newer_one() {
+        let cache = StateCache::default();
+        cache.put(key(1), entry(5, 10));
+        cache.put(key(1), entry(4, 10));
+        let kept = cache.get(&key(1)).unwrap();
+        assert_eq!(kept.versions[0].1, StreamVersion::new(5));
+        cache.put(key(1), entry(6, 12));
+        assert_eq!(cache.bytes(), 12);
+    }
+
+    #[test]
+    fn a_disabled_cache_keeps_nothing() {
+        let cache = StateCache::new(CacheConfig::disabled());
+        cache.put(key(1), entry(1, 1));
+        assert!(cache.is_empty());
+    }
+}

@@ -1,0 +1,393 @@
+//! The execute loop's attempts for a command that declares its state: start
+//! from a kept state or a snapshot, read only tails, keep what was folded.
+
+use crate::{
+    CommandLogic, EventStore, ExecuteError, ExecutionResult, RecordedEvent, Snapshot, SnapshotKey,
+    StateCache, StateKey, StoreError, StreamId, StreamVersion, StreamWrites,
+    cache::{Count, Entry, EntryKey},
+};
+
+/// The outer `Result` ends the command; the inner `Err` is retried.
+type Attempt<T> = Result<Result<T, StoreError>, ExecuteError>;
+
+/// Sorts a store error into "retry" (inner) or "end the command" (outer).
+fn retry_or_end<T>(error: StoreError) -> Attempt<T> {
+    if error.is_retryable() {
+        Ok(Err(error))
+    } else {
+        Err(error.into())
+    }
+}
+
+/// A declared command's state and what it covers.
+pub(crate) struct Known<S> {
+    state: S,
+    /// Sorted by stream id: one entry per declared stream.
+    versions: Vec<(StreamId, StreamVersion)>,
+    /// Whether `versions` were the streams' current versions at a read made
+    /// during this execution (a kept state or a snapshot may be stale).
+    verified: bool,
+    /// Events (summed over the streams) covered by the newest snapshot
+    /// known to exist.
+    snapshot_base: u64,
+    /// Whether a snapshot was found unusable and should be replaced soon.
+    replace_snapshot: bool,
+}
+
+/// What a tail read found.
+enum Tail {
+    /// The state now covers every stream's current version.
+    Current,
+    /// A stream is shorter than the state claims: the state is not of this
+    /// store's streams (a restored backup, another database).
+    Behind,
+}
+
+/// A command's declaration, checked once per execution.
+pub(crate) struct Declared<'c, S> {
+    key: StateKey<S>,
+    entry_key: EntryKey,
+    snapshot_key: SnapshotKey,
+    cache: Option<&'c StateCache>,
+}
+
+fn total(versions: &[(StreamId, StreamVersion)]) -> u64 {
+    versions
+        .iter()
+        .fold(0u64, |sum, (_, v)| sum.saturating_add(v.get()))
+}
+
+impl<'c, S: Default + Send> Declared<'c, S> {
+    /// Checks the key; `streams` are sorted and unique.
+    pub(crate) fn new(
+        key: StateKey<S>,
+        streams: &[StreamId],
+        cache: Option<&'c StateCache>,
+    ) -> Result<Self, ExecuteError> {
+        let name = key.name();
+        let chars = name.chars().count();
+        if !(1..=255).contains(&chars) || name.chars().any(char::is_control) {
+            return Err(ExecuteError::InvalidStateName { name });
+        }
+        let params = key
+            .params()
+            .map_err(|source| ExecuteError::StateKeyField { name, source })?;
+        Ok(Declared {
+            entry_key: EntryKey {
+                type_id: (key.codec().type_id)(),
+                name,
+                schema_version: key.schema_version(),
+                params: params.clone(),
+                streams: streams.to_vec(),
+            },
+            snapshot_key: SnapshotKey::new(name, params, streams),
+            key,
+            cache,
+        })
+    }
+
+    fn count(&self, what: Count) {
+        if let Some(cache) = self.cache {
+            cache.count(what);
+        }
+    }
+
+    fn snapshots_on(&self) -> bool {
+        self.cache
+            .is_some_and(|c| c.config().snapshot_every().is_some())
+    }
+
+    /// One decide-append cycle, preceded by whatever read brings `known` up
+    /// to date: none on a cache hit, a tail read after a conflict or after a
+    /// snapshot, a full read otherwise.
+    pub(crate) async fn attempt<St, C>(
+        &self,
+        store: &St,
+        command: &C,
+        known: &mut Option<Known<S>>,
+    ) -> Attempt<ExecutionResult>
+    where
+        St: EventStore,
+        C: CommandLogic<State = S>,
+    {
+        let mut k = match known.take() {
+            Some(mut k) => {
+                if let Err(e) = self.catch_up(store, command, &mut k).await? {
+                    *known = Some(k);
+                    return Ok(Err(e));
+                }
+                k
+            }
+            None => match self.start(store, command).await? {
+                Ok(k) => k,
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+
+        // At most two rounds: a speculative append with the versions of a
+        // kept state or snapshot, and, if that conflicts, one on the state
+        // brought up to date. Only a conflict on a state read during this
+        // attempt counts as a failed attempt, as without a kept state.
+        loop {
+            let decided = loop {
+                let decision = command.handle((self.key.codec().clone)(&k.state));
+                match decision {
+                    Ok(events) if !events.is_empty() => break events,
+                    // A refusal or an empty decision is final only on a
+                    // state known to be current.
+                    settled if k.verified => {
+                        let versions = k.versions.clone();
+                        self.keep(k);
+                        return match settled {
+                            Ok(_) => Ok(Ok(ExecutionResult {
+                                attempts: 0,
+                                stream_versions: versions,
+                                events_written: 0,
+                            })),
+                            Err(refused) => Err(refused.into()),
+                        };
+                    }
+                    _ => {}
+                }
+                if let Err(e) = self.catch_up(store, command, &mut k).await? {
+                    *known = Some(k);
+                    return Ok(Err(e));
+                }
+            };
+
+            let mut writes = StreamWrites::new();
+            for (stream, version) in &k.versions {
+                writes.expect(stream.clone(), *version)?;
+            }
+            for event in decided.as_slice() {
+                writes.append(event)?;
+            }
+            match store.append(writes).await {
+                Ok(outcome) => {
+                    let mut state = k.state;
+                    for event in decided.as_slice() {
+                        state = command.apply(state, event);
+                    }
+                    let done = Known {
+                        state,
+                        versions: outcome.stream_versions.clone(),
+                        verified: true,
+                        snapshot_base: k.snapshot_base,
+                        replace_snapshot: k.replace_snapshot,
+                    };
+                    self.keep(self.maybe_snapshot(store, done));
+                    return Ok(Ok(ExecutionResult {
+                        attempts: 0,
+                        stream_versions: outcome.stream_versions,
+                        events_written: outcome.events_written,
+                    }));
+                }
+                Err(StoreError::VersionConflict { .. }) if !k.verified => {
+                    if let Err(e) = self.catch_up(store, command, &mut k).await? {
+                        *known = Some(k);
+                        return Ok(Err(e));
+                    }
+                }
+                Err(e) => {
+                    // Stale, or not known to have committed: read the tail next.
+                    k.verified = false;
+                    *known = Some(k);
+                    return retry_or_end(e);
+                }
+            }
+        }
+    }
+
+    /// Brings `k` up to date: the tail after it, or the whole streams if
+    /// they are shorter than `k` claims. On a retryable error `k` is as
+    /// it was.
+    async fn catch_up<St, C>(&self, store: &St, command: &C, k: &mut Known<S>) -> Attempt<()>
+    where
+        St: EventStore,
+        C: CommandLogic<State = S>,
+    {
+        match self.refresh(store, command, k).await? {
+            Ok(Tail::Current) => Ok(Ok(())),
+            Ok(Tail::Behind) => match self.replay(store, command, true).await? {
+                Ok(fresh) => {
+                    *k = fresh;
+                    Ok(Ok(()))
+                }
+                Err(e) => Ok(Err(e)),
+            },
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The state to start from: kept, from a snapshot, or folded from the
+    /// whole streams.
+    async fn start<St, C>(&self, store: &St, command: &C) -> Attempt<Known<S>>
+    where
+        St: EventStore,
+        C: CommandLogic<State = S>,
+    {
+        let codec = self.key.codec();
+        if let Some(entry) = self.cache.and_then(|c| c.get(&self.entry_key))
+            && let Some(state) = (codec.view)(&*entry.state)
+        {
+            return Ok(Ok(Known {
+                state: (codec.clone)(state),
+                versions: entry.versions,
+                verified: false,
+                snapshot_base: entry.snapshot_base,
+                replace_snapshot: false,
+            }));
+        }
+        let mut replace = false;
+        if self.snapshots_on() {
+            // A snapshot may only make a command faster: any failure to
+            // load or use one falls back to folding the whole streams.
+            match store.load_snapshot(&self.snapshot_key).await {
+                Ok(Some(snapshot)) => match self.usable_snapshot(&snapshot) {
+                    Some(mut k) => match self.refresh(store, command, &mut k).await? {
+                        Ok(Tail::Current) => {
+                            self.count(Count::SnapshotUsed);
+                            return Ok(Ok(k));
+                        }
+                        Ok(Tail::Behind) => {
+                            self.count(Count::SnapshotIgnored);
+                            replace = true;
+                        }
+                        Err(e) => return Ok(Err(e)),
+                    },
+                    None => {
+                        self.count(Count::SnapshotIgnored);
+                        replace = true;
+                    }
+                },
+                Ok(None) => {}
+                Err(_) => self.count(Count::SnapshotIgnored),
+            }
+        }
+        self.replay(store, command, replace).await
+    }
+
+    /// A state from a snapshot of this declaration, if it is usable.
+    fn usable_snapshot(&self, snapshot: &Snapshot) -> Option<Known<S>> {
+        if snapshot.schema_version() != self.key.schema_version()
+            || snapshot.key() != &self.snapshot_key
+        {
+            return None;
+        }
+        let versions = snapshot.stream_versions()?;
+        let state = (self.key.codec().decode)(snapshot.state()).ok()?;
+        Some(Known {
+            state,
+            snapshot_base: total(&versions),
+            versions,
+            verified: false,
+            replace_snapshot: false,
+        })
+    }
+
+    /// Folds the declared streams' whole history.
+    async fn replay<St, C>(&self, store: &St, command: &C, replace: bool) -> Attempt<Known<S>>
+    where
+        St: EventStore,
+        C: CommandLogic<State = S>,
+    {
+        if replace && let Some(cache) = self.cache {
+            cache.remove(&self.entry_key);
+        }
+        self.count(Count::FullRead);
+        let read = match store.read_streams(&self.entry_key.streams).await {
+            Ok(read) => read,
+            Err(e) => return retry_or_end(e),
+        };
+        let state = fold(command, S::default(), read.events())?;
+        Ok(Ok(Known {
+            state,
+            versions: read.versions().to_vec(),
+            verified: true,
+            snapshot_base: 0,
+            replace_snapshot: replace,
+        }))
+    }
+
+    /// Reads the events after `k` and folds them in.
+    async fn refresh<St, C>(&self, store: &St, command: &C, k: &mut Known<S>) -> Attempt<Tail>
+    where
+        St: EventStore,
+        C: CommandLogic<State = S>,
+    {
+        self.count(Count::TailRead);
+        let read = match store.read_tails(&k.versions).await {
+            Ok(read) => read,
+            Err(e) => return retry_or_end(e),
+        };
+        let behind = k
+            .versions
+            .iter()
+            .any(|(id, held)| read.version(id).is_none_or(|now| now < *held));
+        if behind {
+            return Ok(Ok(Tail::Behind));
+        }
+        let state = std::mem::take(&mut k.state);
+        k.state = fold(command, state, read.events())?;
+        k.versions = read.versions().to_vec();
+        k.verified = true;
+        Ok(Ok(Tail::Current))
+    }
+
+    /// Offers a snapshot when enough events were added since the last one.
+    fn maybe_snapshot<St: EventStore>(&self, store: &St, mut k: Known<S>) -> Known<S> {
+        let Some(every) = self.cache.and_then(|c| c.config().snapshot_every()) else {
+            return k;
+        };
+        let covered = total(&k.versions);
+        let due = k.replace_snapshot || covered.saturating_sub(k.snapshot_base) >= every.get();
+        if !due {
+            return k;
+        }
+        if let Ok(state) = (self.key.codec().encode)(&k.state) {
+            let versions = k.versions.iter().map(|(_, v)| *v).collect();
+            store.offer_snapshot(Snapshot::new(
+                self.snapshot_key.clone(),
+                self.key.schema_version(),
+                versions,
+                state,
+            ));
+            self.count(Count::SnapshotOffered);
+            k.snapshot_base = covered;
+            k.replace_snapshot = false;
+        }
+        k
+    }
+
+    /// Keeps a state known to be current in the cache.
+    fn keep(&self, k: Known<S>) {
+        let Some(cache) = self.cache else { return };
+        let codec = self.key.codec();
+        let bytes = (codec.size)(&k.state)
+            + k.versions
+                .iter()
+                .map(|(id, _)| id.as_str().len() + 32)
+                .sum::<usize>();
+        cache.put(
+            self.entry_key.clone(),
+            Entry {
+                versions: k.versions,
+                state: (codec.erase)(k.state),
+                snapshot_base: k.snapshot_base,
+                bytes,
+            },
+        );
+    }
+}
+
+fn fold<C: CommandLogic>(
+    command: &C,
+    mut state: C::State,
+    events: &[RecordedEvent],
+) -> Result<C::State, ExecuteError> {
+    for recorded in events {
+        let event: C::Event = recorded.decode()?;
+        state = command.apply(state, &event);
+    }
+    Ok(state)
+}
