@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`conformance`] | the scenarios every [`EventStore`](eventcore::EventStore) must pass, as plain async functions; [`conformance_tests!`] expands them into `#[tokio::test]`s for a store factory |
 //! | [`model`] | model-based testing: generated reads and appends with current, stale and future expected versions, compared with a reference model; shrunk failures print the smallest failing sequence |
+//! | [`cache`] | proof that kept states and snapshots never change an outcome: random histories on two caching "processes" against a store that keeps nothing, and 16 tasks paying through two processes |
 //! | [`concurrency`] | property-tested concurrency for your commands: a batch on many tasks with seeded perturbations, then your invariant, serializability (replay in commit order) and no lost or duplicated events |
 //! | [`faults`] | [`FaultyStore`](faults::FaultyStore): seeded conflicts, transient errors before and after commit, delays |
 //! | [`gwt`] | given/when/then for one command's decision, without a store |
@@ -46,6 +47,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod concurrency;
 pub mod conformance;
 pub mod faults;
