@@ -427,7 +427,7 @@ where
         N + written,
         "exactly the funding and the successful payments are in the log"
     );
-    let mut balances = vec![0i128; N];
+    let mut balances = [0i128; N];
     for (i, a) in accounts.iter().enumerate() {
         let versions: Vec<u64> = read.events_of(a).map(|e| e.version().get()).collect();
         assert_eq!(
