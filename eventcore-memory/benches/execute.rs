@@ -5,7 +5,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use eventcore::{EventStore, StreamVersion, StreamWrites, execute};
+use eventcore::{
+    CommandError, CommandLogic, CommandStreams, EventStore, NewEvents, StateKey, StreamId,
+    StreamVersion, StreamWrites, execute,
+};
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::fixtures::{Credit, LedgerEvent, Move, stream};
 use tokio::runtime::Runtime;
@@ -49,6 +52,38 @@ fn store_with_stream(rt: &Runtime, events: u64) -> InMemoryEventStore {
     }
     rt.block_on(store.append(writes)).expect("seed");
     store
+}
+
+/// A deposit that declares its state (the stream's event count), so that
+/// `execute` starts from the kept state.
+struct CountedDeposit(StreamId);
+
+impl CommandStreams for CountedDeposit {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.0.clone()]
+    }
+}
+
+impl CommandLogic for CountedDeposit {
+    type Event = LedgerEvent;
+    type State = u64;
+
+    fn apply(&self, count: u64, _: &LedgerEvent) -> u64 {
+        count + 1
+    }
+
+    fn handle(&self, _: u64) -> Result<NewEvents<LedgerEvent>, CommandError> {
+        Ok(vec![LedgerEvent::Credited {
+            account: self.0.clone(),
+            amount: 1,
+            from: None,
+        }]
+        .into())
+    }
+
+    fn state_key(&self) -> Option<StateKey<u64>> {
+        Some(StateKey::new("bench-count", 1))
+    }
 }
 
 fn benches(c: &mut Criterion) {
@@ -121,5 +156,44 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(name = execute_benches; config = Criterion::default().sample_size(30); targets = benches);
+fn declared(c: &mut Criterion) {
+    let rt = runtime();
+    // The same transfer as above on a long-lived store: the state is kept.
+    let store = store_with_stream(&rt, 1);
+    let flip = AtomicU64::new(0);
+    c.bench_function("execute/two_stream_transfer_kept_state", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (from, to) = if flip.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                (stream("long"), stream("other"))
+            } else {
+                (stream("other"), stream("long"))
+            };
+            execute(
+                &store,
+                Move {
+                    from,
+                    to,
+                    amount: 1,
+                },
+            )
+            .await
+            .expect("transfer")
+        })
+    });
+    for events in [10u64, 10_000] {
+        let store = store_with_stream(&rt, events);
+        c.bench_function(
+            &format!("execute/declared_deposit_on_stream_of_{events}"),
+            |b| {
+                b.to_async(&rt).iter(|| async {
+                    execute(&store, CountedDeposit(stream("long")))
+                        .await
+                        .expect("deposit")
+                })
+            },
+        );
+    }
+}
+
+criterion_group!(name = execute_benches; config = Criterion::default().sample_size(30); targets = benches, declared);
 criterion_main!(execute_benches);

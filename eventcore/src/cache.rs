@@ -114,6 +114,39 @@ pub struct CacheStats {
     pub snapshots_ignored: u64,
     /// Snapshots handed to the store to save.
     pub snapshots_offered: u64,
+    /// Snapshot look-ups (one per miss while snapshots are on).
+    pub snapshot_loads: u64,
+    /// Appends of declared commands (a stale kept state costs two).
+    pub appends: u64,
+}
+
+impl CacheStats {
+    /// The share of declared executions that started from a kept state.
+    pub fn hit_rate(&self) -> f64 {
+        self.hits as f64 / (self.hits + self.misses).max(1) as f64
+    }
+
+    /// Store calls (reads, snapshot look-ups, appends) of declared
+    /// commands: on PostgreSQL, round trips.
+    pub fn store_calls(&self) -> u64 {
+        self.tail_reads + self.full_reads + self.snapshot_loads + self.appends
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &CacheStats) -> CacheStats {
+        CacheStats {
+            hits: self.hits - earlier.hits,
+            misses: self.misses - earlier.misses,
+            evictions: self.evictions - earlier.evictions,
+            tail_reads: self.tail_reads - earlier.tail_reads,
+            full_reads: self.full_reads - earlier.full_reads,
+            snapshots_used: self.snapshots_used - earlier.snapshots_used,
+            snapshots_ignored: self.snapshots_ignored - earlier.snapshots_ignored,
+            snapshots_offered: self.snapshots_offered - earlier.snapshots_offered,
+            snapshot_loads: self.snapshot_loads - earlier.snapshot_loads,
+            appends: self.appends - earlier.appends,
+        }
+    }
 }
 
 /// Folded states of declared commands
@@ -150,6 +183,8 @@ struct Counters {
     snapshots_used: AtomicU64,
     snapshots_ignored: AtomicU64,
     snapshots_offered: AtomicU64,
+    snapshot_loads: AtomicU64,
+    appends: AtomicU64,
 }
 
 /// What a kept state is filed under.
@@ -170,6 +205,8 @@ pub(crate) struct Entry {
     /// The events covered by the newest snapshot known to exist.
     pub(crate) snapshot_base: u64,
     pub(crate) bytes: usize,
+    /// Updates since `bytes` was measured (measuring serialises the state).
+    pub(crate) unsized_updates: u32,
 }
 
 impl std::fmt::Debug for Entry {
@@ -190,6 +227,8 @@ pub(crate) enum Count {
     SnapshotUsed,
     SnapshotIgnored,
     SnapshotOffered,
+    SnapshotLoad,
+    Append,
 }
 
 impl Default for StateCache {
@@ -228,6 +267,8 @@ impl StateCache {
             snapshots_used: c.snapshots_used.load(Relaxed),
             snapshots_ignored: c.snapshots_ignored.load(Relaxed),
             snapshots_offered: c.snapshots_offered.load(Relaxed),
+            snapshot_loads: c.snapshot_loads.load(Relaxed),
+            appends: c.appends.load(Relaxed),
         }
     }
 
@@ -267,6 +308,8 @@ impl StateCache {
             Count::SnapshotUsed => &c.snapshots_used,
             Count::SnapshotIgnored => &c.snapshots_ignored,
             Count::SnapshotOffered => &c.snapshots_offered,
+            Count::SnapshotLoad => &c.snapshot_loads,
+            Count::Append => &c.appends,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -285,26 +328,31 @@ impl StateCache {
     /// Keeps `entry` under `key`, unless the state kept there already covers
     /// newer versions of some stream (a slower task must not roll it back);
     /// then evicts the least recently used states until within the limits.
-    pub(crate) fn put(&self, key: EntryKey, entry: Entry) {
+    /// The key is cloned only for a new entry.
+    pub(crate) fn put(&self, key: &EntryKey, entry: Entry) {
         if self.config.max_entries == 0 || entry.bytes > self.config.max_bytes {
             return;
         }
         let mut lru = self.lru();
-        if let Some(old) = lru.map.peek(&key) {
-            let older = entry
-                .versions
-                .iter()
-                .zip(&old.versions)
-                .any(|((_, new), (_, kept))| new < kept);
-            if older {
-                return;
-            }
-        }
         let added = entry.bytes;
-        if let Some(old) = lru.map.put(key, entry) {
-            lru.bytes -= old.bytes;
-        }
-        lru.bytes += added;
+        let replaced = match lru.map.get_mut(key) {
+            Some(old) => {
+                let older = entry
+                    .versions
+                    .iter()
+                    .zip(&old.versions)
+                    .any(|((_, new), (_, kept))| new < kept);
+                if older {
+                    return;
+                }
+                Some(std::mem::replace(old, entry).bytes)
+            }
+            None => {
+                lru.map.put(key.clone(), entry);
+                None
+            }
+        };
+        lru.bytes = lru.bytes - replaced.unwrap_or(0) + added;
         while lru.map.len() > self.config.max_entries || lru.bytes > self.config.max_bytes {
             let Some((_, out)) = lru.map.pop_lru() else {
                 break;
@@ -343,16 +391,17 @@ mod tests {
             state: Arc::new(version),
             snapshot_base: 0,
             bytes,
+            unsized_updates: 0,
         }
     }
 
     #[test]
     fn least_recently_used_goes_first_when_over_the_entry_limit() {
         let cache = StateCache::new(CacheConfig::default().with_max_entries(2));
-        cache.put(key(1), entry(1, 10));
-        cache.put(key(2), entry(1, 10));
+        cache.put(&key(1), entry(1, 10));
+        cache.put(&key(2), entry(1, 10));
         assert!(cache.get(&key(1)).is_some());
-        cache.put(key(3), entry(1, 10));
+        cache.put(&key(3), entry(1, 10));
         assert!(cache.get(&key(2)).is_none(), "2 was least recently used");
         assert!(cache.get(&key(1)).is_some() && cache.get(&key(3)).is_some());
         let stats = cache.stats();
@@ -362,30 +411,30 @@ mod tests {
     #[test]
     fn the_byte_limit_evicts_too() {
         let cache = StateCache::new(CacheConfig::default().with_max_bytes(25));
-        cache.put(key(1), entry(1, 10));
-        cache.put(key(2), entry(1, 10));
-        cache.put(key(3), entry(1, 10));
+        cache.put(&key(1), entry(1, 10));
+        cache.put(&key(2), entry(1, 10));
+        cache.put(&key(3), entry(1, 10));
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.bytes(), 20);
-        cache.put(key(4), entry(1, 26));
+        cache.put(&key(4), entry(1, 26));
         assert_eq!(cache.len(), 2, "a state over the whole limit is not kept");
     }
 
     #[test]
     fn an_older_state_never_replaces_a_newer_one() {
         let cache = StateCache::default();
-        cache.put(key(1), entry(5, 10));
-        cache.put(key(1), entry(4, 10));
+        cache.put(&key(1), entry(5, 10));
+        cache.put(&key(1), entry(4, 10));
         let kept = cache.get(&key(1)).unwrap();
         assert_eq!(kept.versions[0].1, StreamVersion::new(5));
-        cache.put(key(1), entry(6, 12));
+        cache.put(&key(1), entry(6, 12));
         assert_eq!(cache.bytes(), 12);
     }
 
     #[test]
     fn a_disabled_cache_keeps_nothing() {
         let cache = StateCache::new(CacheConfig::disabled());
-        cache.put(key(1), entry(1, 1));
+        cache.put(&key(1), entry(1, 1));
         assert!(cache.is_empty());
     }
 }

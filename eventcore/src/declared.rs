@@ -32,6 +32,9 @@ pub(crate) struct Known<S> {
     snapshot_base: u64,
     /// Whether a snapshot was found unusable and should be replaced soon.
     replace_snapshot: bool,
+    /// The kept entry's measured size and updates since, if it came from
+    /// the cache.
+    sized: Option<(usize, u32)>,
 }
 
 /// What a tail read found.
@@ -47,7 +50,6 @@ enum Tail {
 pub(crate) struct Declared<'c, S> {
     key: StateKey<S>,
     entry_key: EntryKey,
-    snapshot_key: SnapshotKey,
     cache: Option<&'c StateCache>,
 }
 
@@ -77,13 +79,18 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                 type_id: (key.codec().type_id)(),
                 name,
                 schema_version: key.schema_version(),
-                params: params.clone(),
+                params,
                 streams: streams.to_vec(),
             },
-            snapshot_key: SnapshotKey::new(name, params, streams),
             key,
             cache,
         })
+    }
+
+    /// Made only when snapshots are used: most executions need none.
+    fn snapshot_key(&self) -> SnapshotKey {
+        let k = &self.entry_key;
+        SnapshotKey::new(k.name, k.params.clone(), &k.streams)
     }
 
     fn count(&self, what: Count) {
@@ -162,6 +169,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             for event in decided.as_slice() {
                 writes.append(event)?;
             }
+            self.count(Count::Append);
             match store.append(writes).await {
                 Ok(outcome) => {
                     let mut state = k.state;
@@ -174,6 +182,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                         verified: true,
                         snapshot_base: k.snapshot_base,
                         replace_snapshot: k.replace_snapshot,
+                        sized: k.sized,
                     };
                     self.keep(self.maybe_snapshot(store, done));
                     return Ok(Ok(ExecutionResult {
@@ -236,13 +245,15 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                 verified: false,
                 snapshot_base: entry.snapshot_base,
                 replace_snapshot: false,
+                sized: Some((entry.bytes, entry.unsized_updates)),
             }));
         }
         let mut replace = false;
         if self.snapshots_on() {
             // A snapshot may only make a command faster: any failure to
             // load or use one falls back to folding the whole streams.
-            match store.load_snapshot(&self.snapshot_key).await {
+            self.count(Count::SnapshotLoad);
+            match store.load_snapshot(&self.snapshot_key()).await {
                 Ok(Some(snapshot)) => match self.usable_snapshot(&snapshot) {
                     Some(mut k) => match self.refresh(store, command, &mut k).await? {
                         Ok(Tail::Current) => {
@@ -270,7 +281,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
     /// A state from a snapshot of this declaration, if it is usable.
     fn usable_snapshot(&self, snapshot: &Snapshot) -> Option<Known<S>> {
         if snapshot.schema_version() != self.key.schema_version()
-            || snapshot.key() != &self.snapshot_key
+            || snapshot.key() != &self.snapshot_key()
         {
             return None;
         }
@@ -282,6 +293,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             versions,
             verified: false,
             replace_snapshot: false,
+            sized: None,
         })
     }
 
@@ -306,6 +318,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             verified: true,
             snapshot_base: 0,
             replace_snapshot: replace,
+            sized: None,
         }))
     }
 
@@ -347,7 +360,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         if let Ok(state) = (self.key.codec().encode)(&k.state) {
             let versions = k.versions.iter().map(|(_, v)| *v).collect();
             store.offer_snapshot(Snapshot::new(
-                self.snapshot_key.clone(),
+                self.snapshot_key(),
                 self.key.schema_version(),
                 versions,
                 state,
@@ -359,22 +372,31 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         k
     }
 
-    /// Keeps a state known to be current in the cache.
+    /// Keeps a state known to be current in the cache. Its size is measured
+    /// (by serialising it) when first kept and then every 32 updates.
     fn keep(&self, k: Known<S>) {
+        const RESIZE_EVERY: u32 = 32;
         let Some(cache) = self.cache else { return };
         let codec = self.key.codec();
-        let bytes = (codec.size)(&k.state)
-            + k.versions
-                .iter()
-                .map(|(id, _)| id.as_str().len() + 32)
-                .sum::<usize>();
+        let (bytes, unsized_updates) = match k.sized {
+            Some((bytes, n)) if n < RESIZE_EVERY => (bytes, n + 1),
+            _ => {
+                let versions: usize = k
+                    .versions
+                    .iter()
+                    .map(|(id, _)| id.as_str().len() + 32)
+                    .sum();
+                ((codec.size)(&k.state) + versions, 0)
+            }
+        };
         cache.put(
-            self.entry_key.clone(),
+            &self.entry_key,
             Entry {
                 versions: k.versions,
                 state: (codec.erase)(k.state),
                 snapshot_base: k.snapshot_base,
                 bytes,
+                unsized_updates,
             },
         );
     }

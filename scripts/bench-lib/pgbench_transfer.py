@@ -7,12 +7,16 @@ Each pgbench client owns `k` pairs of streams and visits them in turn
 (variable i, starting at 0 via -D i=0), so it always knows their versions:
 pair i % k stands at version i / k. Streams therefore grow as in the load
 tool's transfer workload over 10,000 accounts.
+
+With --append-only it leaves the read out: the append call alone, what a
+command starting from a kept state sends (the one-round-trip limit).
 """
 import re
 import sys
 from pathlib import Path
 
 src = Path(sys.argv[1])  # eventcore-postgres/src/sql
+append_only = "--append-only" in sys.argv[2:]
 read_sql = (src / "read_streams.sql").read_text().strip()
 append_sql = (src / "append.sql").read_text().strip()
 
@@ -41,6 +45,7 @@ def bind(sql, names):
 
 print("\\set pair :i % :k")
 print("\\set v :i / :k")
-print(bind(read_sql, {"$1"}))
+if not append_only:
+    print(bind(read_sql, {"$1"}))
 print(bind(append_sql, set(params)))
 print("\\set i :i + 1")

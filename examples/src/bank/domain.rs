@@ -1,6 +1,8 @@
 //! The bank's events and commands.
 
-use eventcore::{CommandError, CommandLogic, CommandStreams, Event, NewEvents, StreamId, require};
+use eventcore::{
+    CommandError, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require,
+};
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +90,7 @@ impl Event for BankEvent {
 }
 
 /// One account as its events describe it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// Whether it was opened.
     pub open: bool,
@@ -122,6 +124,12 @@ impl Account {
     }
 }
 
+/// The state of one account, shared by the one-account commands: their fold
+/// (`Account::apply`) reads no field of the command.
+fn account_state() -> StateKey<Account> {
+    StateKey::new("bank-account", 1)
+}
+
 /// Opens an account; refuses if it is open already.
 #[derive(Debug, Clone)]
 pub struct OpenAccount {
@@ -141,6 +149,10 @@ impl CommandLogic for OpenAccount {
 
     fn apply(&self, state: Account, event: &BankEvent) -> Account {
         state.apply(event)
+    }
+
+    fn state_key(&self) -> Option<StateKey<Account>> {
+        Some(account_state())
     }
 
     fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
@@ -173,6 +185,10 @@ impl CommandLogic for Deposit {
 
     fn apply(&self, state: Account, event: &BankEvent) -> Account {
         state.apply(event)
+    }
+
+    fn state_key(&self) -> Option<StateKey<Account>> {
+        Some(account_state())
     }
 
     fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
@@ -208,6 +224,10 @@ impl CommandLogic for Withdraw {
         state.apply(event)
     }
 
+    fn state_key(&self) -> Option<StateKey<Account>> {
+        Some(account_state())
+    }
+
     fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
         state.require_open(&self.account)?;
         let amount = self.amount.into_inner();
@@ -237,7 +257,7 @@ pub struct Transfer {
 }
 
 /// What a [`Transfer`] knows about its two accounts.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TransferState {
     /// The payer.
     pub from: Account,
@@ -262,6 +282,15 @@ impl CommandLogic for Transfer {
             state.to = state.to.apply(event);
         }
         state
+    }
+
+    /// The fold sorts events by `from` and `to`: both are in the key.
+    fn state_key(&self) -> Option<StateKey<TransferState>> {
+        Some(
+            StateKey::new("bank-transfer", 1)
+                .with(&self.from)
+                .with(&self.to),
+        )
     }
 
     fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, CommandError> {
@@ -310,7 +339,7 @@ pub enum BankCommand {
 }
 
 /// Every account a [`BankCommand`] read, folded.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Accounts(pub std::collections::HashMap<StreamId, Account>);
 
 impl Accounts {
@@ -338,6 +367,10 @@ impl CommandLogic for BankCommand {
         let account = state.0.entry(event.stream_id().clone()).or_default();
         *account = account.apply(event);
         state
+    }
+
+    fn state_key(&self) -> Option<StateKey<Accounts>> {
+        Some(StateKey::new("bank-accounts", 1))
     }
 
     fn handle(&self, state: Accounts) -> Result<NewEvents<BankEvent>, CommandError> {

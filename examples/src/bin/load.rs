@@ -113,11 +113,11 @@ fn print_report(r: &LoadReport) {
         r.config.workload, r.store, r.accounts, r.setup_events, r.setup_secs
     );
     println!(
-        "conc   cmd/s   p50 ms  p95 ms  p99 ms  max ms  attempts  conflicts  rejected  gave up  errors"
+        "conc   cmd/s   p50 ms  p95 ms  p99 ms  max ms  attempts  conflicts  rejected  gave up  errors  hits  calls/cmd"
     );
     for l in &r.levels {
         println!(
-            "{:>4} {:>7.0} {:>8.2} {:>7.2} {:>7.2} {:>7.1} {:>9.2} {:>10} {:>9} {:>8} {:>7}",
+            "{:>4} {:>7.0} {:>8.2} {:>7.2} {:>7.2} {:>7.1} {:>9.2} {:>10} {:>9} {:>8} {:>7} {:>4.0}% {:>10.2}",
             l.concurrency,
             l.commands_per_sec,
             l.p50_ms,
@@ -128,7 +128,9 @@ fn print_report(r: &LoadReport) {
             l.conflicts,
             l.rejections,
             l.gave_up,
-            l.store_errors
+            l.store_errors,
+            l.cache_hit_rate * 100.0,
+            l.store_calls_per_command
         );
     }
     let c = &r.checks;

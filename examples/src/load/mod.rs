@@ -58,6 +58,11 @@ pub struct LevelReport {
     pub gave_up: usize,
     /// Commands that failed with a store error.
     pub store_errors: usize,
+    /// Share of commands that started from a kept state.
+    pub cache_hit_rate: f64,
+    /// Store calls (reads, snapshot look-ups, appends) per command: round
+    /// trips on PostgreSQL.
+    pub store_calls_per_command: f64,
 }
 
 /// A whole run.
@@ -122,6 +127,7 @@ where
     let mut levels = Vec::new();
     for (l, &concurrency) in config.concurrency.iter().enumerate() {
         let deadline = Instant::now() + config.duration;
+        let cache_before = store.state_cache().map(eventcore::StateCache::stats);
         let mut tasks = Vec::new();
         for w in 0..concurrency.max(1) {
             let (store, accounts) = (store.clone(), accounts.clone());
@@ -165,6 +171,10 @@ where
         }
         let elapsed = level_start.elapsed().as_secs_f64().max(1e-9);
         ticker.abort();
+        let cache = match (store.state_cache(), cache_before) {
+            (Some(cache), Some(before)) => cache.stats().since(&before),
+            _ => eventcore::CacheStats::default(),
+        };
         latencies.sort_unstable();
         levels.push(LevelReport {
             concurrency,
@@ -179,6 +189,8 @@ where
             rejections: level.rejections,
             gave_up: level.gave_up,
             store_errors: level.store_errors,
+            cache_hit_rate: cache.hit_rate(),
+            store_calls_per_command: cache.store_calls() as f64 / latencies.len().max(1) as f64,
         });
         total.merge(&level);
     }

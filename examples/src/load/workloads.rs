@@ -126,6 +126,12 @@ impl CommandLogic for FanoutTransfer {
     fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, CommandError> {
         self.transfer.handle(state)
     }
+
+    /// The same fold as the transfer's, over more streams (the key holds
+    /// the streams too, so it never meets a plain transfer's state).
+    fn state_key(&self) -> Option<eventcore::StateKey<TransferState>> {
+        self.transfer.state_key()
+    }
 }
 
 /// Opens the workload's accounts with bulk appends (many streams per
