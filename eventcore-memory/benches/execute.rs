@@ -163,7 +163,7 @@ fn declared(c: &mut Criterion) {
     let flip = AtomicU64::new(0);
     c.bench_function("execute/two_stream_transfer_kept_state", |b| {
         b.to_async(&rt).iter(|| async {
-            let (from, to) = if flip.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            let (from, to) = if flip.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
                 (stream("long"), stream("other"))
             } else {
                 (stream("other"), stream("long"))
