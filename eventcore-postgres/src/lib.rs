@@ -20,6 +20,21 @@
 //! - **Read.** One query, `stream_id = ANY($1)`, returns every event of the
 //!   command's streams in global order; each stream's version is its last
 //!   event's version (0 when it has none).
+//! - **Tail read.** One query returns a row with each stream's current
+//!   version (a backward probe of the `(stream_id, stream_version)` index)
+//!   and the events above the versions the caller holds (a range scan of
+//!   the same index): its cost depends on the new events only.
+//! - **Kept states and snapshots.** Each store value owns a
+//!   [`StateCache`](eventcore::StateCache)
+//!   ([`PostgresEventStore::with_cache`]); with a kept state a command sends
+//!   only its append. Snapshots live in `eventcore_snapshots` (state name,
+//!   key text with the command's fields and streams, schema version,
+//!   versions, state as text kept verbatim), unique on the name and the
+//!   key's md5. A miss loads one with one query; offered snapshots are queued
+//!   (1,024 at most, then dropped) and written by a task of the store's own
+//!   on a connection of its pool, newest per key, after the commands that
+//!   made them have returned. Snapshots are not events: rows are replaced
+//!   and may be deleted; the immutability triggers cover events only.
 //! - **Append.** One call of the `eventcore_append` function, one round trip
 //!   and one implicit transaction. It takes a transaction-scoped advisory
 //!   lock per registered stream, in ascending order of lock key (so writers
