@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use eventcore::{Snapshot, SnapshotKey, StoreError, StreamVersion};
+use eventcore::{
+    Snapshot, SnapshotKey, SnapshotRead, StoreError, StreamId, StreamReads, StreamVersion,
+};
 use sqlx::Row;
 use tokio::sync::mpsc;
 
@@ -11,6 +13,7 @@ use crate::{conn::ConnPool, error::store_error};
 
 const LOAD_SNAPSHOT: &str = include_str!("sql/load_snapshot.sql");
 const SAVE_SNAPSHOT: &str = include_str!("sql/save_snapshot.sql");
+const READ_FROM_SNAPSHOT: &str = include_str!("sql/read_from_snapshot.sql");
 
 /// How many snapshots may wait to be written; more are dropped (a command
 /// only gets slower without them, never wrong).
@@ -90,6 +93,83 @@ async fn save(conns: &ConnPool, snapshot: &Snapshot) -> Result<(), StoreError> {
     done.map(drop).map_err(|e| store_error("save_snapshot", e))
 }
 
+/// The snapshot filed under `key` and the events of its streams after it,
+/// in one query: a row for the snapshot (if any), a row per stream with its
+/// current version and the version the events start after, then the events.
+pub(crate) async fn read_from(
+    conns: &ConnPool,
+    key: &SnapshotKey,
+) -> Result<SnapshotRead, StoreError> {
+    let ids: Vec<&str> = key.streams().iter().map(StreamId::as_str).collect();
+    let mut lease = conns.get("read_from_snapshot").await?;
+    let rows = sqlx::query(READ_FROM_SNAPSHOT)
+        .bind(key.name())
+        .bind(key.fields_and_streams())
+        .bind(&ids)
+        .fetch_all(lease.conn())
+        .await;
+    lease.settle(&rows);
+    drop(lease);
+    let rows = rows.map_err(|e| store_error("read_from_snapshot", e))?;
+    decode_read_from(key, &rows).map_err(|e| store_error("read_from_snapshot", e))
+}
+
+fn decode_read_from(
+    key: &SnapshotKey,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<SnapshotRead, sqlx::Error> {
+    let streams = key.streams();
+    let mut versions: Vec<(StreamId, StreamVersion)> = streams
+        .iter()
+        .map(|id| (id.clone(), StreamVersion::INITIAL))
+        .collect();
+    let mut after = vec![StreamVersion::INITIAL; streams.len()];
+    let mut snapshot = None;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let stream: Option<&str> = row.try_get(0)?;
+        let position: Option<i64> = row.try_get(2)?;
+        match (stream, position) {
+            (None, _) => {
+                let schema: i64 = row.try_get(1)?;
+                let stored: Vec<i64> = row.try_get(5)?;
+                let state: String = row.try_get(4)?;
+                snapshot = snapshot_from(key, schema, stored, state);
+            }
+            (Some(id), None) => {
+                let current: i64 = row.try_get(1)?;
+                let from: i64 = row.try_get(6)?;
+                if let Ok(i) = streams.binary_search_by(|s| s.as_str().cmp(id)) {
+                    versions[i].1 = StreamVersion::new(u64::try_from(current).unwrap_or(0));
+                    after[i] = StreamVersion::new(u64::try_from(from).unwrap_or(0));
+                }
+            }
+            (Some(_), Some(_)) => events.push(crate::store::decode_event_row(row, &mut versions)?),
+        }
+    }
+    Ok(SnapshotRead::new(
+        snapshot,
+        after,
+        StreamReads::new(versions, events),
+    ))
+}
+
+/// A snapshot from a row's values, or none if they cannot be one.
+fn snapshot_from(
+    key: &SnapshotKey,
+    schema: i64,
+    stored: Vec<i64>,
+    state: String,
+) -> Option<Snapshot> {
+    let schema_version = u32::try_from(schema).ok()?;
+    let versions = stored
+        .into_iter()
+        .map(|v| u64::try_from(v).map(StreamVersion::new))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some(Snapshot::new(key.clone(), schema_version, versions, state))
+}
+
 /// The snapshot filed under `key`, as stored. A row that cannot be a
 /// snapshot of this key (a schema version or version out of range) is
 /// returned as none: the command folds from the events instead.
@@ -109,24 +189,12 @@ pub(crate) async fn load(
         return Ok(None);
     };
     let decoded = (|| -> Result<Option<Snapshot>, sqlx::Error> {
-        let Ok(schema_version) = u32::try_from(row.try_get::<i64, _>(0)?) else {
-            return Ok(None);
-        };
-        let versions: Vec<i64> = row.try_get(1)?;
-        let Ok(versions) = versions
-            .into_iter()
-            .map(|v| u64::try_from(v).map(StreamVersion::new))
-            .collect::<Result<Vec<_>, _>>()
-        else {
-            return Ok(None);
-        };
-        let state: String = row.try_get(2)?;
-        Ok(Some(Snapshot::new(
-            key.clone(),
-            schema_version,
-            versions,
-            state,
-        )))
+        Ok(snapshot_from(
+            key,
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+        ))
     })();
     decoded.map_err(|e| store_error("load_snapshot", e))
 }

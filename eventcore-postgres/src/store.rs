@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use eventcore::{
     AppendOutcome, CacheConfig, EventLog, EventStore, LogQuery, Position, RecordedEvent, Snapshot,
-    SnapshotKey, StateCache, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+    SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
+    StreamWrites,
 };
 use sqlx::{
     PgPool, Row,
@@ -182,8 +183,8 @@ impl EventStore for PostgresEventStore {
         versions.dedup_by(|a, b| a.0 == b.0);
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            let event =
-                decode_row(&row, &mut versions).map_err(|e| store_error("read_streams", e))?;
+            let event = decode_event_row(&row, &mut versions)
+                .map_err(|e| store_error("read_streams", e))?;
             events.push(event);
         }
         Ok(StreamReads::new(versions, events))
@@ -225,8 +226,8 @@ impl EventStore for PostgresEventStore {
                 .map_err(|e| store_error("read_tails", e))?
                 .is_some();
             if is_event {
-                let event =
-                    decode_row(&row, &mut versions).map_err(|e| store_error("read_tails", e))?;
+                let event = decode_event_row(&row, &mut versions)
+                    .map_err(|e| store_error("read_tails", e))?;
                 events.push(event);
             } else {
                 let id: &str = row.try_get(0).map_err(|e| store_error("read_tails", e))?;
@@ -297,6 +298,12 @@ impl EventStore for PostgresEventStore {
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
         snapshots::load(&self.conns, key).await
+    }
+
+    /// One query: the snapshot row, then the streams' versions and the
+    /// events after the snapshot (see `sql/read_from_snapshot.sql`).
+    async fn read_from_snapshot(&self, key: &SnapshotKey) -> Result<SnapshotRead, StoreError> {
+        snapshots::read_from(&self.conns, key).await
     }
 
     /// Queued for a task of the store's own, which writes the newest
@@ -447,11 +454,12 @@ fn number_events(writes: &StreamWrites) -> Result<Vec<i64>, StoreError> {
     Ok(versions)
 }
 
-/// Decodes one row of `read_streams.sql` (columns by position, in its
-/// order) and raises its stream's entry in `versions` (sorted by id) to the
-/// row's version. The stream id is taken from `versions`, which the query
-/// matched exactly, rather than validated again.
-fn decode_row(
+/// Decodes one event row of `read_streams.sql`, `read_tails.sql` or
+/// `read_from_snapshot.sql` (columns by position: stream, version, global
+/// position, type, payload) and raises its stream's entry in `versions`
+/// (sorted by id) to the row's version. The stream id is taken from
+/// `versions`, which the query matched exactly, rather than validated again.
+pub(crate) fn decode_event_row(
     row: &sqlx::postgres::PgRow,
     versions: &mut [(StreamId, StreamVersion)],
 ) -> Result<RecordedEvent, sqlx::Error> {

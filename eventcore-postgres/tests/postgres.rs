@@ -869,3 +869,87 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll() {
     handle.stop().await.unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3, 4]);
 }
+
+/// Rows of `eventcore_snapshots` written by hand, as a damaged table or a
+/// careless migration would leave them: each is ignored and the command
+/// decides on the events.
+#[tokio::test]
+async fn damaged_snapshot_rows_are_ignored() {
+    use eventcore::{ExecuteError, SnapshotKey};
+    use eventcore_testing::fixtures::{BALANCES, Move};
+
+    let store = support::fresh_store().await;
+    let (a, b) = (stream("row-a"), stream("row-b"));
+    execute(
+        &store,
+        Credit {
+            account: a.clone(),
+            amount: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let key = SnapshotKey::new(BALANCES, "[]", &[a.clone(), b.clone()]).fields_and_streams();
+    let rich = format!(r#"{{"{a}":1000000}}"#);
+    let rows: [(i64, &str, &str); 4] = [
+        (1, "{-5,0}", rich.as_str()),          // negative version
+        (1 << 40, "{1,0}", rich.as_str()),     // schema version out of range
+        (1, "{1,0,7}", rich.as_str()),         // one version too many
+        (1, "{1,0}", "\"not a balance map\""), // state of another shape
+    ];
+    for (schema_version, versions, state) in rows {
+        sqlx::query("DELETE FROM eventcore_snapshots")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO eventcore_snapshots (state_name, state_key, schema_version, versions, state)
+             VALUES ($1, $2, $3, $4::bigint[], $5)",
+        )
+        .bind(BALANCES)
+        .bind(&key)
+        .bind(schema_version)
+        .bind(versions)
+        .bind(state)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        store.state_cache().unwrap().clear();
+        let err = execute(
+            &store,
+            Move {
+                from: a.clone(),
+                to: b.clone(),
+                amount: 4,
+            },
+        )
+        .await
+        .expect_err("a holds 3 whatever the row says");
+        assert!(
+            matches!(err, ExecuteError::Rejected(_)),
+            "{versions} {state}: {err:?}"
+        );
+    }
+}
+
+/// Snapshots are not events: the immutability triggers leave them alone.
+#[tokio::test]
+async fn snapshots_can_be_deleted_and_events_still_cannot() {
+    let store = support::fresh_store().await;
+    sqlx::query("DELETE FROM eventcore_snapshots")
+        .execute(store.pool())
+        .await
+        .expect("snapshots may be deleted");
+    sqlx::query("TRUNCATE eventcore_snapshots")
+        .execute(store.pool())
+        .await
+        .expect("and truncated");
+    let err = sqlx::query("TRUNCATE eventcore_events")
+        .execute(store.pool())
+        .await
+        .expect_err("events may not");
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("EC001")
+    );
+}

@@ -100,6 +100,35 @@ impl CommandLogic for Pay {
     }
 }
 
+/// [`Pay`] with a wrong declaration: the payer left out of the key, so a
+/// payment from Alice to Bob and one from Bob to Alice share a state. For
+/// the test that proves [`check_cache_equivalence`] catches it.
+#[derive(Debug, Clone)]
+struct Misdeclared(Pay);
+
+impl CommandStreams for Misdeclared {
+    fn streams(&self) -> Vec<StreamId> {
+        self.0.streams()
+    }
+}
+
+impl CommandLogic for Misdeclared {
+    type Event = LedgerEvent;
+    type State = i128;
+
+    fn apply(&self, balance: i128, event: &LedgerEvent) -> i128 {
+        self.0.apply(balance, event)
+    }
+
+    fn handle(&self, balance: i128) -> Result<NewEvents<LedgerEvent>, CommandError> {
+        self.0.handle(balance)
+    }
+
+    fn state_key(&self) -> Option<StateKey<i128>> {
+        Some(StateKey::new("payer-balance", 1))
+    }
+}
+
 /// The stores one case runs on.
 #[derive(Debug, Clone)]
 pub struct Stores<S> {
@@ -170,7 +199,7 @@ fn outcome(result: Result<eventcore::ExecutionResult, ExecuteError>) -> Outcome 
     }
 }
 
-async fn run<S: EventStore>(store: &S, step: &Step) -> Outcome {
+async fn run<S: EventStore>(store: &S, step: &Step, misdeclare: bool) -> Outcome {
     let policy = RetryPolicy::default();
     match *step {
         Step::Credit(_, a, amount) => outcome(
@@ -196,18 +225,18 @@ async fn run<S: EventStore>(store: &S, step: &Step) -> Outcome {
             )
             .await,
         ),
-        Step::Pay(_, a, b, amount) => outcome(
-            execute_with_policy(
-                store,
-                Pay {
-                    from: account(a),
-                    to: account(b),
-                    amount,
-                },
-                &policy,
-            )
-            .await,
-        ),
+        Step::Pay(_, a, b, amount) => {
+            let pay = Pay {
+                from: account(a),
+                to: account(b),
+                amount,
+            };
+            outcome(if misdeclare {
+                execute_with_policy(store, Misdeclared(pay), &policy).await
+            } else {
+                execute_with_policy(store, pay, &policy).await
+            })
+        }
         Step::External(a, amount) => {
             let id = account(a);
             let read = match store.read_streams(std::slice::from_ref(&id)).await {
@@ -273,6 +302,17 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Stores<S>>,
 {
+    check(cases, factory, false);
+}
+
+/// The check; with `misdeclare`, the processes run payments with the
+/// wrong declaration and the reference the right one.
+fn check<S, F, Fut>(cases: u32, factory: F, misdeclare: bool)
+where
+    S: EventStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Stores<S>>,
+{
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -294,8 +334,8 @@ where
                     Step::Restart(p) => p,
                     Step::External(..) => 0,
                 };
-                let cached = run(&stores.processes[process], s).await;
-                let reference = run(&stores.reference, s).await;
+                let cached = run(&stores.processes[process], s, misdeclare).await;
+                let reference = run(&stores.reference, s, false).await;
                 if cached != reference {
                     return Err(TestCaseError::fail(format!(
                         "step {n} {s:?}: with kept states {cached:?}, without {reference:?}"
@@ -450,4 +490,34 @@ where
         100 * N as i128,
         "money conserved"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+
+    use eventcore::CacheConfig;
+    use eventcore_memory::InMemoryEventStore;
+
+    use super::*;
+
+    fn stores() -> Stores<InMemoryEventStore> {
+        let shared = InMemoryEventStore::new();
+        let small = CacheConfig::default()
+            .with_max_entries(2)
+            .with_snapshot_every(NonZeroU64::new(3));
+        Stores {
+            processes: [
+                shared.clone().with_cache(small.clone()),
+                shared.with_cache(small),
+            ],
+            reference: InMemoryEventStore::new().with_cache(CacheConfig::disabled()),
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "kept states changed an outcome")]
+    fn a_key_without_a_field_the_fold_reads_is_caught() {
+        check(64, || async { stores() }, true);
+    }
 }

@@ -188,6 +188,17 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         self.inner.load_snapshot(key).await
     }
 
+    async fn read_from_snapshot(
+        &self,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<eventcore::SnapshotRead, StoreError> {
+        self.maybe_delay().await;
+        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
+            return Err(transient("read_from_snapshot", Fault::TransientBeforeRead));
+        }
+        self.inner.read_from_snapshot(key).await
+    }
+
     fn offer_snapshot(&self, snapshot: eventcore::Snapshot) {
         self.inner.offer_snapshot(snapshot);
     }

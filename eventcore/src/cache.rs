@@ -100,6 +100,9 @@ pub struct CacheStats {
     pub hits: u64,
     /// Executions of declared commands that found no kept state.
     pub misses: u64,
+    /// Hits on a state known stale (a stream moved through another kept
+    /// state of this cache): they read the tail before deciding.
+    pub stale_hits: u64,
     /// Kept states dropped to respect the limits.
     pub evictions: u64,
     /// Reads of only the events after a known state (after a conflict, to
@@ -137,6 +140,7 @@ impl CacheStats {
         CacheStats {
             hits: self.hits - earlier.hits,
             misses: self.misses - earlier.misses,
+            stale_hits: self.stale_hits - earlier.stale_hits,
             evictions: self.evictions - earlier.evictions,
             tail_reads: self.tail_reads - earlier.tail_reads,
             full_reads: self.full_reads - earlier.full_reads,
@@ -171,12 +175,17 @@ pub struct StateCache {
 struct Lru {
     map: LruCache<EntryKey, Entry>,
     bytes: usize,
+    /// The newest version of each stream that a kept state of this cache
+    /// covered: a kept state behind it is known stale without asking the
+    /// store (another key of this process moved one of its streams).
+    seen: LruCache<StreamId, StreamVersion>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
+    stale_hits: AtomicU64,
     evictions: AtomicU64,
     tail_reads: AtomicU64,
     full_reads: AtomicU64,
@@ -240,11 +249,15 @@ impl Default for StateCache {
 impl StateCache {
     /// An empty cache with these limits.
     pub fn new(config: CacheConfig) -> Self {
+        let seen = config.max_entries.saturating_mul(4).max(1024);
         StateCache {
             config,
             lru: Mutex::new(Lru {
                 map: LruCache::unbounded(),
                 bytes: 0,
+                seen: LruCache::new(
+                    std::num::NonZeroUsize::new(seen).unwrap_or(std::num::NonZeroUsize::MIN),
+                ),
             }),
             counters: Counters::default(),
         }
@@ -261,6 +274,7 @@ impl StateCache {
         CacheStats {
             hits: c.hits.load(Relaxed),
             misses: c.misses.load(Relaxed),
+            stale_hits: c.stale_hits.load(Relaxed),
             evictions: c.evictions.load(Relaxed),
             tail_reads: c.tail_reads.load(Relaxed),
             full_reads: c.full_reads.load(Relaxed),
@@ -292,6 +306,7 @@ impl StateCache {
         let mut lru = self.lru();
         lru.map.clear();
         lru.bytes = 0;
+        lru.seen.clear();
     }
 
     fn lru(&self) -> std::sync::MutexGuard<'_, Lru> {
@@ -314,15 +329,25 @@ impl StateCache {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// The kept state under `key`, if any; counts a hit or a miss.
-    pub(crate) fn get(&self, key: &EntryKey) -> Option<Entry> {
-        let found = self.lru().map.get(key).cloned();
-        let counter = match found {
-            Some(_) => &self.counters.hits,
-            None => &self.counters.misses,
+    /// The kept state under `key`, if any, and whether it is known stale;
+    /// counts a hit or a miss.
+    pub(crate) fn get(&self, key: &EntryKey) -> Option<(Entry, bool)> {
+        let mut lru = self.lru();
+        let Some(entry) = lru.map.get(key).cloned() else {
+            drop(lru);
+            self.counters.misses.fetch_add(1, Relaxed);
+            return None;
         };
-        counter.fetch_add(1, Relaxed);
-        found
+        let stale = entry
+            .versions
+            .iter()
+            .any(|(id, v)| lru.seen.peek(id).is_some_and(|newest| newest > v));
+        drop(lru);
+        self.counters.hits.fetch_add(1, Relaxed);
+        if stale {
+            self.counters.stale_hits.fetch_add(1, Relaxed);
+        }
+        Some((entry, stale))
     }
 
     /// Keeps `entry` under `key`, unless the state kept there already covers
@@ -334,6 +359,14 @@ impl StateCache {
             return;
         }
         let mut lru = self.lru();
+        for (id, version) in &entry.versions {
+            match lru.seen.get_mut(id) {
+                Some(newest) => *newest = (*newest).max(*version),
+                None => {
+                    lru.seen.put(id.clone(), *version);
+                }
+            }
+        }
         let added = entry.bytes;
         let replaced = match lru.map.get_mut(key) {
             Some(old) => {
@@ -425,10 +458,24 @@ mod tests {
         let cache = StateCache::default();
         cache.put(&key(1), entry(5, 10));
         cache.put(&key(1), entry(4, 10));
-        let kept = cache.get(&key(1)).unwrap();
+        let (kept, stale) = cache.get(&key(1)).unwrap();
         assert_eq!(kept.versions[0].1, StreamVersion::new(5));
+        assert!(!stale);
         cache.put(&key(1), entry(6, 12));
         assert_eq!(cache.bytes(), 12);
+    }
+
+    #[test]
+    fn a_state_behind_another_kept_state_of_its_stream_is_known_stale() {
+        let cache = StateCache::default();
+        cache.put(&key(1), entry(5, 10));
+        cache.put(&key(2), entry(7, 10));
+        assert!(
+            cache.get(&key(1)).unwrap().1,
+            "stream s moved to 7 via key 2"
+        );
+        assert!(!cache.get(&key(2)).unwrap().1);
+        assert_eq!(cache.stats().stale_hits, 1);
     }
 
     #[test]

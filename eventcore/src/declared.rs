@@ -236,46 +236,86 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         C: CommandLogic<State = S>,
     {
         let codec = self.key.codec();
-        if let Some(entry) = self.cache.and_then(|c| c.get(&self.entry_key))
+        if let Some((entry, stale)) = self.cache.and_then(|c| c.get(&self.entry_key))
             && let Some(state) = (codec.view)(&*entry.state)
         {
-            return Ok(Ok(Known {
+            let mut k = Known {
                 state: (codec.clone)(state),
                 versions: entry.versions,
                 verified: false,
                 snapshot_base: entry.snapshot_base,
                 replace_snapshot: false,
                 sized: Some((entry.bytes, entry.unsized_updates)),
-            }));
-        }
-        let mut replace = false;
-        if self.snapshots_on() {
-            // A snapshot may only make a command faster: any failure to
-            // load or use one falls back to folding the whole streams.
-            self.count(Count::SnapshotLoad);
-            match store.load_snapshot(&self.snapshot_key()).await {
-                Ok(Some(snapshot)) => match self.usable_snapshot(&snapshot) {
-                    Some(mut k) => match self.refresh(store, command, &mut k).await? {
-                        Ok(Tail::Current) => {
-                            self.count(Count::SnapshotUsed);
-                            return Ok(Ok(k));
-                        }
-                        Ok(Tail::Behind) => {
-                            self.count(Count::SnapshotIgnored);
-                            replace = true;
-                        }
-                        Err(e) => return Ok(Err(e)),
-                    },
-                    None => {
-                        self.count(Count::SnapshotIgnored);
-                        replace = true;
-                    }
-                },
-                Ok(None) => {}
-                Err(_) => self.count(Count::SnapshotIgnored),
+            };
+            // Known stale: an append with these versions would only
+            // conflict, so read the tail first.
+            if stale && let Err(e) = self.catch_up(store, command, &mut k).await? {
+                return Ok(Err(e));
             }
+            return Ok(Ok(k));
         }
-        self.replay(store, command, replace).await
+        if !self.snapshots_on() {
+            return self.replay(store, command, false).await;
+        }
+        // A snapshot may only make a command faster: whatever is wrong with
+        // it, the state is folded from the events instead.
+        self.count(Count::SnapshotLoad);
+        let found = match store.read_from_snapshot(&self.snapshot_key()).await {
+            Ok(found) => found,
+            Err(e) if e.is_retryable() => return Ok(Err(e)),
+            // Perhaps the snapshots (not the events) cannot be read, say a
+            // table not migrated yet: read the events alone.
+            Err(_) => {
+                self.count(Count::SnapshotIgnored);
+                return self.replay(store, command, true).await;
+            }
+        };
+        let present = found.snapshot.is_some();
+        let usable = found
+            .snapshot
+            .as_ref()
+            .and_then(|s| self.usable_snapshot(s))
+            .filter(|k| {
+                k.versions
+                    .iter()
+                    .map(|(_, v)| *v)
+                    .eq(found.after.iter().copied())
+            });
+        let from_start = found.after.iter().all(|v| *v == StreamVersion::INITIAL);
+        let used = usable.is_some();
+        let (state, snapshot_base) = match usable {
+            Some(k) => (k.state, k.snapshot_base),
+            None if from_start => (S::default(), 0),
+            // The store read after a snapshot that cannot be used.
+            None => {
+                self.count(Count::SnapshotIgnored);
+                return self.replay(store, command, true).await;
+            }
+        };
+        let behind = self
+            .entry_key
+            .streams
+            .iter()
+            .zip(&found.after)
+            .any(|(id, after)| found.read.version(id).is_none_or(|now| now < *after));
+        if behind {
+            self.count(Count::SnapshotIgnored);
+            return self.replay(store, command, true).await;
+        }
+        let state = fold(command, state, found.read.events())?;
+        if used {
+            self.count(Count::SnapshotUsed);
+        } else if present {
+            self.count(Count::SnapshotIgnored);
+        }
+        Ok(Ok(Known {
+            state,
+            versions: found.read.versions().to_vec(),
+            verified: true,
+            snapshot_base,
+            replace_snapshot: present && !used,
+            sized: None,
+        }))
     }
 
     /// A state from a snapshot of this declaration, if it is usable.

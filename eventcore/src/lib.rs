@@ -27,7 +27,7 @@ pub use execute::{ExecutionResult, execute, execute_with_policy};
 pub use log::{EventLog, LogQuery, Position};
 pub use reads::{RecordedEvent, StreamReads};
 pub use retry::RetryPolicy;
-pub use snapshot::{Snapshot, SnapshotKey};
+pub use snapshot::{Snapshot, SnapshotKey, SnapshotRead};
 pub use state::StateKey;
 pub use store::{AppendOutcome, EventStore};
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};

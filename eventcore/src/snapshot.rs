@@ -112,3 +112,35 @@ impl Snapshot {
         })
     }
 }
+
+/// What [`EventStore::read_from_snapshot`](crate::EventStore::read_from_snapshot)
+/// returns: the snapshot filed under a key (if any), and a read of the
+/// key's streams holding every stream's current version and the events
+/// after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotRead {
+    /// The snapshot found, as stored.
+    pub snapshot: Option<Snapshot>,
+    /// For each stream of the key, in the key's order, the version whose
+    /// events the read leaves out: the snapshot's when the store used it,
+    /// 0 otherwise (then the read holds every event).
+    pub after: Vec<StreamVersion>,
+    /// The streams' current versions and the events after `after`.
+    pub read: crate::StreamReads,
+}
+
+impl SnapshotRead {
+    /// Assembles the answer; for store implementations.
+    pub fn new(
+        snapshot: Option<Snapshot>,
+        after: Vec<StreamVersion>,
+        read: crate::StreamReads,
+    ) -> Self {
+        SnapshotRead {
+            snapshot,
+            after,
+            read,
+        }
+    }
+}

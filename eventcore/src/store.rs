@@ -3,8 +3,8 @@
 use std::{future::Future, sync::Arc};
 
 use crate::{
-    Snapshot, SnapshotKey, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites,
+    Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads,
+    StreamVersion, StreamWrites,
 };
 
 /// What a successful append did.
@@ -122,6 +122,36 @@ pub trait EventStore: Send + Sync {
         async { Ok(None) }
     }
 
+    /// Loads the snapshot filed under `key` and reads the key's streams
+    /// after the versions it covers, or from the start when there is no
+    /// snapshot or the store does not use it; [`SnapshotRead::after`] says
+    /// which. `execute` calls it when a declared state is not kept in
+    /// process. The default loads, then reads (a failed load reads from the
+    /// start); a networked store does both in one round trip.
+    ///
+    /// # Errors
+    /// As [`read_streams`](EventStore::read_streams).
+    fn read_from_snapshot(
+        &self,
+        key: &SnapshotKey,
+    ) -> impl Future<Output = Result<SnapshotRead, StoreError>> + Send {
+        async move {
+            let snapshot = self.load_snapshot(key).await.ok().flatten();
+            let held = snapshot.as_ref().and_then(Snapshot::stream_versions);
+            let (after, read) = match held {
+                Some(held) => (
+                    held.iter().map(|(_, v)| *v).collect(),
+                    self.read_tails(&held).await?,
+                ),
+                None => (
+                    vec![StreamVersion::INITIAL; key.streams().len()],
+                    self.read_streams(key.streams()).await?,
+                ),
+            };
+            Ok(SnapshotRead::new(snapshot, after, read))
+        }
+    }
+
     /// Hands a snapshot to the store to keep, replacing the one filed under
     /// the same key. Must not wait for I/O: `execute` calls it after a
     /// command's append has committed, on the command's own task. A store
@@ -170,6 +200,13 @@ macro_rules! forward_event_store {
                 key: &SnapshotKey,
             ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
                 (**self).load_snapshot(key)
+            }
+
+            fn read_from_snapshot(
+                &self,
+                key: &SnapshotKey,
+            ) -> impl Future<Output = Result<SnapshotRead, StoreError>> + Send {
+                (**self).read_from_snapshot(key)
             }
 
             fn offer_snapshot(&self, snapshot: Snapshot) {
