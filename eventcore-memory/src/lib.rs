@@ -109,32 +109,16 @@ impl InMemoryEventStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn read_now(&self, streams: &[StreamId]) -> StreamReads {
+    /// Every named stream's current version and its events after the
+    /// given version (0: all), in global order; a stream named twice counts once.
+    fn read_after<'a>(
+        &self,
+        streams: impl ExactSizeIterator<Item = (&'a StreamId, StreamVersion)>,
+    ) -> StreamReads {
         let log = self.read_log();
-        let mut versions = Vec::with_capacity(streams.len());
+        let mut versions: Vec<(StreamId, StreamVersion)> = Vec::with_capacity(streams.len());
         let mut indexes: Vec<usize> = Vec::new();
-        for stream in streams {
-            if versions.iter().any(|(id, _)| id == stream) {
-                continue;
-            }
-            let positions = log
-                .streams
-                .get(stream)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            versions.push((stream.clone(), StreamVersion::new(positions.len() as u64)));
-            indexes.extend_from_slice(positions);
-        }
-        indexes.sort_unstable();
-        let events = indexes.into_iter().map(|i| log.events[i].clone()).collect();
-        StreamReads::new(versions, events)
-    }
-
-    fn read_tails_now(&self, held: &[(StreamId, StreamVersion)]) -> StreamReads {
-        let log = self.read_log();
-        let mut versions: Vec<(StreamId, StreamVersion)> = Vec::with_capacity(held.len());
-        let mut indexes: Vec<usize> = Vec::new();
-        for (stream, after) in held {
+        for (stream, after) in streams {
             if versions.iter().any(|(id, _)| id == stream) {
                 continue;
             }
@@ -197,14 +181,14 @@ impl InMemoryEventStore {
 
 impl EventStore for InMemoryEventStore {
     async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        Ok(self.read_now(streams))
+        Ok(self.read_after(streams.iter().map(|s| (s, StreamVersion::INITIAL))))
     }
 
     async fn read_tails(
         &self,
         held: &[(StreamId, StreamVersion)],
     ) -> Result<StreamReads, StoreError> {
-        Ok(self.read_tails_now(held))
+        Ok(self.read_after(held.iter().map(|(s, v)| (s, *v))))
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {

@@ -33,7 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        description: "snapshots of declared command states",
+        description: "snapshots of declared command states; tail reads",
         sql: include_str!("../migrations/0004_snapshots.sql"),
     },
 ];

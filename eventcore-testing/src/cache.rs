@@ -34,7 +34,7 @@ use eventcore::{
 };
 use proptest::{
     prelude::*,
-    test_runner::{Config, TestCaseError, TestError, TestRunner},
+    test_runner::{TestCaseError, TestError},
 };
 
 use crate::fixtures::{Credit, LedgerEvent, Move, stream};
@@ -313,18 +313,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Stores<S>>,
 {
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("cannot build a runtime: {e}"),
-    };
+    let (mut runner, runtime) = crate::cases::runner(cases);
     let result = runner.run(&proptest::collection::vec(step(), 1..60), |steps| {
         runtime.block_on(async {
             let stores = factory().await;

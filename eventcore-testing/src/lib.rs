@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+mod cases;
 pub mod concurrency;
 pub mod conformance;
 pub mod faults;

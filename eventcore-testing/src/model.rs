@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, fmt, future::Future};
 use eventcore::{EventStore, StoreError, StreamId, StreamVersion, StreamWrites};
 use proptest::{
     prelude::*,
-    test_runner::{Config, TestCaseError, TestError, TestRunner},
+    test_runner::{TestCaseError, TestError},
 };
 
 use crate::fixtures::{Note, stream};
@@ -239,18 +239,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("cannot build a runtime: {e}"),
-    };
+    let (mut runner, runtime) = crate::cases::runner(cases);
     let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
         runtime.block_on(async {
             let store = factory().await;
