@@ -62,6 +62,21 @@ impl ConnPool {
             .map_err(|e| store_error(operation, e))
     }
 
+    /// Opens a connection of its own, outside the pool's count, with extra
+    /// session settings sent in the startup packet.
+    pub(crate) async fn connect_dedicated_with(
+        &self,
+        operation: &'static str,
+        settings: &[(&str, &str)],
+    ) -> Result<PgConnection, StoreError> {
+        self.options
+            .clone()
+            .options(settings.iter().copied())
+            .connect()
+            .await
+            .map_err(|e| store_error(operation, e))
+    }
+
     /// Borrows an idle connection, or opens one, waiting at most the
     /// acquire timeout for a free slot.
     pub(crate) async fn get(&self, operation: &'static str) -> Result<Lease<'_>, StoreError> {

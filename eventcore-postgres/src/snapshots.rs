@@ -19,8 +19,11 @@ const READ_FROM_SNAPSHOT: &str = include_str!("sql/read_from_snapshot.sql");
 /// only gets slower without them, never wrong).
 const QUEUE: usize = 1024;
 
-/// Queues snapshots and writes them on one connection of the store's pool,
-/// newest per key only, after the commands that made them have returned.
+/// Queues snapshots and writes them after the commands that made them have
+/// returned: the newest per key, each drained batch in one statement, on a
+/// connection of the writer's own (one more than the pool's size) whose
+/// commits do not wait for the disk (`synchronous_commit = off`). A crash
+/// may lose the last snapshots; they are rebuilt from the events.
 #[derive(Debug)]
 pub(crate) struct SnapshotWriter {
     conns: Arc<ConnPool>,
@@ -53,44 +56,71 @@ impl SnapshotWriter {
 
 /// Ends when the store (the sender) is dropped and the queue is drained.
 async fn write_loop(mut receiver: mpsc::Receiver<Snapshot>, conns: Arc<ConnPool>) {
+    let mut conn: Option<sqlx::PgConnection> = None;
     let mut batch: Vec<Snapshot> = Vec::new();
     while let Some(first) = receiver.recv().await {
         batch.push(first);
         while let Ok(more) = receiver.try_recv() {
             batch.push(more);
         }
-        // Only the newest snapshot of each key is worth writing.
+        // Only the newest snapshot of each key is worth writing (and one
+        // upsert may not touch a row twice).
         let mut newest: std::collections::HashMap<SnapshotKey, Snapshot> =
             std::collections::HashMap::with_capacity(batch.len());
         for snapshot in batch.drain(..) {
             newest.insert(snapshot.key().clone(), snapshot);
         }
-        for snapshot in newest.into_values() {
-            // A failed write is dropped: commands fold from the events
-            // (or an older snapshot) until a later one succeeds.
-            let _ = save(&conns, &snapshot).await;
+        if conn.is_none() {
+            conn = conns
+                .connect_dedicated_with("save_snapshot", &[("synchronous_commit", "off")])
+                .await
+                .ok();
+        }
+        let Some(c) = conn.as_mut() else {
+            // No connection: these snapshots are dropped; commands fold from
+            // the events (or an older snapshot) until a later one is written.
+            continue;
+        };
+        if save(c, newest.values()).await.is_err() {
+            conn = None;
         }
     }
 }
 
-async fn save(conns: &ConnPool, snapshot: &Snapshot) -> Result<(), StoreError> {
-    let versions: Vec<i64> = snapshot
-        .versions()
-        .iter()
-        .map(|v| i64::try_from(v.get()).unwrap_or(i64::MAX))
-        .collect();
-    let key = snapshot.key();
-    let mut lease = conns.get("save_snapshot").await?;
-    let done = sqlx::query(SAVE_SNAPSHOT)
-        .bind(key.name())
-        .bind(key.fields_and_streams())
-        .bind(i64::from(snapshot.schema_version()))
+async fn save<'a>(
+    conn: &mut sqlx::PgConnection,
+    snapshots: impl ExactSizeIterator<Item = &'a Snapshot>,
+) -> Result<(), sqlx::Error> {
+    let n = snapshots.len();
+    let (mut names, mut keys, mut schemas, mut versions, mut states) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for snapshot in snapshots {
+        let key = snapshot.key();
+        names.push(key.name());
+        keys.push(key.fields_and_streams());
+        schemas.push(i64::from(snapshot.schema_version()));
+        let listed: Vec<String> = snapshot
+            .versions()
+            .iter()
+            .map(|v| v.get().to_string())
+            .collect();
+        versions.push(format!("{{{}}}", listed.join(",")));
+        states.push(snapshot.state());
+    }
+    sqlx::query(SAVE_SNAPSHOT)
+        .bind(&names)
+        .bind(&keys)
+        .bind(&schemas)
         .bind(&versions)
-        .bind(snapshot.state())
-        .execute(lease.conn())
-        .await;
-    lease.settle(&done);
-    done.map(drop).map_err(|e| store_error("save_snapshot", e))
+        .bind(&states)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// The snapshot filed under `key` and the events of its streams after it,

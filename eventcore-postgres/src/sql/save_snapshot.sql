@@ -1,5 +1,7 @@
 INSERT INTO eventcore_snapshots (state_name, state_key, schema_version, versions, state)
-VALUES ($1, $2, $3, $4, $5)
+SELECT b.name, b.key, b.schema_version, b.versions::bigint[], b.state
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+    AS b(name, key, schema_version, versions, state)
 ON CONFLICT (state_name, md5(state_key)) DO UPDATE
 SET state_key = EXCLUDED.state_key, schema_version = EXCLUDED.schema_version,
     versions = EXCLUDED.versions, state = EXCLUDED.state, saved_at = now()
