@@ -55,8 +55,9 @@ $$;
 -- The snapshot filed under (p_name, p_key), if any, as one row with a NULL
 -- stream; then, per stream of p_streams (the key's, in its order), its
 -- current version and the version its events are read after (the
--- snapshot's when it holds one non-negative version per stream, else 0);
--- then those events, in global order.
+-- snapshot's when it holds one non-negative version per stream, else 0;
+-- for a stream read from 0 the version row says 0 and the caller takes the
+-- highest version among its events); then those events, in global order.
 CREATE FUNCTION eventcore_read_from_snapshot(p_name text, p_key text, p_streams text[])
 RETURNS TABLE (out_stream text, out_version bigint, out_position bigint, out_type text,
                out_payload text, out_snapshot_versions bigint[], out_after bigint)
@@ -81,10 +82,13 @@ BEGIN
     ELSE
         v_after := array_fill(0::bigint, ARRAY[cardinality(p_streams)]);
     END IF;
+    -- A stream read from the start gets its version from its events (the
+    -- caller takes the highest): no probe for it.
     RETURN QUERY
         SELECT r.sid,
-               coalesce((SELECT max(e.stream_version) FROM eventcore_events AS e
-                         WHERE e.stream_id = r.sid), 0),
+               CASE WHEN r.after = 0 THEN 0
+                    ELSE coalesce((SELECT max(e.stream_version) FROM eventcore_events AS e
+                                   WHERE e.stream_id = r.sid), 0) END,
                NULL::bigint, NULL::text, NULL::text, NULL::bigint[], r.after
         FROM unnest(p_streams, v_after) AS r(sid, after);
     RETURN QUERY

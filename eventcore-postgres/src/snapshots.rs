@@ -170,7 +170,8 @@ fn decode_read_from(
                 let current: i64 = row.try_get(1)?;
                 let from: i64 = row.try_get(6)?;
                 if let Ok(i) = streams.binary_search_by(|s| s.as_str().cmp(id)) {
-                    versions[i].1 = StreamVersion::new(u64::try_from(current).unwrap_or(0));
+                    let current = StreamVersion::new(u64::try_from(current).unwrap_or(0));
+                    versions[i].1 = versions[i].1.max(current);
                     after[i] = StreamVersion::new(u64::try_from(from).unwrap_or(0));
                 }
             }
