@@ -183,6 +183,10 @@ struct Lru {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Snapshot look-ups in a row that found nothing.
+    empty_lookups: AtomicU64,
+    /// Misses that skipped the look-up since the streak began.
+    skipped_lookups: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     stale_hits: AtomicU64,
@@ -327,6 +331,32 @@ impl StateCache {
             Count::Append => &c.appends,
         };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Whether a miss should look for a snapshot. After 64 look-ups in a
+    /// row found none (commands whose keys never repeat, such as transfers
+    /// between random pairs, or states too short to snapshot), only one
+    /// miss in 64 looks, and the others read the streams alone: a cheaper
+    /// read, and the same result, since there was nothing to find. One
+    /// snapshot found resumes the look-ups.
+    pub(crate) fn look_for_snapshot(&self) -> bool {
+        const STREAK: u64 = 64;
+        let c = &self.counters;
+        c.empty_lookups.load(Relaxed) < STREAK
+            || c.skipped_lookups
+                .fetch_add(1, Relaxed)
+                .is_multiple_of(STREAK)
+    }
+
+    /// Records what a snapshot look-up found.
+    pub(crate) fn looked_for_snapshot(&self, found: bool) {
+        let c = &self.counters;
+        if found {
+            c.empty_lookups.store(0, Relaxed);
+            c.skipped_lookups.store(0, Relaxed);
+        } else {
+            c.empty_lookups.fetch_add(1, Relaxed);
+        }
     }
 
     /// The kept state under `key`, if any, and whether it is known stale;
@@ -476,6 +506,22 @@ mod tests {
         );
         assert!(!cache.get(&key(2)).unwrap().1);
         assert_eq!(cache.stats().stale_hits, 1);
+    }
+
+    #[test]
+    fn empty_snapshot_look_ups_thin_out_until_one_finds_something() {
+        let cache = StateCache::default();
+        for _ in 0..64 {
+            assert!(cache.look_for_snapshot());
+            cache.looked_for_snapshot(false);
+        }
+        let looks = (0..640).filter(|_| cache.look_for_snapshot()).count();
+        assert_eq!(looks, 10, "one miss in 64 looks");
+        cache.looked_for_snapshot(true);
+        assert!(
+            (0..10).all(|_| cache.look_for_snapshot()),
+            "found one: look again"
+        );
     }
 
     #[test]

@@ -254,7 +254,8 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             }
             return Ok(Ok(k));
         }
-        if !self.snapshots_on() {
+        let look = self.snapshots_on() && self.cache.is_some_and(StateCache::look_for_snapshot);
+        if !look {
             return self.replay(store, command, false).await;
         }
         // A snapshot may only make a command faster: whatever is wrong with
@@ -271,6 +272,9 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             }
         };
         let present = found.snapshot.is_some();
+        if let Some(cache) = self.cache {
+            cache.looked_for_snapshot(present);
+        }
         let usable = found
             .snapshot
             .as_ref()
