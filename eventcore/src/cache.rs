@@ -179,6 +179,10 @@ struct Lru {
     /// covered: a kept state behind it is known stale without asking the
     /// store (another key of this process moved one of its streams).
     seen: LruCache<StreamId, StreamVersion>,
+    /// How many streams `seen` remembers at most. `seen` grows on demand
+    /// (a bounded `LruCache` would allocate all of it up front, for every
+    /// store value).
+    seen_max: usize,
 }
 
 #[derive(Debug, Default)]
@@ -253,15 +257,14 @@ impl Default for StateCache {
 impl StateCache {
     /// An empty cache with these limits.
     pub fn new(config: CacheConfig) -> Self {
-        let seen = config.max_entries.saturating_mul(4).max(1024);
+        let seen_max = config.max_entries.saturating_mul(4).max(1024);
         StateCache {
             config,
             lru: Mutex::new(Lru {
                 map: LruCache::unbounded(),
                 bytes: 0,
-                seen: LruCache::new(
-                    std::num::NonZeroUsize::new(seen).unwrap_or(std::num::NonZeroUsize::MIN),
-                ),
+                seen: LruCache::unbounded(),
+                seen_max,
             }),
             counters: Counters::default(),
         }
@@ -394,6 +397,9 @@ impl StateCache {
                 Some(newest) => *newest = (*newest).max(*version),
                 None => {
                     lru.seen.put(id.clone(), *version);
+                    if lru.seen.len() > lru.seen_max {
+                        lru.seen.pop_lru();
+                    }
                 }
             }
         }
@@ -506,6 +512,18 @@ mod tests {
         );
         assert!(!cache.get(&key(2)).unwrap().1);
         assert_eq!(cache.stats().stale_hits, 1);
+    }
+
+    #[test]
+    fn the_streams_remembered_for_staleness_are_bounded() {
+        let cache = StateCache::new(CacheConfig::default().with_max_entries(1));
+        for n in 0..3000u32 {
+            let mut e = entry(1, 1);
+            e.versions[0].0 = StreamId::try_new(format!("s-{n}")).unwrap();
+            cache.put(&key(n), e);
+        }
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.lru().seen.len(), 1024, "at least 1,024, 4 per entry");
     }
 
     #[test]

@@ -67,8 +67,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         cache: Option<&'c StateCache>,
     ) -> Result<Self, ExecuteError> {
         let name = key.name();
-        let chars = name.chars().count();
-        if !(1..=255).contains(&chars) || name.chars().any(char::is_control) {
+        if !crate::writes::is_storable_name(name) {
             return Err(ExecuteError::InvalidStateName { name });
         }
         let params = key

@@ -108,8 +108,7 @@ impl StreamWrites {
     pub fn append<E: Event>(&mut self, event: &E) -> Result<(), StoreError> {
         let stream_id = event.stream_id();
         let event_type = event.event_type();
-        let type_chars = event_type.chars().count();
-        if !(1..=255).contains(&type_chars) || event_type.chars().any(char::is_control) {
+        if !is_storable_name(event_type) {
             return Err(StoreError::InvalidEventType {
                 stream_id: stream_id.clone(),
                 event_type: event_type.to_owned(),
@@ -209,6 +208,12 @@ impl StreamWrites {
             })
             .collect()
     }
+}
+
+/// Whether a name (an event type, a declared state's) can be stored by
+/// every store: 1 to 255 characters, none of them a control character.
+pub(crate) fn is_storable_name(name: &str) -> bool {
+    (1..=255).contains(&name.chars().count()) && !name.chars().any(char::is_control)
 }
 
 /// Whether JSON text holds the escape `\u0000` (serde_json escapes every
