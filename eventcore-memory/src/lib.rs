@@ -22,6 +22,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use eventcore::{
@@ -156,6 +157,7 @@ impl InMemoryEventStore {
             }
         }
         let Log { events, streams } = &mut *log;
+        let recorded_at = now_to_the_microsecond();
         for pending in writes.events() {
             let index = events.len();
             // Look up before inserting: cloning the id only for a new stream.
@@ -164,18 +166,32 @@ impl InMemoryEventStore {
                 None => streams.entry(pending.stream_id().clone()).or_default(),
             };
             positions.push(index);
-            events.push(RecordedEvent::new(
-                pending.stream_id().clone(),
-                StreamVersion::new(positions.len() as u64),
-                index as u64 + 1,
-                pending.event_type(),
-                pending.payload(),
-            ));
+            events.push(
+                RecordedEvent::new(
+                    pending.stream_id().clone(),
+                    StreamVersion::new(positions.len() as u64),
+                    index as u64 + 1,
+                    pending.event_type(),
+                    pending.payload(),
+                )
+                .with_event_id(pending.event_id())
+                .with_recorded_at(recorded_at)
+                .with_metadata(pending.metadata().clone()),
+            );
         }
-        Ok(AppendOutcome {
-            stream_versions,
-            events_written: writes.events().len(),
-        })
+        Ok(AppendOutcome::new(stream_versions, writes.events().len()))
+    }
+}
+
+/// The clock's time, to the microsecond as PostgreSQL keeps it, so that
+/// both stores return the same kind of times.
+fn now_to_the_microsecond() -> SystemTime {
+    let now = SystemTime::now();
+    match now.duration_since(UNIX_EPOCH) {
+        Ok(since) => {
+            UNIX_EPOCH + Duration::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+        }
+        Err(_) => now,
     }
 }
 

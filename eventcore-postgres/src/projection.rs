@@ -10,14 +10,14 @@
 //! from a clean slate.
 //!
 //! ```no_run
-//! use eventcore::{BoxError, Position, SubscriptionConfig, SubscriptionName, subscribe};
+//! use eventcore::{BoxError, EventContext, SubscriptionConfig, SubscriptionName, subscribe};
 //! use eventcore_postgres::{ExactlyOnce, PostgresEventStore, ProjectionHandler};
 //! use sqlx::PgConnection;
 //!
 //! struct Totals;
 //!
 //! impl ProjectionHandler<serde_json::Value> for Totals {
-//!     async fn handle(&mut self, tx: &mut PgConnection, _: Position, _: &serde_json::Value) -> Result<(), BoxError> {
+//!     async fn handle(&mut self, tx: &mut PgConnection, _: &EventContext, _: &serde_json::Value) -> Result<(), BoxError> {
 //!         sqlx::query("UPDATE totals SET events = events + 1").execute(tx).await?;
 //!         Ok(())
 //!     }
@@ -30,7 +30,7 @@
 //! # }
 //! ```
 
-use eventcore::{BoxError, Handler, Position, SubscriptionName};
+use eventcore::{BoxError, EventContext, Handler, SubscriptionName};
 use sqlx::{Acquire, PgConnection};
 
 use crate::PostgresEventStore;
@@ -45,7 +45,7 @@ pub trait ProjectionHandler<E>: Send + 'static {
     fn handle(
         &mut self,
         tx: &mut PgConnection,
-        position: Position,
+        context: &EventContext,
         event: &E,
     ) -> impl std::future::Future<Output = Result<(), BoxError>> + Send;
 }
@@ -74,12 +74,13 @@ where
     E: Sync,
     H: ProjectionHandler<E>,
 {
-    async fn handle(&mut self, position: Position, event: &E) -> Result<(), BoxError> {
+    async fn handle(&mut self, context: &EventContext, event: &E) -> Result<(), BoxError> {
+        let position = context.position();
         let commit = i64::try_from(position.commit())?;
         let sequence = i64::try_from(position.sequence())?;
         let mut lease = self.store.conns().get("projection").await?;
         let mut tx = lease.conn().begin().await?;
-        self.inner.handle(&mut tx, position, event).await?;
+        self.inner.handle(&mut tx, context, event).await?;
         sqlx::query(SAVE)
             .bind(self.name.as_ref())
             .bind(commit)

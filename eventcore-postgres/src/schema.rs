@@ -36,6 +36,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "snapshots of declared command states; tail reads",
         sql: include_str!("../migrations/0004_snapshots.sql"),
     },
+    Migration {
+        version: 5,
+        description: "event metadata: correlation and causation ids",
+        sql: include_str!("../migrations/0005_event_metadata.sql"),
+    },
 ];
 
 /// Advisory lock key that serialises concurrent migrations of one database

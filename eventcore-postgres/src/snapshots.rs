@@ -162,13 +162,13 @@ fn decode_read_from(
         match (stream, position) {
             (None, _) => {
                 let schema: i64 = row.try_get(1)?;
-                let stored: Vec<i64> = row.try_get(5)?;
+                let stored: Vec<i64> = row.try_get(10)?;
                 let state: String = row.try_get(4)?;
                 snapshot = snapshot_from(key, schema, stored, state);
             }
             (Some(id), None) => {
                 let current: i64 = row.try_get(1)?;
-                let from: i64 = row.try_get(6)?;
+                let from: i64 = row.try_get(11)?;
                 if let Ok(i) = streams.binary_search_by(|s| s.as_str().cmp(id)) {
                     let current = StreamVersion::new(u64::try_from(current).unwrap_or(0));
                     versions[i].1 = versions[i].1.max(current);

@@ -1,11 +1,14 @@
 //! The store: connecting, reading and appending.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
 
 use eventcore::{
-    AppendOutcome, CacheConfig, EventLog, EventStore, LogQuery, Position, RecordedEvent, Snapshot,
-    SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites,
+    AppendOutcome, CacheConfig, CausationId, CorrelationId, EventLog, EventStore, LogQuery,
+    Metadata, Position, RecordedEvent, Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError,
+    StreamId, StreamReads, StreamVersion, StreamWrites,
 };
 use sqlx::{
     PgPool, Row,
@@ -255,7 +258,8 @@ impl EventStore for PostgresEventStore {
         let event_versions = number_events(&writes)?;
         let event_types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
         let payloads: Vec<&str> = events.iter().map(|e| e.payload()).collect();
-        let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+        let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id()).collect();
+        let metadata = EventMetadataColumns::of(events);
 
         let mut lease = self.conns.get("append").await?;
         let conflict = sqlx::query(APPEND)
@@ -266,6 +270,9 @@ impl EventStore for PostgresEventStore {
             .bind(&event_types)
             .bind(&payloads)
             .bind(&event_ids)
+            .bind(&metadata.values)
+            .bind(&metadata.correlation)
+            .bind(&metadata.causation)
             .fetch_optional(lease.conn())
             .await;
         lease.settle(&conflict);
@@ -283,10 +290,7 @@ impl EventStore for PostgresEventStore {
                 if !events.is_empty() {
                     self.notifier.committed();
                 }
-                Ok(AppendOutcome {
-                    stream_versions,
-                    events_written: events.len(),
-                })
+                Ok(AppendOutcome::new(stream_versions, events.len()))
             }
             Some(row) => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
         }
@@ -378,7 +382,7 @@ fn decode_log_row(row: &sqlx::postgres::PgRow) -> Result<(Position, RecordedEven
         })?;
     let sequence = from_bigint(row.try_get(2)?);
     let commit: u64 =
-        row.try_get::<&str, _>(5)?
+        row.try_get::<&str, _>(10)?
             .parse()
             .map_err(|e| sqlx::Error::ColumnDecode {
                 index: "commit".into(),
@@ -391,7 +395,7 @@ fn decode_log_row(row: &sqlx::postgres::PgRow) -> Result<(Position, RecordedEven
         row.try_get::<&str, _>(3)?,
         row.try_get::<&str, _>(4)?,
     );
-    Ok((Position::new(commit, sequence), event))
+    Ok((Position::new(commit, sequence), with_metadata(event, row)?))
 }
 
 impl PostgresEventStore {
@@ -475,13 +479,91 @@ pub(crate) fn decode_event_row(
             source: Box::new(e),
         })?,
     };
-    Ok(RecordedEvent::new(
+    let event = RecordedEvent::new(
         stream_id,
         version,
         from_bigint(row.try_get(2)?),
         row.try_get::<&str, _>(3)?,
         row.try_get::<&str, _>(4)?,
-    ))
+    );
+    with_metadata(event, row)
+}
+
+/// The metadata columns of an append, one entry per event. Events of one
+/// command share their metadata (one `Arc`), so its JSON is made once.
+struct EventMetadataColumns<'a> {
+    values: Vec<String>,
+    correlation: Vec<Option<&'a str>>,
+    causation: Vec<Option<&'a str>>,
+}
+
+impl<'a> EventMetadataColumns<'a> {
+    fn of(events: &'a [eventcore::PendingEvent]) -> Self {
+        let mut values: Vec<String> = Vec::with_capacity(events.len());
+        let mut last: Option<(&Arc<Metadata>, usize)> = None;
+        for event in events {
+            let m = event.metadata();
+            match last {
+                Some((prev, i)) if Arc::ptr_eq(prev, m) => values.push(values[i].clone()),
+                _ => {
+                    last = Some((m, values.len()));
+                    values.push(m.values_json());
+                }
+            }
+        }
+        EventMetadataColumns {
+            values,
+            correlation: events
+                .iter()
+                .map(|e| e.metadata().correlation_id().map(CorrelationId::as_str))
+                .collect(),
+            causation: events
+                .iter()
+                .map(|e| e.metadata().causation_id().map(CausationId::as_str))
+                .collect(),
+        }
+    }
+}
+
+/// Reads the metadata columns (5 to 9: event id, recorded_at in
+/// microseconds, correlation id, causation id, key/values as JSON text)
+/// of an event row into `event`.
+fn with_metadata(
+    event: RecordedEvent,
+    row: &sqlx::postgres::PgRow,
+) -> Result<RecordedEvent, sqlx::Error> {
+    let decode =
+        |index: &str, e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::ColumnDecode {
+            index: index.into(),
+            source: e,
+        };
+    let micros: i64 = row.try_get(6)?;
+    let recorded_at = if micros >= 0 {
+        UNIX_EPOCH + Duration::from_micros(micros.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+    };
+    let mut metadata = Metadata::new();
+    if let Some(id) = row.try_get::<Option<&str>, _>(7)? {
+        metadata = metadata.with_correlation_id(
+            CorrelationId::try_new(id).map_err(|e| decode("correlation_id", Box::new(e)))?,
+        );
+    }
+    if let Some(id) = row.try_get::<Option<&str>, _>(8)? {
+        metadata = metadata.with_causation_id(
+            CausationId::try_new(id).map_err(|e| decode("causation_id", Box::new(e)))?,
+        );
+    }
+    let values: &str = row.try_get(9)?;
+    if values != "{}" {
+        let values: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(values).map_err(|e| decode("metadata", Box::new(e)))?;
+        metadata = metadata.with_values(values);
+    }
+    Ok(event
+        .with_event_id(row.try_get(5)?)
+        .with_recorded_at(recorded_at)
+        .with_metadata(metadata))
 }
 
 fn conflict_from_row(row: &sqlx::postgres::PgRow) -> Result<StoreError, sqlx::Error> {

@@ -39,6 +39,9 @@ async fn append_in_open_transaction(
         .bind(vec!["Note"])
         .bind(vec![serde_json::to_string(&Note::new(id, 1)).unwrap()])
         .bind(vec![uuid::Uuid::now_v7()])
+        .bind(vec!["{}"])
+        .bind(vec![None::<&str>])
+        .bind(vec![None::<&str>])
         .fetch_optional(&mut *tx)
         .await
         .unwrap();
@@ -117,7 +120,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
             .fetch_all(stores[0].pool())
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4], "each migration applied once");
+    assert_eq!(applied, vec![1, 2, 3, 4, 5], "each migration applied once");
     stores[0]
         .migrate()
         .await
@@ -146,7 +149,7 @@ async fn a_database_newer_than_the_crate_is_refused() {
             err,
             PostgresError::SchemaTooNew {
                 found: 999,
-                known: 4
+                known: 5
             }
         ),
         "{err:?}"
@@ -581,9 +584,7 @@ async fn one_active_instance_per_subscription_and_takeover_when_it_dies() {
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exactly_once_projection_never_applies_an_event_twice() {
-    use eventcore::{
-        BoxError, Position, RetryPolicy, SubscriptionConfig, SubscriptionName, subscribe,
-    };
+    use eventcore::{BoxError, RetryPolicy, SubscriptionConfig, SubscriptionName, subscribe};
     use eventcore_postgres::{ExactlyOnce, ProjectionHandler};
     use eventcore_testing::fixtures::LedgerEvent;
 
@@ -595,7 +596,7 @@ async fn an_exactly_once_projection_never_applies_an_event_twice() {
         async fn handle(
             &mut self,
             tx: &mut sqlx::PgConnection,
-            _: Position,
+            _: &eventcore::EventContext,
             event: &LedgerEvent,
         ) -> Result<(), BoxError> {
             let LedgerEvent::Credited { amount, .. } = event else {
@@ -697,7 +698,7 @@ async fn an_exactly_once_projection_never_applies_an_event_twice() {
 /// key), and each stream's rows were applied in version order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_once() {
-    use eventcore::{BoxError, Event, Position, SubscriptionConfig, SubscriptionName, subscribe};
+    use eventcore::{BoxError, Event, SubscriptionConfig, SubscriptionName, subscribe};
     use eventcore_postgres::{ExactlyOnce, ProjectionHandler};
     use eventcore_testing::fixtures::LedgerEvent;
 
@@ -707,7 +708,7 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
         async fn handle(
             &mut self,
             tx: &mut sqlx::PgConnection,
-            position: Position,
+            context: &eventcore::EventContext,
             event: &LedgerEvent,
         ) -> Result<(), BoxError> {
             // The next version of the stream in the copy; the key forbids duplicates.
@@ -716,7 +717,7 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
                  SELECT $1, coalesce(max(version), 0) + 1, $2 FROM copied WHERE stream_id = $1",
             )
             .bind(event.stream_id().as_str())
-            .bind(i64::try_from(position.sequence())?)
+            .bind(i64::try_from(context.position().sequence())?)
             .execute(&mut *tx)
             .await?;
             Ok(())

@@ -30,7 +30,7 @@ use std::{fmt, future::Future, sync::Arc};
 
 use eventcore::{
     CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, RetryPolicy,
-    StateKey, StreamId, StreamWrites, execute_with_policy, require,
+    StateKey, StreamId, StreamWrites, execute_with, require,
 };
 use proptest::{
     prelude::*,
@@ -203,7 +203,7 @@ async fn run<S: EventStore>(store: &S, step: &Step, misdeclare: bool) -> Outcome
     let policy = RetryPolicy::default();
     match *step {
         Step::Credit(_, a, amount) => outcome(
-            execute_with_policy(
+            execute_with(
                 store,
                 Credit {
                     account: account(a),
@@ -214,7 +214,7 @@ async fn run<S: EventStore>(store: &S, step: &Step, misdeclare: bool) -> Outcome
             .await,
         ),
         Step::Move(_, a, b, amount) => outcome(
-            execute_with_policy(
+            execute_with(
                 store,
                 Move {
                     from: account(a),
@@ -232,9 +232,9 @@ async fn run<S: EventStore>(store: &S, step: &Step, misdeclare: bool) -> Outcome
                 amount,
             };
             outcome(if misdeclare {
-                execute_with_policy(store, Misdeclared(pay), &policy).await
+                execute_with(store, Misdeclared(pay), &policy).await
             } else {
-                execute_with_policy(store, pay, &policy).await
+                execute_with(store, pay, &policy).await
             })
         }
         Step::External(a, amount) => {
@@ -368,7 +368,7 @@ where
 {
     let [p0, p1] = processes;
     let (x, y) = (stream("alt-x"), stream("alt-y"));
-    execute_with_policy(
+    execute_with(
         &p0,
         Credit {
             account: x.clone(),
@@ -383,7 +383,7 @@ where
     let mut holder = (x.clone(), y.clone());
     for i in 0..20 {
         let store = if i % 2 == 0 { &p1 } else { &p0 };
-        execute_with_policy(
+        execute_with(
             store,
             Pay {
                 from: holder.0.clone(),
@@ -402,7 +402,7 @@ where
     const EACH: usize = 25;
     let accounts: Vec<StreamId> = (0..N).map(|i| stream(&format!("two-{i}"))).collect();
     for a in &accounts {
-        execute_with_policy(
+        execute_with(
             &p1,
             Credit {
                 account: a.clone(),
@@ -437,7 +437,7 @@ where
                     .with_max_attempts(
                         std::num::NonZeroU32::new(1_000).unwrap_or(std::num::NonZeroU32::MIN),
                     );
-                match execute_with_policy(&store, pay, &policy).await {
+                match execute_with(&store, pay, &policy).await {
                     Ok(done) => written += done.events_written,
                     Err(ExecuteError::Rejected(_)) => {}
                     Err(e) => panic!("task {t}: {e}"),

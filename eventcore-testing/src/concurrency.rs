@@ -40,7 +40,7 @@ use std::{
 
 use eventcore::{
     AppendOutcome, CommandLogic, EventStore, ExecuteError, RecordedEvent, RetryPolicy, StoreError,
-    StreamId, StreamReads, StreamVersion, StreamWrites, execute_with_policy,
+    StreamId, StreamReads, StreamVersion, StreamWrites, execute_with,
 };
 use eventcore_memory::InMemoryEventStore;
 use proptest::{
@@ -279,7 +279,7 @@ where
             e @ (ExecuteError::Store(_)
             | ExecuteError::RetriesExhausted { .. }
             | ExecuteError::NoStreams),
-        ) = execute_with_policy(&store, cmd.clone(), &config.retry).await
+        ) = execute_with(&store, cmd.clone(), &config.retry).await
         {
             violations.push(format!("setup command {i} ({cmd:?}) failed: {e}"));
         }
@@ -327,7 +327,7 @@ where
                     conflict_rate: config.conflict_rate,
                     observed: Mutex::new(Vec::new()),
                 };
-                let result = execute_with_policy(&recorder, command.clone(), &config.retry).await;
+                let result = execute_with(&recorder, command.clone(), &config.retry).await;
                 let observed = recorder
                     .observed
                     .into_inner()
@@ -508,7 +508,7 @@ async fn check_serializable<C>(
     let replay = InMemoryEventStore::new();
     for cmd in setup {
         // Outcomes of setup were checked on the real store; replay only rebuilds the state.
-        let _outcome = execute_with_policy(&replay, cmd.clone(), retry).await;
+        let _outcome = execute_with(&replay, cmd.clone(), retry).await;
     }
     for r in records {
         match &r.outcome {
@@ -552,7 +552,7 @@ async fn replay_applied<C>(
         ));
         return;
     }
-    match execute_with_policy(replay, r.command.clone(), &RetryPolicy::no_retry()).await {
+    match execute_with(replay, r.command.clone(), &RetryPolicy::no_retry()).await {
         Ok(done) => {
             let in_range = |e: &&RecordedEvent| {
                 let from = before.iter().find(|(s, _)| s == e.stream_id()).map_or(0, |(_, v)| v.get());

@@ -8,13 +8,18 @@ use std::sync::Arc;
 
 use eventcore::{
     EventLog, EventStore, ExecuteError, LogQuery, Position, RetryPolicy, StoreError, StreamId,
-    StreamVersion, StreamWrites, execute_with_policy,
+    StreamVersion, StreamWrites, execute_with,
 };
 use tokio::sync::Barrier;
 
 use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 
+mod metadata;
 mod state;
+pub use metadata::{
+    execute_gives_a_command_one_correlation_id, follow_up_commands_carry_the_trigger_s_ids,
+    metadata_round_trips_exactly, unstorable_metadata_is_refused,
+};
 pub use state::{
     kept_state_sees_writes_made_around_it, refusal_on_a_kept_state_is_confirmed_first,
     snapshot_is_saved_and_used_after_a_restart,
@@ -67,6 +72,9 @@ macro_rules! __for_each_scenario {
             refusal_on_a_kept_state_is_confirmed_first,
             snapshot_is_saved_and_used_after_a_restart,
             unusable_snapshots_are_ignored,
+            metadata_round_trips_exactly,
+            execute_gives_a_command_one_correlation_id,
+            unstorable_metadata_is_refused,
             global_log_agrees_with_every_stream,
             global_log_pages_from_a_position,
             global_log_prefix_filter_is_literal,
@@ -75,6 +83,7 @@ macro_rules! __for_each_scenario {
             subscription_catches_up_follows_and_resumes,
             subscription_instances_never_overlap,
             subscription_stops_at_an_undecodable_event,
+            follow_up_commands_carry_the_trigger_s_ids,
         );
     };
 }
@@ -456,7 +465,7 @@ pub async fn concurrent_transfers_conserve_money<S: EventStore + Clone + 'static
         .with_queue_in_process(false)
         .with_max_attempts(std::num::NonZeroU32::new(1_000).expect("non-zero"));
     for a in &accounts {
-        execute_with_policy(
+        execute_with(
             store,
             Credit {
                 account: a.clone(),
@@ -485,7 +494,7 @@ pub async fn concurrent_transfers_conserve_money<S: EventStore + Clone + 'static
                     to: accounts[to].clone(),
                     amount: rng.u64(1..400),
                 };
-                results.push(execute_with_policy(&store, cmd, &policy).await);
+                results.push(execute_with(&store, cmd, &policy).await);
             }
             results
         }
@@ -626,7 +635,7 @@ pub async fn undecodable_event_is_an_error<S: EventStore + Clone + 'static>(stor
     append_notes(store, &[(&id, 0)], &[Note::new(&id, 1)])
         .await
         .expect("seed");
-    let err = execute_with_policy(
+    let err = execute_with(
         store,
         Credit {
             account: id.clone(),
@@ -840,7 +849,7 @@ pub async fn concurrent_increments_through_execute_all_land<S: EventStore + Clon
         );
         async move {
             barrier.wait().await;
-            execute_with_policy(
+            execute_with(
                 &store,
                 Credit {
                     account: counter,
@@ -1006,7 +1015,7 @@ pub async fn many_streams_in_one_read_and_one_write<S: EventStore + Clone + 'sta
 /// A command refused by a business rule writes nothing.
 pub async fn rejected_command_writes_nothing<S: EventStore + Clone + 'static>(store: &S) {
     let (a, b) = (stream("poor"), stream("rich"));
-    let err = execute_with_policy(
+    let err = execute_with(
         store,
         Move {
             from: a.clone(),
@@ -1024,7 +1033,7 @@ pub async fn rejected_command_writes_nothing<S: EventStore + Clone + 'static>(st
 /// A command that decides nothing succeeds and writes nothing.
 pub async fn empty_decision_writes_nothing<S: EventStore + Clone + 'static>(store: &S) {
     let a = stream("zero");
-    let done = execute_with_policy(
+    let done = execute_with(
         store,
         Credit {
             account: a.clone(),
@@ -1066,7 +1075,7 @@ pub async fn undeclared_stream_is_refused_before_the_store<S: EventStore + Clone
     store: &S,
 ) {
     let (a, b) = (stream("declared"), stream("undeclared"));
-    let err = execute_with_policy(
+    let err = execute_with(
         store,
         crate::fixtures::Stray {
             declared: a.clone(),
@@ -1231,7 +1240,7 @@ pub async fn global_log_filters_by_event_type<S: EventStore + EventLog + Clone +
 ) {
     let a = stream("typed");
     for amount in [0u64, 1, 2] {
-        execute_with_policy(
+        execute_with(
             store,
             Credit {
                 account: a.clone(),
@@ -1502,7 +1511,7 @@ where
     append_notes(store, &[(&notes, 0)], &[Note::new(&notes, 1)])
         .await
         .expect("note");
-    execute_with_policy(
+    execute_with(
         store,
         Credit {
             account: stream("sub-mixed-ledger"),

@@ -36,6 +36,8 @@ enum Flaw {
     /// Checks, then writes back a copy of the log taken before an await:
     /// a concurrent writer's events are overwritten.
     LosesEvents,
+    /// Stores the events but not their ids, times or metadata.
+    DropsMetadata,
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +120,9 @@ fn new_events(
     log_len: usize,
     writes: &StreamWrites,
     only: Option<&StreamId>,
+    keep_metadata: bool,
 ) -> Vec<RecordedEvent> {
+    let now = std::time::SystemTime::now();
     let mut next: Vec<(StreamId, StreamVersion)> = writes.expected_versions().to_vec();
     let mut out = Vec::new();
     for e in writes.events() {
@@ -130,13 +134,21 @@ fn new_events(
         };
         slot.1 = StreamVersion::new(slot.1.get() + 1);
         let seq = (log_len + out.len() + 1) as u64;
-        out.push(RecordedEvent::new(
+        let recorded = RecordedEvent::new(
             e.stream_id().clone(),
             slot.1,
             seq,
             e.event_type().to_owned(),
             e.payload().to_owned(),
-        ));
+        );
+        out.push(if keep_metadata {
+            recorded
+                .with_event_id(e.event_id())
+                .with_recorded_at(now)
+                .with_metadata(e.metadata().clone())
+        } else {
+            recorded
+        });
     }
     out
 }
@@ -167,15 +179,15 @@ impl EventStore for BrokenStore {
         writes.check_payload_limit(1024 * 1024)?;
         let stream_versions = writes.resulting_versions()?;
         match self.flaw {
-            Flaw::None | Flaw::SkipsReadOnlyCheck => {
+            Flaw::None | Flaw::SkipsReadOnlyCheck | Flaw::DropsMetadata => {
                 let mut log = self.log.lock().unwrap();
                 for (s, expected) in writes.expected_versions() {
                     let written = writes.events().iter().any(|e| e.stream_id() == s);
-                    if self.flaw == Flaw::None || written {
+                    if self.flaw != Flaw::SkipsReadOnlyCheck || written {
                         check(&log, s, *expected)?;
                     }
                 }
-                let new = new_events(log.len(), &writes, None);
+                let new = new_events(log.len(), &writes, None, self.flaw != Flaw::DropsMetadata);
                 log.extend(new);
             }
             Flaw::NotAtomic => {
@@ -183,7 +195,7 @@ impl EventStore for BrokenStore {
                     {
                         let mut log = self.log.lock().unwrap();
                         check(&log, s, *expected)?;
-                        let new = new_events(log.len(), &writes, Some(s));
+                        let new = new_events(log.len(), &writes, Some(s), true);
                         log.extend(new);
                     }
                     tokio::task::yield_now().await;
@@ -191,7 +203,7 @@ impl EventStore for BrokenStore {
             }
             Flaw::ReusesVersion => {
                 let mut log = self.log.lock().unwrap();
-                let new = new_events(log.len(), &writes, None);
+                let new = new_events(log.len(), &writes, None, self.flaw != Flaw::DropsMetadata);
                 log.extend(new);
             }
             Flaw::LosesEvents => {
@@ -203,15 +215,12 @@ impl EventStore for BrokenStore {
                     log.clone()
                 };
                 tokio::task::yield_now().await;
-                let new = new_events(copy.len(), &writes, None);
+                let new = new_events(copy.len(), &writes, None, true);
                 copy.extend(new);
                 *self.log.lock().unwrap() = copy;
             }
         }
-        Ok(AppendOutcome {
-            stream_versions,
-            events_written: writes.events().len(),
-        })
+        Ok(AppendOutcome::new(stream_versions, writes.events().len()))
     }
 }
 
@@ -258,6 +267,19 @@ async fn a_non_atomic_append_is_caught() {
     let failed = failed_scenarios(Flaw::NotAtomic).await;
     assert!(
         failed.contains(&"one_conflict_among_three_streams_writes_nothing"),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_metadata_is_caught() {
+    let failed = failed_scenarios(Flaw::DropsMetadata).await;
+    assert!(
+        failed.contains(&"metadata_round_trips_exactly"),
+        "{failed:?}"
+    );
+    assert!(
+        failed.contains(&"follow_up_commands_carry_the_trigger_s_ids"),
         "{failed:?}"
     );
 }

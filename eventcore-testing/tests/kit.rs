@@ -1,7 +1,7 @@
 //! The kit on a correct store: the concurrency checker, fault injection and
 //! given/when/then behave as documented.
 
-use eventcore::{ExecuteError, StoreError, execute, execute_with_policy};
+use eventcore::{ExecuteError, StoreError, execute, execute_with};
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::{
     concurrency::{ConcurrencyConfig, Outcome, check_concurrency, run_concurrently},
@@ -125,7 +125,7 @@ async fn a_transient_failure_after_commit_applies_the_command_twice() {
     let store = FaultyStore::new(InMemoryEventStore::new(), plan, 3);
     let policy =
         eventcore::RetryPolicy::default().with_max_attempts(std::num::NonZeroU32::new(2).unwrap());
-    let err = execute_with_policy(
+    let err = execute_with(
         &store,
         Credit {
             account: stream("a"),

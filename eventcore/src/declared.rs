@@ -1,9 +1,11 @@
 //! The execute loop's attempts for a command that declares its state: start
 //! from a kept state or a snapshot, read only tails, keep what was folded.
 
+use std::sync::Arc;
+
 use crate::{
-    CommandLogic, EventStore, ExecuteError, ExecutionResult, RecordedEvent, Snapshot, SnapshotKey,
-    StateCache, StateKey, StoreError, StreamId, StreamVersion, StreamWrites,
+    CommandLogic, EventStore, ExecuteError, ExecutionResult, Metadata, RecordedEvent, Snapshot,
+    SnapshotKey, StateCache, StateKey, StoreError, StreamId, StreamVersion, StreamWrites,
     cache::{Count, Entry, EntryKey},
 };
 
@@ -110,6 +112,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         &self,
         store: &St,
         command: &C,
+        metadata: &Arc<Metadata>,
         known: &mut Option<Known<S>>,
     ) -> Attempt<ExecutionResult>
     where
@@ -161,7 +164,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                 }
             };
 
-            let mut writes = StreamWrites::new();
+            let mut writes = StreamWrites::with_checked_metadata(metadata.clone());
             for (stream, version) in &k.versions {
                 writes.expect(stream.clone(), *version)?;
             }

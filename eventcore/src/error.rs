@@ -70,6 +70,13 @@ pub enum StoreError {
         event_type: String,
     },
 
+    /// Metadata that no store can keep.
+    #[error("metadata cannot be stored: {reason}")]
+    InvalidMetadata {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// An event's serialised payload is larger than the store accepts.
     #[error(
         "event `{event_type}` for stream `{stream_id}` is {size} bytes serialised; the store accepts at most {limit}"

@@ -1,12 +1,87 @@
 //! The execute loop: read, fold, decide, append, retry.
 
+use std::sync::Arc;
+
 use crate::{
-    CommandLogic, EventStore, ExecuteError, RetryPolicy, StoreError, StreamId, StreamVersion,
-    StreamWrites, declared::Declared,
+    CommandLogic, CorrelationId, EventStore, ExecuteError, Metadata, RetryPolicy, StoreError,
+    StreamId, StreamVersion, StreamWrites, declared::Declared,
 };
+
+/// How [`execute_with`] runs a command: its [`RetryPolicy`] and the
+/// [`Metadata`] stored with its events. Built with the `with_` methods;
+/// new options arrive as new methods.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use eventcore::{ExecuteOptions, Metadata, RetryPolicy};
+/// let three = NonZeroU32::new(3).unwrap();
+/// let options = ExecuteOptions::new()
+///     .with_policy(RetryPolicy::default().with_max_attempts(three))
+///     .with_metadata(Metadata::new().with_value("user", "alice"));
+/// assert_eq!(options.policy().max_attempts(), 3);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ExecuteOptions {
+    policy: RetryPolicy,
+    metadata: Metadata,
+}
+
+impl ExecuteOptions {
+    /// The default policy and no metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the retry policy.
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the metadata stored with every event the command appends. A
+    /// correlation id left unset is made up, one per `execute` call, and
+    /// shared by all of the command's events.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Metadata for a command issued because of `event` (by a
+    /// subscription handler, say): the event's correlation id and its id as
+    /// causation id; see [`Metadata::caused_by`]. Replaces the metadata set
+    /// before (to add key/values, pass `Metadata::caused_by(event)` with
+    /// them to [`with_metadata`](Self::with_metadata)).
+    pub fn caused_by(mut self, event: &crate::RecordedEvent) -> Self {
+        self.metadata = Metadata::caused_by(event);
+        self
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+impl From<RetryPolicy> for ExecuteOptions {
+    fn from(policy: RetryPolicy) -> Self {
+        ExecuteOptions::new().with_policy(policy)
+    }
+}
+
+impl From<&RetryPolicy> for ExecuteOptions {
+    fn from(policy: &RetryPolicy) -> Self {
+        ExecuteOptions::new().with_policy(policy.clone())
+    }
+}
 
 /// What a successful [`execute`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExecutionResult {
     /// How many read-decide-append cycles ran (1 when no retry was needed).
     pub attempts: u32,
@@ -27,19 +102,20 @@ impl ExecutionResult {
     }
 }
 
-/// Runs `command` against `store` with the default [`RetryPolicy`].
+/// Runs `command` against `store` with the default [`ExecuteOptions`].
 ///
 /// # Errors
-/// See [`execute_with_policy`].
+/// See [`execute_with`].
 pub async fn execute<S, C>(store: S, command: C) -> Result<ExecutionResult, ExecuteError>
 where
     S: EventStore,
     C: CommandLogic,
 {
-    execute_with_policy(store, command, &RetryPolicy::default()).await
+    execute_with(store, command, ExecuteOptions::new()).await
 }
 
-/// Runs `command` against `store`: reads the declared streams in one call,
+/// Runs `command` against `store` with `options` (a [`RetryPolicy`]
+/// converts into them): reads the declared streams in one call,
 /// folds their events with [`CommandLogic::apply`], asks
 /// [`CommandLogic::handle`] for new events, and appends them with the
 /// version read of every declared stream as its expected version. On a
@@ -70,15 +146,29 @@ where
 /// transient failure reported after the store committed (a connection lost
 /// during commit) cannot be told apart from one before it: the command may
 /// then be applied twice.
-pub async fn execute_with_policy<S, C>(
+///
+/// Every event appended carries `options`' [`Metadata`]; its correlation
+/// id, if unset, is one made up for this call.
+pub async fn execute_with<S, C>(
     store: S,
     command: C,
-    policy: &RetryPolicy,
+    options: impl Into<ExecuteOptions>,
 ) -> Result<ExecutionResult, ExecuteError>
 where
     S: EventStore,
     C: CommandLogic,
 {
+    let options = options.into();
+    let policy = &options.policy;
+    let metadata = Arc::new(if options.metadata.correlation_id().is_some() {
+        options.metadata.clone()
+    } else {
+        options
+            .metadata
+            .clone()
+            .with_correlation_id(CorrelationId::generate())
+    });
+    crate::writes::check_metadata(&metadata)?;
     let mut streams = command.streams();
     streams.sort_unstable();
     streams.dedup();
@@ -101,8 +191,12 @@ where
             None
         };
         let outcome = match &declared {
-            None => attempt_once(&store, &command, &streams).await,
-            Some(declared) => declared.attempt(&store, &command, &mut known).await,
+            None => attempt_once(&store, &command, &streams, &metadata).await,
+            Some(declared) => {
+                declared
+                    .attempt(&store, &command, &metadata, &mut known)
+                    .await
+            }
         };
         drop(held);
         let error = match outcome? {
@@ -134,6 +228,7 @@ async fn attempt_once<S, C>(
     store: &S,
     command: &C,
     streams: &[StreamId],
+    metadata: &Arc<Metadata>,
 ) -> Result<Result<ExecutionResult, StoreError>, ExecuteError>
 where
     S: EventStore,
@@ -160,7 +255,7 @@ where
         }));
     }
 
-    let mut writes = StreamWrites::new();
+    let mut writes = StreamWrites::with_checked_metadata(metadata.clone());
     for stream in streams {
         let version = read.version(stream).unwrap_or(StreamVersion::INITIAL);
         writes.expect(stream.clone(), version)?;

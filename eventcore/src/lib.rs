@@ -10,6 +10,7 @@ mod event;
 mod execute;
 mod gate;
 mod log;
+mod metadata;
 mod reads;
 mod retry;
 mod snapshot;
@@ -23,8 +24,9 @@ pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
 pub use error::{BoxError, CommandError, ExecuteError, StoreError};
 pub use event::Event;
-pub use execute::{ExecutionResult, execute, execute_with_policy};
+pub use execute::{ExecuteOptions, ExecutionResult, execute, execute_with};
 pub use log::{EventLog, LogQuery, Position};
+pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};
 pub use reads::{RecordedEvent, StreamReads};
 pub use retry::RetryPolicy;
 pub use snapshot::{Snapshot, SnapshotKey, SnapshotRead};
@@ -32,8 +34,9 @@ pub use state::StateKey;
 pub use store::{AppendOutcome, EventStore};
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};
 pub use subscription::{
-    CheckpointStore, Handler, OnHandlerError, SubscriptionConfig, SubscriptionError,
+    CheckpointStore, EventContext, Handler, OnHandlerError, SubscriptionConfig, SubscriptionError,
     SubscriptionHandle, SubscriptionLeases, SubscriptionName, SubscriptionNameError,
     SubscriptionReport, handler_fn, subscribe,
 };
+pub use uuid::Uuid;
 pub use writes::{PendingEvent, StreamWrites};

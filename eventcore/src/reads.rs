@@ -1,13 +1,15 @@
 //! What one read of a set of streams returns.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
-use crate::{StoreError, StreamId, StreamVersion};
+use crate::{Metadata, StoreError, StreamId, StreamVersion};
 
 /// One event as stored: its place in its stream and in the global log, its
-/// type name and its JSON payload.
+/// type name, its JSON payload, its id, when it was recorded and its
+/// [`Metadata`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
     stream_id: StreamId,
@@ -16,10 +18,15 @@ pub struct RecordedEvent {
     // Shared, so that a store keeping events in memory hands out copies cheaply.
     event_type: Arc<str>,
     payload: Arc<str>,
+    event_id: Uuid,
+    recorded_at: SystemTime,
+    metadata: Arc<Metadata>,
 }
 
 impl RecordedEvent {
-    /// Assembles a recorded event; for store implementations.
+    /// Assembles a recorded event; for store implementations, which then
+    /// set its id, time and metadata with the `with_` methods (a store must
+    /// return what was appended: the conformance suite checks it).
     pub fn new(
         stream_id: StreamId,
         version: StreamVersion,
@@ -33,7 +40,48 @@ impl RecordedEvent {
             global_sequence,
             event_type: event_type.into(),
             payload: payload.into(),
+            event_id: Uuid::nil(),
+            recorded_at: SystemTime::UNIX_EPOCH,
+            metadata: Arc::default(),
         }
+    }
+
+    /// Sets the id the event was appended with
+    /// ([`PendingEvent::event_id`](crate::PendingEvent::event_id)).
+    pub fn with_event_id(mut self, event_id: Uuid) -> Self {
+        self.event_id = event_id;
+        self
+    }
+
+    /// Sets when the store recorded the event (microsecond precision).
+    pub fn with_recorded_at(mut self, recorded_at: SystemTime) -> Self {
+        self.recorded_at = recorded_at;
+        self
+    }
+
+    /// Sets the metadata the event was appended with.
+    pub fn with_metadata(mut self, metadata: impl Into<Arc<Metadata>>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// The event's id: a UUIDv7 made when it was added to a
+    /// [`StreamWrites`](crate::StreamWrites), unique per stored event.
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    /// When the store recorded the event, by the store's clock (on
+    /// PostgreSQL the server's, at the start of the appending transaction;
+    /// every event of one append has the same time), to the microsecond.
+    pub fn recorded_at(&self) -> SystemTime {
+        self.recorded_at
+    }
+
+    /// The correlation and causation ids and key/values the event was
+    /// appended with.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 
     /// The stream the event belongs to.

@@ -2,7 +2,7 @@
 
 use std::{num::NonZeroU32, time::Duration};
 
-/// How often, and after how long a wait, [`execute_with_policy`](crate::execute_with_policy)
+/// How often, and after how long a wait, [`execute_with`](crate::execute_with)
 /// tries a command again after a version conflict or a transient store failure.
 ///
 /// The wait before retry `n` (counting from 1) is drawn uniformly from

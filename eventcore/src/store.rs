@@ -9,12 +9,23 @@ use crate::{
 
 /// What a successful append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppendOutcome {
     /// Every registered stream with its version after the append, sorted by
     /// stream id (read-only participants keep their expected version).
     pub stream_versions: Vec<(StreamId, StreamVersion)>,
     /// How many events were appended.
     pub events_written: usize,
+}
+
+impl AppendOutcome {
+    /// Assembles an outcome; for store implementations.
+    pub fn new(stream_versions: Vec<(StreamId, StreamVersion)>, events_written: usize) -> Self {
+        AppendOutcome {
+            stream_versions,
+            events_written,
+        }
+    }
 }
 
 /// A backend that stores event streams.

@@ -102,6 +102,36 @@ pub trait SubscriptionLeases: Send + Sync {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+/// Where a delivered event sits in the log, and the event as stored: its
+/// stream, version, id, time and [`Metadata`](crate::Metadata).
+///
+/// A handler that issues a command because of the event passes it on with
+/// [`ExecuteOptions::caused_by`](crate::ExecuteOptions::caused_by), so the
+/// command's events carry this event's correlation id and its id as
+/// causation id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventContext {
+    position: Position,
+    recorded: RecordedEvent,
+}
+
+impl EventContext {
+    /// Assembles a context (for handler tests).
+    pub fn new(position: Position, recorded: RecordedEvent) -> Self {
+        EventContext { position, recorded }
+    }
+
+    /// The event's place in the log (what a checkpoint holds).
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The event as stored.
+    pub fn recorded(&self) -> &RecordedEvent {
+        &self.recorded
+    }
+}
+
 /// Handles the events of a subscription, one at a time, in log order.
 pub trait Handler<E>: Send + 'static {
     /// Handles one event. An error is retried (see
@@ -109,7 +139,7 @@ pub trait Handler<E>: Send + 'static {
     /// [`SubscriptionConfig::on_error`] says.
     fn handle(
         &mut self,
-        position: Position,
+        context: &EventContext,
         event: &E,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
@@ -423,9 +453,10 @@ where
                     position,
                     source,
                 })?;
+            let context = EventContext::new(position, recorded);
             let mut attempt = 1;
             loop {
-                match self.handler.handle(position, &event).await {
+                match self.handler.handle(&context, &event).await {
                     Ok(()) => {
                         report.handled += 1;
                         break;
@@ -515,7 +546,7 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for &S {
 pub fn handler_fn<E, F, Fut>(f: F) -> impl Handler<E>
 where
     E: Send + Sync + 'static,
-    F: FnMut(Position, &E) -> Fut + Send + 'static,
+    F: FnMut(&EventContext, &E) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send,
 {
     FnHandler(f, PhantomData)
@@ -526,14 +557,14 @@ struct FnHandler<F, E>(F, PhantomData<fn(&E)>);
 impl<E, F, Fut> Handler<E> for FnHandler<F, E>
 where
     E: Send + Sync + 'static,
-    F: FnMut(Position, &E) -> Fut + Send + 'static,
+    F: FnMut(&EventContext, &E) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send,
 {
     fn handle(
         &mut self,
-        position: Position,
+        context: &EventContext,
         event: &E,
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
-        (self.0)(position, event)
+        (self.0)(context, event)
     }
 }

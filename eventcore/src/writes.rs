@@ -1,18 +1,35 @@
 //! What one append writes: expected versions and new events.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
-use crate::{Event, StoreError, StreamId, StreamVersion};
+use uuid::Uuid;
 
-/// One event ready to be appended: its stream, type name and JSON payload.
+use crate::{Event, Metadata, StoreError, StreamId, StreamVersion, metadata::holds_nul};
+
+/// One event ready to be appended: its stream, type name, JSON payload, id
+/// and metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEvent {
     stream_id: StreamId,
     event_type: Cow<'static, str>,
     payload: String,
+    event_id: Uuid,
+    metadata: Arc<Metadata>,
 }
 
 impl PendingEvent {
+    /// The event's id (a UUIDv7 made when it was added to the write); the
+    /// store keeps it and returns it on
+    /// [`RecordedEvent::event_id`](crate::RecordedEvent::event_id).
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    /// The metadata to store with the event.
+    pub fn metadata(&self) -> &Arc<Metadata> {
+        &self.metadata
+    }
+
     /// The stream the event is appended to.
     pub fn stream_id(&self) -> &StreamId {
         &self.stream_id
@@ -62,6 +79,8 @@ pub struct StreamWrites {
     /// Sorted by stream id, one entry per stream.
     expected: Vec<(StreamId, StreamVersion)>,
     events: Vec<PendingEvent>,
+    /// What [`append`](Self::append) stores with each event.
+    metadata: Arc<Metadata>,
 }
 
 impl StreamWrites {
@@ -95,7 +114,34 @@ impl StreamWrites {
         }
     }
 
-    /// Serialises `event` and adds it to the write, after the events added before.
+    /// Sets the metadata that [`append`](Self::append) stores with the
+    /// events added after this call (and that
+    /// [`append_with_metadata`](Self::append_with_metadata) falls back on).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidMetadata`] if a key or string value holds
+    /// U+0000; the write is then unchanged.
+    pub fn set_metadata(&mut self, metadata: Metadata) -> Result<(), StoreError> {
+        check_metadata(&metadata)?;
+        self.metadata = Arc::new(metadata);
+        Ok(())
+    }
+
+    /// An empty write whose events get `metadata`, already checked.
+    pub(crate) fn with_checked_metadata(metadata: Arc<Metadata>) -> Self {
+        StreamWrites {
+            metadata,
+            ..StreamWrites::default()
+        }
+    }
+
+    /// The metadata [`append`](Self::append) stores with each event.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Serialises `event` and adds it to the write, after the events added
+    /// before, with the write's [`metadata`](Self::metadata).
     ///
     /// # Errors
     /// - [`StoreError::InvalidEventType`] if the type name is empty, over 255
@@ -106,6 +152,28 @@ impl StreamWrites {
     ///
     /// On error the write is unchanged.
     pub fn append<E: Event>(&mut self, event: &E) -> Result<(), StoreError> {
+        let metadata = self.metadata.clone();
+        self.push(event, metadata)
+    }
+
+    /// As [`append`](Self::append), with metadata of this event's own:
+    /// what `metadata` leaves unset (an id, a key) is taken from the
+    /// write's [`metadata`](Self::metadata).
+    ///
+    /// # Errors
+    /// As [`append`](Self::append), and [`StoreError::InvalidMetadata`] if
+    /// a key or string value holds U+0000.
+    pub fn append_with_metadata<E: Event>(
+        &mut self,
+        event: &E,
+        metadata: Metadata,
+    ) -> Result<(), StoreError> {
+        check_metadata(&metadata)?;
+        let merged = Arc::new(metadata.or(&self.metadata));
+        self.push(event, merged)
+    }
+
+    fn push<E: Event>(&mut self, event: &E, metadata: Arc<Metadata>) -> Result<(), StoreError> {
         let stream_id = event.stream_id();
         let event_type = event.event_type();
         if !is_storable_name(event_type) {
@@ -135,6 +203,8 @@ impl StreamWrites {
             stream_id: stream_id.clone(),
             event_type: Cow::Borrowed(event_type),
             payload,
+            event_id: Uuid::now_v7(),
+            metadata,
         });
         Ok(())
     }
@@ -208,6 +278,15 @@ impl StreamWrites {
             })
             .collect()
     }
+}
+
+pub(crate) fn check_metadata(metadata: &Metadata) -> Result<(), StoreError> {
+    if holds_nul(metadata.values()) {
+        return Err(StoreError::InvalidMetadata {
+            reason: "a key or string value holds U+0000, which no store accepts",
+        });
+    }
+    Ok(())
 }
 
 /// Whether a name (an event type, a declared state's) can be stored by

@@ -13,7 +13,7 @@ use std::{
 use eventcore::{
     AppendOutcome, CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents,
     RetryPolicy, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, execute,
-    execute_with_policy,
+    execute_with,
 };
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::fixtures::{Credit, LedgerEvent, Move, Note, stream};
@@ -79,7 +79,7 @@ fn fast(attempts: u32) -> RetryPolicy {
 async fn retries_a_conflict_then_succeeds() {
     let store = Flaky::new(2);
     let account = stream("a");
-    let result = execute_with_policy(
+    let result = execute_with(
         &store,
         Credit {
             account: account.clone(),
@@ -103,7 +103,7 @@ async fn retries_a_conflict_then_succeeds() {
 #[tokio::test]
 async fn gives_up_after_max_attempts_and_says_so() {
     let store = Flaky::new(u32::MAX);
-    let err = execute_with_policy(
+    let err = execute_with(
         &store,
         Credit {
             account: stream("a"),
@@ -132,7 +132,7 @@ async fn gives_up_after_max_attempts_and_says_so() {
 async fn retries_transient_failures_too() {
     let mut store = Flaky::new(0);
     store.always_transient = true;
-    let err = execute_with_policy(
+    let err = execute_with(
         &store,
         Credit {
             account: stream("a"),
@@ -159,9 +159,7 @@ async fn business_rule_errors_are_not_retried() {
         to: stream("b"),
         amount: 1,
     };
-    let err = execute_with_policy(&store, cmd, &fast(10))
-        .await
-        .unwrap_err();
+    let err = execute_with(&store, cmd, &fast(10)).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -365,7 +363,7 @@ async fn race_on_one_stream(policy: RetryPolicy) -> (u32, usize) {
             let (store, barrier, policy) = (store.clone(), barrier.clone(), policy.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                execute_with_policy(
+                execute_with(
                     &store,
                     Credit {
                         account: stream("hot"),

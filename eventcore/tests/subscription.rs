@@ -50,13 +50,17 @@ type Seen = Arc<Mutex<Vec<(Position, u64)>>>;
 /// A handler that records each credit's amount.
 fn recording(seen: &Seen) -> impl eventcore::Handler<LedgerEvent> {
     let seen = seen.clone();
-    handler_fn(move |position, event: &LedgerEvent| {
-        let amount = match event {
-            LedgerEvent::Credited { amount, .. } | LedgerEvent::Debited { amount, .. } => *amount,
-        };
-        seen.lock().unwrap().push((position, amount));
-        async { Ok(()) }
-    })
+    handler_fn(
+        move |context: &eventcore::EventContext, event: &LedgerEvent| {
+            let amount = match event {
+                LedgerEvent::Credited { amount, .. } | LedgerEvent::Debited { amount, .. } => {
+                    *amount
+                }
+            };
+            seen.lock().unwrap().push((context.position(), amount));
+            async { Ok(()) }
+        },
+    )
 }
 
 async fn wait_until_handled(handle: &eventcore::SubscriptionHandle, sequence: u64) {

@@ -32,6 +32,11 @@ params = {
     "$5": "ARRAY['TransferSent', 'TransferReceived']",
     "$6": f"ARRAY['{out_payload}', '{in_payload}']",
     "$7": "ARRAY[gen_random_uuid(), gen_random_uuid()]",
+    # Metadata: no key/values, one correlation id for both events (execute
+    # always sets one), no causation id.
+    "$8": "ARRAY['{}', '{}']",
+    "$9": "ARRAY[md5(:client_id::text || ':' || :i::text), md5(:client_id::text || ':' || :i::text)]",
+    "$10": "ARRAY[NULL::text, NULL::text]",
 }
 
 

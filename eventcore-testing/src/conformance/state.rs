@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use eventcore::{
     EventStore, ExecuteError, RetryPolicy, Snapshot, SnapshotKey, StreamId, StreamVersion,
-    StreamWrites, execute_with_policy,
+    StreamWrites, execute_with,
 };
 
 use crate::fixtures::{BALANCES, Balances, Credit, LedgerEvent, Move, Note, stream};
@@ -87,7 +87,7 @@ pub async fn tail_read_beyond_the_end_reports_the_shorter_stream<
 }
 
 async fn credit<S: EventStore>(store: &S, account: &StreamId, amount: u64) {
-    execute_with_policy(
+    execute_with(
         store,
         Credit {
             account: account.clone(),
@@ -105,7 +105,7 @@ async fn move_money<S: EventStore>(
     to: &StreamId,
     amount: u64,
 ) -> Result<eventcore::ExecutionResult, ExecuteError> {
-    execute_with_policy(
+    execute_with(
         store,
         Move {
             from: from.clone(),

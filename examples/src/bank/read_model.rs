@@ -8,8 +8,8 @@ use std::{
 };
 
 use eventcore::{
-    BoxError, CheckpointStore, EventLog, Handler, LogQuery, Position, StreamId, SubscriptionConfig,
-    SubscriptionError, SubscriptionLeases, SubscriptionName, subscribe,
+    BoxError, CheckpointStore, EventContext, EventLog, Handler, LogQuery, StreamId,
+    SubscriptionConfig, SubscriptionError, SubscriptionLeases, SubscriptionName, subscribe,
 };
 
 use super::domain::{Account, BankEvent};
@@ -39,7 +39,7 @@ impl BalancesProjection {
 }
 
 impl Handler<BankEvent> for BalancesProjection {
-    async fn handle(&mut self, _position: Position, event: &BankEvent) -> Result<(), BoxError> {
+    async fn handle(&mut self, _: &EventContext, event: &BankEvent) -> Result<(), BoxError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let before = state
             .accounts

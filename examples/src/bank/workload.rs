@@ -11,7 +11,7 @@ use std::{
 
 use eventcore::{
     CheckpointStore, EventLog, EventStore, ExecuteError, RetryPolicy, StreamId, SubscriptionLeases,
-    SubscriptionName, execute_with_policy,
+    SubscriptionName, execute_with,
 };
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -162,7 +162,7 @@ where
             account: account.clone(),
             source,
         };
-        execute_with_policy(
+        execute_with(
             &store,
             OpenAccount {
                 account: account.clone(),
@@ -175,7 +175,7 @@ where
             account: account.clone(),
             amount: amount(config.initial_balance),
         };
-        execute_with_policy(&store, initial, &policy)
+        execute_with(&store, initial, &policy)
             .await
             .map_err(setup)?;
     }
@@ -219,7 +219,7 @@ where
                         };
                         let c = i128::from(cents);
                         (
-                            execute_with_policy(&store, cmd, &policy).await,
+                            execute_with(&store, cmd, &policy).await,
                             vec![(a, -c), (b, c)],
                         )
                     }
@@ -229,7 +229,7 @@ where
                             amount: amount(cents),
                         };
                         (
-                            execute_with_policy(&store, cmd, &policy).await,
+                            execute_with(&store, cmd, &policy).await,
                             vec![(a, i128::from(cents))],
                         )
                     }
@@ -239,7 +239,7 @@ where
                             amount: amount(cents),
                         };
                         (
-                            execute_with_policy(&store, cmd, &policy).await,
+                            execute_with(&store, cmd, &policy).await,
                             vec![(a, -i128::from(cents))],
                         )
                     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use eventcore::{
-    BoxError, CheckpointStore, EventLog, EventStore, Handler, LogQuery, Position, StoreError,
+    BoxError, CheckpointStore, EventContext, EventLog, EventStore, Handler, LogQuery, StoreError,
     StreamId, StreamVersion, StreamWrites, SubscriptionConfig, SubscriptionLeases,
     SubscriptionName, subscribe,
 };
@@ -73,7 +73,7 @@ struct ProbeHandler {
 }
 
 impl Handler<BankEvent> for ProbeHandler {
-    async fn handle(&mut self, _: Position, event: &BankEvent) -> Result<(), BoxError> {
+    async fn handle(&mut self, _: &EventContext, event: &BankEvent) -> Result<(), BoxError> {
         *self.probe.handled.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let stream = eventcore::Event::stream_id(event).clone();
         let version = self.seen_per_stream.entry(stream.clone()).or_default();

@@ -2,7 +2,7 @@
 
 use eventcore::{
     CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, ExecutionResult,
-    NewEvents, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites, execute_with_policy,
+    NewEvents, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
 };
 use serde::Serialize;
 
@@ -58,7 +58,7 @@ impl Workload {
                     amount,
                 };
                 (
-                    execute_with_policy(store, cmd, policy).await,
+                    execute_with(store, cmd, policy).await,
                     vec![(a, i128::from(cents))],
                 )
             }
@@ -71,7 +71,7 @@ impl Workload {
                 };
                 let c = i128::from(cents);
                 (
-                    execute_with_policy(store, cmd, policy).await,
+                    execute_with(store, cmd, policy).await,
                     vec![(a, -c), (b, c)],
                 )
             }
@@ -88,7 +88,7 @@ impl Workload {
                 };
                 let c = i128::from(cents);
                 (
-                    execute_with_policy(store, cmd, policy).await,
+                    execute_with(store, cmd, policy).await,
                     vec![(a, -c), (b, c)],
                 )
             }
