@@ -7,6 +7,8 @@ use nutype::nutype;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::stream::{TextFault, check_text};
+
 /// The longest id ([`CorrelationId`], [`CausationId`], [`CommandId`])
 /// accepted, in characters.
 pub const MAX_ID_CHARS: usize = 255;
@@ -36,21 +38,11 @@ pub enum IdError {
 }
 
 fn validate_id(id: &str) -> Result<(), IdError> {
-    let mut chars = 0;
-    for (index, c) in id.chars().enumerate() {
-        if c.is_control() {
-            return Err(IdError::ControlCharacter {
-                code_point: u32::from(c),
-                index,
-            });
-        }
-        chars += 1;
-    }
-    match chars {
-        0 => Err(IdError::Empty),
-        n if n > MAX_ID_CHARS => Err(IdError::TooLong { chars: n }),
-        _ => Ok(()),
-    }
+    check_text(id, MAX_ID_CHARS).map_err(|fault| match fault {
+        TextFault::Empty => IdError::Empty,
+        TextFault::TooLong(chars) => IdError::TooLong { chars },
+        TextFault::Control { code_point, index } => IdError::ControlCharacter { code_point, index },
+    })
 }
 
 /// Methods every text id shares.
@@ -237,7 +229,8 @@ impl Metadata {
 
     /// The key/values as JSON text (an object).
     pub fn values_json(&self) -> String {
-        Value::Object(self.values.clone()).to_string()
+        // A map of JSON values with string keys always serialises.
+        serde_json::to_string(&self.values).unwrap_or_else(|_| "{}".to_owned())
     }
 }
 

@@ -31,11 +31,20 @@ pub enum StreamIdError {
     },
 }
 
-fn validate_stream_id(id: &str) -> Result<(), StreamIdError> {
+/// What is wrong with a name or id checked by [`check_text`].
+pub(crate) enum TextFault {
+    Empty,
+    TooLong(usize),
+    Control { code_point: u32, index: usize },
+}
+
+/// The rule every stored name and id follows: 1 to `max` characters, no
+/// control character.
+pub(crate) fn check_text(text: &str, max: usize) -> Result<(), TextFault> {
     let mut chars = 0;
-    for (index, c) in id.chars().enumerate() {
+    for (index, c) in text.chars().enumerate() {
         if c.is_control() {
-            return Err(StreamIdError::ControlCharacter {
+            return Err(TextFault::Control {
                 code_point: u32::from(c),
                 index,
             });
@@ -43,10 +52,20 @@ fn validate_stream_id(id: &str) -> Result<(), StreamIdError> {
         chars += 1;
     }
     match chars {
-        0 => Err(StreamIdError::Empty),
-        n if n > MAX_STREAM_ID_CHARS => Err(StreamIdError::TooLong { chars: n }),
+        0 => Err(TextFault::Empty),
+        n if n > max => Err(TextFault::TooLong(n)),
         _ => Ok(()),
     }
+}
+
+fn validate_stream_id(id: &str) -> Result<(), StreamIdError> {
+    check_text(id, MAX_STREAM_ID_CHARS).map_err(|fault| match fault {
+        TextFault::Empty => StreamIdError::Empty,
+        TextFault::TooLong(chars) => StreamIdError::TooLong { chars },
+        TextFault::Control { code_point, index } => {
+            StreamIdError::ControlCharacter { code_point, index }
+        }
+    })
 }
 
 /// The name of one event stream, such as `account-42`.

@@ -292,7 +292,7 @@ pub(crate) fn check_metadata(metadata: &Metadata) -> Result<(), StoreError> {
 /// Whether a name (an event type, a declared state's) can be stored by
 /// every store: 1 to 255 characters, none of them a control character.
 pub(crate) fn is_storable_name(name: &str) -> bool {
-    (1..=255).contains(&name.chars().count()) && !name.chars().any(char::is_control)
+    crate::stream::check_text(name, 255).is_ok()
 }
 
 /// Whether JSON text holds the escape `\u0000` (serde_json escapes every
