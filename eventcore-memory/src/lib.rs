@@ -26,9 +26,10 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CacheConfig, CheckpointStore, EventLog, EventStore, LogQuery, Position,
-    RecordedEvent, Snapshot, SnapshotKey, StateCache, StoreError, StreamId, StreamReads,
-    StreamVersion, StreamWrites, SubscriptionLeases, SubscriptionName,
+    AppendOutcome, CacheConfig, CheckpointStore, CommandId, CommandLookup, CommandRecord, EventLog,
+    EventStore, LogQuery, Position, RecordedEvent, Snapshot, SnapshotKey, SnapshotRead, StateCache,
+    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases,
+    SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -56,6 +57,8 @@ struct Log {
     events: Vec<RecordedEvent>,
     /// For each stream, the indexes into `events` of its events, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
+    /// Every recorded command id, written under the same lock as its events.
+    commands: HashMap<CommandId, CommandRecord>,
 }
 
 impl Default for InMemoryEventStore {
@@ -116,25 +119,30 @@ impl InMemoryEventStore {
         &self,
         streams: impl ExactSizeIterator<Item = (&'a StreamId, StreamVersion)>,
     ) -> StreamReads {
+        read_after(&self.read_log(), streams)
+    }
+
+    /// As [`read_after`](Self::read_after), unless `command_id` is recorded:
+    /// the look-up and the read under one lock.
+    fn read_after_for<'a>(
+        &self,
+        command_id: &CommandId,
+        streams: impl ExactSizeIterator<Item = (&'a StreamId, StreamVersion)>,
+    ) -> CommandLookup<StreamReads> {
         let log = self.read_log();
-        let mut versions: Vec<(StreamId, StreamVersion)> = Vec::with_capacity(streams.len());
-        let mut indexes: Vec<usize> = Vec::new();
-        for (stream, after) in streams {
-            if versions.iter().any(|(id, _)| id == stream) {
-                continue;
-            }
-            let positions = log
-                .streams
-                .get(stream)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            versions.push((stream.clone(), StreamVersion::new(positions.len() as u64)));
-            let skip = usize::try_from(after.get()).unwrap_or(usize::MAX);
-            indexes.extend_from_slice(positions.get(skip..).unwrap_or_default());
+        match log.commands.get(command_id) {
+            Some(record) => CommandLookup::Recorded(record.clone()),
+            None => CommandLookup::NotRecorded(read_after(&log, streams)),
         }
-        indexes.sort_unstable();
-        let events = indexes.into_iter().map(|i| log.events[i].clone()).collect();
-        StreamReads::new(versions, events)
+    }
+
+    /// Removes the command records made before `cutoff`.
+    fn prune_before(&self, cutoff: SystemTime) -> u64 {
+        let mut log = self.write_log();
+        let before = log.commands.len();
+        log.commands
+            .retain(|_, record| record.recorded_at >= cutoff);
+        (before - log.commands.len()) as u64
     }
 
     fn snapshots(&self) -> std::sync::MutexGuard<'_, HashMap<SnapshotKey, Snapshot>> {
@@ -146,6 +154,11 @@ impl InMemoryEventStore {
         writes.check_payload_limit(self.max_payload_bytes)?;
         let stream_versions = writes.resulting_versions()?;
         let mut log = self.write_log();
+        if let Some((id, _)) = writes.command()
+            && let Some(record) = log.commands.get(id)
+        {
+            return record.repeat(writes);
+        }
         for (stream, expected) in writes.expected_versions() {
             let actual = StreamVersion::new(log.streams.get(stream).map_or(0, Vec::len) as u64);
             if actual != *expected {
@@ -156,7 +169,11 @@ impl InMemoryEventStore {
                 });
             }
         }
-        let Log { events, streams } = &mut *log;
+        let Log {
+            events,
+            streams,
+            commands,
+        } = &mut *log;
         let recorded_at = now_to_the_microsecond();
         for pending in writes.events() {
             let index = events.len();
@@ -179,8 +196,40 @@ impl InMemoryEventStore {
                 .with_metadata(pending.metadata().clone()),
             );
         }
-        Ok(AppendOutcome::new(stream_versions, writes.events().len()))
+        let outcome = AppendOutcome::new(stream_versions, writes.events().len());
+        if !writes.is_empty()
+            && let Some(record) = CommandRecord::of_append(writes, &outcome, recorded_at)
+        {
+            commands.insert(record.command_id.clone(), record);
+        }
+        Ok(outcome)
     }
+}
+
+/// Every named stream's current version and its events after the given
+/// version (0: all), in global order; a stream named twice counts once.
+fn read_after<'a>(
+    log: &Log,
+    streams: impl ExactSizeIterator<Item = (&'a StreamId, StreamVersion)>,
+) -> StreamReads {
+    let mut versions: Vec<(StreamId, StreamVersion)> = Vec::with_capacity(streams.len());
+    let mut indexes: Vec<usize> = Vec::new();
+    for (stream, after) in streams {
+        if versions.iter().any(|(id, _)| id == stream) {
+            continue;
+        }
+        let positions = log
+            .streams
+            .get(stream)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        versions.push((stream.clone(), StreamVersion::new(positions.len() as u64)));
+        let skip = usize::try_from(after.get()).unwrap_or(usize::MAX);
+        indexes.extend_from_slice(positions.get(skip..).unwrap_or_default());
+    }
+    indexes.sort_unstable();
+    let events = indexes.into_iter().map(|i| log.events[i].clone()).collect();
+    StreamReads::new(versions, events)
 }
 
 /// The clock's time, to the microsecond as PostgreSQL keeps it, so that
@@ -213,6 +262,55 @@ impl EventStore for InMemoryEventStore {
             self.appended.notify_waiters();
         }
         Ok(outcome)
+    }
+
+    async fn find_command(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        Ok(self.read_log().commands.get(command_id).cloned())
+    }
+
+    async fn read_streams_for(
+        &self,
+        command_id: &CommandId,
+        streams: &[StreamId],
+    ) -> Result<CommandLookup<StreamReads>, StoreError> {
+        Ok(self.read_after_for(
+            command_id,
+            streams.iter().map(|s| (s, StreamVersion::INITIAL)),
+        ))
+    }
+
+    async fn read_tails_for(
+        &self,
+        command_id: &CommandId,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<CommandLookup<StreamReads>, StoreError> {
+        Ok(self.read_after_for(command_id, held.iter().map(|(s, v)| (s, *v))))
+    }
+
+    async fn read_from_snapshot_for(
+        &self,
+        command_id: &CommandId,
+        key: &SnapshotKey,
+    ) -> Result<CommandLookup<SnapshotRead>, StoreError> {
+        let snapshot = self.snapshots().get(key).cloned();
+        let held = snapshot.as_ref().and_then(Snapshot::stream_versions);
+        let after: Vec<StreamVersion> = match &held {
+            Some(held) => held.iter().map(|(_, v)| *v).collect(),
+            None => vec![StreamVersion::INITIAL; key.streams().len()],
+        };
+        let found =
+            self.read_after_for(command_id, key.streams().iter().zip(after.iter().copied()));
+        Ok(found.map(|read| SnapshotRead::new(snapshot, after, read)))
+    }
+
+    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(UNIX_EPOCH);
+        Ok(self.prune_before(cutoff))
     }
 
     fn state_cache(&self) -> Option<&StateCache> {

@@ -43,7 +43,19 @@
 //!   stream's version, read-only participants included, and inserts all
 //!   events or none. A read-only participant stays locked until commit, so
 //!   no writer can slip in between the check and the commit. Payloads travel
-//!   as arrays, so a batch of any size binds six parameters.
+//!   as arrays, so a batch of any size binds the same thirteen parameters.
+//! - **Command ids.** An append with a command id first looks it up in
+//!   `eventcore_commands` (primary key on the id): a repeat returns the
+//!   recorded outcome and writes nothing, whatever the versions. Otherwise,
+//!   after the version check, it inserts the record (`ON CONFLICT DO
+//!   NOTHING`; an id taken meanwhile by an append on other streams, which
+//!   holds other locks, aborts this one with a serialization failure that
+//!   `execute` retries, and the retry finds the record) and then the
+//!   events, in the same transaction. Reads for a command with an id are
+//!   one statement: the record if there is one, else the events (a
+//!   one-time `NOT EXISTS` filter keeps the events unread when it is
+//!   there). `prune_commands` is one `DELETE` by age; there is no index on
+//!   the time recorded, so it scans the table (run it rarely, off peak).
 //! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL in
 //!   one transaction under an advisory lock, recorded in its own
 //!   `eventcore_migrations` table (not sqlx's `_sqlx_migrations`, which the

@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "event metadata: correlation and causation ids",
         sql: include_str!("../migrations/0005_event_metadata.sql"),
     },
+    Migration {
+        version: 6,
+        description: "command ids recorded with their events",
+        sql: include_str!("../migrations/0006_commands.sql"),
+    },
 ];
 
 /// Advisory lock key that serialises concurrent migrations of one database

@@ -4,7 +4,8 @@
 use std::sync::{Arc, OnceLock};
 
 use eventcore::{
-    Snapshot, SnapshotKey, SnapshotRead, StoreError, StreamId, StreamReads, StreamVersion,
+    CommandId, CommandLookup, Snapshot, SnapshotKey, SnapshotRead, StoreError, StreamId,
+    StreamReads, StreamVersion,
 };
 use sqlx::Row;
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use crate::{conn::ConnPool, error::store_error};
 const LOAD_SNAPSHOT: &str = include_str!("sql/load_snapshot.sql");
 const SAVE_SNAPSHOT: &str = include_str!("sql/save_snapshot.sql");
 const READ_FROM_SNAPSHOT: &str = include_str!("sql/read_from_snapshot.sql");
+const READ_FROM_SNAPSHOT_FOR: &str = include_str!("sql/read_from_snapshot_for.sql");
 
 /// How many snapshots may wait to be written; more are dropped (a command
 /// only gets slower without them, never wrong).
@@ -142,6 +144,34 @@ pub(crate) async fn read_from(
     drop(lease);
     let rows = rows.map_err(|e| store_error("read_from_snapshot", e))?;
     decode_read_from(key, &rows).map_err(|e| store_error("read_from_snapshot", e))
+}
+
+/// As [`read_from`], unless the command id is recorded: one query.
+pub(crate) async fn read_from_for(
+    conns: &ConnPool,
+    command_id: &CommandId,
+    key: &SnapshotKey,
+) -> Result<CommandLookup<SnapshotRead>, StoreError> {
+    let ids: Vec<&str> = key.streams().iter().map(StreamId::as_str).collect();
+    let mut lease = conns.get("read_from_snapshot").await?;
+    let rows = sqlx::query(READ_FROM_SNAPSHOT_FOR)
+        .bind(key.name())
+        .bind(key.fields_and_streams())
+        .bind(&ids)
+        .bind(command_id.as_str())
+        .fetch_all(lease.conn())
+        .await;
+    lease.settle(&rows);
+    drop(lease);
+    let rows = rows.map_err(|e| store_error("read_from_snapshot", e))?;
+    let decoded = match crate::store::find_record(command_id, &rows, 12) {
+        Ok(Some(record)) => return Ok(CommandLookup::Recorded(record)),
+        Ok(None) => decode_read_from(key, &rows),
+        Err(e) => Err(e),
+    };
+    decoded
+        .map(CommandLookup::NotRecorded)
+        .map_err(|e| store_error("read_from_snapshot", e))
 }
 
 fn decode_read_from(

@@ -6,9 +6,10 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CacheConfig, CausationId, CorrelationId, EventLog, EventStore, LogQuery,
-    Metadata, Position, RecordedEvent, Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError,
-    StreamId, StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CacheConfig, CausationId, CommandId, CommandLookup, CommandRecord,
+    CorrelationId, EventLog, EventStore, LogQuery, Metadata, Position, RecordedEvent, Snapshot,
+    SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
+    StreamWrites,
 };
 use sqlx::{
     PgPool, Row,
@@ -31,6 +32,10 @@ const READ_TAILS: &str = include_str!("sql/read_tails.sql");
 const APPEND: &str = include_str!("sql/append.sql");
 const CURRENT_VERSIONS: &str = include_str!("sql/current_versions.sql");
 const READ_ALL: &str = include_str!("sql/read_all.sql");
+const FIND_COMMAND: &str = include_str!("sql/find_command.sql");
+const PRUNE_COMMANDS: &str = include_str!("sql/prune_commands.sql");
+const READ_STREAMS_FOR: &str = include_str!("sql/read_streams_for.sql");
+const READ_TAILS_FOR: &str = include_str!("sql/read_tails_for.sql");
 
 /// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool
 /// and the [`StateCache`].
@@ -177,20 +182,102 @@ impl EventStore for PostgresEventStore {
         lease.settle(&rows);
         drop(lease);
         let rows = rows.map_err(|e| store_error("read_streams", e))?;
+        decode_streams(streams, &rows).map_err(|e| store_error("read_streams", e))
+    }
 
-        let mut versions: Vec<(StreamId, StreamVersion)> = streams
-            .iter()
-            .map(|s| (s.clone(), StreamVersion::INITIAL))
-            .collect();
-        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        versions.dedup_by(|a, b| a.0 == b.0);
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
-            let event = decode_event_row(&row, &mut versions)
-                .map_err(|e| store_error("read_streams", e))?;
-            events.push(event);
-        }
-        Ok(StreamReads::new(versions, events))
+    /// One query: the command's record if there is one, else the events.
+    async fn read_streams_for(
+        &self,
+        command_id: &CommandId,
+        streams: &[StreamId],
+    ) -> Result<CommandLookup<StreamReads>, StoreError> {
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let mut lease = self.conns.get("read_streams").await?;
+        let rows = sqlx::query(READ_STREAMS_FOR)
+            .bind(&ids)
+            .bind(command_id.as_str())
+            .fetch_all(lease.conn())
+            .await;
+        lease.settle(&rows);
+        drop(lease);
+        let rows = rows.map_err(|e| store_error("read_streams", e))?;
+        let decoded = match find_record(command_id, &rows, 10) {
+            Ok(Some(record)) => return Ok(CommandLookup::Recorded(record)),
+            Ok(None) => decode_streams(streams, &rows),
+            Err(e) => Err(e),
+        };
+        decoded
+            .map(CommandLookup::NotRecorded)
+            .map_err(|e| store_error("read_streams", e))
+    }
+
+    /// One query: the command's record if there is one, else the tails.
+    async fn read_tails_for(
+        &self,
+        command_id: &CommandId,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<CommandLookup<StreamReads>, StoreError> {
+        let (held, after) = tail_params(held);
+        let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        let mut lease = self.conns.get("read_tails").await?;
+        let rows = sqlx::query(READ_TAILS_FOR)
+            .bind(&ids)
+            .bind(&after)
+            .bind(command_id.as_str())
+            .fetch_all(lease.conn())
+            .await;
+        lease.settle(&rows);
+        drop(lease);
+        let rows = rows.map_err(|e| store_error("read_tails", e))?;
+        let decoded = match find_record(command_id, &rows, 10) {
+            Ok(Some(record)) => return Ok(CommandLookup::Recorded(record)),
+            Ok(None) => decode_tails(held, &rows),
+            Err(e) => Err(e),
+        };
+        decoded
+            .map(CommandLookup::NotRecorded)
+            .map_err(|e| store_error("read_tails", e))
+    }
+
+    /// One query: the command's record if there is one, else as
+    /// [`read_from_snapshot`](EventStore::read_from_snapshot).
+    async fn read_from_snapshot_for(
+        &self,
+        command_id: &CommandId,
+        key: &SnapshotKey,
+    ) -> Result<CommandLookup<SnapshotRead>, StoreError> {
+        snapshots::read_from_for(&self.conns, command_id, key).await
+    }
+
+    async fn find_command(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let mut lease = self.conns.get("find_command").await?;
+        let rows = sqlx::query(FIND_COMMAND)
+            .bind(command_id.as_str())
+            .fetch_all(lease.conn())
+            .await;
+        lease.settle(&rows);
+        drop(lease);
+        let rows = rows.map_err(|e| store_error("find_command", e))?;
+        find_record(command_id, &rows, 0).map_err(|e| store_error("find_command", e))
+    }
+
+    /// One `DELETE` of the records older than `older_than` by the server's
+    /// clock. It takes no lock that appends wait for, other than on the
+    /// rows it deletes.
+    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let micros = i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX);
+        let mut lease = self.conns.get("prune_commands").await?;
+        let done = sqlx::query(PRUNE_COMMANDS)
+            .bind(micros)
+            .execute(lease.conn())
+            .await;
+        lease.settle(&done);
+        drop(lease);
+        done.map(|d| d.rows_affected())
+            .map_err(|e| store_error("prune_commands", e))
     }
 
     /// One query: a row with each stream's current version, then the
@@ -200,14 +287,8 @@ impl EventStore for PostgresEventStore {
         &self,
         held: &[(StreamId, StreamVersion)],
     ) -> Result<StreamReads, StoreError> {
-        let mut held = held.to_vec();
-        held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        held.dedup_by(|a, b| a.0 == b.0);
+        let (held, after) = tail_params(held);
         let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
-        let after: Vec<i64> = held
-            .iter()
-            .map(|(_, v)| i64::try_from(v.get()).unwrap_or(i64::MAX))
-            .collect();
         let mut lease = self.conns.get("read_tails").await?;
         let rows = sqlx::query(READ_TAILS)
             .bind(&ids)
@@ -217,30 +298,7 @@ impl EventStore for PostgresEventStore {
         lease.settle(&rows);
         drop(lease);
         let rows = rows.map_err(|e| store_error("read_tails", e))?;
-
-        let mut versions: Vec<(StreamId, StreamVersion)> = held
-            .into_iter()
-            .map(|(id, _)| (id, StreamVersion::INITIAL))
-            .collect();
-        let mut events = Vec::with_capacity(rows.len().saturating_sub(versions.len()));
-        for row in rows {
-            let is_event = row
-                .try_get::<Option<i64>, _>(2)
-                .map_err(|e| store_error("read_tails", e))?
-                .is_some();
-            if is_event {
-                let event = decode_event_row(&row, &mut versions)
-                    .map_err(|e| store_error("read_tails", e))?;
-                events.push(event);
-            } else {
-                let id: &str = row.try_get(0).map_err(|e| store_error("read_tails", e))?;
-                let version: i64 = row.try_get(1).map_err(|e| store_error("read_tails", e))?;
-                if let Ok(i) = versions.binary_search_by(|(s, _)| s.as_str().cmp(id)) {
-                    versions[i].1 = StreamVersion::new(from_bigint(version));
-                }
-            }
-        }
-        Ok(StreamReads::new(versions, events))
+        decode_tails(held, &rows).map_err(|e| store_error("read_tails", e))
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
@@ -260,6 +318,16 @@ impl EventStore for PostgresEventStore {
         let payloads: Vec<&str> = events.iter().map(|e| e.payload()).collect();
         let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id()).collect();
         let metadata = EventMetadataColumns::of(events);
+        let command = writes.command();
+        let resulting: Option<Vec<i64>> = match command {
+            Some(_) => Some(
+                stream_versions
+                    .iter()
+                    .map(|(id, v)| to_bigint(id, *v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            None => None,
+        };
 
         let mut lease = self.conns.get("append").await?;
         let conflict = sqlx::query(APPEND)
@@ -273,6 +341,9 @@ impl EventStore for PostgresEventStore {
             .bind(&metadata.values)
             .bind(&metadata.correlation)
             .bind(&metadata.causation)
+            .bind(command.map(|(id, _)| id.as_str()))
+            .bind(command.map(|(_, command_type)| command_type))
+            .bind(&resulting)
             .fetch_optional(lease.conn())
             .await;
         lease.settle(&conflict);
@@ -292,7 +363,16 @@ impl EventStore for PostgresEventStore {
                 }
                 Ok(AppendOutcome::new(stream_versions, events.len()))
             }
-            Some(row) => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
+            Some(row) => {
+                let recorded = match command {
+                    Some((id, _)) => record_from_row(id, &row, 3),
+                    None => Ok(None),
+                };
+                match recorded.map_err(|e| store_error("append", e))? {
+                    Some(record) => record.repeat(&writes),
+                    None => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
+                }
+            }
         }
     }
 
@@ -458,6 +538,128 @@ fn number_events(writes: &StreamWrites) -> Result<Vec<i64>, StoreError> {
     Ok(versions)
 }
 
+/// The parameters of a tail read: the held versions sorted and unique,
+/// and the versions to bind.
+fn tail_params(held: &[(StreamId, StreamVersion)]) -> (Vec<(StreamId, StreamVersion)>, Vec<i64>) {
+    let mut held = held.to_vec();
+    held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    held.dedup_by(|a, b| a.0 == b.0);
+    let after: Vec<i64> = held
+        .iter()
+        .map(|(_, v)| i64::try_from(v.get()).unwrap_or(i64::MAX))
+        .collect();
+    (held, after)
+}
+
+/// The rows of `read_streams.sql`: every event of the streams.
+fn decode_streams(
+    streams: &[StreamId],
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<StreamReads, sqlx::Error> {
+    let mut versions: Vec<(StreamId, StreamVersion)> = streams
+        .iter()
+        .map(|s| (s.clone(), StreamVersion::INITIAL))
+        .collect();
+    versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    versions.dedup_by(|a, b| a.0 == b.0);
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        events.push(decode_event_row(row, &mut versions)?);
+    }
+    Ok(StreamReads::new(versions, events))
+}
+
+/// The rows of `read_tails.sql`: a row with each stream's current version
+/// (no position), then the events.
+fn decode_tails(
+    held: Vec<(StreamId, StreamVersion)>,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<StreamReads, sqlx::Error> {
+    let mut versions: Vec<(StreamId, StreamVersion)> = held
+        .into_iter()
+        .map(|(id, _)| (id, StreamVersion::INITIAL))
+        .collect();
+    let mut events = Vec::with_capacity(rows.len().saturating_sub(versions.len()));
+    for row in rows {
+        if row.try_get::<Option<i64>, _>(2)?.is_some() {
+            events.push(decode_event_row(row, &mut versions)?);
+        } else {
+            let id: &str = row.try_get(0)?;
+            let version: i64 = row.try_get(1)?;
+            if let Ok(i) = versions.binary_search_by(|(s, _)| s.as_str().cmp(id)) {
+                versions[i].1 = StreamVersion::new(from_bigint(version));
+            }
+        }
+    }
+    Ok(StreamReads::new(versions, events))
+}
+
+/// The command record among `rows`, if one row has it: columns from
+/// `first` on hold its type, streams, versions, event count and (except
+/// in the append's reply) recorded_at in microseconds.
+pub(crate) fn find_record(
+    command_id: &CommandId,
+    rows: &[sqlx::postgres::PgRow],
+    first: usize,
+) -> Result<Option<CommandRecord>, sqlx::Error> {
+    for row in rows {
+        if let Some(record) = record_from_row(command_id, row, first)? {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
+}
+
+fn record_from_row(
+    command_id: &CommandId,
+    row: &sqlx::postgres::PgRow,
+    first: usize,
+) -> Result<Option<CommandRecord>, sqlx::Error> {
+    let Some(command_type) = row.try_get::<Option<String>, _>(first)? else {
+        return Ok(None);
+    };
+    let streams: Vec<String> = row.try_get(first + 1)?;
+    let versions: Vec<i64> = row.try_get(first + 2)?;
+    let events: i32 = row.try_get(first + 3)?;
+    let recorded_at = match row.try_get::<Option<i64>, _>(first + 4) {
+        Ok(Some(micros)) => from_micros(micros),
+        _ => UNIX_EPOCH,
+    };
+    let bad = |what: &str| sqlx::Error::ColumnDecode {
+        index: what.into(),
+        source: "a command record whose streams and versions do not match".into(),
+    };
+    if streams.len() != versions.len() {
+        return Err(bad("versions"));
+    }
+    let stream_versions = streams
+        .into_iter()
+        .zip(versions)
+        .map(|(id, v)| {
+            StreamId::try_new(id)
+                .map(|id| (id, StreamVersion::new(from_bigint(v))))
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: "streams".into(),
+                    source: Box::new(e),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(CommandRecord::new(
+        command_id.clone(),
+        command_type,
+        AppendOutcome::new(stream_versions, usize::try_from(events).unwrap_or(0)),
+        recorded_at,
+    )))
+}
+
+fn from_micros(micros: i64) -> std::time::SystemTime {
+    if micros >= 0 {
+        UNIX_EPOCH + Duration::from_micros(micros.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+    }
+}
+
 /// Decodes one event row of `read_streams.sql`, `read_tails.sql` or
 /// `read_from_snapshot.sql` (columns by position: stream, version, global
 /// position, type, payload) and raises its stream's entry in `versions`
@@ -537,12 +739,7 @@ fn with_metadata(
             index: index.into(),
             source: e,
         };
-    let micros: i64 = row.try_get(6)?;
-    let recorded_at = if micros >= 0 {
-        UNIX_EPOCH + Duration::from_micros(micros.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
-    };
+    let recorded_at = from_micros(row.try_get(6)?);
     let mut metadata = Metadata::new();
     if let Some(id) = row.try_get::<Option<&str>, _>(7)? {
         metadata = metadata.with_correlation_id(

@@ -4,9 +4,12 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use eventcore::{EventLog, EventStore, LogQuery, StoreError, StreamVersion, StreamWrites, execute};
+use eventcore::{
+    CommandId, EventLog, EventStore, ExecuteOptions, LogQuery, StoreError, StreamVersion,
+    StreamWrites, execute, execute_with,
+};
 use eventcore_postgres::{PostgresError, PostgresEventStore, SchemaName};
-use eventcore_testing::fixtures::{Credit, Note, stream};
+use eventcore_testing::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 use sqlx::Row;
 use tokio::sync::Barrier;
 
@@ -42,6 +45,9 @@ async fn append_in_open_transaction(
         .bind(vec!["{}"])
         .bind(vec![None::<&str>])
         .bind(vec![None::<&str>])
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(None::<Vec<i64>>)
         .fetch_optional(&mut *tx)
         .await
         .unwrap();
@@ -120,7 +126,11 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
             .fetch_all(stores[0].pool())
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5], "each migration applied once");
+    assert_eq!(
+        applied,
+        vec![1, 2, 3, 4, 5, 6],
+        "each migration applied once"
+    );
     stores[0]
         .migrate()
         .await
@@ -149,7 +159,7 @@ async fn a_database_newer_than_the_crate_is_refused() {
             err,
             PostgresError::SchemaTooNew {
                 found: 999,
-                known: 5
+                known: 6
             }
         ),
         "{err:?}"
@@ -482,10 +492,7 @@ async fn one_active_instance_per_subscription_and_takeover_when_it_dies() {
     let process_a = support::store_with(support::config(schema.clone())).await;
     let process_b = support::store_with(support::config(schema.clone())).await;
     let name = SubscriptionName::try_new("projection").unwrap();
-    let config = SubscriptionConfig {
-        poll_interval: Duration::from_millis(10),
-        ..SubscriptionConfig::default()
-    };
+    let config = SubscriptionConfig::default().with_poll_interval(Duration::from_millis(10));
     let instance = |store: &PostgresEventStore, seen: Arc<Mutex<Vec<u64>>>| {
         subscribe(
             store.clone(),
@@ -631,13 +638,13 @@ async fn an_exactly_once_projection_never_applies_an_event_twice() {
         .unwrap();
     }
     let name = SubscriptionName::try_new("totals").unwrap();
-    let config = SubscriptionConfig {
-        poll_interval: Duration::from_millis(10),
-        retry: RetryPolicy::default()
-            .with_max_attempts(std::num::NonZeroU32::new(3).unwrap())
-            .with_max_delay(Duration::from_millis(1)),
-        ..SubscriptionConfig::default()
-    };
+    let config = SubscriptionConfig::default()
+        .with_poll_interval(Duration::from_millis(10))
+        .with_retry(
+            RetryPolicy::default()
+                .with_max_attempts(std::num::NonZeroU32::new(3).unwrap())
+                .with_max_delay(Duration::from_millis(1)),
+        );
     let totals = |store: PostgresEventStore| async move {
         sqlx::query_as::<_, (i64, i64)>("SELECT total, events FROM projection_totals")
             .fetch_one(store.pool())
@@ -730,10 +737,7 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
         .await
         .unwrap();
     let name = SubscriptionName::try_new("copy").unwrap();
-    let config = SubscriptionConfig {
-        poll_interval: Duration::from_millis(5),
-        ..SubscriptionConfig::default()
-    };
+    let config = SubscriptionConfig::default().with_poll_interval(Duration::from_millis(5));
     let handle = subscribe(
         store.clone(),
         store.clone(),
@@ -809,10 +813,7 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll() {
     let store = support::store_with(support::config(schema.clone())).await;
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let record = seen.clone();
-    let config = SubscriptionConfig {
-        poll_interval: Duration::from_secs(60),
-        ..SubscriptionConfig::default()
-    };
+    let config = SubscriptionConfig::default().with_poll_interval(Duration::from_secs(60));
     let name = SubscriptionName::try_new("live").unwrap();
     let handler = handler_fn(move |_, event: &LedgerEvent| {
         if let LedgerEvent::Credited { amount, .. } = event {
@@ -952,5 +953,166 @@ async fn snapshots_can_be_deleted_and_events_still_cannot() {
     assert_eq!(
         err.as_database_error().and_then(|e| e.code()).as_deref(),
         Some("EC001")
+    );
+}
+
+/// A store reached through a proxy that can lose a reply after commit.
+async fn store_behind_proxy() -> (support::proxy::LossyProxy, PostgresEventStore) {
+    let url = support::database_url().await;
+    let proxy = support::proxy::LossyProxy::start(&url).await;
+    let store = PostgresEventStore::connect_with(
+        &proxy.url(&url),
+        support::config(support::unique_schema()).max_connections(2),
+    )
+    .await
+    .expect("connect through the proxy");
+    store.migrate().await.expect("migrate");
+    (proxy, store)
+}
+
+/// Credits of `amount` on `account`, as stored.
+async fn credits_of(
+    store: &PostgresEventStore,
+    account: &eventcore::StreamId,
+    amount: u64,
+) -> usize {
+    store
+        .read_streams(std::slice::from_ref(account))
+        .await
+        .unwrap()
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(e.decode::<LedgerEvent>().unwrap(),
+                LedgerEvent::Credited { amount: a, .. } if a == amount)
+        })
+        .count()
+}
+
+/// The reply-lost fault on a real server: the proxy forwards the append,
+/// the server commits it, and the connection drops before the reply
+/// reaches the client. With a command id the retry finds the record and
+/// returns the first outcome: the events are in the log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_after_commit_is_applied_once_with_a_command_id() {
+    let (proxy, store) = store_behind_proxy().await;
+    let account = stream("lost-reply");
+    let credit = |amount| Credit {
+        account: account.clone(),
+        amount,
+    };
+    execute(&store, credit(1)).await.expect("warm up");
+
+    // The amount appears only in the append's payload.
+    proxy.lose_reply_to(b"987654");
+    let id = CommandId::try_new("lost-reply-credit").unwrap();
+    let result = execute_with(
+        &store,
+        credit(987_654),
+        ExecuteOptions::new().with_command_id(id),
+    )
+    .await
+    .expect("the retry returns the first outcome");
+    assert_eq!(proxy.lost(), 1, "the reply was lost after commit");
+    assert!(result.already_applied, "{result:?}");
+    assert_eq!(result.attempts, 2);
+    assert_eq!(result.version_of(&account), Some(StreamVersion::new(2)));
+    assert_eq!(
+        credits_of(&store, &account, 987_654).await,
+        1,
+        "applied once"
+    );
+
+    // The same through a kept state: a transfer decided on it appends with
+    // no read, and its retry finds the record on the tail read.
+    let other = stream("lost-reply-to");
+    let pay = |amount| Move {
+        from: account.clone(),
+        to: other.clone(),
+        amount,
+    };
+    execute(&store, credit(1_000_000)).await.expect("funds");
+    execute(&store, pay(1)).await.expect("keeps the state");
+    let hits = store.state_cache().unwrap().stats().hits;
+    proxy.lose_reply_to(b"424242");
+    let id = CommandId::try_new("lost-reply-move").unwrap();
+    let result = execute_with(
+        &store,
+        pay(424_242),
+        ExecuteOptions::new().with_command_id(id),
+    )
+    .await
+    .expect("the retry returns the first outcome, not a refusal");
+    assert_eq!(proxy.lost(), 2);
+    assert_eq!(
+        store.state_cache().unwrap().stats().hits,
+        hits + 1,
+        "decided on the kept state"
+    );
+    assert!(result.already_applied, "{result:?}");
+    assert_eq!(credits_of(&store, &other, 424_242).await, 1, "moved once");
+}
+
+/// The same fault without a command id: the retry applies the command a
+/// second time, as the documentation warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_after_commit_is_applied_twice_without_a_command_id() {
+    let (proxy, store) = store_behind_proxy().await;
+    let account = stream("lost-reply-twice");
+    let credit = |amount| Credit {
+        account: account.clone(),
+        amount,
+    };
+    execute(&store, credit(1)).await.expect("warm up");
+    proxy.lose_reply_to(b"987655");
+    let result = execute(&store, credit(987_655))
+        .await
+        .expect("the retry succeeds");
+    assert_eq!(proxy.lost(), 1);
+    assert!(!result.already_applied);
+    assert_eq!(result.attempts, 2);
+    assert_eq!(
+        credits_of(&store, &account, 987_655).await,
+        2,
+        "the command was applied twice"
+    );
+}
+
+/// Records are rows of `eventcore_commands`, written with the events and
+/// removed by `prune_commands` only.
+#[tokio::test]
+async fn command_records_are_rows_written_with_the_events() {
+    let store = support::fresh_store().await;
+    let id = CommandId::try_new("row-1").unwrap();
+    let account = stream("rows");
+    execute_with(
+        &store,
+        Credit {
+            account: account.clone(),
+            amount: 3,
+        },
+        ExecuteOptions::new().with_command_id(id),
+    )
+    .await
+    .unwrap();
+    let row = sqlx::query(
+        "SELECT command_type, streams, versions, events_written FROM eventcore_commands WHERE command_id = 'row-1'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>(0), std::any::type_name::<Credit>());
+    assert_eq!(row.get::<Vec<String>, _>(1), vec!["rows".to_owned()]);
+    assert_eq!(row.get::<Vec<i64>, _>(2), vec![1]);
+    assert_eq!(row.get::<i32, _>(3), 1);
+    let causation: Option<String> =
+        sqlx::query_scalar("SELECT causation_id FROM eventcore_events WHERE stream_id = 'rows'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        causation.as_deref(),
+        Some("row-1"),
+        "the command id as causation id"
     );
 }

@@ -49,8 +49,11 @@ use proptest::{
 };
 use tokio::sync::Barrier;
 
-/// How hard [`run_concurrently`] shakes the interleaving.
+/// How hard [`run_concurrently`] shakes the interleaving. Start from
+/// [`default`](ConcurrencyConfig::default) and change what you need with
+/// the `with_` methods.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConcurrencyConfig {
     /// Tasks issuing commands at once.
     pub workers: usize,
@@ -60,11 +63,21 @@ pub struct ConcurrencyConfig {
     pub conflict_rate: f64,
     /// The retry policy of every command.
     pub retry: RetryPolicy,
+    /// Probability that an append which committed is reported to the
+    /// command as a lost connection ([`StoreError::Transient`]): the reply
+    /// lost after commit, which `execute` retries.
+    pub lost_reply_rate: f64,
+    /// Whether every command of the batch runs with a command id of its
+    /// own ([`ExecuteOptions::with_command_id`](eventcore::ExecuteOptions::with_command_id)),
+    /// which makes a retry after a lost reply return the first outcome
+    /// instead of applying the command again.
+    pub command_ids: bool,
 }
 
 impl Default for ConcurrencyConfig {
-    /// 8 workers, up to 3 yields, 5% injected conflicts, 1,000 attempts
-    /// with waits capped at 2 ms, and no in-process queueing
+    /// 8 workers, up to 3 yields, 5% injected conflicts, no lost replies,
+    /// no command ids, 1,000 attempts with waits capped at 2 ms, and no
+    /// in-process queueing
     /// ([`RetryPolicy::with_queue_in_process`]), so that commands on the same
     /// streams really race against the store.
     fn default() -> Self {
@@ -77,7 +90,47 @@ impl Default for ConcurrencyConfig {
                 .with_max_attempts(NonZeroU32::new(1_000).unwrap_or(NonZeroU32::MIN))
                 .with_base_delay(Duration::from_micros(50))
                 .with_max_delay(Duration::from_millis(2)),
+            lost_reply_rate: 0.0,
+            command_ids: false,
         }
+    }
+}
+
+impl ConcurrencyConfig {
+    /// Sets how many tasks issue commands at once.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Sets the most `yield_now`s before every read and append.
+    pub fn with_max_yields(mut self, max_yields: u32) -> Self {
+        self.max_yields = max_yields;
+        self
+    }
+
+    /// Sets the probability of an injected conflict before an append.
+    pub fn with_conflict_rate(mut self, p: f64) -> Self {
+        self.conflict_rate = p;
+        self
+    }
+
+    /// Sets the retry policy of every command.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the probability that a committed append's reply is lost.
+    pub fn with_lost_reply_rate(mut self, p: f64) -> Self {
+        self.lost_reply_rate = p;
+        self
+    }
+
+    /// Gives every command of the batch a command id of its own, or not.
+    pub fn with_command_ids(mut self, on: bool) -> Self {
+        self.command_ids = on;
+        self
     }
 }
 
@@ -192,7 +245,10 @@ struct Recorder<'a, S> {
     rng: Mutex<fastrand::Rng>,
     max_yields: u32,
     conflict_rate: f64,
+    lost_reply_rate: f64,
     observed: Mutex<Vec<(StreamId, StreamVersion)>>,
+    /// The expected versions of the append that committed, if one did.
+    committed: Mutex<Option<Vec<(StreamId, StreamVersion)>>>,
 }
 
 impl<S> Recorder<'_, S> {
@@ -203,7 +259,17 @@ impl<S> Recorder<'_, S> {
             self.conflict_rate > 0.0 && rng.f64() < self.conflict_rate,
         )
     }
+
+    fn draw_lost_reply(&self) -> bool {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        self.lost_reply_rate > 0.0 && rng.f64() < self.lost_reply_rate
+    }
 }
+
+/// The error of a reply lost after commit.
+#[derive(Debug, thiserror::Error)]
+#[error("reply lost after the append committed (injected by the concurrency checker)")]
+struct LostReply;
 
 async fn yields(n: u32) {
     for _ in 0..n {
@@ -231,7 +297,25 @@ impl<S: EventStore> EventStore for Recorder<'_, S> {
                 actual: expected,
             });
         }
-        self.inner.append(writes).await
+        let expected = writes.expected_versions().to_vec();
+        let outcome = self.inner.append(writes).await?;
+        if !outcome.already_applied {
+            *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(expected);
+        }
+        if self.draw_lost_reply() {
+            return Err(StoreError::Transient {
+                operation: "append",
+                source: Box::new(LostReply),
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn find_command(
+        &self,
+        command_id: &eventcore::CommandId,
+    ) -> Result<Option<eventcore::CommandRecord>, StoreError> {
+        self.inner.find_command(command_id).await
     }
 }
 
@@ -325,13 +409,34 @@ where
                     rng: Mutex::new(rng.fork()),
                     max_yields: config.max_yields,
                     conflict_rate: config.conflict_rate,
+                    lost_reply_rate: config.lost_reply_rate,
                     observed: Mutex::new(Vec::new()),
+                    committed: Mutex::new(None),
                 };
-                let result = execute_with(&recorder, command.clone(), &config.retry).await;
-                let observed = recorder
+                let mut options = eventcore::ExecuteOptions::from(&config.retry);
+                if config.command_ids {
+                    let id = format!("concurrency-{seed}-{index}");
+                    // A short ASCII id: always valid.
+                    if let Ok(id) = eventcore::CommandId::try_new(id) {
+                        options = options.with_command_id(id);
+                    }
+                }
+                let result = execute_with(&recorder, command.clone(), options).await;
+                let committed = recorder
+                    .committed
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner());
+                let mut observed = recorder
                     .observed
                     .into_inner()
                     .unwrap_or_else(|p| p.into_inner());
+                // A repeat found the first attempt's record: that attempt
+                // read the versions it appended at.
+                if let (Ok(r), Some(committed)) = (&result, committed)
+                    && r.already_applied
+                {
+                    observed = committed;
+                }
                 let written = match &result {
                     Ok(r) if r.events_written > 0 => r.stream_versions.clone(),
                     _ => Vec::new(),

@@ -14,8 +14,15 @@ use tokio::sync::Barrier;
 
 use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 
+mod commands;
 mod metadata;
 mod state;
+pub use commands::{
+    command_id_seen_twice_returns_the_first_outcome,
+    concurrent_executions_of_one_command_id_apply_once, pruned_command_ids_count_as_new,
+    rejected_command_records_nothing, repeat_after_a_lost_reply_finds_the_record_before_deciding,
+    reused_command_id_is_refused,
+};
 pub use metadata::{
     execute_gives_a_command_one_correlation_id, follow_up_commands_carry_the_trigger_s_ids,
     metadata_round_trips_exactly, unstorable_metadata_is_refused,
@@ -75,6 +82,12 @@ macro_rules! __for_each_scenario {
             metadata_round_trips_exactly,
             execute_gives_a_command_one_correlation_id,
             unstorable_metadata_is_refused,
+            command_id_seen_twice_returns_the_first_outcome,
+            repeat_after_a_lost_reply_finds_the_record_before_deciding,
+            reused_command_id_is_refused,
+            rejected_command_records_nothing,
+            concurrent_executions_of_one_command_id_apply_once,
+            pruned_command_ids_count_as_new,
             global_log_agrees_with_every_stream,
             global_log_pages_from_a_position,
             global_log_prefix_filter_is_literal,
@@ -1395,10 +1408,8 @@ where
         seen.lock().unwrap_or_else(|p| p.into_inner()).push(note.n);
         async { Ok(()) }
     });
-    let config = eventcore::SubscriptionConfig {
-        poll_interval: std::time::Duration::from_millis(10),
-        ..eventcore::SubscriptionConfig::default()
-    };
+    let config = eventcore::SubscriptionConfig::default()
+        .with_poll_interval(std::time::Duration::from_millis(10));
     let name = eventcore::SubscriptionName::try_new(name).expect("valid name");
     eventcore::subscribe(store.clone(), store.clone(), name, handler, config)
 }

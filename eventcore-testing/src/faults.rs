@@ -8,7 +8,7 @@
 //! | [`Fault::Conflict`] before an append | [`StoreError::VersionConflict`] | retries: reads again, decides again; the command is applied at most once |
 //! | [`Fault::TransientBeforeRead`] | [`StoreError::Transient`] from the read | retries; nothing was written |
 //! | [`Fault::TransientBeforeAppend`] | [`StoreError::Transient`] from the append, which never reached the store | retries; the command is applied at most once |
-//! | [`Fault::TransientAfterAppend`] | [`StoreError::Transient`], although the append **committed** | retries, so the command **may be applied twice** (or refused on retry although its first attempt committed). Idempotent commands, a later feature, close this gap; this wrapper is how its test is written. |
+//! | [`Fault::TransientAfterAppend`] | [`StoreError::Transient`], although the append **committed** | retries: without a command id the command **may be applied twice** (or refused on retry although its first attempt committed); with one ([`ExecuteOptions::with_command_id`](eventcore::ExecuteOptions::with_command_id)) the retry finds it recorded and returns the first outcome, applied once. |
 //! | [`Fault::Delay`] | the call takes longer | no change; widens race windows |
 //!
 //! Draws come from one generator seeded once, so a sequential run is
@@ -21,7 +21,8 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, EventStore, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CommandId, CommandLookup, CommandRecord, EventStore, StoreError, StreamId,
+    StreamReads, StreamVersion, StreamWrites,
 };
 
 /// One kind of injected fault.
@@ -41,7 +42,10 @@ pub enum Fault {
 }
 
 /// How often each fault is injected: probabilities per call, 0.0 to 1.0.
+/// Start from [`none`](FaultPlan::none) and set what you need with the
+/// `with_` methods.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FaultPlan {
     /// Per append: reject with an injected conflict.
     pub conflict: f64,
@@ -68,6 +72,43 @@ impl FaultPlan {
             delay: 0.0,
             max_delay: Duration::ZERO,
         }
+    }
+
+    /// Sets the probability of an injected conflict per append.
+    pub fn with_conflict(mut self, p: f64) -> Self {
+        self.conflict = p;
+        self
+    }
+
+    /// Sets the probability of a transient failure per read.
+    pub fn with_transient_before_read(mut self, p: f64) -> Self {
+        self.transient_before_read = p;
+        self
+    }
+
+    /// Sets the probability of a transient failure before an append.
+    pub fn with_transient_before_append(mut self, p: f64) -> Self {
+        self.transient_before_append = p;
+        self
+    }
+
+    /// Sets the probability of a transient failure reported after an
+    /// append committed.
+    pub fn with_transient_after_append(mut self, p: f64) -> Self {
+        self.transient_after_append = p;
+        self
+    }
+
+    /// Sets the probability of a delay per call.
+    pub fn with_delay(mut self, p: f64) -> Self {
+        self.delay = p;
+        self
+    }
+
+    /// Sets the longest injected delay.
+    pub fn with_max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
     }
 }
 
@@ -175,6 +216,57 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
             return Err(transient("read_tails", Fault::TransientBeforeRead));
         }
         self.inner.read_tails(held).await
+    }
+
+    async fn find_command(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        self.maybe_delay().await;
+        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
+            return Err(transient("find_command", Fault::TransientBeforeRead));
+        }
+        self.inner.find_command(command_id).await
+    }
+
+    async fn read_streams_for(
+        &self,
+        command_id: &CommandId,
+        streams: &[StreamId],
+    ) -> Result<CommandLookup<StreamReads>, StoreError> {
+        self.maybe_delay().await;
+        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
+            return Err(transient("read_streams", Fault::TransientBeforeRead));
+        }
+        self.inner.read_streams_for(command_id, streams).await
+    }
+
+    async fn read_tails_for(
+        &self,
+        command_id: &CommandId,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<CommandLookup<StreamReads>, StoreError> {
+        self.maybe_delay().await;
+        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
+            return Err(transient("read_tails", Fault::TransientBeforeRead));
+        }
+        self.inner.read_tails_for(command_id, held).await
+    }
+
+    async fn read_from_snapshot_for(
+        &self,
+        command_id: &CommandId,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<CommandLookup<eventcore::SnapshotRead>, StoreError> {
+        self.maybe_delay().await;
+        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
+            return Err(transient("read_from_snapshot", Fault::TransientBeforeRead));
+        }
+        self.inner.read_from_snapshot_for(command_id, key).await
+    }
+
+    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.inner.prune_commands(older_than).await
     }
 
     fn state_cache(&self) -> Option<&eventcore::StateCache> {

@@ -3,14 +3,15 @@
 //! catch. If the kit ever stops catching one, these tests fail.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use eventcore::{
-    AppendOutcome, CommandError, CommandLogic, CommandStreams, EventLog, EventStore, LogQuery,
-    NewEvents, Position, RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites,
+    AppendOutcome, CommandError, CommandId, CommandLogic, CommandRecord, CommandStreams, EventLog,
+    EventStore, LogQuery, NewEvents, Position, RecordedEvent, StoreError, StreamId, StreamReads,
+    StreamVersion, StreamWrites,
 };
 use eventcore_testing::{
     concurrency::{ConcurrencyConfig, run_concurrently},
@@ -38,12 +39,15 @@ enum Flaw {
     LosesEvents,
     /// Stores the events but not their ids, times or metadata.
     DropsMetadata,
+    /// Claims to record command ids but never does.
+    ForgetsCommands,
 }
 
 #[derive(Debug, Clone)]
 struct BrokenStore {
     flaw: Flaw,
     log: Arc<Mutex<Vec<RecordedEvent>>>,
+    commands: Arc<Mutex<HashMap<CommandId, CommandRecord>>>,
     checkpoints: eventcore_memory::InMemoryCheckpointStore,
 }
 
@@ -52,6 +56,7 @@ impl BrokenStore {
         BrokenStore {
             flaw,
             log: Arc::default(),
+            commands: Arc::default(),
             checkpoints: eventcore_memory::InMemoryCheckpointStore::new(),
         }
     }
@@ -178,9 +183,27 @@ impl EventStore for BrokenStore {
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
         writes.check_payload_limit(1024 * 1024)?;
         let stream_versions = writes.resulting_versions()?;
+        let outcome = AppendOutcome::new(stream_versions.clone(), writes.events().len());
         match self.flaw {
-            Flaw::None | Flaw::SkipsReadOnlyCheck | Flaw::DropsMetadata => {
+            Flaw::None | Flaw::SkipsReadOnlyCheck | Flaw::DropsMetadata | Flaw::ForgetsCommands => {
                 let mut log = self.log.lock().unwrap();
+                let mut commands = self.commands.lock().unwrap();
+                if let Some((id, _)) = writes.command()
+                    && let Some(record) = commands.get(id)
+                {
+                    return record.repeat(&writes);
+                }
+                if self.flaw != Flaw::ForgetsCommands
+                    && !writes.is_empty()
+                    && let Some(record) =
+                        CommandRecord::of_append(&writes, &outcome, SystemTime::now())
+                {
+                    // Checked below, before anything is kept.
+                    for (s, expected) in writes.expected_versions() {
+                        check(&log, s, *expected)?;
+                    }
+                    commands.insert(record.command_id.clone(), record);
+                }
                 for (s, expected) in writes.expected_versions() {
                     let written = writes.events().iter().any(|e| e.stream_id() == s);
                     if self.flaw != Flaw::SkipsReadOnlyCheck || written {
@@ -220,7 +243,22 @@ impl EventStore for BrokenStore {
                 *self.log.lock().unwrap() = copy;
             }
         }
-        Ok(AppendOutcome::new(stream_versions, writes.events().len()))
+        Ok(outcome)
+    }
+
+    async fn find_command(
+        &self,
+        command_id: &CommandId,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        Ok(self.commands.lock().unwrap().get(command_id).cloned())
+    }
+
+    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let cutoff = SystemTime::now() - older_than;
+        let mut commands = self.commands.lock().unwrap();
+        let before = commands.len();
+        commands.retain(|_, r| r.recorded_at >= cutoff);
+        Ok((before - commands.len()) as u64)
     }
 }
 
@@ -282,6 +320,19 @@ async fn dropping_metadata_is_caught() {
         failed.contains(&"follow_up_commands_carry_the_trigger_s_ids"),
         "{failed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forgetting_command_ids_is_caught() {
+    let failed = failed_scenarios(Flaw::ForgetsCommands).await;
+    for scenario in [
+        "command_id_seen_twice_returns_the_first_outcome",
+        "repeat_after_a_lost_reply_finds_the_record_before_deciding",
+        "reused_command_id_is_refused",
+        "concurrent_executions_of_one_command_id_apply_once",
+    ] {
+        assert!(failed.contains(&scenario), "{scenario}: {failed:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,6 +23,56 @@ fn ledger_commands_are_serializable_on_the_memory_store() {
     );
 }
 
+/// Replies lost after commit, on a quarter of the appends: with command
+/// ids every command is still applied once and the run is serializable,
+/// over many seeds and batches.
+#[test]
+fn lost_replies_apply_each_command_once_with_command_ids() {
+    check_concurrency(
+        48,
+        || async { InMemoryEventStore::new() },
+        funded(4, 100),
+        ledger_batch(4, 40),
+        ConcurrencyConfig::default()
+            .with_lost_reply_rate(0.25)
+            .with_command_ids(true),
+        ledger_invariant,
+    );
+}
+
+/// Without command ids the same lost replies apply commands twice, and the
+/// checker says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_replies_without_command_ids_are_caught_applying_twice() {
+    let (a, b) = (stream("acct-0"), stream("acct-1"));
+    let batch: Vec<LedgerCommand> = (0..20)
+        .map(|i| {
+            LedgerCommand::Credit(Credit {
+                account: if i % 2 == 0 { a.clone() } else { b.clone() },
+                amount: 1,
+            })
+        })
+        .collect();
+    let failure = run_concurrently(
+        InMemoryEventStore::new(),
+        &funded(2, 50),
+        &batch,
+        5,
+        &ConcurrencyConfig::default().with_lost_reply_rate(0.5),
+        ledger_invariant,
+    )
+    .await
+    .expect_err("half the replies lost: some command is applied twice");
+    assert!(
+        failure
+            .violations
+            .iter()
+            .any(|v| v.contains("belongs to no successful command")),
+        "{:#?}",
+        failure.violations
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_records_every_command_once_in_commit_order() {
     let (a, b) = (stream("acct-0"), stream("acct-1"));
@@ -61,10 +111,7 @@ async fn history_records_every_command_once_in_commit_order() {
 async fn conflicts_before_the_append_are_retried_without_duplicates() {
     let store = FaultyStore::new(
         InMemoryEventStore::new(),
-        FaultPlan {
-            conflict: 0.5,
-            ..FaultPlan::none()
-        },
+        FaultPlan::none().with_conflict(0.5),
         1,
     );
     for i in 0..20 {
@@ -91,11 +138,9 @@ async fn conflicts_before_the_append_are_retried_without_duplicates() {
 
 #[tokio::test]
 async fn transient_failures_before_the_store_are_retried_without_duplicates() {
-    let plan = FaultPlan {
-        transient_before_read: 0.3,
-        transient_before_append: 0.3,
-        ..FaultPlan::none()
-    };
+    let plan = FaultPlan::none()
+        .with_transient_before_read(0.3)
+        .with_transient_before_append(0.3);
     let store = FaultyStore::new(InMemoryEventStore::new(), plan, 2);
     for i in 0..20 {
         execute(
@@ -116,12 +161,9 @@ async fn transient_failures_before_the_store_are_retried_without_duplicates() {
 
 #[tokio::test]
 async fn a_transient_failure_after_commit_applies_the_command_twice() {
-    // The documented gap until idempotent commands: the first append
+    // The documented gap without a command id: the first append
     // committed, the caller saw a transient error, execute retried.
-    let plan = FaultPlan {
-        transient_after_append: 1.0,
-        ..FaultPlan::none()
-    };
+    let plan = FaultPlan::none().with_transient_after_append(1.0);
     let store = FaultyStore::new(InMemoryEventStore::new(), plan, 3);
     let policy =
         eventcore::RetryPolicy::default().with_max_attempts(std::num::NonZeroU32::new(2).unwrap());
@@ -150,13 +192,33 @@ async fn a_transient_failure_after_commit_applies_the_command_twice() {
 }
 
 #[tokio::test]
+async fn a_transient_failure_after_commit_is_applied_once_with_a_command_id() {
+    let plan = FaultPlan::none().with_transient_after_append(1.0);
+    let store = FaultyStore::new(InMemoryEventStore::new(), plan, 3);
+    let options = eventcore::ExecuteOptions::new()
+        .with_command_id(eventcore::CommandId::try_new("credit-a-5").unwrap());
+    let result = execute_with(
+        &store,
+        Credit {
+            account: stream("a"),
+            amount: 5,
+        },
+        options,
+    )
+    .await
+    .expect("the retry finds the first attempt recorded");
+    assert!(result.already_applied);
+    assert_eq!(result.attempts, 2);
+    assert_eq!(store.count(Fault::TransientAfterAppend), 1);
+    assert_eq!(store.inner().all_events().len(), 1, "applied once");
+}
+
+#[tokio::test]
 async fn same_seed_same_faults_when_sequential() {
-    let plan = FaultPlan {
-        conflict: 0.3,
-        transient_before_read: 0.2,
-        transient_after_append: 0.1,
-        ..FaultPlan::none()
-    };
+    let plan = FaultPlan::none()
+        .with_conflict(0.3)
+        .with_transient_before_read(0.2)
+        .with_transient_after_append(0.1);
     let run = |seed| {
         let plan = plan.clone();
         async move {
@@ -180,11 +242,9 @@ async fn same_seed_same_faults_when_sequential() {
 
 #[tokio::test]
 async fn delays_are_injected_and_harmless() {
-    let plan = FaultPlan {
-        delay: 1.0,
-        max_delay: std::time::Duration::from_millis(2),
-        ..FaultPlan::none()
-    };
+    let plan = FaultPlan::none()
+        .with_delay(1.0)
+        .with_max_delay(std::time::Duration::from_millis(2));
     let store = FaultyStore::new(InMemoryEventStore::new(), plan, 4);
     execute(
         &store,

@@ -4,22 +4,12 @@
 use std::sync::Arc;
 
 use crate::{
-    CommandLogic, EventStore, ExecuteError, ExecutionResult, Metadata, RecordedEvent, Snapshot,
-    SnapshotKey, StateCache, StateKey, StoreError, StreamId, StreamVersion, StreamWrites,
+    CommandLogic, CommandLookup, EventStore, ExecuteError, ExecutionResult, Metadata,
+    RecordedEvent, Snapshot, SnapshotKey, StateCache, StateKey, StoreError, StreamId,
+    StreamVersion,
+    attempt::{Attempt, End, Target, retry_or_end},
     cache::{Count, Entry, EntryKey},
 };
-
-/// The outer `Result` ends the command; the inner `Err` is retried.
-type Attempt<T> = Result<Result<T, StoreError>, ExecuteError>;
-
-/// Sorts a store error into "retry" (inner) or "end the command" (outer).
-fn retry_or_end<T>(error: StoreError) -> Attempt<T> {
-    if error.is_retryable() {
-        Ok(Err(error))
-    } else {
-        Err(error.into())
-    }
-}
 
 /// A declared command's state and what it covers.
 pub(crate) struct Known<S> {
@@ -110,7 +100,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
     /// snapshot, a full read otherwise.
     pub(crate) async fn attempt<St, C>(
         &self,
-        store: &St,
+        target: &Target<'_, St>,
         command: &C,
         metadata: &Arc<Metadata>,
         known: &mut Option<Known<S>>,
@@ -121,13 +111,13 @@ impl<'c, S: Default + Send> Declared<'c, S> {
     {
         let mut k = match known.take() {
             Some(mut k) => {
-                if let Err(e) = self.catch_up(store, command, &mut k).await? {
+                if let Err(e) = self.catch_up(target, command, &mut k).await? {
                     *known = Some(k);
                     return Ok(Err(e));
                 }
                 k
             }
-            None => match self.start(store, command).await? {
+            None => match self.start(target, command).await? {
                 Ok(k) => k,
                 Err(e) => return Ok(Err(e)),
             },
@@ -152,19 +142,20 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                                 attempts: 0,
                                 stream_versions: versions,
                                 events_written: 0,
+                                already_applied: false,
                             })),
-                            Err(refused) => Err(refused.into()),
+                            Err(refused) => Err(End::from(refused)),
                         };
                     }
                     _ => {}
                 }
-                if let Err(e) = self.catch_up(store, command, &mut k).await? {
+                if let Err(e) = self.catch_up(target, command, &mut k).await? {
                     *known = Some(k);
                     return Ok(Err(e));
                 }
             };
 
-            let mut writes = StreamWrites::with_checked_metadata(metadata.clone());
+            let mut writes = target.writes(metadata);
             for (stream, version) in &k.versions {
                 writes.expect(stream.clone(), *version)?;
             }
@@ -172,7 +163,15 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                 writes.append(event)?;
             }
             self.count(Count::Append);
-            match store.append(writes).await {
+            match target.append(writes).await {
+                // The command was applied before, and its reply lost: the
+                // state kept here does not hold its events.
+                Ok(outcome) if outcome.already_applied => {
+                    if let Some(cache) = self.cache {
+                        cache.remove(&self.entry_key);
+                    }
+                    return Ok(Ok(crate::execute::appended(outcome)));
+                }
                 Ok(outcome) => {
                     let mut state = k.state;
                     for event in decided.as_slice() {
@@ -186,15 +185,11 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                         replace_snapshot: k.replace_snapshot,
                         sized: k.sized,
                     };
-                    self.keep(self.maybe_snapshot(store, done));
-                    return Ok(Ok(ExecutionResult {
-                        attempts: 0,
-                        stream_versions: outcome.stream_versions,
-                        events_written: outcome.events_written,
-                    }));
+                    self.keep(self.maybe_snapshot(target.store, done));
+                    return Ok(Ok(crate::execute::appended(outcome)));
                 }
                 Err(StoreError::VersionConflict { .. }) if !k.verified => {
-                    if let Err(e) = self.catch_up(store, command, &mut k).await? {
+                    if let Err(e) = self.catch_up(target, command, &mut k).await? {
                         *known = Some(k);
                         return Ok(Err(e));
                     }
@@ -212,14 +207,19 @@ impl<'c, S: Default + Send> Declared<'c, S> {
     /// Brings `k` up to date: the tail after it, or the whole streams if
     /// they are shorter than `k` claims. On a retryable error `k` is as
     /// it was.
-    async fn catch_up<St, C>(&self, store: &St, command: &C, k: &mut Known<S>) -> Attempt<()>
+    async fn catch_up<St, C>(
+        &self,
+        target: &Target<'_, St>,
+        command: &C,
+        k: &mut Known<S>,
+    ) -> Attempt<()>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
     {
-        match self.refresh(store, command, k).await? {
+        match self.refresh(target, command, k).await? {
             Ok(Tail::Current) => Ok(Ok(())),
-            Ok(Tail::Behind) => match self.replay(store, command, true).await? {
+            Ok(Tail::Behind) => match self.replay(target, command, true).await? {
                 Ok(fresh) => {
                     *k = fresh;
                     Ok(Ok(()))
@@ -232,7 +232,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
 
     /// The state to start from: kept, from a snapshot, or folded from the
     /// whole streams.
-    async fn start<St, C>(&self, store: &St, command: &C) -> Attempt<Known<S>>
+    async fn start<St, C>(&self, target: &Target<'_, St>, command: &C) -> Attempt<Known<S>>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
@@ -251,26 +251,27 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             };
             // Known stale: an append with these versions would only
             // conflict, so read the tail first.
-            if stale && let Err(e) = self.catch_up(store, command, &mut k).await? {
+            if stale && let Err(e) = self.catch_up(target, command, &mut k).await? {
                 return Ok(Err(e));
             }
             return Ok(Ok(k));
         }
         let look = self.snapshots_on() && self.cache.is_some_and(StateCache::look_for_snapshot);
         if !look {
-            return self.replay(store, command, false).await;
+            return self.replay(target, command, false).await;
         }
         // A snapshot may only make a command faster: whatever is wrong with
         // it, the state is folded from the events instead.
         self.count(Count::SnapshotLoad);
-        let found = match store.read_from_snapshot(&self.snapshot_key()).await {
-            Ok(found) => found,
+        let found = match target.read_from_snapshot(&self.snapshot_key()).await {
+            Ok(CommandLookup::NotRecorded(found)) => found,
+            Ok(CommandLookup::Recorded(record)) => return Err(End::Recorded(Box::new(record))),
             Err(e) if e.is_retryable() => return Ok(Err(e)),
             // Perhaps the snapshots (not the events) cannot be read, say a
             // table not migrated yet: read the events alone.
             Err(_) => {
                 self.count(Count::SnapshotIgnored);
-                return self.replay(store, command, true).await;
+                return self.replay(target, command, true).await;
             }
         };
         let present = found.snapshot.is_some();
@@ -295,7 +296,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             // The store read after a snapshot that cannot be used.
             None => {
                 self.count(Count::SnapshotIgnored);
-                return self.replay(store, command, true).await;
+                return self.replay(target, command, true).await;
             }
         };
         let behind = self
@@ -306,7 +307,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             .any(|(id, after)| found.read.version(id).is_none_or(|now| now < *after));
         if behind {
             self.count(Count::SnapshotIgnored);
-            return self.replay(store, command, true).await;
+            return self.replay(target, command, true).await;
         }
         let state = fold(command, state, found.read.events())?;
         if used {
@@ -344,7 +345,12 @@ impl<'c, S: Default + Send> Declared<'c, S> {
     }
 
     /// Folds the declared streams' whole history.
-    async fn replay<St, C>(&self, store: &St, command: &C, replace: bool) -> Attempt<Known<S>>
+    async fn replay<St, C>(
+        &self,
+        target: &Target<'_, St>,
+        command: &C,
+        replace: bool,
+    ) -> Attempt<Known<S>>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
@@ -353,9 +359,9 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             cache.remove(&self.entry_key);
         }
         self.count(Count::FullRead);
-        let read = match store.read_streams(&self.entry_key.streams).await {
+        let read = match target.read_streams(&self.entry_key.streams).await? {
             Ok(read) => read,
-            Err(e) => return retry_or_end(e),
+            Err(e) => return Ok(Err(e)),
         };
         let state = fold(command, S::default(), read.events())?;
         Ok(Ok(Known {
@@ -369,15 +375,20 @@ impl<'c, S: Default + Send> Declared<'c, S> {
     }
 
     /// Reads the events after `k` and folds them in.
-    async fn refresh<St, C>(&self, store: &St, command: &C, k: &mut Known<S>) -> Attempt<Tail>
+    async fn refresh<St, C>(
+        &self,
+        target: &Target<'_, St>,
+        command: &C,
+        k: &mut Known<S>,
+    ) -> Attempt<Tail>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
     {
         self.count(Count::TailRead);
-        let read = match store.read_tails(&k.versions).await {
+        let read = match target.read_tails(&k.versions).await? {
             Ok(read) => read,
-            Err(e) => return retry_or_end(e),
+            Err(e) => return Ok(Err(e)),
         };
         let behind = k
             .versions

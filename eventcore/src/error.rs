@@ -130,6 +130,35 @@ pub enum StoreError {
         version: StreamVersion,
     },
 
+    /// A command id already recorded for another command: another command
+    /// type, or the same type over another set of streams. Nothing was
+    /// written. A command id names one command; reusing it for a different
+    /// one is a caller's mistake, not a repeat.
+    #[error(
+        "command id `{command_id}` was recorded for `{recorded_type}` on streams {recorded_streams:?}, not for `{command_type}` on streams {streams:?}"
+    )]
+    CommandIdReused {
+        /// The command id.
+        command_id: crate::CommandId,
+        /// The command type it was recorded for.
+        recorded_type: String,
+        /// The streams it was recorded for, sorted.
+        recorded_streams: Vec<StreamId>,
+        /// The command type of the write that reused it.
+        command_type: String,
+        /// The streams of the write that reused it, sorted.
+        streams: Vec<StreamId>,
+    },
+
+    /// The store does not implement something a caller asked for (for
+    /// example command ids, on a store written before they existed).
+    /// Nothing was written.
+    #[error("this store does not support {what}")]
+    Unsupported {
+        /// What is not supported.
+        what: &'static str,
+    },
+
     /// A failure that may pass if the operation is tried again (a lost
     /// connection, a serialization failure, a deadlock). Nothing was written,
     /// unless the backend says otherwise in the source.

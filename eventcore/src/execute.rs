@@ -3,13 +3,15 @@
 use std::sync::Arc;
 
 use crate::{
-    CommandLogic, CorrelationId, EventStore, ExecuteError, Metadata, RetryPolicy, StoreError,
-    StreamId, StreamVersion, StreamWrites, declared::Declared,
+    CausationId, CommandId, CommandLogic, CorrelationId, EventStore, ExecuteError, Metadata,
+    RetryPolicy, StreamId, StreamVersion,
+    attempt::{Attempt, End, Target, retry_or_end},
+    declared::Declared,
 };
 
-/// How [`execute_with`] runs a command: its [`RetryPolicy`] and the
-/// [`Metadata`] stored with its events. Built with the `with_` methods;
-/// new options arrive as new methods.
+/// How [`execute_with`] runs a command: its [`RetryPolicy`], the
+/// [`Metadata`] stored with its events and its [`CommandId`]. Built with
+/// the `with_` methods; new options arrive as new methods.
 ///
 /// ```
 /// use std::num::NonZeroU32;
@@ -24,6 +26,7 @@ use crate::{
 pub struct ExecuteOptions {
     policy: RetryPolicy,
     metadata: Metadata,
+    command_id: Option<CommandId>,
 }
 
 impl ExecuteOptions {
@@ -54,6 +57,31 @@ impl ExecuteOptions {
     pub fn caused_by(mut self, event: &crate::RecordedEvent) -> Self {
         self.metadata = Metadata::caused_by(event);
         self
+    }
+
+    /// Gives the command an id (an HTTP `Idempotency-Key`, a message id),
+    /// which makes it apply at most once: the store records the id with
+    /// the command's events, atomically, and an `execute` with an id
+    /// already recorded for the same command (its type and declared
+    /// streams) writes nothing and returns the first execution's outcome
+    /// with [`ExecutionResult::already_applied`] set, whether that
+    /// execution's reply was received or lost. The same id on another
+    /// command fails with
+    /// [`StoreError::CommandIdReused`](crate::StoreError::CommandIdReused).
+    /// A command that is refused, or decides to write nothing, records
+    /// nothing: executed again with the id, it decides again.
+    ///
+    /// Its events' causation id, if the metadata leaves it unset, is the
+    /// command id. Records last until
+    /// [`prune_commands`](EventStore::prune_commands) removes them.
+    pub fn with_command_id(mut self, command_id: CommandId) -> Self {
+        self.command_id = Some(command_id);
+        self
+    }
+
+    /// The command id, if one was set.
+    pub fn command_id(&self) -> Option<&CommandId> {
+        self.command_id.as_ref()
     }
 
     /// The retry policy.
@@ -90,6 +118,11 @@ pub struct ExecutionResult {
     pub stream_versions: Vec<(StreamId, StreamVersion)>,
     /// How many events the command appended (0 for an empty decision).
     pub events_written: usize,
+    /// Whether the command's id ([`ExecuteOptions::with_command_id`]) was
+    /// already recorded for it: then this call wrote nothing, and
+    /// `stream_versions` and `events_written` are those of the execution
+    /// that recorded it.
+    pub already_applied: bool,
 }
 
 impl ExecutionResult {
@@ -144,11 +177,14 @@ where
 ///
 /// In every error case this command wrote nothing, except that a
 /// transient failure reported after the store committed (a connection lost
-/// during commit) cannot be told apart from one before it: the command may
-/// then be applied twice.
+/// during commit) cannot be told apart from one before it: without a
+/// command id ([`ExecuteOptions::with_command_id`]) the retry then applies
+/// the command a second time. With one, the retry finds the id recorded
+/// and returns the first outcome.
 ///
 /// Every event appended carries `options`' [`Metadata`]; its correlation
-/// id, if unset, is one made up for this call.
+/// id, if unset, is one made up for this call, and its causation id, if
+/// unset, the command id.
 pub async fn execute_with<S, C>(
     store: S,
     command: C,
@@ -160,14 +196,16 @@ where
 {
     let options = options.into();
     let policy = &options.policy;
-    let metadata = Arc::new(if options.metadata.correlation_id().is_some() {
-        options.metadata.clone()
-    } else {
-        options
-            .metadata
-            .clone()
-            .with_correlation_id(CorrelationId::generate())
-    });
+    let mut metadata = options.metadata.clone();
+    if metadata.correlation_id().is_none() {
+        metadata = metadata.with_correlation_id(CorrelationId::generate());
+    }
+    if let Some(id) = &options.command_id
+        && metadata.causation_id().is_none()
+    {
+        metadata = metadata.with_causation_id(CausationId::from(id));
+    }
+    let metadata = Arc::new(metadata);
     crate::writes::check_metadata(&metadata)?;
     let mut streams = command.streams();
     streams.sort_unstable();
@@ -175,6 +213,11 @@ where
     if streams.is_empty() {
         return Err(ExecuteError::NoStreams);
     }
+    let command_type = std::any::type_name::<C>();
+    let target = Target {
+        store: &store,
+        command: options.command_id.as_ref().map(|id| (id, command_type)),
+    };
 
     let declared = match command.state_key() {
         None => None,
@@ -191,22 +234,34 @@ where
             None
         };
         let outcome = match &declared {
-            None => attempt_once(&store, &command, &streams, &metadata).await,
+            None => attempt_once(&target, &command, &streams, &metadata).await,
             Some(declared) => {
                 declared
-                    .attempt(&store, &command, &metadata, &mut known)
+                    .attempt(&target, &command, &metadata, &mut known)
                     .await
             }
         };
         drop(held);
-        let error = match outcome? {
-            Ok(result) => {
+        let error = match outcome {
+            Ok(Ok(result)) => {
                 return Ok(ExecutionResult {
                     attempts: attempt,
                     ..result
                 });
             }
-            Err(retryable) => retryable,
+            Ok(Err(retryable)) => retryable,
+            Err(End::Failed(error)) => return Err(*error),
+            Err(End::Recorded(record)) => {
+                if !record.is_same_command(command_type, &streams) {
+                    return Err(record.reused_by(command_type, &streams).into());
+                }
+                return Ok(ExecutionResult {
+                    attempts: attempt,
+                    stream_versions: record.outcome.stream_versions,
+                    events_written: record.outcome.events_written,
+                    already_applied: true,
+                });
+            }
         };
         if attempt >= policy.max_attempts() {
             return Err(ExecuteError::RetriesExhausted {
@@ -222,22 +277,31 @@ where
     }
 }
 
+/// The result of an append, for `execute` to return.
+pub(crate) fn appended(outcome: crate::AppendOutcome) -> ExecutionResult {
+    ExecutionResult {
+        attempts: 0,
+        stream_versions: outcome.stream_versions,
+        events_written: outcome.events_written,
+        already_applied: outcome.already_applied,
+    }
+}
+
 /// One read-decide-append cycle. The outer `Result` carries errors that end
 /// the command; the inner `Err` a conflict or transient failure to retry.
 async fn attempt_once<S, C>(
-    store: &S,
+    target: &Target<'_, S>,
     command: &C,
     streams: &[StreamId],
     metadata: &Arc<Metadata>,
-) -> Result<Result<ExecutionResult, StoreError>, ExecuteError>
+) -> Attempt<ExecutionResult>
 where
     S: EventStore,
     C: CommandLogic,
 {
-    let read = match store.read_streams(streams).await {
+    let read = match target.read_streams(streams).await? {
         Ok(read) => read,
-        Err(e) if e.is_retryable() => return Ok(Err(e)),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Ok(Err(e)),
     };
 
     let mut state = C::State::default();
@@ -252,10 +316,11 @@ where
             attempts: 0,
             stream_versions: read.versions().to_vec(),
             events_written: 0,
+            already_applied: false,
         }));
     }
 
-    let mut writes = StreamWrites::with_checked_metadata(metadata.clone());
+    let mut writes = target.writes(metadata);
     for stream in streams {
         let version = read.version(stream).unwrap_or(StreamVersion::INITIAL);
         writes.expect(stream.clone(), version)?;
@@ -264,13 +329,8 @@ where
         writes.append(event)?;
     }
 
-    match store.append(writes).await {
-        Ok(outcome) => Ok(Ok(ExecutionResult {
-            attempts: 0,
-            stream_versions: outcome.stream_versions,
-            events_written: outcome.events_written,
-        })),
-        Err(e) if e.is_retryable() => Ok(Err(e)),
-        Err(e) => Err(e.into()),
+    match target.append(writes).await {
+        Ok(outcome) => Ok(Ok(appended(outcome))),
+        Err(e) => retry_or_end(e),
     }
 }

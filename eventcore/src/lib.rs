@@ -2,6 +2,8 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod applied;
+mod attempt;
 mod cache;
 mod command;
 mod declared;
@@ -20,6 +22,7 @@ mod stream;
 mod subscription;
 mod writes;
 
+pub use applied::{CommandLookup, CommandRecord};
 pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
 pub use error::{BoxError, CommandError, ExecuteError, StoreError};

@@ -1,10 +1,10 @@
 //! The contract between the execute loop and a storage backend.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use crate::{
-    Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads,
-    StreamVersion, StreamWrites,
+    CommandId, CommandLookup, CommandRecord, Snapshot, SnapshotKey, SnapshotRead, StateCache,
+    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
 };
 
 /// What a successful append did.
@@ -16,6 +16,10 @@ pub struct AppendOutcome {
     pub stream_versions: Vec<(StreamId, StreamVersion)>,
     /// How many events were appended.
     pub events_written: usize,
+    /// Whether the write carried a command id that was already recorded for
+    /// the same command: then nothing was written, and the versions and
+    /// event count are those of the append that recorded it.
+    pub already_applied: bool,
 }
 
 impl AppendOutcome {
@@ -24,6 +28,7 @@ impl AppendOutcome {
         AppendOutcome {
             stream_versions,
             events_written,
+            already_applied: false,
         }
     }
 }
@@ -57,6 +62,19 @@ impl AppendOutcome {
 ///   them.
 /// - Payloads are stored verbatim as JSON and read back as such; an event is
 ///   never silently dropped or altered.
+/// - An append whose write carries a command id
+///   ([`StreamWrites::set_command`]) first looks the id up: if it is
+///   recorded for the same command (type and registered streams), the
+///   append writes nothing and returns the recorded outcome with
+///   [`already_applied`](AppendOutcome::already_applied) set, whatever the
+///   streams' versions; if it is recorded for another command, it fails
+///   with [`StoreError::CommandIdReused`]. Otherwise the record
+///   ([`CommandRecord`]) is written with the events, atomically: a command
+///   id is recorded if and only if its events are stored, and two appends
+///   with one id never both write.
+/// - [`find_command`](EventStore::find_command) and the `_for` reads see
+///   every record committed before their read; a record stays until
+///   [`prune_commands`](EventStore::prune_commands) removes it.
 /// - Failures that a retry may cure are [`StoreError::Transient`]; nothing
 ///   is returned as transient after the write has committed unless the store
 ///   cannot know (a connection lost during commit).
@@ -110,6 +128,111 @@ pub trait EventStore: Send + Sync {
         &self,
         writes: StreamWrites,
     ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+
+    /// The record of `command_id`, if an append recorded it.
+    ///
+    /// The default fails with [`StoreError::Unsupported`]: a store that
+    /// does not record command ids must say so, so that `execute` with a
+    /// command id fails instead of applying a command twice.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`], or a backend failure.
+    fn find_command(
+        &self,
+        command_id: &CommandId,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+        let _ = command_id;
+        async {
+            Err(StoreError::Unsupported {
+                what: "command ids",
+            })
+        }
+    }
+
+    /// [`read_streams`](EventStore::read_streams), unless `command_id` is
+    /// recorded: `execute` calls it for a command with an id, so that a
+    /// command whose first execution's reply was lost finds its record
+    /// instead of deciding again on streams that already hold its events.
+    /// The default reads, then looks the id up (the look-up sees every
+    /// record the read could see); a networked store does both in one round
+    /// trip.
+    ///
+    /// # Errors
+    /// As [`read_streams`](EventStore::read_streams) and
+    /// [`find_command`](EventStore::find_command).
+    fn read_streams_for(
+        &self,
+        command_id: &CommandId,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<CommandLookup<StreamReads>, StoreError>> + Send {
+        async move {
+            let read = self.read_streams(streams).await?;
+            Ok(match self.find_command(command_id).await? {
+                Some(record) => CommandLookup::Recorded(record),
+                None => CommandLookup::NotRecorded(read),
+            })
+        }
+    }
+
+    /// [`read_tails`](EventStore::read_tails), unless `command_id` is
+    /// recorded; as [`read_streams_for`](EventStore::read_streams_for).
+    ///
+    /// # Errors
+    /// As [`read_streams_for`](EventStore::read_streams_for).
+    fn read_tails_for(
+        &self,
+        command_id: &CommandId,
+        held: &[(StreamId, StreamVersion)],
+    ) -> impl Future<Output = Result<CommandLookup<StreamReads>, StoreError>> + Send {
+        async move {
+            let read = self.read_tails(held).await?;
+            Ok(match self.find_command(command_id).await? {
+                Some(record) => CommandLookup::Recorded(record),
+                None => CommandLookup::NotRecorded(read),
+            })
+        }
+    }
+
+    /// [`read_from_snapshot`](EventStore::read_from_snapshot), unless
+    /// `command_id` is recorded; as
+    /// [`read_streams_for`](EventStore::read_streams_for).
+    ///
+    /// # Errors
+    /// As [`read_streams_for`](EventStore::read_streams_for).
+    fn read_from_snapshot_for(
+        &self,
+        command_id: &CommandId,
+        key: &SnapshotKey,
+    ) -> impl Future<Output = Result<CommandLookup<SnapshotRead>, StoreError>> + Send {
+        async move {
+            let read = self.read_from_snapshot(key).await?;
+            Ok(match self.find_command(command_id).await? {
+                Some(record) => CommandLookup::Recorded(record),
+                None => CommandLookup::NotRecorded(read),
+            })
+        }
+    }
+
+    /// Deletes the command records made more than `older_than` ago (by the
+    /// store's clock) and returns how many it deleted. Events are never
+    /// deleted. Once a record is gone, its command id counts as new: a
+    /// command executed again with it is applied again. Keep records for
+    /// longer than any caller may retry (an HTTP client's retry window, a
+    /// message broker's redelivery limit).
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] by default, or a backend failure.
+    fn prune_commands(
+        &self,
+        older_than: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = older_than;
+        async {
+            Err(StoreError::Unsupported {
+                what: "command ids",
+            })
+        }
+    }
 
     /// The cache of folded states that `execute` uses with this store
     /// value, if any (none by default). See [`StateCache`].
@@ -200,6 +323,44 @@ macro_rules! forward_event_store {
                 writes: StreamWrites,
             ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send {
                 (**self).append(writes)
+            }
+
+            fn find_command(
+                &self,
+                command_id: &CommandId,
+            ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send {
+                (**self).find_command(command_id)
+            }
+
+            fn read_streams_for(
+                &self,
+                command_id: &CommandId,
+                streams: &[StreamId],
+            ) -> impl Future<Output = Result<CommandLookup<StreamReads>, StoreError>> + Send {
+                (**self).read_streams_for(command_id, streams)
+            }
+
+            fn read_tails_for(
+                &self,
+                command_id: &CommandId,
+                held: &[(StreamId, StreamVersion)],
+            ) -> impl Future<Output = Result<CommandLookup<StreamReads>, StoreError>> + Send {
+                (**self).read_tails_for(command_id, held)
+            }
+
+            fn read_from_snapshot_for(
+                &self,
+                command_id: &CommandId,
+                key: &SnapshotKey,
+            ) -> impl Future<Output = Result<CommandLookup<SnapshotRead>, StoreError>> + Send {
+                (**self).read_from_snapshot_for(command_id, key)
+            }
+
+            fn prune_commands(
+                &self,
+                older_than: Duration,
+            ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                (**self).prune_commands(older_than)
             }
 
             fn state_cache(&self) -> Option<&StateCache> {

@@ -153,8 +153,22 @@ pub enum OnHandlerError {
     Skip,
 }
 
-/// How a subscription reads and retries.
+/// How a subscription reads and retries. Start from
+/// [`default`](SubscriptionConfig::default) and change what you need with
+/// the `with_` methods (new settings arrive as new methods):
+///
+/// ```
+/// use std::time::Duration;
+/// use eventcore::{LogQuery, OnHandlerError, SubscriptionConfig};
+/// let config = SubscriptionConfig::default()
+///     .with_filter(LogQuery::from_start(0).with_stream_prefix("account-"))
+///     .with_page_size(100)
+///     .with_poll_interval(Duration::from_millis(20))
+///     .with_on_error(OnHandlerError::Skip);
+/// assert_eq!(config.page_size, 100);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SubscriptionConfig {
     /// Which events: the query's filters are used, its start and limit are not.
     pub filter: LogQuery,
@@ -185,6 +199,39 @@ impl Default for SubscriptionConfig {
                 .with_max_delay(Duration::from_secs(1)),
             on_error: OnHandlerError::Stop,
         }
+    }
+}
+
+impl SubscriptionConfig {
+    /// Sets which events are handled (the query's filters; its start and
+    /// limit are not used).
+    pub fn with_filter(mut self, filter: LogQuery) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Sets how many events are read per page.
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Sets how long to wait for new events before reading again.
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// Sets the retries of a failing handler.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets what to do when a handler's retries are spent.
+    pub fn with_on_error(mut self, on_error: OnHandlerError) -> Self {
+        self.on_error = on_error;
+        self
     }
 }
 

@@ -4,7 +4,7 @@ use std::{borrow::Cow, sync::Arc};
 
 use uuid::Uuid;
 
-use crate::{Event, Metadata, StoreError, StreamId, StreamVersion, metadata::holds_nul};
+use crate::{CommandId, Event, Metadata, StoreError, StreamId, StreamVersion, metadata::holds_nul};
 
 /// One event ready to be appended: its stream, type name, JSON payload, id
 /// and metadata.
@@ -81,6 +81,8 @@ pub struct StreamWrites {
     events: Vec<PendingEvent>,
     /// What [`append`](Self::append) stores with each event.
     metadata: Arc<Metadata>,
+    /// The command these writes apply, by id and type, if it has an id.
+    command: Option<(CommandId, Cow<'static, str>)>,
 }
 
 impl StreamWrites {
@@ -133,6 +135,28 @@ impl StreamWrites {
             metadata,
             ..StreamWrites::default()
         }
+    }
+
+    /// Makes the write the application of the command `command_id`, of
+    /// type `command_type`: the store records the id with the events, in
+    /// the same transaction, and appends nothing if the id is already
+    /// recorded (see [`CommandRecord`](crate::CommandRecord)). `execute`
+    /// sets it from [`ExecuteOptions::with_command_id`](crate::ExecuteOptions::with_command_id).
+    ///
+    /// A write with a command id must hold at least one event: a write
+    /// that appends nothing records nothing.
+    pub fn set_command(
+        &mut self,
+        command_id: CommandId,
+        command_type: impl Into<Cow<'static, str>>,
+    ) {
+        self.command = Some((command_id, command_type.into()));
+    }
+
+    /// The command id and command type set by
+    /// [`set_command`](Self::set_command).
+    pub fn command(&self) -> Option<(&CommandId, &str)> {
+        self.command.as_ref().map(|(id, ty)| (id, ty.as_ref()))
     }
 
     /// The metadata [`append`](Self::append) stores with each event.

@@ -23,14 +23,14 @@ fn name() -> SubscriptionName {
 }
 
 fn config() -> SubscriptionConfig {
-    SubscriptionConfig {
-        page_size: 2,
-        poll_interval: Duration::from_millis(20),
-        retry: RetryPolicy::default()
-            .with_max_attempts(NonZeroU32::new(2).unwrap())
-            .with_max_delay(Duration::from_millis(1)),
-        ..SubscriptionConfig::default()
-    }
+    SubscriptionConfig::default()
+        .with_page_size(2)
+        .with_poll_interval(Duration::from_millis(20))
+        .with_retry(
+            RetryPolicy::default()
+                .with_max_attempts(NonZeroU32::new(2).unwrap())
+                .with_max_delay(Duration::from_millis(1)),
+        )
 }
 
 async fn credit(store: &InMemoryEventStore, account: &str, amount: u64) {
@@ -229,10 +229,7 @@ async fn a_failing_handler_can_skip_and_record_the_event() {
             }
         }
     });
-    let config = SubscriptionConfig {
-        on_error: OnHandlerError::Skip,
-        ..config()
-    };
+    let config = config().with_on_error(OnHandlerError::Skip);
     let handle = subscribe(
         store.clone(),
         InMemoryCheckpointStore::new(),
@@ -260,10 +257,7 @@ async fn filters_limit_what_the_handler_sees() {
     credit(&store, "other-1", 2).await;
     credit(&store, "acct-2", 3).await;
     let seen = Seen::default();
-    let config = SubscriptionConfig {
-        filter: LogQuery::from_start(0).with_stream_prefix("acct-"),
-        ..config()
-    };
+    let config = config().with_filter(LogQuery::from_start(0).with_stream_prefix("acct-"));
     let handle = subscribe(
         store.clone(),
         InMemoryCheckpointStore::new(),

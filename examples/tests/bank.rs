@@ -36,6 +36,17 @@ async fn workload_keeps_every_invariant_in_memory() {
     assert!(summary.checks.all_passed(), "{summary:#?}");
     assert!(summary.read_model_matches, "{summary:#?}");
     assert_eq!(summary.store_errors, 0);
+    assert!(
+        summary.repeated_requests > 0,
+        "some requests were sent again"
+    );
+    assert!(summary.repeats_applied_once, "{summary:#?}");
+    let last = summary.history.last().expect("a history");
+    let id = last.causation_id.as_deref().expect("caused by a request");
+    assert!(
+        id.contains("-request-"),
+        "the command id as causation: {last:?}"
+    );
     assert_eq!(summary.commands, 480);
 }
 
@@ -61,6 +72,17 @@ async fn workload_keeps_every_invariant_on_postgres() {
     assert!(summary.checks.all_passed(), "{summary:#?}");
     assert!(summary.read_model_matches, "{summary:#?}");
     assert_eq!(summary.store_errors, 0);
+    assert!(
+        summary.repeated_requests > 0,
+        "some requests were sent again"
+    );
+    assert!(summary.repeats_applied_once, "{summary:#?}");
+    let last = summary.history.last().expect("a history");
+    let id = last.causation_id.as_deref().expect("caused by a request");
+    assert!(
+        id.contains("-request-"),
+        "the command id as causation: {last:?}"
+    );
 }
 
 fn cents(n: u64) -> Amount {

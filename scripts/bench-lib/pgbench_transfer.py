@@ -37,6 +37,10 @@ params = {
     "$8": "ARRAY['{}', '{}']",
     "$9": "ARRAY[md5(:client_id::text || ':' || :i::text), md5(:client_id::text || ':' || :i::text)]",
     "$10": "ARRAY[NULL::text, NULL::text]",
+    # No command id (the load tool's --command-ids measures them).
+    "$11": "NULL::text",
+    "$12": "NULL::text",
+    "$13": "NULL::bigint[]",
 }
 
 

@@ -28,6 +28,9 @@ baseline_for = {
     "transfer-hot": "append",
     "fanout": "append",
     "long-stream": "append",
+    # The same with a command id per command (recorded with the events).
+    "transfer-ids": "append",
+    "transfer-hot-ids": "append",
 }
 
 rows = []

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use eventcore_postgres::{PostgresConfig, PostgresEventStore, SchemaName};

@@ -268,11 +268,9 @@ where
             Ok(())
         }
     });
-    let config = eventcore::SubscriptionConfig {
-        filter: LogQuery::from_start(0).with_stream_prefix("meta-trigger"),
-        poll_interval: Duration::from_millis(10),
-        ..eventcore::SubscriptionConfig::default()
-    };
+    let config = eventcore::SubscriptionConfig::default()
+        .with_filter(LogQuery::from_start(0).with_stream_prefix("meta-trigger"))
+        .with_poll_interval(Duration::from_millis(10));
     let name = eventcore::SubscriptionName::try_new("follow-up").expect("valid name");
     let handle = eventcore::subscribe(store.clone(), store.clone(), name, handler, config);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

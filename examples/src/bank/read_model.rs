@@ -97,11 +97,9 @@ where
     C: CheckpointStore + SubscriptionLeases + 'static,
 {
     let projection = BalancesProjection::default();
-    let config = SubscriptionConfig {
-        filter: LogQuery::from_start(0).with_stream_prefix(prefix),
-        poll_interval: Duration::from_millis(10),
-        ..SubscriptionConfig::default()
-    };
+    let config = SubscriptionConfig::default()
+        .with_filter(LogQuery::from_start(0).with_stream_prefix(prefix))
+        .with_poll_interval(Duration::from_millis(10));
     let handle = subscribe(log, checkpoints, name, projection.clone(), config);
     let allowed = Duration::from_secs(60);
     let deadline = tokio::time::Instant::now() + allowed;

@@ -10,14 +10,15 @@ use std::{
 };
 
 use eventcore::{
-    CheckpointStore, EventLog, EventStore, ExecuteError, RetryPolicy, StreamId, SubscriptionLeases,
-    SubscriptionName, execute_with,
+    CheckpointStore, CommandId, EventLog, EventStore, ExecuteError, ExecuteOptions,
+    ExecutionResult, Metadata, RetryPolicy, StreamId, SubscriptionLeases, SubscriptionName,
+    execute_with,
 };
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::{
-    domain::{Amount, Deposit, OpenAccount, Transfer, Withdraw},
+    domain::{Amount, BankCommand, Deposit, OpenAccount, Transfer, Withdraw},
     ledger::{Checks, Tally, verify},
     read_model::{ReadModelError, catch_up},
 };
@@ -73,6 +74,64 @@ pub struct Summary {
     pub read_model_matches: bool,
     /// Events the read model applied.
     pub read_model_events: u64,
+    /// Successful commands sent a second time with their command ids, as a
+    /// client would after a timeout.
+    pub repeated_requests: usize,
+    /// Whether every one of them was found already applied (nothing
+    /// written; the log check above runs after them).
+    pub repeats_applied_once: bool,
+    /// The last events of the first account, with their metadata.
+    pub history: Vec<HistoryItem>,
+}
+
+/// One event of an account's history, as the demo prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryItem {
+    /// Its version in the account's stream.
+    pub version: u64,
+    /// When the store recorded it, in microseconds since the Unix epoch.
+    pub recorded_at_micros: u128,
+    /// Its type name.
+    pub event_type: String,
+    /// Its payload.
+    pub payload: String,
+    /// The id shared by every event of its request.
+    pub correlation_id: Option<String>,
+    /// What caused it: the command id of the request that wrote it.
+    pub causation_id: Option<String>,
+}
+
+/// Every this many successful commands, one is sent again with its id.
+const REPEAT_EVERY: usize = 20;
+
+/// Runs a bank command with `options`, by its own type (the type is part
+/// of what a command id is recorded for).
+async fn execute_bank<S: EventStore>(
+    store: &S,
+    command: BankCommand,
+    options: ExecuteOptions,
+) -> Result<ExecutionResult, ExecuteError> {
+    match command {
+        BankCommand::Open(c) => execute_with(store, c, options).await,
+        BankCommand::Deposit(c) => execute_with(store, c, options).await,
+        BankCommand::Withdraw(c) => execute_with(store, c, options).await,
+        BankCommand::Transfer(c) => execute_with(store, c, options).await,
+    }
+}
+
+/// A request's options: its command id, and metadata saying who sent it.
+fn request(
+    policy: &RetryPolicy,
+    run: &str,
+    index: usize,
+    worker: usize,
+) -> (CommandId, ExecuteOptions) {
+    let id = CommandId::try_new(format!("{run}-request-{index}"))
+        .unwrap_or_else(|_| unreachable!("a short printable id"));
+    let options = ExecuteOptions::from(policy)
+        .with_command_id(id.clone())
+        .with_metadata(Metadata::new().with_value("worker", worker));
+    (id, options)
 }
 
 /// Why a run could not complete.
@@ -202,67 +261,81 @@ where
         );
         let mut rng = fastrand::Rng::with_seed(config.seed.wrapping_mul(31).wrapping_add(w as u64));
         let ceiling = config.initial_balance.max(2);
+        let run = run.clone();
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new(accounts.len());
+            let mut to_repeat = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(op) = ops.get(i).copied() else { break };
                 let a = rng.usize(..accounts.len());
                 let cents = rng.u64(1..ceiling);
-                let (result, effect): (_, Vec<(usize, i128)>) = match op {
+                let (cmd, effect): (_, Vec<(usize, i128)>) = match op {
                     Op::Transfer => {
                         let b = (a + 1 + rng.usize(..accounts.len() - 1)) % accounts.len();
-                        let cmd = Transfer {
-                            from: accounts[a].clone(),
-                            to: accounts[b].clone(),
-                            amount: amount(cents),
-                        };
                         let c = i128::from(cents);
                         (
-                            execute_with(&store, cmd, &policy).await,
+                            BankCommand::Transfer(Transfer {
+                                from: accounts[a].clone(),
+                                to: accounts[b].clone(),
+                                amount: amount(cents),
+                            }),
                             vec![(a, -c), (b, c)],
                         )
                     }
-                    Op::Deposit => {
-                        let cmd = Deposit {
+                    Op::Deposit => (
+                        BankCommand::Deposit(Deposit {
                             account: accounts[a].clone(),
                             amount: amount(cents),
-                        };
-                        (
-                            execute_with(&store, cmd, &policy).await,
-                            vec![(a, i128::from(cents))],
-                        )
-                    }
-                    Op::Withdraw => {
-                        let cmd = Withdraw {
+                        }),
+                        vec![(a, i128::from(cents))],
+                    ),
+                    Op::Withdraw => (
+                        BankCommand::Withdraw(Withdraw {
                             account: accounts[a].clone(),
                             amount: amount(cents),
-                        };
-                        (
-                            execute_with(&store, cmd, &policy).await,
-                            vec![(a, -i128::from(cents))],
-                        )
-                    }
+                        }),
+                        vec![(a, -i128::from(cents))],
+                    ),
                 };
+                let (id, options) = request(&policy, &run, i, w);
+                let result = execute_bank(&store, cmd.clone(), options).await;
+                if result.is_ok() && i % REPEAT_EVERY == 0 {
+                    to_repeat.push((id, cmd));
+                }
                 tally.record(&result, &effect);
                 progress.inc(1);
             }
-            tally
+            (tally, to_repeat)
         }));
     }
     let mut total = Tally::new(accounts.len());
+    let mut to_repeat = Vec::new();
     for worker in workers {
         match worker.await {
-            Ok(t) => total.merge(&t),
+            Ok((t, repeats)) => {
+                total.merge(&t);
+                to_repeat.extend(repeats);
+            }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
 
+    // Clients that timed out send some requests again, with the same ids.
+    let repeated_requests = to_repeat.len();
+    let mut repeats_applied_once = true;
+    for (id, cmd) in to_repeat {
+        let options = ExecuteOptions::from(&policy).with_command_id(id);
+        let again = execute_bank(&store, cmd, options).await;
+        repeats_applied_once &= matches!(again, Ok(r) if r.already_applied);
+    }
+
     let initial = vec![i128::from(config.initial_balance); accounts.len()];
     let setup_events = 2 * accounts.len();
     let (checks, balances) = verify(&store, &accounts, &initial, setup_events, &total).await?;
+    let history = history_of(&store, &accounts[0], 5).await?;
 
     // The read side: a subscription builds the balances from the global log.
     let name = SubscriptionName::try_new(format!("bank-balances-{run}"))
@@ -296,6 +369,33 @@ where
         checks,
         read_model_matches,
         read_model_events: read_model.events,
+        repeated_requests,
+        repeats_applied_once,
+        history,
         config,
     })
+}
+
+/// The last `n` events of `account`, with their metadata.
+async fn history_of<S: EventStore>(
+    store: &S,
+    account: &StreamId,
+    n: usize,
+) -> Result<Vec<HistoryItem>, WorkloadError> {
+    let read = store.read_streams(std::slice::from_ref(account)).await?;
+    let events = read.events();
+    Ok(events[events.len().saturating_sub(n)..]
+        .iter()
+        .map(|e| HistoryItem {
+            version: e.version().get(),
+            recorded_at_micros: e
+                .recorded_at()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros()),
+            event_type: e.event_type().to_owned(),
+            payload: e.payload().to_owned(),
+            correlation_id: e.metadata().correlation_id().map(|c| c.as_str().to_owned()),
+            causation_id: e.metadata().causation_id().map(|c| c.as_str().to_owned()),
+        })
+        .collect())
 }

@@ -90,7 +90,11 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         print_summary(&summary);
     }
     Ok(
-        if summary.checks.all_passed() && summary.store_errors == 0 && summary.read_model_matches {
+        if summary.checks.all_passed()
+            && summary.store_errors == 0
+            && summary.read_model_matches
+            && summary.repeats_applied_once
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -147,4 +151,27 @@ fn print_summary(s: &Summary) {
         mark(s.read_model_matches),
         s.read_model_events
     );
+    println!(
+        "  [{}] {} requests sent again with their command ids were not applied again",
+        mark(s.repeats_applied_once),
+        s.repeated_requests
+    );
+    if !s.history.is_empty() {
+        println!(
+            "history of the first account (last {} events):",
+            s.history.len()
+        );
+        for e in &s.history {
+            println!(
+                "  v{} at {}.{:06} {} {}\n      correlation {}, caused by {}",
+                e.version,
+                e.recorded_at_micros / 1_000_000,
+                e.recorded_at_micros % 1_000_000,
+                e.event_type,
+                e.payload,
+                e.correlation_id.as_deref().unwrap_or("-"),
+                e.causation_id.as_deref().unwrap_or("-"),
+            );
+        }
+    }
 }

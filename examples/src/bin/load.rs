@@ -47,6 +47,9 @@ struct Args {
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Give every command a command id of its own (idempotent commands).
+    #[arg(long)]
+    command_ids: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -72,6 +75,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         concurrency: args.concurrency.clone(),
         duration: Duration::from_secs(args.duration.max(1)),
         seed: args.seed,
+        command_ids: args.command_ids,
     };
     let progress = cli::progress_bar(args.json, "{msg} {bar:40} {pos}/{len} s");
     progress.set_message(format!("{:?}", args.workload));

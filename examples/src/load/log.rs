@@ -120,12 +120,10 @@ where
 {
     let name =
         SubscriptionName::try_new(name).unwrap_or_else(|_| unreachable!("short printable name"));
-    let config = SubscriptionConfig {
-        filter: LogQuery::from_start(0).with_stream_prefix(prefix),
-        page_size: 5_000,
-        poll_interval: Duration::from_millis(5),
-        ..SubscriptionConfig::default()
-    };
+    let config = SubscriptionConfig::default()
+        .with_filter(LogQuery::from_start(0).with_stream_prefix(prefix))
+        .with_page_size(5_000)
+        .with_poll_interval(Duration::from_millis(5));
     let started = Instant::now();
     let handler = ProbeHandler {
         probe: probe.clone(),

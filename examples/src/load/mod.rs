@@ -29,6 +29,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Seeds the choice of accounts and amounts.
     pub seed: u64,
+    /// Whether every command runs with a command id of its own (recorded
+    /// with its events, looked up on every read).
+    pub command_ids: bool,
 }
 
 /// The measurements of one concurrency level.
@@ -132,6 +135,7 @@ where
         for w in 0..concurrency.max(1) {
             let (store, accounts) = (store.clone(), accounts.clone());
             let workload = config.workload;
+            let command_ids = config.command_ids;
             let mut rng = fastrand::Rng::with_seed(config.seed.wrapping_add((l * 1000 + w) as u64));
             tasks.push(tokio::spawn(async move {
                 let policy = policy();
@@ -139,8 +143,12 @@ where
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
+                    let mut options = eventcore::ExecuteOptions::from(&policy);
+                    if command_ids {
+                        options = options.with_command_id(eventcore::CommandId::generate());
+                    }
                     let (result, effect) = workload
-                        .one_command(&store, &accounts, &mut rng, &policy)
+                        .one_command(&store, &accounts, &mut rng, options)
                         .await;
                     latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
                     tally.record(&result, &effect);

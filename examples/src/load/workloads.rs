@@ -1,8 +1,8 @@
 //! The workloads: their accounts and their commands.
 
 use eventcore::{
-    CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, ExecutionResult,
-    NewEvents, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
+    CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, ExecuteOptions,
+    ExecutionResult, NewEvents, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
 };
 use serde::Serialize;
 
@@ -44,7 +44,7 @@ impl Workload {
         store: &S,
         accounts: &[StreamId],
         rng: &mut fastrand::Rng,
-        policy: &RetryPolicy,
+        options: ExecuteOptions,
     ) -> (Result<ExecutionResult, ExecuteError>, Vec<(usize, i128)>) {
         let n = accounts.len();
         let a = rng.usize(..n);
@@ -58,7 +58,7 @@ impl Workload {
                     amount,
                 };
                 (
-                    execute_with(store, cmd, policy).await,
+                    execute_with(store, cmd, options).await,
                     vec![(a, i128::from(cents))],
                 )
             }
@@ -71,7 +71,7 @@ impl Workload {
                 };
                 let c = i128::from(cents);
                 (
-                    execute_with(store, cmd, policy).await,
+                    execute_with(store, cmd, options).await,
                     vec![(a, -c), (b, c)],
                 )
             }
@@ -88,7 +88,7 @@ impl Workload {
                 };
                 let c = i128::from(cents);
                 (
-                    execute_with(store, cmd, policy).await,
+                    execute_with(store, cmd, options).await,
                     vec![(a, -c), (b, c)],
                 )
             }

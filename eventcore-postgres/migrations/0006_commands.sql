@@ -1,0 +1,92 @@
+-- Command ids (issue 10): a command executed with an id is recorded in the
+-- same transaction as its events, so an id is recorded if and only if its
+-- events are stored. A repeat finds the record and writes nothing.
+-- Records are not events: `prune_commands` deletes old ones.
+CREATE TABLE eventcore_commands (
+    command_id     text        PRIMARY KEY,
+    command_type   text        NOT NULL,
+    -- Every stream the append registered, sorted, with its version after it.
+    streams        text[]      NOT NULL,
+    versions       bigint[]    NOT NULL,
+    events_written integer     NOT NULL,
+    recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+
+DROP FUNCTION eventcore_append(text[], bigint[], text[], bigint[], text[], text[], uuid[],
+                               text[], text[], text[]);
+
+-- As in 0005, with the command: looked up first (a repeat returns its
+-- record and writes nothing, whatever the versions), recorded with the
+-- events. Returns at most one row: a version conflict (conflict_stream
+-- set) or a recorded command (recorded_type set).
+CREATE FUNCTION eventcore_append(
+    p_streams        text[],
+    p_expected       bigint[],
+    p_event_streams  text[],
+    p_event_versions bigint[],
+    p_event_types    text[],
+    p_payloads       text[],
+    p_event_ids      uuid[],
+    p_metadata       text[],
+    p_correlation    text[],
+    p_causation      text[],
+    p_command        text,
+    p_command_type   text,
+    p_resulting      bigint[]
+) RETURNS TABLE (conflict_stream text, expected_version bigint, actual_version bigint,
+                 recorded_type text, recorded_streams text[], recorded_versions bigint[],
+                 recorded_events integer)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(l.key)
+    FROM (SELECT DISTINCT hashtextextended(s, 0) AS key FROM unnest(p_streams) AS s ORDER BY 1) AS l;
+
+    IF p_command IS NOT NULL THEN
+        RETURN QUERY
+            SELECT NULL::text, NULL::bigint, NULL::bigint,
+                   c.command_type, c.streams, c.versions, c.events_written
+            FROM eventcore_commands AS c
+            WHERE c.command_id = p_command;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    RETURN QUERY
+        SELECT c.sid, c.expected, c.actual, NULL::text, NULL::text[], NULL::bigint[], NULL::integer
+        FROM (
+            SELECT r.sid, r.expected,
+                   coalesce((SELECT max(e.stream_version) FROM eventcore_events AS e
+                             WHERE e.stream_id = r.sid), 0) AS actual
+            FROM unnest(p_streams, p_expected) AS r(sid, expected)
+        ) AS c
+        WHERE c.actual <> c.expected
+        ORDER BY c.sid
+        LIMIT 1;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+
+    IF p_command IS NOT NULL AND cardinality(p_event_streams) > 0 THEN
+        INSERT INTO eventcore_commands (command_id, command_type, streams, versions, events_written)
+        VALUES (p_command, p_command_type, p_streams, p_resulting, cardinality(p_event_streams))
+        ON CONFLICT (command_id) DO NOTHING;
+        -- Another append recorded the id after the look-up above (on other
+        -- streams, so not under the same locks): retrying finds its record.
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'command id % was recorded by a concurrent append', p_command
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END IF;
+
+    INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id,
+                                  metadata, correlation_id, causation_id)
+    SELECT n.sid, n.version, n.event_type, n.payload::jsonb, n.event_id,
+           n.metadata::jsonb, n.correlation, n.causation
+    FROM unnest(p_event_streams, p_event_versions, p_event_types, p_payloads, p_event_ids,
+                p_metadata, p_correlation, p_causation)
+        AS n(sid, version, event_type, payload, event_id, metadata, correlation, causation);
+END
+$$;

@@ -1,0 +1,117 @@
+//! What one attempt of the execute loop may end in, and the store calls it
+//! makes, which look the command id up when there is one.
+
+use crate::{
+    AppendOutcome, CommandError, CommandId, CommandLookup, CommandRecord, EventStore, ExecuteError,
+    SnapshotKey, SnapshotRead, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+};
+
+/// Why an attempt ends the command instead of being retried.
+pub(crate) enum End {
+    /// A failure that retrying cannot cure.
+    Failed(Box<ExecuteError>),
+    /// A read found the command id recorded: the command was applied
+    /// before (its reply may have been lost).
+    Recorded(Box<CommandRecord>),
+}
+
+impl From<ExecuteError> for End {
+    fn from(error: ExecuteError) -> Self {
+        End::Failed(Box::new(error))
+    }
+}
+
+impl From<StoreError> for End {
+    fn from(error: StoreError) -> Self {
+        End::Failed(Box::new(error.into()))
+    }
+}
+
+impl From<CommandError> for End {
+    fn from(error: CommandError) -> Self {
+        End::Failed(Box::new(error.into()))
+    }
+}
+
+/// The outer `Result` ends the command; the inner `Err` is retried.
+pub(crate) type Attempt<T> = Result<Result<T, StoreError>, End>;
+
+/// Sorts a store error into "retry" (inner) or "end the command" (outer).
+pub(crate) fn retry_or_end<T>(error: StoreError) -> Attempt<T> {
+    if error.is_retryable() {
+        Ok(Err(error))
+    } else {
+        Err(error.into())
+    }
+}
+
+/// Sorts a read that looked a command id up.
+pub(crate) fn settle<T>(read: Result<CommandLookup<T>, StoreError>) -> Attempt<T> {
+    match read {
+        Ok(CommandLookup::NotRecorded(read)) => Ok(Ok(read)),
+        Ok(CommandLookup::Recorded(record)) => Err(End::Recorded(Box::new(record))),
+        Err(e) => retry_or_end(e),
+    }
+}
+
+/// A store as one execution sees it: every read looks the command id up,
+/// in the same call, and every append carries it.
+pub(crate) struct Target<'a, S> {
+    pub(crate) store: &'a S,
+    pub(crate) command: Option<(&'a CommandId, &'static str)>,
+}
+
+impl<S: EventStore> Target<'_, S> {
+    pub(crate) async fn read_streams(&self, streams: &[StreamId]) -> Attempt<StreamReads> {
+        settle(match self.command {
+            None => self
+                .store
+                .read_streams(streams)
+                .await
+                .map(CommandLookup::NotRecorded),
+            Some((id, _)) => self.store.read_streams_for(id, streams).await,
+        })
+    }
+
+    pub(crate) async fn read_tails(
+        &self,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Attempt<StreamReads> {
+        settle(match self.command {
+            None => self
+                .store
+                .read_tails(held)
+                .await
+                .map(CommandLookup::NotRecorded),
+            Some((id, _)) => self.store.read_tails_for(id, held).await,
+        })
+    }
+
+    /// Not sorted: a failed snapshot read is not a failed command.
+    pub(crate) async fn read_from_snapshot(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<CommandLookup<SnapshotRead>, StoreError> {
+        match self.command {
+            None => self
+                .store
+                .read_from_snapshot(key)
+                .await
+                .map(CommandLookup::NotRecorded),
+            Some((id, _)) => self.store.read_from_snapshot_for(id, key).await,
+        }
+    }
+
+    /// An empty write for this execution's events.
+    pub(crate) fn writes(&self, metadata: &std::sync::Arc<crate::Metadata>) -> StreamWrites {
+        let mut writes = StreamWrites::with_checked_metadata(metadata.clone());
+        if let Some((id, command_type)) = self.command {
+            writes.set_command(id.clone(), command_type);
+        }
+        writes
+    }
+
+    pub(crate) async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        self.store.append(writes).await
+    }
+}
