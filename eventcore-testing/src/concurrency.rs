@@ -247,8 +247,15 @@ struct Recorder<'a, S> {
     conflict_rate: f64,
     lost_reply_rate: f64,
     observed: Mutex<Vec<(StreamId, StreamVersion)>>,
-    /// The expected versions of the append that committed, if one did.
-    committed: Mutex<Option<Vec<(StreamId, StreamVersion)>>>,
+    /// Every append sent: its expected versions and the versions it
+    /// leads to, to find which attempt a repeat's recorded outcome came
+    /// from (its reply may have been lost above or below this wrapper).
+    sent: Mutex<
+        Vec<(
+            Vec<(StreamId, StreamVersion)>,
+            Vec<(StreamId, StreamVersion)>,
+        )>,
+    >,
 }
 
 impl<S> Recorder<'_, S> {
@@ -297,11 +304,13 @@ impl<S: EventStore> EventStore for Recorder<'_, S> {
                 actual: expected,
             });
         }
-        let expected = writes.expected_versions().to_vec();
-        let outcome = self.inner.append(writes).await?;
-        if !outcome.already_applied {
-            *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(expected);
+        if let Ok(resulting) = writes.resulting_versions() {
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((writes.expected_versions().to_vec(), resulting));
         }
+        let outcome = self.inner.append(writes).await?;
         if self.draw_lost_reply() {
             return Err(StoreError::Transient {
                 operation: "append",
@@ -329,6 +338,20 @@ fn outcome_of(result: &Result<eventcore::ExecutionResult, ExecuteError>) -> Outc
         Err(ExecuteError::Rejected(e)) => Outcome::Rejected(e.to_string()),
         Err(ExecuteError::RetriesExhausted { .. }) => Outcome::GaveUp,
         Err(e) => Outcome::Failed(format!("{e}: {:?}", std::error::Error::source(e))),
+    }
+}
+
+/// A command's options: the configured policy, and a command id of its own
+/// when the configuration asks for them.
+fn options_for(config: &ConcurrencyConfig, seed: u64, name: &str) -> eventcore::ExecuteOptions {
+    let options = eventcore::ExecuteOptions::from(&config.retry);
+    if !config.command_ids {
+        return options;
+    }
+    // A short ASCII id: always valid.
+    match eventcore::CommandId::try_new(format!("concurrency-{seed}-{name}")) {
+        Ok(id) => options.with_command_id(id),
+        Err(_) => options,
     }
 }
 
@@ -363,7 +386,12 @@ where
             e @ (ExecuteError::Store(_)
             | ExecuteError::RetriesExhausted { .. }
             | ExecuteError::NoStreams),
-        ) = execute_with(&store, cmd.clone(), &config.retry).await
+        ) = execute_with(
+            &store,
+            cmd.clone(),
+            options_for(config, seed, &format!("setup-{i}")),
+        )
+        .await
         {
             violations.push(format!("setup command {i} ({cmd:?}) failed: {e}"));
         }
@@ -411,31 +439,27 @@ where
                     conflict_rate: config.conflict_rate,
                     lost_reply_rate: config.lost_reply_rate,
                     observed: Mutex::new(Vec::new()),
-                    committed: Mutex::new(None),
+                    sent: Mutex::new(Vec::new()),
                 };
-                let mut options = eventcore::ExecuteOptions::from(&config.retry);
-                if config.command_ids {
-                    let id = format!("concurrency-{seed}-{index}");
-                    // A short ASCII id: always valid.
-                    if let Ok(id) = eventcore::CommandId::try_new(id) {
-                        options = options.with_command_id(id);
-                    }
-                }
+                let options = options_for(&config, seed, &index.to_string());
                 let result = execute_with(&recorder, command.clone(), options).await;
-                let committed = recorder
-                    .committed
+                let sent = recorder
+                    .sent
                     .into_inner()
                     .unwrap_or_else(|p| p.into_inner());
                 let mut observed = recorder
                     .observed
                     .into_inner()
                     .unwrap_or_else(|p| p.into_inner());
-                // A repeat found the first attempt's record: that attempt
+                // A repeat found an earlier attempt's record: that attempt
                 // read the versions it appended at.
-                if let (Ok(r), Some(committed)) = (&result, committed)
+                if let Ok(r) = &result
                     && r.already_applied
+                    && let Some((expected, _)) = sent
+                        .into_iter()
+                        .find(|(_, resulting)| *resulting == r.stream_versions)
                 {
-                    observed = committed;
+                    observed = expected;
                 }
                 let written = match &result {
                     Ok(r) if r.events_written > 0 => r.stream_versions.clone(),

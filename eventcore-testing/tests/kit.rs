@@ -40,6 +40,31 @@ fn lost_replies_apply_each_command_once_with_command_ids() {
     );
 }
 
+/// `FaultyStore`'s "transient after commit" on a fifth of the appends,
+/// with a command id on every command: every command is applied exactly
+/// once and the run is serializable, over many seeds and batches.
+#[test]
+fn transient_after_commit_applies_each_command_once_with_command_ids() {
+    let seeds = std::sync::atomic::AtomicU64::new(0);
+    check_concurrency(
+        48,
+        || {
+            let seed = seeds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                FaultyStore::new(
+                    InMemoryEventStore::new(),
+                    FaultPlan::none().with_transient_after_append(0.2),
+                    seed,
+                )
+            }
+        },
+        funded(4, 100),
+        ledger_batch(4, 40),
+        ConcurrencyConfig::default().with_command_ids(true),
+        ledger_invariant,
+    );
+}
+
 /// Without command ids the same lost replies apply commands twice, and the
 /// checker says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -63,12 +63,13 @@ fn bank_is_serializable_and_conserves_money_in_memory() {
     );
 }
 
-#[test]
-fn bank_is_serializable_and_conserves_money_on_postgres() {
+/// Runs the bank's property test on PostgreSQL, each batch in a schema of
+/// its own.
+fn check_on_postgres(cases: u32, config: ConcurrencyConfig) {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run ./scripts/test");
     let next = std::sync::atomic::AtomicU32::new(0);
     check_concurrency(
-        24,
+        cases,
         || {
             let url = url.clone();
             let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -86,7 +87,24 @@ fn bank_is_serializable_and_conserves_money_on_postgres() {
         },
         setup(),
         batch(),
-        ConcurrencyConfig::default(),
+        config,
         bank_invariant,
+    );
+}
+
+#[test]
+fn bank_is_serializable_and_conserves_money_on_postgres() {
+    check_on_postgres(24, ConcurrencyConfig::default());
+}
+
+/// A fifth of the replies lost after commit, every command with an id: on
+/// the real server each command is still applied exactly once.
+#[test]
+fn bank_applies_each_command_once_under_lost_replies_on_postgres() {
+    check_on_postgres(
+        8,
+        ConcurrencyConfig::default()
+            .with_lost_reply_rate(0.2)
+            .with_command_ids(true),
     );
 }

@@ -99,6 +99,8 @@ pub struct HistoryItem {
     pub correlation_id: Option<String>,
     /// What caused it: the command id of the request that wrote it.
     pub causation_id: Option<String>,
+    /// The request's own key/values (here: which worker sent it), as JSON.
+    pub values: String,
 }
 
 /// Every this many successful commands, one is sent again with its id.
@@ -396,6 +398,7 @@ async fn history_of<S: EventStore>(
             payload: e.payload().to_owned(),
             correlation_id: e.metadata().correlation_id().map(|c| c.as_str().to_owned()),
             causation_id: e.metadata().causation_id().map(|c| c.as_str().to_owned()),
+            values: e.metadata().values_json(),
         })
         .collect())
 }

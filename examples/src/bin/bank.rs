@@ -163,7 +163,7 @@ fn print_summary(s: &Summary) {
         );
         for e in &s.history {
             println!(
-                "  v{} at {}.{:06} {} {}\n      correlation {}, caused by {}",
+                "  v{} at {}.{:06} {} {}\n      correlation {}, caused by {}, metadata {}",
                 e.version,
                 e.recorded_at_micros / 1_000_000,
                 e.recorded_at_micros % 1_000_000,
@@ -171,6 +171,7 @@ fn print_summary(s: &Summary) {
                 e.payload,
                 e.correlation_id.as_deref().unwrap_or("-"),
                 e.causation_id.as_deref().unwrap_or("-"),
+                e.values,
             );
         }
     }
