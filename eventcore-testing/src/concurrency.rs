@@ -239,6 +239,9 @@ impl<C: Debug> fmt::Display for ConcurrencyFailure<C> {
 
 impl<C: Debug> std::error::Error for ConcurrencyFailure<C> {}
 
+/// Stream versions, sorted by stream id.
+type Versions = Vec<(StreamId, StreamVersion)>;
+
 /// Wraps the store for one command: perturbs, and records the last read.
 struct Recorder<'a, S> {
     inner: &'a S,
@@ -250,12 +253,7 @@ struct Recorder<'a, S> {
     /// Every append sent: its expected versions and the versions it
     /// leads to, to find which attempt a repeat's recorded outcome came
     /// from (its reply may have been lost above or below this wrapper).
-    sent: Mutex<
-        Vec<(
-            Vec<(StreamId, StreamVersion)>,
-            Vec<(StreamId, StreamVersion)>,
-        )>,
-    >,
+    sent: Mutex<Vec<(Versions, Versions)>>,
 }
 
 impl<S> Recorder<'_, S> {
