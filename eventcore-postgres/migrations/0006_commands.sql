@@ -15,10 +15,10 @@ CREATE TABLE eventcore_commands (
 DROP FUNCTION eventcore_append(text[], bigint[], text[], bigint[], text[], text[], uuid[],
                                text[], text[], text[]);
 
--- As in 0005, with the command: looked up first (a repeat returns its
--- record and writes nothing, whatever the versions), recorded with the
--- events. Returns at most one row: a version conflict (conflict_stream
--- set) or a recorded command (recorded_type set).
+-- As in 0005, with the command recorded with the events. Returns at most
+-- one row: a version conflict (conflict_stream set) or, for a command id
+-- already recorded, its record (recorded_type set); either way nothing is
+-- written.
 CREATE FUNCTION eventcore_append(
     p_streams        text[],
     p_expected       bigint[],
@@ -43,17 +43,6 @@ BEGIN
     PERFORM pg_advisory_xact_lock(l.key)
     FROM (SELECT DISTINCT hashtextextended(s, 0) AS key FROM unnest(p_streams) AS s ORDER BY 1) AS l;
 
-    IF p_command IS NOT NULL THEN
-        RETURN QUERY
-            SELECT NULL::text, NULL::bigint, NULL::bigint,
-                   c.command_type, c.streams, c.versions, c.events_written
-            FROM eventcore_commands AS c
-            WHERE c.command_id = p_command;
-        IF FOUND THEN
-            RETURN;
-        END IF;
-    END IF;
-
     RETURN QUERY
         SELECT c.sid, c.expected, c.actual, NULL::text, NULL::text[], NULL::bigint[], NULL::integer
         FROM (
@@ -69,15 +58,32 @@ BEGIN
         RETURN;
     END IF;
 
-    IF p_command IS NOT NULL AND cardinality(p_event_streams) > 0 THEN
-        INSERT INTO eventcore_commands (command_id, command_type, streams, versions, events_written)
-        VALUES (p_command, p_command_type, p_streams, p_resulting, cardinality(p_event_streams))
-        ON CONFLICT (command_id) DO NOTHING;
-        -- Another append recorded the id after the look-up above (on other
-        -- streams, so not under the same locks): retrying finds its record.
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'command id % was recorded by a concurrent append', p_command
-                USING ERRCODE = 'serialization_failure';
+    -- The record, after the version check (a conflicting append writes
+    -- nothing, and a repeat of an applied command almost always conflicts:
+    -- its streams moved; `execute` then reads, and the read finds the
+    -- record). An id already recorded, or recorded meanwhile by an append
+    -- on other streams (ON CONFLICT waits for it to commit), returns that
+    -- record instead, and nothing is written.
+    IF p_command IS NOT NULL THEN
+        IF cardinality(p_event_streams) > 0 THEN
+            INSERT INTO eventcore_commands (command_id, command_type, streams, versions,
+                                            events_written)
+            VALUES (p_command, p_command_type, p_streams, p_resulting,
+                    cardinality(p_event_streams))
+            ON CONFLICT (command_id) DO NOTHING;
+            IF FOUND THEN
+                p_command := NULL;
+            END IF;
+        END IF;
+        IF p_command IS NOT NULL THEN
+            RETURN QUERY
+                SELECT NULL::text, NULL::bigint, NULL::bigint,
+                       c.command_type, c.streams, c.versions, c.events_written
+                FROM eventcore_commands AS c
+                WHERE c.command_id = p_command;
+            IF FOUND THEN
+                RETURN;
+            END IF;
         END IF;
     END IF;
 

@@ -44,18 +44,21 @@
 //!   events or none. A read-only participant stays locked until commit, so
 //!   no writer can slip in between the check and the commit. Payloads travel
 //!   as arrays, so a batch of any size binds the same thirteen parameters.
-//! - **Command ids.** An append with a command id first looks it up in
-//!   `eventcore_commands` (primary key on the id): a repeat returns the
-//!   recorded outcome and writes nothing, whatever the versions. Otherwise,
-//!   after the version check, it inserts the record (`ON CONFLICT DO
-//!   NOTHING`; an id taken meanwhile by an append on other streams, which
-//!   holds other locks, aborts this one with a serialization failure that
-//!   `execute` retries, and the retry finds the record) and then the
-//!   events, in the same transaction. Reads for a command with an id are
-//!   one statement: the record if there is one, else the events (a
-//!   one-time `NOT EXISTS` filter keeps the events unread when it is
-//!   there). `prune_commands` is one `DELETE` by age; there is no index on
-//!   the time recorded, so it scans the table (run it rarely, off peak).
+//! - **Command ids.** After the version check, the append inserts the
+//!   command's record into `eventcore_commands` (primary key on the id)
+//!   with `ON CONFLICT DO NOTHING`, then the events, in the same
+//!   transaction. An id already recorded (or recorded meanwhile by an
+//!   append on other streams: the insert waits for it to commit) returns
+//!   that record and writes nothing. A repeat of an applied command
+//!   usually fails the version check first (its streams moved); `execute`
+//!   then reads, and the read finds the record. Reads for a command with
+//!   an id are one statement: the record if there is one, else the events
+//!   (a one-time `NOT EXISTS` filter keeps the events unread when it is
+//!   there). Ids made by `CommandId::generate` are time-ordered, so their
+//!   index grows at its right edge; random ids (UUIDv4 idempotency keys)
+//!   insert at random places and cost more (see docs/performance.md).
+//!   `prune_commands` is one `DELETE` by age; there is no index on the time
+//!   recorded, so it scans the table (run it rarely, off peak).
 //! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL in
 //!   one transaction under an advisory lock, recorded in its own
 //!   `eventcore_migrations` table (not sqlx's `_sqlx_migrations`, which the

@@ -63,15 +63,17 @@ impl AppendOutcome {
 /// - Payloads are stored verbatim as JSON and read back as such; an event is
 ///   never silently dropped or altered.
 /// - An append whose write carries a command id
-///   ([`StreamWrites::set_command`]) first looks the id up: if it is
-///   recorded for the same command (type and registered streams), the
-///   append writes nothing and returns the recorded outcome with
-///   [`already_applied`](AppendOutcome::already_applied) set, whatever the
-///   streams' versions; if it is recorded for another command, it fails
-///   with [`StoreError::CommandIdReused`]. Otherwise the record
-///   ([`CommandRecord`]) is written with the events, atomically: a command
-///   id is recorded if and only if its events are stored, and two appends
-///   with one id never both write.
+///   ([`StreamWrites::set_command`]) that is already recorded writes
+///   nothing. It returns the recorded outcome with
+///   [`already_applied`](AppendOutcome::already_applied) set if the record
+///   is of the same command (type and registered streams), and fails with
+///   [`StoreError::CommandIdReused`] otherwise; a store that checks
+///   versions first may fail with [`StoreError::VersionConflict`] instead
+///   when a registered stream moved (`execute` then reads, and the read
+///   finds the record). Otherwise the record ([`CommandRecord`]) is
+///   written with the events, atomically: a command id is recorded if and
+///   only if its events are stored, and two appends with one id never both
+///   write.
 /// - [`find_command`](EventStore::find_command) and the `_for` reads see
 ///   every record committed before their read; a record stays until
 ///   [`prune_commands`](EventStore::prune_commands) removes it.

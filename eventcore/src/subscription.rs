@@ -281,6 +281,7 @@ pub enum SubscriptionError {
 
 /// What a subscription did until it stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscriptionReport {
     /// Events handled (skipped ones excluded).
     pub handled: u64,

@@ -125,10 +125,10 @@ async fn execute_bank<S: EventStore>(
 fn request(
     policy: &RetryPolicy,
     run: &str,
-    index: usize,
+    name: &str,
     worker: usize,
 ) -> (CommandId, ExecuteOptions) {
-    let id = CommandId::try_new(format!("{run}-request-{index}"))
+    let id = CommandId::try_new(format!("{run}-{name}"))
         .unwrap_or_else(|_| unreachable!("a short printable id"));
     let options = ExecuteOptions::from(policy)
         .with_command_id(id.clone())
@@ -223,12 +223,14 @@ where
             account: account.clone(),
             source,
         };
+        // Setup requests carry ids too: `{run}-open-{account}`, `{run}-fund-{account}`.
+        let (_, open) = request(&policy, &run, &format!("open-{account}"), 0);
         execute_with(
             &store,
             OpenAccount {
                 account: account.clone(),
             },
-            &policy,
+            open,
         )
         .await
         .map_err(setup)?;
@@ -236,9 +238,8 @@ where
             account: account.clone(),
             amount: amount(config.initial_balance),
         };
-        execute_with(&store, initial, &policy)
-            .await
-            .map_err(setup)?;
+        let (_, fund) = request(&policy, &run, &format!("fund-{account}"), 0);
+        execute_with(&store, initial, fund).await.map_err(setup)?;
     }
 
     let mut ops: Vec<Op> = std::iter::repeat_n(Op::Transfer, config.transfers)
@@ -300,7 +301,7 @@ where
                         vec![(a, -i128::from(cents))],
                     ),
                 };
-                let (id, options) = request(&policy, &run, i, w);
+                let (id, options) = request(&policy, &run, &format!("request-{i}"), w);
                 let result = execute_bank(&store, cmd.clone(), options).await;
                 if result.is_ok() && i % REPEAT_EVERY == 0 {
                     to_repeat.push((id, cmd));
