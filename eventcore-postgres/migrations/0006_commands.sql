@@ -12,6 +12,12 @@ CREATE TABLE eventcore_commands (
     recorded_at    timestamptz NOT NULL DEFAULT now()
 );
 
+-- Payloads kept verbatim (issue 11): `json` stores the text as sent, where
+-- `jsonb` renormalised numbers (-0.0 came back as 0, 1e308 as 309 digits),
+-- so an event is read back exactly as it was written, as on every store.
+-- Rows already stored keep the text `jsonb` had made of them.
+ALTER TABLE eventcore_events ALTER COLUMN payload TYPE json USING payload::text::json;
+
 DROP FUNCTION eventcore_append(text[], bigint[], text[], bigint[], text[], text[], uuid[],
                                text[], text[], text[]);
 
@@ -89,7 +95,7 @@ BEGIN
 
     INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id,
                                   metadata, correlation_id, causation_id)
-    SELECT n.sid, n.version, n.event_type, n.payload::jsonb, n.event_id,
+    SELECT n.sid, n.version, n.event_type, n.payload::json, n.event_id,
            n.metadata::jsonb, n.correlation, n.causation
     FROM unnest(p_event_streams, p_event_versions, p_event_types, p_payloads, p_event_ids,
                 p_metadata, p_correlation, p_causation)

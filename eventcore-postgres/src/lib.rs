@@ -11,7 +11,9 @@
 //!
 //! # Design
 //! - **Schema.** One table, `eventcore_events`: global position (identity),
-//!   stream id, stream version, event type, payload and metadata (`jsonb`),
+//!   stream id, stream version, event type, payload (`json`: the text kept
+//!   verbatim, so numbers come back exactly as written; cast to `jsonb` in
+//!   queries that need its operators) and metadata (`jsonb`),
 //!   event id (UUIDv7), the writing transaction's id and the time recorded.
 //!   Its only index besides the primary key is the unique
 //!   `(stream_id, stream_version)`, which serves both stream reads and the

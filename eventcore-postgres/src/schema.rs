@@ -43,7 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        description: "command ids recorded with their events",
+        description: "command ids recorded with their events; payloads kept verbatim",
         sql: include_str!("../migrations/0006_commands.sql"),
     },
 ];

@@ -17,6 +17,7 @@ use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 mod commands;
 mod metadata;
 mod state;
+mod values;
 pub use commands::{
     command_id_seen_twice_returns_the_first_outcome,
     concurrent_executions_of_one_command_id_apply_once, pruned_command_ids_count_as_new,
@@ -33,6 +34,7 @@ pub use state::{
     tail_read_beyond_the_end_reports_the_shorter_stream, tail_reads_from_start_middle_and_end,
     unusable_snapshots_are_ignored,
 };
+pub use values::{floats_round_trip_bit_exactly, non_finite_floats_are_refused};
 
 /// Calls `$callback!` with the name of every conformance scenario, so the
 /// list is written once.
@@ -66,6 +68,8 @@ macro_rules! __for_each_scenario {
             concurrent_increments_through_execute_all_land,
             global_sequences_are_unique_under_concurrency,
             json_scalars_and_numbers_round_trip,
+            floats_round_trip_bit_exactly,
+            non_finite_floats_are_refused,
             payload_at_the_limit_is_accepted,
             longest_stream_id_round_trips,
             many_streams_in_one_read_and_one_write,

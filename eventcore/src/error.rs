@@ -47,7 +47,8 @@ pub enum StoreError {
     },
 
     /// An event's payload contains the NUL character, which PostgreSQL's
-    /// `jsonb` cannot store; rejected by every store alike.
+    /// text types and `jsonb` cannot hold (a payload cast to `jsonb` in a
+    /// query would fail); rejected by every store alike.
     #[error(
         "event `{event_type}` for stream `{stream_id}` contains a NUL character (U+0000), which cannot be stored"
     )]
@@ -99,6 +100,26 @@ pub enum StoreError {
         stream_id: StreamId,
         /// The event's type name.
         event_type: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An event's serialised form would not deserialise back into its type,
+    /// so a stream holding it could never be read again (a non-finite
+    /// float, which JSON writes as `null`; a `Serialize` impl that does not
+    /// match its `Deserialize`). Refused before anything is written.
+    #[error(
+        "event `{event_type}` for stream `{stream_id}` would not deserialise back into its type (at `{path}`); it is not written"
+    )]
+    WouldNotDecode {
+        /// The event's stream.
+        stream_id: StreamId,
+        /// The event's type name.
+        event_type: String,
+        /// Where in the event the value that does not come back sits, as a
+        /// field path (`amount`, `lines[2].price`; `.` for the whole event).
+        path: String,
         /// The serde error.
         #[source]
         source: serde_json::Error,

@@ -172,7 +172,10 @@ impl StreamWrites {
     ///   characters or holds a control character;
     /// - [`StoreError::UndeclaredStream`] if the event's stream is not registered;
     /// - [`StoreError::Serialize`] if serde fails;
-    /// - [`StoreError::NulCharacter`] if the payload holds U+0000.
+    /// - [`StoreError::NulCharacter`] if the payload holds U+0000;
+    /// - [`StoreError::WouldNotDecode`] if the serialised event does not
+    ///   deserialise back into `E` (a non-finite float, say): a stream
+    ///   holding it could never be read again.
     ///
     /// On error the write is unchanged.
     pub fn append<E: Event>(&mut self, event: &E) -> Result<(), StoreError> {
@@ -221,6 +224,16 @@ impl StreamWrites {
             return Err(StoreError::NulCharacter {
                 stream_id: stream_id.clone(),
                 event_type: event_type.to_owned(),
+            });
+        }
+        // What is stored must come back: decode the text that will be kept.
+        let de = &mut serde_json::Deserializer::from_str(&payload);
+        if let Err(e) = serde_path_to_error::deserialize::<_, E>(de) {
+            return Err(StoreError::WouldNotDecode {
+                stream_id: stream_id.clone(),
+                event_type: event_type.to_owned(),
+                path: e.path().to_string(),
+                source: e.into_inner(),
             });
         }
         self.events.push(PendingEvent {
