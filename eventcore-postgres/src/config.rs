@@ -49,11 +49,15 @@ pub struct PostgresConfig {
     pub(crate) max_payload_bytes: usize,
     pub(crate) schema: Option<SchemaName>,
     pub(crate) application_name: Option<String>,
+    pub(crate) idle_check_after: Duration,
+    pub(crate) max_lifetime: Duration,
 }
 
 impl Default for PostgresConfig {
     /// 16 connections, 10 s to acquire one, a 30 s statement timeout, no ping
-    /// before acquire, 1 MiB per event, the connection's default schema.
+    /// before acquire, a check of connections idle for 10 s, connections
+    /// retired after 30 minutes, 1 MiB per event, the connection's default
+    /// schema.
     fn default() -> Self {
         PostgresConfig {
             max_connections: 16,
@@ -63,6 +67,8 @@ impl Default for PostgresConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             schema: None,
             application_name: None,
+            idle_check_after: Duration::from_secs(10),
+            max_lifetime: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -116,6 +122,22 @@ impl PostgresConfig {
     /// creates it).
     pub fn schema(mut self, schema: SchemaName) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Sets how long a connection of the store's own may sit idle before it
+    /// is checked (one round trip) on its way out of the pool (default
+    /// 10 s): a connection closed by the server, a proxy or a firewall
+    /// while idle is replaced instead of failing a command.
+    pub fn idle_check_after(mut self, idle: Duration) -> Self {
+        self.idle_check_after = idle;
+        self
+    }
+
+    /// Sets the longest a connection of the store's own is reused (default
+    /// 30 minutes); older ones are closed when they come back to the pool.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
 

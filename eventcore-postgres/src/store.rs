@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     PostgresConfig, PostgresError,
     config::{DEFAULT_MAX_PAYLOAD_BYTES, SchemaName},
-    conn::ConnPool,
+    conn::{ConnPool, IdleLimits},
     error::{is_duplicate_version, store_error},
     notify::Notifier,
     schema,
@@ -95,6 +95,10 @@ impl PostgresEventStore {
             options,
             config.max_connections,
             config.acquire_timeout,
+            IdleLimits {
+                check_after: config.idle_check_after,
+                max_lifetime: config.max_lifetime,
+            },
         ));
         Ok(PostgresEventStore {
             pool,
@@ -114,10 +118,15 @@ impl PostgresEventStore {
     pub fn from_pool(pool: PgPool) -> Self {
         let options = (*pool.connect_options()).clone();
         let notifier = Arc::new(Notifier::new(channel_for(None), options.clone()));
+        let defaults = PostgresConfig::default();
         let conns = Arc::new(ConnPool::new(
             options,
             pool.options().get_max_connections(),
             pool.options().get_acquire_timeout(),
+            IdleLimits {
+                check_after: defaults.idle_check_after,
+                max_lifetime: defaults.max_lifetime,
+            },
         ));
         PostgresEventStore {
             pool,

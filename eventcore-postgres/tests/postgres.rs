@@ -1116,3 +1116,75 @@ async fn command_records_are_rows_written_with_the_events() {
         "the command id as causation id"
     );
 }
+
+/// Ends every session of this test's store (they share its
+/// `application_name`) but the one asking.
+async fn terminate_sessions(store: &PostgresEventStore, schema: &SchemaName) -> i64 {
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND pid <> pg_backend_pid()) AS t",
+    )
+    .bind(schema.to_string())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    // Let the server finish closing them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    killed
+}
+
+/// A session ended by the server (`pg_terminate_backend`: FATAL 57P01) is
+/// not lent out again: at most the call that finds it dead fails, and
+/// transiently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_session_fails_one_call_at_most() {
+    let schema = support::unique_schema();
+    let store = support::store_with(support::config(schema.clone()).max_connections(1)).await;
+    let x = stream("terminated");
+    store.read_streams(std::slice::from_ref(&x)).await.unwrap();
+    assert!(terminate_sessions(&store, &schema).await >= 1);
+    if let Err(e) = store.read_streams(std::slice::from_ref(&x)).await {
+        assert!(e.is_retryable(), "{e:?}");
+    }
+    store
+        .read_streams(std::slice::from_ref(&x))
+        .await
+        .expect("the dead session was closed, not lent again");
+}
+
+/// A connection idle past `idle_check_after` is checked before it is lent:
+/// one killed while idle costs no failed call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_checked_before_reuse() {
+    let schema = support::unique_schema();
+    let config = support::config(schema.clone())
+        .max_connections(1)
+        .idle_check_after(Duration::ZERO);
+    let store = support::store_with(config).await;
+    let x = stream("idle-check");
+    store.read_streams(std::slice::from_ref(&x)).await.unwrap();
+    assert!(terminate_sessions(&store, &schema).await >= 1);
+    store
+        .read_streams(std::slice::from_ref(&x))
+        .await
+        .expect("the dead idle connection was replaced");
+}
+
+/// Connections older than `max_lifetime` are closed when they come back,
+/// not kept: with a zero lifetime, killing every session costs no failed
+/// call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_their_lifetime_are_not_kept() {
+    let schema = support::unique_schema();
+    let config = support::config(schema.clone())
+        .max_connections(1)
+        .max_lifetime(Duration::ZERO);
+    let store = support::store_with(config).await;
+    let x = stream("lifetime");
+    store.read_streams(std::slice::from_ref(&x)).await.unwrap();
+    terminate_sessions(&store, &schema).await;
+    store
+        .read_streams(std::slice::from_ref(&x))
+        .await
+        .expect("no old connection was kept");
+}
