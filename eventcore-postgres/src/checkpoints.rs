@@ -3,6 +3,9 @@
 use eventcore::{CheckpointStore, Position, StoreError, SubscriptionLeases, SubscriptionName};
 use sqlx::{Connection, PgConnection, Row};
 
+/// Sessions of instances waiting for a lease, by subscription name.
+pub(crate) type Standby = std::collections::HashMap<SubscriptionName, PgConnection>;
+
 use crate::{PostgresEventStore, error::store_error};
 
 const LOAD: &str = include_str!("sql/load_checkpoint.sql");
@@ -20,11 +23,18 @@ pub struct PostgresLease {
 impl SubscriptionLeases for PostgresEventStore {
     type Lease = PostgresLease;
 
+    /// Tries on a session of its own. A waiting instance keeps that
+    /// session between tries (one per subscription name and store value),
+    /// rather than opening one per try; a session that fails is dropped.
     async fn try_acquire(
         &self,
         name: &SubscriptionName,
     ) -> Result<Option<PostgresLease>, StoreError> {
-        let mut session = self.conns().connect_dedicated("lease").await?;
+        let parked = self.standby_sessions().remove(name);
+        let mut session = match parked {
+            Some(session) => session,
+            None => self.conns().connect_dedicated("lease").await?,
+        };
         let got: bool = sqlx::query_scalar(TRY_LEASE)
             .bind(name.as_ref())
             .fetch_one(&mut session)
@@ -33,8 +43,7 @@ impl SubscriptionLeases for PostgresEventStore {
         if got {
             Ok(Some(PostgresLease { session }))
         } else {
-            // Closing politely; if that fails the session ends anyway.
-            let _closed = session.close().await;
+            self.standby_sessions().insert(name.clone(), session);
             Ok(None)
         }
     }

@@ -54,6 +54,7 @@ pub struct PostgresEventStore {
     snapshots: Arc<SnapshotWriter>,
     max_payload_bytes: usize,
     schema: Option<SchemaName>,
+    standby: Arc<std::sync::Mutex<crate::checkpoints::Standby>>,
 }
 
 impl PostgresEventStore {
@@ -108,6 +109,7 @@ impl PostgresEventStore {
             notifier: Arc::new(notifier),
             max_payload_bytes: config.max_payload_bytes,
             schema: config.schema,
+            standby: Arc::default(),
         })
     }
 
@@ -136,6 +138,7 @@ impl PostgresEventStore {
             notifier,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             schema: None,
+            standby: Arc::default(),
         }
     }
 
@@ -156,6 +159,14 @@ impl PostgresEventStore {
 
     pub(crate) fn conns(&self) -> &ConnPool {
         &self.conns
+    }
+
+    /// Sessions kept by instances waiting for a subscription's lease.
+    pub(crate) fn standby_sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, crate::checkpoints::Standby> {
+        // A map of sessions: a panic elsewhere cannot leave it inconsistent.
+        self.standby.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The sqlx pool, for the application's own queries (and

@@ -9,10 +9,18 @@
 //! One instance per name runs at a time: the checkpoint store also hands out
 //! a lease per subscription name ([`SubscriptionLeases`]); a second
 //! instance waits, polling, and takes over when the first stops or dies.
-//! The holder checks its lease before handling each page and stops with
-//! [`SubscriptionError::LeaseLost`] if it was lost, so a lost lease is
-//! noticed at the latest one page later: the page being handled when the
-//! lease went may overlap with the next holder's first.
+//! The holder checks its lease before handling each page; if it was lost
+//! (its database session died, say), the instance goes back to waiting for
+//! it, so a lost lease is noticed at the latest one page later: the page
+//! being handled when the lease went may overlap with the next holder's
+//! first.
+//!
+//! Transient store failures (a lost connection while reading, saving the
+//! checkpoint or checking the lease) do not stop a subscription: it starts
+//! a new session after a backoff capped by its retry policy's maximum
+//! delay, takes its lease again and resumes from the saved checkpoint
+//! (counted in [`SubscriptionReport::store_retries`]). It stops only on
+//! what a retry cannot cure.
 //!
 //! Delivery is **at least once**: if the process dies after handling an
 //! event and before saving the checkpoint, the event is handled again on
@@ -33,6 +41,17 @@ use crate::{BoxError, EventLog, LogQuery, Position, RecordedEvent, RetryPolicy, 
 /// long after the wake-up to keep looking that often.
 const EAGER_POLL: Duration = Duration::from_millis(10);
 const EAGER_WINDOW: Duration = Duration::from_secs(2);
+/// Backoff steps after which the wait between sessions stops growing (the
+/// retry policy's maximum delay caps it before that).
+const MAX_BACKOFF_STEPS: u32 = 16;
+
+/// Why a session ended without being asked to.
+enum Halt {
+    /// A transient store error or a lost lease: start a new session.
+    Retry,
+    /// What a retry cannot cure.
+    Fatal(SubscriptionError),
+}
 
 fn valid_name(name: &str) -> bool {
     !name.chars().any(char::is_control)
@@ -259,13 +278,6 @@ pub enum SubscriptionError {
         #[source]
         source: StoreError,
     },
-    /// The instance lost its lease (for example its database session), so
-    /// another instance may take over; it stopped handling at once.
-    #[error("subscription {name} lost its lease")]
-    LeaseLost {
-        /// The subscription.
-        name: SubscriptionName,
-    },
     /// The handler kept failing on an event and the policy is to stop.
     #[error("subscription {name} stopped: its handler failed on the event at {position}")]
     HandlerFailed {
@@ -289,6 +301,12 @@ pub struct SubscriptionReport {
     pub skipped: Vec<Position>,
     /// The last checkpoint saved.
     pub checkpoint: Option<Position>,
+    /// Transient store failures (reads, checkpoint loads and saves, lease
+    /// calls) retried by starting a new session.
+    pub store_retries: u64,
+    /// Times this instance found its lease lost (its session died) and went
+    /// back to waiting for it.
+    pub leases_lost: u64,
 }
 
 /// A running subscription. Dropping it leaves the task running; call
@@ -398,15 +416,27 @@ where
         q
     }
 
+    /// Sorts a store error: one a retry may cure restarts the session
+    /// after a wait; any other stops the subscription.
+    fn halt(&self, error: StoreError, report: &mut SubscriptionReport) -> Halt {
+        if error.is_retryable() {
+            report.store_retries += 1;
+            Halt::Retry
+        } else {
+            Halt::Fatal(self.store_error(error))
+        }
+    }
+
     /// Waits until this instance holds the lease, or is asked to stop.
-    async fn acquire(&mut self) -> Result<Option<C::Lease>, SubscriptionError> {
+    async fn acquire(&mut self, report: &mut SubscriptionReport) -> Result<Option<C::Lease>, Halt> {
         loop {
             if *self.stop.borrow() {
                 return Ok(None);
             }
-            let lease = self.checkpoints.try_acquire(&self.name).await;
-            if let Some(lease) = lease.map_err(|e| self.store_error(e))? {
-                return Ok(Some(lease));
+            match self.checkpoints.try_acquire(&self.name).await {
+                Ok(Some(lease)) => return Ok(Some(lease)),
+                Ok(None) => {}
+                Err(e) => return Err(self.halt(e, report)),
             }
             let mut stop = self.stop.clone();
             tokio::select! {
@@ -416,30 +446,60 @@ where
         }
     }
 
+    /// Runs sessions until asked to stop or stopped by what a retry cannot
+    /// cure. A session ends on a transient store error or a lost lease;
+    /// the next one, after a capped backoff, takes the lease again and
+    /// resumes from the saved checkpoint.
     async fn run(mut self) -> Result<SubscriptionReport, SubscriptionError> {
         let mut report = SubscriptionReport::default();
-        let Some(mut lease) = self.acquire().await? else {
-            return Ok(report);
+        let mut failures: u32 = 0;
+        loop {
+            match self.session(&mut report, &mut failures).await {
+                Ok(()) => return Ok(report),
+                Err(Halt::Fatal(e)) => return Err(e),
+                Err(Halt::Retry) => {
+                    failures = failures.saturating_add(1);
+                    let wait = self
+                        .config
+                        .retry
+                        .delay(failures.min(MAX_BACKOFF_STEPS), fastrand::u64(..));
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One session: the lease, the checkpoint, then pages until stopped.
+    async fn session(
+        &mut self,
+        report: &mut SubscriptionReport,
+        failures: &mut u32,
+    ) -> Result<(), Halt> {
+        let Some(mut lease) = self.acquire(report).await? else {
+            return Ok(());
         };
         let mut eager_until: Option<tokio::time::Instant> = None;
-        let mut at = self
-            .checkpoints
-            .load(&self.name)
-            .await
-            .map_err(|e| self.store_error(e))?;
+        let mut at = match self.checkpoints.load(&self.name).await {
+            Ok(at) => at,
+            Err(e) => return Err(self.halt(e, report)),
+        };
         report.checkpoint = at;
         loop {
             if *self.stop.borrow() {
-                return Ok(report);
+                return Ok(());
             }
             // Asked for before the read, so that an append committed
             // between the read and the wait still wakes this one.
             let woken = self.log.appended();
-            let page = self
-                .log
-                .read_all(&self.query(at))
-                .await
-                .map_err(|e| self.store_error(e))?;
+            let page = match self.log.read_all(&self.query(at)).await {
+                Ok(page) => page,
+                Err(e) => return Err(self.halt(e, report)),
+            };
+            *failures = 0;
             if page.is_empty() {
                 // Right after a wake-up an empty read usually means the new
                 // events are held back for a moment (a store that never lets
@@ -462,23 +522,27 @@ where
             drop(woken);
             // Checked only when there is work: an idle subscription polls
             // without a round trip to its lease.
-            let held = self.checkpoints.still_held(&mut lease).await;
-            if !held.map_err(|e| self.store_error(e))? {
-                return Err(SubscriptionError::LeaseLost {
-                    name: self.name.clone(),
-                });
+            match self.checkpoints.still_held(&mut lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    report.leases_lost += 1;
+                    return Err(Halt::Retry);
+                }
+                Err(e) => return Err(self.halt(e, report)),
             }
-            let outcome = self.handle_page(page, &mut at, &mut report).await;
+            let outcome = self.handle_page(page, &mut at, report).await;
             if at != report.checkpoint
                 && let Some(position) = at
             {
-                self.checkpoints
-                    .save(&self.name, position)
-                    .await
-                    .map_err(|e| self.store_error(e))?;
-                report.checkpoint = Some(position);
+                match self.checkpoints.save(&self.name, position).await {
+                    Ok(()) => report.checkpoint = Some(position),
+                    // The page is handled again from the saved checkpoint
+                    // (at least once), unless the handler has stopped it.
+                    Err(e) if outcome.is_ok() => return Err(self.halt(e, report)),
+                    Err(_) => {}
+                }
             }
-            outcome?;
+            outcome.map_err(Halt::Fatal)?;
         }
     }
 

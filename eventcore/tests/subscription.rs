@@ -86,7 +86,8 @@ async fn wait_until_finished(handle: &eventcore::SubscriptionHandle) {
     }
 }
 
-/// Saves fail: the process "crashes" between handling and checkpointing.
+/// Saves fail for good (a failure no retry cures): the process "crashes"
+/// between handling and checkpointing.
 #[derive(Clone)]
 struct FailingSaves;
 
@@ -96,11 +97,83 @@ impl CheckpointStore for FailingSaves {
     }
 
     async fn save(&self, _: &SubscriptionName, _: Position) -> Result<(), StoreError> {
-        Err(StoreError::Transient {
+        Err(StoreError::Backend {
             operation: "save",
             source: "disk gone".into(),
         })
     }
+}
+
+/// The first saves fail transiently (a lost connection), then they work.
+#[derive(Clone, Default)]
+struct FlakySaves {
+    failures_left: Arc<Mutex<u32>>,
+    saved: Arc<Mutex<Option<Position>>>,
+}
+
+impl CheckpointStore for FlakySaves {
+    async fn load(&self, _: &SubscriptionName) -> Result<Option<Position>, StoreError> {
+        Ok(*self.saved.lock().unwrap())
+    }
+
+    async fn save(&self, _: &SubscriptionName, position: Position) -> Result<(), StoreError> {
+        let mut left = self.failures_left.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return Err(StoreError::Transient {
+                operation: "save",
+                source: "connection lost".into(),
+            });
+        }
+        *self.saved.lock().unwrap() = Some(position);
+        Ok(())
+    }
+}
+
+impl SubscriptionLeases for FlakySaves {
+    type Lease = ();
+
+    async fn try_acquire(&self, _: &SubscriptionName) -> Result<Option<()>, StoreError> {
+        Ok(Some(()))
+    }
+
+    async fn still_held(&self, _: &mut ()) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+}
+
+#[tokio::test]
+async fn transient_checkpoint_failures_are_retried_not_fatal() {
+    let store = InMemoryEventStore::new();
+    for amount in 1..=4 {
+        credit(&store, "a", amount).await;
+    }
+    let seen = Seen::default();
+    let checkpoints = FlakySaves::default();
+    *checkpoints.failures_left.lock().unwrap() = 3;
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        recording(&seen),
+        config(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while checkpoints
+        .saved
+        .lock()
+        .unwrap()
+        .is_none_or(|p| p.sequence() < 4)
+    {
+        assert!(!handle.is_finished(), "stopped on a transient failure");
+        assert!(tokio::time::Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let report = handle.stop().await.expect("still running");
+    assert_eq!(report.store_retries, 3, "{report:?}");
+    let amounts: std::collections::BTreeSet<u64> =
+        seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    assert_eq!(amounts, (1..=4).collect(), "every event, at least once");
 }
 
 impl SubscriptionLeases for FailingSaves {

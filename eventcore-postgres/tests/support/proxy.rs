@@ -22,6 +22,7 @@ pub struct LossyProxy {
     addr: SocketAddr,
     armed: Arc<Mutex<Option<Vec<u8>>>>,
     fired: Arc<AtomicUsize>,
+    relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -41,18 +42,24 @@ impl LossyProxy {
         let armed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let fired = Arc::new(AtomicUsize::new(0));
         let (armed_in, fired_in) = (armed.clone(), fired.clone());
+        let relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let relays_in = relays.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, armed_in.clone(), fired_in.clone()));
+                let task = tokio::spawn(relay(client, server, armed_in.clone(), fired_in.clone()));
+                let mut relays = relays_in.lock().unwrap();
+                relays.retain(|r| !r.is_finished());
+                relays.push(task.abort_handle());
             }
         });
         LossyProxy {
             addr,
             armed,
             fired,
+            relays,
             accept,
         }
     }
@@ -75,6 +82,18 @@ impl LossyProxy {
         *self.armed.lock().unwrap() = Some(marker.to_vec());
     }
 
+    /// Cuts every connection open through the proxy (both sides see the
+    /// connection closed); new ones are accepted as before. Returns how
+    /// many were cut.
+    pub fn cut_all(&self) -> usize {
+        let relays = std::mem::take(&mut *self.relays.lock().unwrap());
+        let n = relays.iter().filter(|r| !r.is_finished()).count();
+        for relay in relays {
+            relay.abort();
+        }
+        n
+    }
+
     /// How many replies were lost.
     pub fn lost(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
@@ -91,7 +110,9 @@ async fn relay(
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let doomed_up = doomed.clone();
-    let up = tokio::spawn(async move {
+    // Both directions in this one task: cutting it (abort) closes both
+    // sockets at once.
+    let up = async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match client_read.read(&mut buf).await {
@@ -113,44 +134,49 @@ async fn relay(
                 return;
             }
         }
-    });
-    // Server to client: after the doomed message, hold everything back
-    // until the statement completed (CommandComplete) and the implicit
-    // transaction committed (ReadyForQuery), then drop both sides.
-    let mut held: Vec<u8> = Vec::new();
-    let mut completed = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match server_read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if !doomed.load(Ordering::SeqCst) {
-            if client_write.write_all(&buf[..n]).await.is_err() {
+    };
+    let down = async move {
+        // Server to client: after the doomed message, hold everything back
+        // until the statement completed (CommandComplete) and the implicit
+        // transaction committed (ReadyForQuery), then drop both sides.
+        let mut held: Vec<u8> = Vec::new();
+        let mut completed = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !doomed.load(Ordering::SeqCst) {
+                if client_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            held.extend_from_slice(&buf[..n]);
+            let mut committed = false;
+            while held.len() >= 5 {
+                let kind = held[0];
+                let len = u32::from_be_bytes([held[1], held[2], held[3], held[4]]) as usize;
+                if held.len() < 1 + len {
+                    break;
+                }
+                held.drain(..1 + len);
+                match kind {
+                    b'C' => completed = true,
+                    b'Z' if completed => committed = true,
+                    _ => {}
+                }
+            }
+            if committed {
+                fired.fetch_add(1, Ordering::SeqCst);
                 break;
             }
-            continue;
         }
-        held.extend_from_slice(&buf[..n]);
-        let mut committed = false;
-        while held.len() >= 5 {
-            let kind = held[0];
-            let len = u32::from_be_bytes([held[1], held[2], held[3], held[4]]) as usize;
-            if held.len() < 1 + len {
-                break;
-            }
-            held.drain(..1 + len);
-            match kind {
-                b'C' => completed = true,
-                b'Z' if completed => committed = true,
-                _ => {}
-            }
-        }
-        if committed {
-            fired.fetch_add(1, Ordering::SeqCst);
-            break;
-        }
+    };
+    // When either direction ends, both halves of both sockets are dropped.
+    tokio::select! {
+        () = up => {}
+        () = down => {}
     }
-    up.abort();
-    // Dropping the halves closes both connections.
 }
