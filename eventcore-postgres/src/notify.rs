@@ -9,7 +9,13 @@
 //! Writers that do not notify (another program, a lost connection) are
 //! caught by the readers' polling, which stays as the fallback.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::{
+    sync::{
+        Arc, OnceLock, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sqlx::{ConnectOptions, PgPool, postgres::PgConnectOptions, postgres::PgListener};
 use tokio::sync::Notify;
@@ -25,6 +31,8 @@ pub(crate) struct Notifier {
     /// Readers wait on this; the listening task wakes them all.
     woken: Arc<Notify>,
     listener: OnceLock<()>,
+    /// Whether the listening task holds a LISTENing session right now.
+    listening: Arc<AtomicBool>,
 }
 
 impl Notifier {
@@ -36,7 +44,14 @@ impl Notifier {
             sender: OnceLock::new(),
             woken: Arc::default(),
             listener: OnceLock::new(),
+            listening: Arc::default(),
         }
+    }
+
+    /// Whether wake-ups arrive: the listening task is connected and
+    /// LISTENing. While it is not, readers find new events by polling.
+    pub(crate) fn listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
     }
 
     /// Called after an append committed events.
@@ -58,6 +73,7 @@ impl Notifier {
                 pool.clone(),
                 self.channel.clone(),
                 self.woken.clone(),
+                self.listening.clone(),
             ));
         });
         self.woken.clone().notified_owned()
@@ -76,38 +92,87 @@ async fn send_loop(me: Weak<Notifier>, dirty: Arc<Notify>) {
     loop {
         dirty.notified().await;
         let Some(notifier) = me.upgrade() else { return };
-        if conn.is_none() {
-            conn = notifier.options.connect().await.ok();
-        }
-        if let Some(c) = conn.as_mut() {
+        // A failed send reconnects and tries once more at once, so a lost
+        // connection does not cost the readers a wake-up.
+        for _ in 0..2 {
+            if conn.is_none() {
+                conn = notifier.options.connect().await.ok();
+            }
+            let Some(c) = conn.as_mut() else { break };
             let sent = sqlx::query("SELECT pg_notify($1, '')")
                 .bind(&notifier.channel)
                 .execute(c)
                 .await;
-            if sent.is_err() {
-                // Reconnect next time; readers poll meanwhile.
-                conn = None;
+            if sent.is_ok() {
+                break;
             }
+            conn = None;
         }
     }
 }
 
-async fn listen_loop(me: Weak<Notifier>, pool: PgPool, channel: String, woken: Arc<Notify>) {
-    let Ok(mut listener) = PgListener::connect_with(&pool).await else {
-        return;
-    };
-    if listener.listen(&channel).await.is_err() {
-        return;
-    }
+/// Longest wait between two attempts to (re)connect the listener.
+const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Connects, LISTENs and wakes readers on each notification, for as long as
+/// the store lives; reconnects with capped backoff when the connection or
+/// the LISTEN fails (readers poll meanwhile, and are woken once when it is
+/// back, in case they missed something).
+async fn listen_loop(
+    me: Weak<Notifier>,
+    pool: PgPool,
+    channel: String,
+    woken: Arc<Notify>,
+    listening: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(50);
     loop {
-        // recv reconnects by itself after a lost connection.
-        let received = listener.recv().await;
         if me.upgrade().is_none() {
             return;
         }
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+                continue;
+            }
+        };
+        if listener.listen(&channel).await.is_err() {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+            continue;
+        }
+        listening.store(true, Ordering::Relaxed);
+        backoff = Duration::from_millis(50);
         woken.notify_waiters();
-        if received.is_err() {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        loop {
+            // `try_recv` reports a lost connection as `Ok(None)` after
+            // reconnecting (eagerly, the default), or as an error.
+            let received = listener.try_recv().await;
+            if me.upgrade().is_none() {
+                listening.store(false, Ordering::Relaxed);
+                return;
+            }
+            match received {
+                Ok(Some(_)) => {
+                    listening.store(true, Ordering::Relaxed);
+                    woken.notify_waiters();
+                }
+                Ok(None) => {
+                    // The connection was lost and sqlx has reconnected and
+                    // LISTENs again (it reports a failed reconnect as an
+                    // error): wake readers, who may have missed something.
+                    listening.store(true, Ordering::Relaxed);
+                    woken.notify_waiters();
+                }
+                Err(_) => {
+                    listening.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+                    break;
+                }
+            }
         }
     }
 }

@@ -161,6 +161,15 @@ impl PostgresEventStore {
         &self.conns
     }
 
+    /// Whether this store receives live wake-ups for its readers (its
+    /// LISTEN session is up). It starts with the first reader that waits
+    /// for new events; while it is down (connection lost, server
+    /// restarting) it reconnects with backoff and readers fall back to
+    /// polling, so this is a health signal, not a correctness one.
+    pub fn wakeups_live(&self) -> bool {
+        self.notifier.listening()
+    }
+
     /// Sessions kept by instances waiting for a subscription's lease.
     pub(crate) fn standby_sessions(
         &self,

@@ -834,7 +834,8 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
 /// by its poll: with a 60 s poll interval, each new event still arrives
 /// within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_events_wake_a_subscription_without_waiting_for_its_poll() {
+async fn new_events_wake_a_subscription_without_waiting_for_its_poll_even_after_the_listener_dies()
+{
     use eventcore::{SubscriptionConfig, SubscriptionName, handler_fn, subscribe};
     use eventcore_testing::fixtures::LedgerEvent;
     use std::sync::Mutex;
@@ -898,8 +899,63 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll() {
         .unwrap();
         wait_for(amount as usize, Duration::from_secs(5)).await;
     }
-    handle.stop().await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3, 4]);
+    assert!(store.wakeups_live());
+
+    // The listening session dies: the store LISTENs again on a new one,
+    // and wake-ups resume (the poll is still 60 s away).
+    let killed: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN %' \
+         AND pg_terminate_backend(pid)",
+    )
+    .bind(schema.to_string())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed.len(), 1, "one listening session");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let fresh: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND query LIKE 'LISTEN %' AND pid <> $2",
+        )
+        .bind(schema.to_string())
+        .bind(killed[0])
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if fresh > 0 && store.wakeups_live() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let rows: Vec<(i32, String, String)> = sqlx::query_as(
+                "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(schema.to_string())
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            panic!(
+                "the store never listened again: live {} {rows:?}",
+                store.wakeups_live()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for amount in 5..=6 {
+        execute(
+            &store,
+            Credit {
+                account: stream("a"),
+                amount,
+            },
+        )
+        .await
+        .unwrap();
+        wait_for(amount as usize, Duration::from_secs(5)).await;
+    }
+    let report = handle.stop().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(report.store_retries, 0, "the subscription saw no failure");
 }
 
 /// Rows of `eventcore_snapshots` written by hand, as a damaged table or a
@@ -1390,4 +1446,33 @@ async fn cut_connections_stop_nothing_and_lose_nothing() {
     }
     let report = handle.stop().await.expect("never stopped by the faults");
     assert!(report.store_retries > 0 || cuts == 0, "{report:?}");
+}
+
+/// The LISTEN task keeps trying when its first connection fails (a server
+/// that is down when the first reader waits), and wake-ups start once it
+/// gets through; meanwhile `wakeups_live` says they are off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_keeps_trying_until_the_server_answers() {
+    let (proxy, store) = store_behind_proxy().await;
+    proxy.cut_all();
+    proxy.refuse_new(true);
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.appended().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!store.wakeups_live(), "nothing can listen while refused");
+    proxy.refuse_new(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !store.wakeups_live() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener gave up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("readers are woken when listening starts")
+        .unwrap();
 }

@@ -23,6 +23,7 @@ pub struct LossyProxy {
     armed: Arc<Mutex<Option<Vec<u8>>>>,
     fired: Arc<AtomicUsize>,
     relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    refusing: Arc<AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -44,8 +45,14 @@ impl LossyProxy {
         let (armed_in, fired_in) = (armed.clone(), fired.clone());
         let relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let relays_in = relays.clone();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let refusing_in = refusing.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refusing_in.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
@@ -60,6 +67,7 @@ impl LossyProxy {
             armed,
             fired,
             relays,
+            refusing,
             accept,
         }
     }
@@ -92,6 +100,12 @@ impl LossyProxy {
             relay.abort();
         }
         n
+    }
+
+    /// While on, new connections are closed as soon as they are accepted
+    /// (a server that is down); open ones are left alone.
+    pub fn refuse_new(&self, on: bool) {
+        self.refusing.store(on, Ordering::SeqCst);
     }
 
     /// How many replies were lost.
