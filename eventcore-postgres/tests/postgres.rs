@@ -1476,3 +1476,57 @@ async fn the_listener_keeps_trying_until_the_server_answers() {
         .expect("readers are woken when listening starts")
         .unwrap();
 }
+
+/// An append stuck behind a lock past the configured `statement_timeout`
+/// fails with a typed error naming the cancelled statement, writes
+/// nothing, and leaves the store usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_is_a_typed_error_and_writes_nothing() {
+    let schema = support::unique_schema();
+    let store = support::store_with(support::config(schema.clone())).await;
+    let x = stream("timeout");
+    let holder = hold_stream_lock(&store, &x).await;
+    let impatient = support::store_with(
+        support::config(schema.clone()).statement_timeout(Some(Duration::from_millis(200))),
+    )
+    .await;
+    let mut writes = StreamWrites::new();
+    writes.expect(x.clone(), StreamVersion::INITIAL).unwrap();
+    writes.append(&Note::new(&x, 1)).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), impatient.append(writes))
+        .await
+        .expect("no hang")
+        .expect_err("cancelled by the statement timeout");
+    assert!(
+        matches!(
+            err,
+            StoreError::Backend {
+                operation: "append",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).expect("the sqlx error");
+    let code = source.downcast_ref::<sqlx::Error>().and_then(sqlstate);
+    assert_eq!(code.as_deref(), Some("57014"), "query_canceled");
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        impatient
+            .read_streams(std::slice::from_ref(&x))
+            .await
+            .unwrap()
+            .version(&x),
+        Some(StreamVersion::INITIAL),
+        "nothing written"
+    );
+    execute(
+        &impatient,
+        Credit {
+            account: x,
+            amount: 1,
+        },
+    )
+    .await
+    .expect("usable after the timeout");
+}
