@@ -78,6 +78,15 @@ impl PostgresConfig {
     /// many connections of the store's own, and the sqlx pool behind
     /// [`pool`](crate::PostgresEventStore::pool) (migrations, the
     /// application's queries) opens up to as many again, on demand.
+    ///
+    /// In all, one store value (and its clones) holds at most
+    /// `2 × max_connections + 2 + s` connections: the store's own pool
+    /// (reads, appends, checkpoints, exactly-once projections), the sqlx
+    /// pool (migrations, your queries, and the one LISTEN session while a
+    /// reader waits for new events), one that sends NOTIFY after appends,
+    /// one that writes snapshots, and one per subscription instance
+    /// (holding its lease, or waiting for it), `s`. Size the server's
+    /// `max_connections` for every process accordingly.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self

@@ -61,6 +61,13 @@
 //!   insert at random places and cost more (see docs/performance.md).
 //!   `prune_commands` is one `DELETE` by age; there is no index on the time
 //!   recorded, so it scans the table (run it rarely, off peak).
+//! - **Connections.** One store value holds at most `2 × max_connections
+//!   + 2 + s` connections (`s`: its subscription instances); see
+//!   [`PostgresConfig::max_connections`]. Its own pool closes a connection
+//!   on any error that ends the session (FATAL, class 08, `57P01`–`57P03`,
+//!   I/O), pings connections idle for longer than
+//!   [`PostgresConfig::idle_check_after`] before lending them, and retires
+//!   them after [`PostgresConfig::max_lifetime`].
 //! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL in
 //!   one transaction under an advisory lock, recorded in its own
 //!   `eventcore_migrations` table (not sqlx's `_sqlx_migrations`, which the
