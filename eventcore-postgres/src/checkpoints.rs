@@ -1,31 +1,36 @@
 //! Subscription checkpoints in the `eventcore_checkpoints` table.
 
 use eventcore::{CheckpointStore, Position, StoreError, SubscriptionLeases, SubscriptionName};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, Row};
+
+use crate::{PostgresEventStore, conn::Session, error::store_error};
 
 /// Sessions of instances waiting for a lease, by subscription name.
-pub(crate) type Standby = std::collections::HashMap<SubscriptionName, PgConnection>;
-
-use crate::{PostgresEventStore, error::store_error};
+pub(crate) type Standby = std::collections::HashMap<SubscriptionName, Session>;
 
 const LOAD: &str = include_str!("sql/load_checkpoint.sql");
 const SAVE: &str = include_str!("sql/save_checkpoint.sql");
 const TRY_LEASE: &str = include_str!("sql/try_lease.sql");
 
 /// The lease of one subscription name: a session-level advisory lock held
-/// by a database session of its own. Dropping it closes the session, which
-/// releases the lock; so does the death of the process holding it.
+/// by a database session of its own (one of the store's
+/// [`max_connections`](crate::PostgresConfig::max_connections)). Dropping
+/// it closes the session, which releases the lock; so does the death of the
+/// process holding it.
 #[derive(Debug)]
 pub struct PostgresLease {
-    session: PgConnection,
+    session: Session,
 }
 
 impl SubscriptionLeases for PostgresEventStore {
     type Lease = PostgresLease;
 
-    /// Tries on a session of its own. A waiting instance keeps that
-    /// session between tries (one per subscription name and store value),
-    /// rather than opening one per try; a session that fails is dropped.
+    /// Tries on a session of its own, one of the store's connections. A
+    /// waiting instance keeps that session between tries (one per
+    /// subscription name and store value), rather than opening one per
+    /// try; a session that fails is dropped. Refused with
+    /// [`StoreError::Backend`] (not retried) when sessions already hold all
+    /// of `max_connections` but the one kept for statements.
     async fn try_acquire(
         &self,
         name: &SubscriptionName,
@@ -33,11 +38,11 @@ impl SubscriptionLeases for PostgresEventStore {
         let parked = self.standby_sessions().remove(name);
         let mut session = match parked {
             Some(session) => session,
-            None => self.conns().connect_dedicated("lease").await?,
+            None => self.conns().session("lease", &[]).await?,
         };
         let got: bool = sqlx::query_scalar(TRY_LEASE)
             .bind(name.as_ref())
-            .fetch_one(&mut session)
+            .fetch_one(session.conn())
             .await
             .map_err(|e| store_error("lease", e))?;
         if got {
@@ -50,7 +55,13 @@ impl SubscriptionLeases for PostgresEventStore {
 
     /// Pings the lease's session: if it was lost, so was the lock.
     async fn still_held(&self, lease: &mut PostgresLease) -> Result<bool, StoreError> {
-        Ok(lease.session.ping().await.is_ok())
+        Ok(lease.session.conn().ping().await.is_ok())
+    }
+
+    /// Closes the session kept for the waiting instance, giving its
+    /// connection back to the store's budget.
+    fn stop_waiting(&self, name: &SubscriptionName) {
+        drop(self.standby_sessions().remove(name));
     }
 }
 

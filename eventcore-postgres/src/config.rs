@@ -45,7 +45,6 @@ pub struct PostgresConfig {
     pub(crate) max_connections: u32,
     pub(crate) acquire_timeout: Duration,
     pub(crate) statement_timeout: Option<Duration>,
-    pub(crate) test_before_acquire: bool,
     pub(crate) max_payload_bytes: usize,
     pub(crate) schema: Option<SchemaName>,
     pub(crate) application_name: Option<String>,
@@ -54,8 +53,8 @@ pub struct PostgresConfig {
 }
 
 impl Default for PostgresConfig {
-    /// 16 connections, 10 s to acquire one, a 30 s statement timeout, no ping
-    /// before acquire, a check of connections idle for 10 s, connections
+    /// 16 connections, 10 s to acquire one, a 30 s statement timeout, a
+    /// check of connections idle for 10 s, connections
     /// retired after 30 minutes, 1 MiB per event, the connection's default
     /// schema.
     fn default() -> Self {
@@ -63,7 +62,6 @@ impl Default for PostgresConfig {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Some(Duration::from_secs(30)),
-            test_before_acquire: false,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             schema: None,
             application_name: None,
@@ -74,25 +72,29 @@ impl Default for PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// Sets the pool size (at least 1): reads and appends use up to this
-    /// many connections of the store's own, and the sqlx pool behind
-    /// [`pool`](crate::PostgresEventStore::pool) (migrations, the
-    /// application's queries) opens up to as many again, on demand.
+    /// Sets the store's connection budget (at least 1; default 16): one
+    /// store value and its clones never hold more connections than this, in
+    /// total.
     ///
-    /// In all, one store value (and its clones) holds at most
-    /// `2 × max_connections + 2 + s` connections: the store's own pool
-    /// (reads, appends, checkpoints, exactly-once projections), the sqlx
-    /// pool (migrations, your queries, and the one LISTEN session while a
-    /// reader waits for new events), one that sends NOTIFY after appends,
-    /// one that writes snapshots, and one per subscription instance
-    /// (holding its lease, or waiting for it), `s`. Size the server's
-    /// `max_connections` for every process accordingly.
+    /// Reads, appends, checkpoints, exactly-once projections, migrations,
+    /// the NOTIFY sent after appends and the snapshot writes borrow a
+    /// connection for one call (or one transaction). Two kinds of session
+    /// hold one for as long as they last: each subscription instance (its
+    /// lease, held or waited for) and, once a reader waits for new events,
+    /// the LISTEN session. Sessions may take at most `max_connections - 1`,
+    /// so one connection is always left for statements; a subscription
+    /// whose lease would take the last one stops with a
+    /// [`StoreError::Backend`](eventcore::StoreError::Backend) saying so,
+    /// and a LISTEN session that finds no room leaves readers polling (see
+    /// [`wakeups_live`](crate::PostgresEventStore::wakeups_live)). Size it
+    /// as your command concurrency plus one per subscription plus one for
+    /// the listener, and the server's `max_connections` for every process.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self
     }
 
-    /// The pool size.
+    /// The connection budget.
     pub fn max_connections_value(&self) -> u32 {
         self.max_connections
     }
@@ -108,15 +110,6 @@ impl PostgresConfig {
     /// round trip.
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
-        self
-    }
-
-    /// Whether the sqlx pool pings a connection before handing it out. Off
-    /// by default: it costs a round trip per query, and a dead connection
-    /// surfaces as a transient error that `execute` retries anyway. The
-    /// store's own reads and appends never ping.
-    pub fn test_before_acquire(mut self, ping: bool) -> Self {
-        self.test_before_acquire = ping;
         self
     }
 

@@ -12,9 +12,18 @@
 //! longer than [`IdleLimits::check_after`] is pinged (one round trip) before
 //! it is lent again, and one older than [`IdleLimits::max_lifetime`] is
 //! closed when it comes back.
+//!
+//! The pool's size is the store's whole connection budget. Statements
+//! borrow a connection for one call; sessions that must outlive single
+//! statements (a subscription's lease, the LISTEN session) hold one of the
+//! same slots for as long as they live, and may take at most `size - 1` of
+//! them, so one slot is always left for statements.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -50,8 +59,40 @@ pub(crate) struct ConnPool {
     options: PgConnectOptions,
     idle: Mutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
+    size: u32,
+    /// Slots held by long-lived sessions (at most `size - 1`).
+    sessions: Arc<AtomicU32>,
     acquire_timeout: Duration,
     limits: IdleLimits,
+}
+
+/// One of the pool's slots, held by a long-lived session; given back on
+/// drop.
+#[derive(Debug)]
+pub(crate) struct SessionSlot {
+    sessions: Arc<AtomicU32>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection of its own for a long-lived session, counted in the
+/// pool's size; closing it (dropping it) gives the slot back.
+#[derive(Debug)]
+pub(crate) struct Session {
+    conn: PgConnection,
+    _slot: SessionSlot,
+}
+
+impl Session {
+    /// The session's connection.
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
 }
 
 /// A connection on loan; returned on drop if [`Lease::settle`] found it fit.
@@ -61,6 +102,15 @@ pub(crate) struct Lease<'a> {
     pool: &'a ConnPool,
     keep: bool,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Gives a session reservation back unless forgotten.
+struct Reservation<'a>(&'a AtomicU32);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Whether a database error means the server ended the session.
@@ -81,12 +131,97 @@ impl ConnPool {
         acquire_timeout: Duration,
         limits: IdleLimits,
     ) -> Self {
+        let size = size.max(1);
         ConnPool {
             options,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(size.max(1) as usize)),
+            permits: Arc::new(Semaphore::new(size as usize)),
+            size,
+            sessions: Arc::default(),
             acquire_timeout,
             limits,
+        }
+    }
+
+    /// The options every connection is opened with.
+    pub(crate) fn options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+
+    /// Takes a slot for a long-lived session: refused (not retryable) when
+    /// sessions already hold all but one slot, which stays for statements;
+    /// otherwise waits at most the acquire timeout for the slot to be free.
+    pub(crate) async fn reserve_session(
+        &self,
+        operation: &'static str,
+    ) -> Result<SessionSlot, StoreError> {
+        let cap = self.size - 1;
+        let taken = self
+            .sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < cap).then_some(held + 1)
+            });
+        if let Err(held) = taken {
+            return Err(StoreError::Backend {
+                operation,
+                source: format!(
+                    "connection budget spent: max_connections is {}, and {held} long-lived \
+                     sessions (subscription leases, the LISTEN session) hold all but the one \
+                     kept for statements; raise max_connections",
+                    self.size
+                )
+                .into(),
+            });
+        }
+        // From here on, dropping the guard gives the reservation back.
+        let reservation = Reservation(&self.sessions);
+        let permit = self.permit().await.map_err(|e| store_error(operation, e))?;
+        std::mem::forget(reservation);
+        // The slot may have been an idle connection's: close idle ones
+        // beyond what the free slots allow.
+        self.trim_idle();
+        Ok(SessionSlot {
+            sessions: self.sessions.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Opens a connection for a long-lived session in one of the pool's
+    /// slots, with extra session settings sent in the startup packet.
+    pub(crate) async fn session(
+        &self,
+        operation: &'static str,
+        settings: &[(&str, &str)],
+    ) -> Result<Session, StoreError> {
+        let slot = self.reserve_session(operation).await?;
+        let conn = self
+            .options
+            .clone()
+            .options(settings.iter().copied())
+            .connect()
+            .await
+            .map_err(|e| store_error(operation, e))?;
+        Ok(Session { conn, _slot: slot })
+    }
+
+    /// A slot, waiting at most the acquire timeout.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, sqlx::Error> {
+        match tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            // Timed out, or the semaphore was closed (it never is).
+            _ => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
+    /// Closes idle connections that no free slot accounts for, so that
+    /// connections lent, idle and held by sessions never exceed the size.
+    fn trim_idle(&self) {
+        let free = self.permits.available_permits();
+        let mut idle = self.idle();
+        if idle.len() > free {
+            let surplus = idle.len() - free;
+            idle.drain(..surplus);
         }
     }
 
@@ -95,44 +230,15 @@ impl ConnPool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a connection of its own, outside the pool's count (for a
-    /// session that must outlive single statements, such as a lease).
-    pub(crate) async fn connect_dedicated(
-        &self,
-        operation: &'static str,
-    ) -> Result<PgConnection, StoreError> {
-        self.options
-            .connect()
-            .await
-            .map_err(|e| store_error(operation, e))
-    }
-
-    /// Opens a connection of its own, outside the pool's count, with extra
-    /// session settings sent in the startup packet.
-    pub(crate) async fn connect_dedicated_with(
-        &self,
-        operation: &'static str,
-        settings: &[(&str, &str)],
-    ) -> Result<PgConnection, StoreError> {
-        self.options
-            .clone()
-            .options(settings.iter().copied())
-            .connect()
-            .await
-            .map_err(|e| store_error(operation, e))
-    }
-
     /// Borrows an idle connection, or opens one, waiting at most the
     /// acquire timeout for a free slot.
     pub(crate) async fn get(&self, operation: &'static str) -> Result<Lease<'_>, StoreError> {
-        let permit =
-            match tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
-                .await
-            {
-                Ok(Ok(permit)) => permit,
-                // Timed out, or the semaphore was closed (it never is).
-                _ => return Err(store_error(operation, sqlx::Error::PoolTimedOut)),
-            };
+        self.lend().await.map_err(|e| store_error(operation, e))
+    }
+
+    /// [`get`](Self::get), with sqlx's error.
+    pub(crate) async fn lend(&self) -> Result<Lease<'_>, sqlx::Error> {
+        let permit = self.permit().await?;
         let mut conn = None;
         loop {
             // The guard is dropped before any await.
@@ -150,13 +256,7 @@ impl ConnPool {
         }
         let (conn, opened) = match conn {
             Some(found) => found,
-            None => (
-                self.options
-                    .connect()
-                    .await
-                    .map_err(|e| store_error(operation, e))?,
-                Instant::now(),
-            ),
+            None => (self.options.connect().await?, Instant::now()),
         };
         Ok(Lease {
             conn: Some(conn),

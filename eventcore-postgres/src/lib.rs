@@ -61,13 +61,22 @@
 //!   insert at random places and cost more (see docs/performance.md).
 //!   `prune_commands` is one `DELETE` by age; there is no index on the time
 //!   recorded, so it scans the table (run it rarely, off peak).
-//! - **Connections.** One store value holds at most `2 × max_connections
-//!   + 2 + s` connections (`s`: its subscription instances); see
-//!   [`PostgresConfig::max_connections`]. Its own pool closes a connection
-//!   on any error that ends the session (FATAL, class 08, `57P01`–`57P03`,
-//!   I/O), pings connections idle for longer than
-//!   [`PostgresConfig::idle_check_after`] before lending them, and retires
-//!   them after [`PostgresConfig::max_lifetime`].
+//! - **Connections.** One store value and its clones never hold more than
+//!   [`PostgresConfig::max_connections`] connections, in total: statements
+//!   (reads, appends, checkpoints, exactly-once projections, migrations,
+//!   the NOTIFY after appends, snapshot writes) borrow one per call, and
+//!   long-lived sessions (each subscription instance's lease, held or
+//!   waited for, and the LISTEN session) hold one each, at most
+//!   `max_connections - 1` of them, so one is always left for statements.
+//!   The pool closes a connection on any error that ends the session
+//!   (FATAL, class 08, `57P01`–`57P03`, I/O), pings connections idle for
+//!   longer than [`PostgresConfig::idle_check_after`] before lending them,
+//!   and retires them after [`PostgresConfig::max_lifetime`]. It is the
+//!   store's own rather than sqlx's `PgPool`, which sends a round trip to
+//!   test every connection given back to it; an application's own queries
+//!   use a pool of its own, built from
+//!   [`PostgresEventStore::connect_options`] if it should see eventcore's
+//!   schema.
 //! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL in
 //!   one transaction under an advisory lock, recorded in its own
 //!   `eventcore_migrations` table (not sqlx's `_sqlx_migrations`, which the

@@ -3,9 +3,10 @@
 //! The append itself does not notify: a transaction that sends NOTIFY takes
 //! a database-wide lock while it commits, which would make all writers
 //! queue behind each other. Instead each store runs a small task that sends
-//! one `pg_notify` on a connection of its own after its appends have
-//! committed, coalescing the appends that happen while it is sending. A
-//! reader's store LISTENs on another connection and wakes its readers.
+//! one `pg_notify` on a connection borrowed from the store's pool after its
+//! appends have committed, coalescing the appends that happen while it is
+//! sending. A reader's store LISTENs on a session that holds one of the
+//! pool's slots and wakes its readers.
 //! Writers that do not notify (another program, a lost connection) are
 //! caught by the readers' polling, which stays as the fallback.
 
@@ -17,13 +18,15 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{ConnectOptions, PgPool, postgres::PgConnectOptions, postgres::PgListener};
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::Notify;
+
+use crate::conn::ConnPool;
 
 #[derive(Debug)]
 pub(crate) struct Notifier {
     channel: String,
-    options: PgConnectOptions,
+    conns: Arc<ConnPool>,
     /// Set by appends, taken by the sending task: one permit coalesces
     /// every append that happens while a notification is on its way.
     dirty: Arc<Notify>,
@@ -36,10 +39,10 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    pub(crate) fn new(channel: String, options: PgConnectOptions) -> Self {
+    pub(crate) fn new(channel: String, conns: Arc<ConnPool>) -> Self {
         Notifier {
             channel,
-            options,
+            conns,
             dirty: Arc::default(),
             sender: OnceLock::new(),
             woken: Arc::default(),
@@ -65,12 +68,12 @@ impl Notifier {
     }
 
     /// A future that completes on the next notification; registered now.
-    pub(crate) fn woken(self: &Arc<Self>, pool: &PgPool) -> tokio::sync::futures::OwnedNotified {
+    pub(crate) fn woken(self: &Arc<Self>) -> tokio::sync::futures::OwnedNotified {
         self.listener.get_or_init(|| {
             let me = Arc::downgrade(self);
             tokio::spawn(listen_loop(
                 me,
-                pool.clone(),
+                self.conns.clone(),
                 self.channel.clone(),
                 self.woken.clone(),
                 self.listening.clone(),
@@ -88,25 +91,24 @@ impl Drop for Notifier {
 }
 
 async fn send_loop(me: Weak<Notifier>, dirty: Arc<Notify>) {
-    let mut conn: Option<sqlx::PgConnection> = None;
     loop {
         dirty.notified().await;
         let Some(notifier) = me.upgrade() else { return };
-        // A failed send reconnects and tries once more at once, so a lost
-        // connection does not cost the readers a wake-up.
+        // A failed send tries once more at once (on another connection: the
+        // pool closed the failed one), so a lost connection does not cost
+        // the readers a wake-up.
         for _ in 0..2 {
-            if conn.is_none() {
-                conn = notifier.options.connect().await.ok();
-            }
-            let Some(c) = conn.as_mut() else { break };
+            let Ok(mut lease) = notifier.conns.get("notify").await else {
+                break;
+            };
             let sent = sqlx::query("SELECT pg_notify($1, '')")
                 .bind(&notifier.channel)
-                .execute(c)
+                .execute(lease.conn())
                 .await;
+            lease.settle(&sent);
             if sent.is_ok() {
                 break;
             }
-            conn = None;
         }
     }
 }
@@ -120,7 +122,7 @@ const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(5);
 /// back, in case they missed something).
 async fn listen_loop(
     me: Weak<Notifier>,
-    pool: PgPool,
+    conns: Arc<ConnPool>,
     channel: String,
     woken: Arc<Notify>,
     listening: Arc<AtomicBool>,
@@ -130,15 +132,30 @@ async fn listen_loop(
         if me.upgrade().is_none() {
             return;
         }
+        // The session's slot in the store's budget; the one-connection
+        // pool below is what sqlx's listener connects (and reconnects)
+        // through.
+        let Ok(slot) = conns.reserve_session("listen").await else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
+            continue;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(conns.options().clone());
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
             Err(_) => {
+                pool.close().await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
                 continue;
             }
         };
         if listener.listen(&channel).await.is_err() {
+            drop(listener);
+            pool.close().await;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
             continue;
@@ -152,6 +169,8 @@ async fn listen_loop(
             let received = listener.try_recv().await;
             if me.upgrade().is_none() {
                 listening.store(false, Ordering::Relaxed);
+                drop(listener);
+                pool.close().await;
                 return;
             }
             match received {
@@ -168,11 +187,14 @@ async fn listen_loop(
                 }
                 Err(_) => {
                     listening.store(false, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
                     break;
                 }
             }
         }
+        drop(listener);
+        pool.close().await;
+        drop(slot);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
     }
 }

@@ -22,10 +22,11 @@ const READ_FROM_SNAPSHOT_FOR: &str = include_str!("sql/read_from_snapshot_for.sq
 const QUEUE: usize = 1024;
 
 /// Queues snapshots and writes them after the commands that made them have
-/// returned: the newest per key, each drained batch in one statement, on a
-/// connection of the writer's own (one more than the pool's size) whose
-/// commits do not wait for the disk (`synchronous_commit = off`). A crash
-/// may lose the last snapshots; they are rebuilt from the events.
+/// returned: the newest per key, each drained batch in one statement, in a
+/// transaction of its own on a connection borrowed from the store's pool,
+/// whose commit does not wait for the disk (`SET LOCAL synchronous_commit
+/// = off`). A crash may lose the last snapshots; they are rebuilt from the
+/// events.
 #[derive(Debug)]
 pub(crate) struct SnapshotWriter {
     conns: Arc<ConnPool>,
@@ -58,7 +59,6 @@ impl SnapshotWriter {
 
 /// Ends when the store (the sender) is dropped and the queue is drained.
 async fn write_loop(mut receiver: mpsc::Receiver<Snapshot>, conns: Arc<ConnPool>) {
-    let mut conn: Option<sqlx::PgConnection> = None;
     let mut batch: Vec<Snapshot> = Vec::new();
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -72,19 +72,16 @@ async fn write_loop(mut receiver: mpsc::Receiver<Snapshot>, conns: Arc<ConnPool>
         for snapshot in batch.drain(..) {
             newest.insert(snapshot.key().clone(), snapshot);
         }
-        if conn.is_none() {
-            conn = conns
-                .connect_dedicated_with("save_snapshot", &[("synchronous_commit", "off")])
-                .await
-                .ok();
-        }
-        let Some(c) = conn.as_mut() else {
-            // No connection: these snapshots are dropped; commands fold from
-            // the events (or an older snapshot) until a later one is written.
+        // No connection or a failed write: these snapshots are dropped;
+        // commands fold from the events (or an older snapshot) until a
+        // later one is written.
+        let Ok(mut lease) = conns.get("save_snapshot").await else {
             continue;
         };
-        if save(c, newest.values()).await.is_err() {
-            conn = None;
+        if save(lease.conn(), newest.values()).await.is_ok() {
+            // Only a transaction that committed leaves the connection in
+            // a known state; after an error the lease closes it.
+            lease.settle(&Ok::<(), sqlx::Error>(()));
         }
     }
 }
@@ -93,6 +90,11 @@ async fn save<'a>(
     conn: &mut sqlx::PgConnection,
     snapshots: impl ExactSizeIterator<Item = &'a Snapshot>,
 ) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     let n = snapshots.len();
     let (mut names, mut keys, mut schemas, mut versions, mut states) = (
         Vec::with_capacity(n),
@@ -120,9 +122,9 @@ async fn save<'a>(
         .bind(&schemas)
         .bind(&versions)
         .bind(&states)
-        .execute(conn)
-        .await
-        .map(drop)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// The snapshot filed under `key` and the events of its streams after it,

@@ -11,15 +11,12 @@ use eventcore::{
     SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
     StreamWrites,
 };
-use sqlx::{
-    PgPool, Row,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{Row, postgres::PgConnectOptions};
 use uuid::Uuid;
 
 use crate::{
     PostgresConfig, PostgresError,
-    config::{DEFAULT_MAX_PAYLOAD_BYTES, SchemaName},
+    config::SchemaName,
     conn::{ConnPool, IdleLimits},
     error::{is_duplicate_version, store_error},
     notify::Notifier,
@@ -37,8 +34,8 @@ const PRUNE_COMMANDS: &str = include_str!("sql/prune_commands.sql");
 const READ_STREAMS_FOR: &str = include_str!("sql/read_streams_for.sql");
 const READ_TAILS_FOR: &str = include_str!("sql/read_tails_for.sql");
 
-/// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool
-/// and the [`StateCache`].
+/// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the
+/// connections and the [`StateCache`].
 ///
 /// Reading a command's streams is one query, and appending is one call of
 /// the `eventcore_append` function in its own implicit transaction: one
@@ -47,7 +44,6 @@ const READ_TAILS_FOR: &str = include_str!("sql/read_tails_for.sql");
 /// store's own after the command has returned.
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
-    pool: PgPool,
     conns: Arc<ConnPool>,
     notifier: Arc<Notifier>,
     cache: Arc<StateCache>,
@@ -67,12 +63,29 @@ impl PostgresEventStore {
     }
 
     /// Connects with the given settings. Opens one connection to check the
-    /// server is reachable; the pool opens more on demand.
+    /// server is reachable; more are opened on demand, never more than
+    /// [`PostgresConfig::max_connections`] at once.
     ///
     /// # Errors
     /// [`PostgresError::InvalidUrl`] or [`PostgresError::Connect`].
     pub async fn connect_with(url: &str, config: PostgresConfig) -> Result<Self, PostgresError> {
-        let mut options: PgConnectOptions = url.parse().map_err(PostgresError::InvalidUrl)?;
+        let options: PgConnectOptions = url.parse().map_err(PostgresError::InvalidUrl)?;
+        Self::connect_with_options(options, config).await
+    }
+
+    /// Connects with sqlx's connect options (for an application that
+    /// already builds them, or takes them from its own pool with
+    /// `pool.connect_options()`) and the given settings, which add the
+    /// schema, statement timeout and application name to them. The store's
+    /// connections are its own, apart from any pool of the application's.
+    ///
+    /// # Errors
+    /// [`PostgresError::Connect`] when the server cannot be reached.
+    pub async fn connect_with_options(
+        options: PgConnectOptions,
+        config: PostgresConfig,
+    ) -> Result<Self, PostgresError> {
+        let mut options = options;
         let mut settings = Vec::new();
         if let Some(schema) = &config.schema {
             settings.push(("search_path", schema.to_string()));
@@ -84,14 +97,6 @@ impl PostgresEventStore {
         if let Some(name) = &config.application_name {
             options = options.application_name(name);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .test_before_acquire(config.test_before_acquire)
-            .connect_with(options.clone())
-            .await
-            .map_err(PostgresError::Connect)?;
-        let notifier = Notifier::new(channel_for(config.schema.as_ref()), options.clone());
         let conns = Arc::new(ConnPool::new(
             options,
             config.max_connections,
@@ -101,45 +106,23 @@ impl PostgresEventStore {
                 max_lifetime: config.max_lifetime,
             },
         ));
+        // One connection now, so that a wrong address or password fails
+        // here; it stays in the pool.
+        let mut probe = conns.lend().await.map_err(PostgresError::Connect)?;
+        probe.settle(&Ok::<(), sqlx::Error>(()));
+        drop(probe);
         Ok(PostgresEventStore {
-            pool,
             snapshots: Arc::new(SnapshotWriter::new(conns.clone())),
             cache: Arc::default(),
+            notifier: Arc::new(Notifier::new(
+                channel_for(config.schema.as_ref()),
+                conns.clone(),
+            )),
             conns,
-            notifier: Arc::new(notifier),
             max_payload_bytes: config.max_payload_bytes,
             schema: config.schema,
             standby: Arc::default(),
         })
-    }
-
-    /// Uses an existing pool: its connect options (`search_path`
-    /// included, which decides where eventcore's tables live), size and
-    /// acquire timeout. Reads and appends open connections of their own
-    /// with those options (see [`PostgresEventStore::pool`]).
-    pub fn from_pool(pool: PgPool) -> Self {
-        let options = (*pool.connect_options()).clone();
-        let notifier = Arc::new(Notifier::new(channel_for(None), options.clone()));
-        let defaults = PostgresConfig::default();
-        let conns = Arc::new(ConnPool::new(
-            options,
-            pool.options().get_max_connections(),
-            pool.options().get_acquire_timeout(),
-            IdleLimits {
-                check_after: defaults.idle_check_after,
-                max_lifetime: defaults.max_lifetime,
-            },
-        ));
-        PostgresEventStore {
-            pool,
-            snapshots: Arc::new(SnapshotWriter::new(conns.clone())),
-            cache: Arc::default(),
-            conns,
-            notifier,
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            schema: None,
-            standby: Arc::default(),
-        }
     }
 
     /// Sets the largest serialised event accepted, in bytes.
@@ -178,13 +161,14 @@ impl PostgresEventStore {
         self.standby.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The sqlx pool, for the application's own queries (and
-    /// [`migrate`](Self::migrate)). Reads and appends do not use it: sqlx
-    /// sends a round trip to test every connection returned to its pool, so
-    /// the store keeps up to `max_connections` connections of its own for
-    /// its single-statement reads and appends.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The options the store's connections are opened with (the
+    /// configured schema as `search_path`, statement timeout and
+    /// application name included): for an application pool that should
+    /// see eventcore's tables the way the store does. Such a pool's
+    /// connections are the application's, outside the store's
+    /// [`max_connections`](PostgresConfig::max_connections).
+    pub fn connect_options(&self) -> &PgConnectOptions {
+        self.conns.options()
     }
 
     /// Creates or upgrades eventcore's tables (and the configured schema).
@@ -195,8 +179,13 @@ impl PostgresEventStore {
     /// [`PostgresError::Connect`], [`PostgresError::Migrate`] or
     /// [`PostgresError::SchemaTooNew`].
     pub async fn migrate(&self) -> Result<(), PostgresError> {
-        let mut conn = self.pool.acquire().await.map_err(PostgresError::Connect)?;
-        schema::migrate(&mut conn, self.schema.as_ref()).await
+        let mut lease = self.conns.lend().await.map_err(PostgresError::Connect)?;
+        let done = schema::migrate(lease.conn(), self.schema.as_ref()).await;
+        if done.is_ok() {
+            // Each migration committed: the session is in a known state.
+            lease.settle(&Ok::<(), sqlx::Error>(()));
+        }
+        done
     }
 }
 
@@ -459,7 +448,7 @@ impl EventLog for PostgresEventStore {
     /// Woken by NOTIFYs that stores send after their appends commit (see
     /// the crate docs); readers still poll as a fallback.
     fn appended(&self) -> impl std::future::Future<Output = ()> + Send {
-        self.notifier.woken(&self.pool)
+        self.notifier.woken()
     }
 }
 
@@ -519,13 +508,17 @@ impl PostgresEventStore {
             .iter()
             .map(|(id, _)| id.as_str())
             .collect();
-        let rows = match sqlx::query(CURRENT_VERSIONS)
+        let Ok(mut lease) = self.conns.get("append").await else {
+            return store_error("append", error);
+        };
+        let rows = sqlx::query(CURRENT_VERSIONS)
             .bind(&streams)
-            .fetch_all(&self.pool)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(_) => return store_error("append", error),
+            .fetch_all(lease.conn())
+            .await;
+        lease.settle(&rows);
+        drop(lease);
+        let Ok(rows) = rows else {
+            return store_error("append", error);
         };
         for (id, expected) in writes.expected_versions() {
             let actual = rows

@@ -33,7 +33,7 @@ async fn append_in_open_transaction(
     store: &PostgresEventStore,
     id: &eventcore::StreamId,
 ) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = support::sql(store).begin().await.unwrap();
     let conflict = sqlx::query(include_str!("../src/sql/append.sql"))
         .bind(vec![id.as_str()])
         .bind(vec![0i64])
@@ -69,13 +69,13 @@ fn sqlstate(err: &sqlx::Error) -> Option<String> {
 async fn assert_refused_by_trigger(sql: &str) {
     let store = seeded_store().await;
     let err = sqlx::query(sql)
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .expect_err("a change to stored events must fail");
     assert_eq!(sqlstate(&err).as_deref(), Some("EC001"), "{sql}: {err}");
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT event_type, stream_version FROM eventcore_events")
-            .fetch_all(store.pool())
+            .fetch_all(&support::sql(&store))
             .await
             .unwrap();
     assert_eq!(
@@ -123,7 +123,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
     }
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM eventcore_migrations ORDER BY version")
-            .fetch_all(stores[0].pool())
+            .fetch_all(&support::sql(&stores[0]))
             .await
             .unwrap();
     assert_eq!(
@@ -150,7 +150,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
 async fn a_database_newer_than_the_crate_is_refused() {
     let store = support::fresh_store().await;
     sqlx::query("INSERT INTO eventcore_migrations (version, description) VALUES (999, 'future')")
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .unwrap();
     let err = store.migrate().await.expect_err("unknown migration");
@@ -214,7 +214,7 @@ async fn hold_stream_lock(
     store: &PostgresEventStore,
     x: &eventcore::StreamId,
 ) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = support::sql(store).begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(x.as_str())
         .execute(&mut *tx)
@@ -241,7 +241,7 @@ async fn wait_for_waiter(store: &PostgresEventStore, schema: &SchemaName, wait_e
         )
         .bind(schema.to_string())
         .bind(wait_event)
-        .fetch_optional(store.pool())
+        .fetch_optional(&support::sql(store))
         .await
         .unwrap();
         if let Some(pid) = pid {
@@ -271,7 +271,7 @@ async fn a_connection_lost_during_append_is_transient() {
     let pid = wait_for_lock_waiter(&store, &schema).await;
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
-        .fetch_one(store.pool())
+        .fetch_one(&support::sql(&store))
         .await
         .unwrap();
     assert!(killed);
@@ -356,7 +356,7 @@ async fn event_rows_carry_metadata_columns() {
         "SELECT event_id, transaction_id::text AS xid, recorded_at IS NOT NULL AS has_time, metadata::text AS metadata
          FROM eventcore_events",
     )
-    .fetch_one(store.pool())
+    .fetch_one(&support::sql(&store))
     .await
     .unwrap();
     let id: uuid::Uuid = row.get("event_id");
@@ -399,7 +399,7 @@ async fn a_duplicate_version_from_a_rogue_writer_is_a_version_conflict() {
     let schema = support::unique_schema();
     let store = support::store_with(support::config(schema.clone())).await;
     let x = stream("x");
-    let mut rogue = store.pool().begin().await.unwrap();
+    let mut rogue = support::sql(&store).begin().await.unwrap();
     sqlx::query(
         "INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id)
          VALUES ($1, 1, 'Rogue', '{}', gen_random_uuid())",
@@ -552,7 +552,7 @@ async fn one_active_instance_per_subscription_and_takeover_when_it_dies() {
          WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = $1",
     )
     .bind(schema.to_string())
-    .fetch_one(process_b.pool())
+    .fetch_one(&support::sql(&process_b))
     .await
     .unwrap();
     assert_eq!(killed, 1, "exactly one session held the lease");
@@ -564,7 +564,7 @@ async fn one_active_instance_per_subscription_and_takeover_when_it_dies() {
              WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = $1",
         )
         .bind(schema.to_string())
-        .fetch_one(process_b.pool())
+        .fetch_one(&support::sql(&process_b))
         .await
         .unwrap();
         if held == 1 {
@@ -653,7 +653,7 @@ async fn an_exactly_once_projection_never_applies_an_event_twice() {
 
     let store = support::fresh_store().await;
     sqlx::raw_sql("CREATE TABLE projection_totals (total bigint NOT NULL, events bigint NOT NULL); INSERT INTO projection_totals VALUES (0, 0)")
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .unwrap();
     for amount in 1..=5 {
@@ -677,7 +677,7 @@ async fn an_exactly_once_projection_never_applies_an_event_twice() {
         );
     let totals = |store: PostgresEventStore| async move {
         sqlx::query_as::<_, (i64, i64)>("SELECT total, events FROM projection_totals")
-            .fetch_one(store.pool())
+            .fetch_one(&support::sql(&store))
             .await
             .unwrap()
     };
@@ -763,7 +763,7 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
 
     let store = support::fresh_store().await;
     sqlx::raw_sql("CREATE TABLE copied (stream_id text, version bigint, seq bigint, PRIMARY KEY (stream_id, version))")
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .unwrap();
     let name = SubscriptionName::try_new("copy").unwrap();
@@ -803,7 +803,7 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM copied")
-            .fetch_one(store.pool())
+            .fetch_one(&support::sql(&store))
             .await
             .unwrap();
         if copied >= 160 {
@@ -820,7 +820,7 @@ async fn an_exactly_once_projection_under_concurrent_writers_gets_every_event_on
         "SELECT count(*), count(e.global_position) FROM copied c
          LEFT JOIN eventcore_events e ON e.stream_id = c.stream_id AND e.stream_version = c.version AND e.global_position = c.seq",
     )
-    .fetch_one(store.pool())
+    .fetch_one(&support::sql(&store))
     .await
     .unwrap();
     assert_eq!(copied, 160, "every committed event exactly once");
@@ -874,7 +874,7 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll_even_after_
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN %'",
         )
         .bind(schema.to_string())
-        .fetch_one(store.pool())
+        .fetch_one(&support::sql(&store))
         .await
         .unwrap();
         if listening > 0 {
@@ -908,7 +908,7 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll_even_after_
          AND pg_terminate_backend(pid)",
     )
     .bind(schema.to_string())
-    .fetch_all(store.pool())
+    .fetch_all(&support::sql(&store))
     .await
     .unwrap();
     assert_eq!(killed.len(), 1, "one listening session");
@@ -920,7 +920,7 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll_even_after_
         )
         .bind(schema.to_string())
         .bind(killed[0])
-        .fetch_one(store.pool())
+        .fetch_one(&support::sql(&store))
         .await
         .unwrap();
         if fresh > 0 && store.wakeups_live() {
@@ -931,7 +931,7 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll_even_after_
                 "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1",
             )
             .bind(schema.to_string())
-            .fetch_all(store.pool())
+            .fetch_all(&support::sql(&store))
             .await
             .unwrap();
             panic!(
@@ -987,7 +987,7 @@ async fn damaged_snapshot_rows_are_ignored() {
     ];
     for (schema_version, versions, state) in rows {
         sqlx::query("DELETE FROM eventcore_snapshots")
-            .execute(store.pool())
+            .execute(&support::sql(&store))
             .await
             .unwrap();
         sqlx::query(
@@ -999,7 +999,7 @@ async fn damaged_snapshot_rows_are_ignored() {
         .bind(schema_version)
         .bind(versions)
         .bind(state)
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .unwrap();
         store.state_cache().unwrap().clear();
@@ -1025,15 +1025,15 @@ async fn damaged_snapshot_rows_are_ignored() {
 async fn snapshots_can_be_deleted_and_events_still_cannot() {
     let store = support::fresh_store().await;
     sqlx::query("DELETE FROM eventcore_snapshots")
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .expect("snapshots may be deleted");
     sqlx::query("TRUNCATE eventcore_snapshots")
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .expect("and truncated");
     let err = sqlx::query("TRUNCATE eventcore_events")
-        .execute(store.pool())
+        .execute(&support::sql(&store))
         .await
         .expect_err("events may not");
     assert_eq!(
@@ -1184,7 +1184,7 @@ async fn command_records_are_rows_written_with_the_events() {
     let row = sqlx::query(
         "SELECT command_type, streams, versions, events_written FROM eventcore_commands WHERE command_id = 'row-1'",
     )
-    .fetch_one(store.pool())
+    .fetch_one(&support::sql(&store))
     .await
     .unwrap();
     assert_eq!(row.get::<String, _>(0), std::any::type_name::<Credit>());
@@ -1193,7 +1193,7 @@ async fn command_records_are_rows_written_with_the_events() {
     assert_eq!(row.get::<i32, _>(3), 1);
     let causation: Option<String> =
         sqlx::query_scalar("SELECT causation_id FROM eventcore_events WHERE stream_id = 'rows'")
-            .fetch_one(store.pool())
+            .fetch_one(&support::sql(&store))
             .await
             .unwrap();
     assert_eq!(
@@ -1211,7 +1211,7 @@ async fn terminate_sessions(store: &PostgresEventStore, schema: &SchemaName) -> 
          WHERE application_name = $1 AND pid <> pg_backend_pid()) AS t",
     )
     .bind(schema.to_string())
-    .fetch_one(store.pool())
+    .fetch_one(&support::sql(store))
     .await
     .unwrap();
     // Let the server finish closing them.
@@ -1529,4 +1529,171 @@ async fn a_statement_timeout_is_a_typed_error_and_writes_nothing() {
     )
     .await
     .expect("usable after the timeout");
+}
+
+/// How many sessions the store of `schema` has open (they carry its
+/// `application_name`), and how many of them last ran the lease query.
+async fn sessions_of(sql: &sqlx::PgPool, schema: &SchemaName) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE query LIKE '%pg_try_advisory_lock%') \
+         FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(schema.to_string())
+    .fetch_one(sql)
+    .await
+    .unwrap()
+}
+
+/// One budget: under 16 writers, a subscription holding its lease, a
+/// second instance waiting for it, the LISTEN session, the NOTIFY sender
+/// and the checkpoint saves, the store never has more sessions open on the
+/// server than `max_connections`; and a waiting instance that stops closes
+/// the session it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_store_never_holds_more_connections_than_configured() {
+    use eventcore::{SubscriptionConfig, SubscriptionName, handler_fn, subscribe};
+    const BUDGET: i64 = 6;
+
+    let schema = support::unique_schema();
+    let store = support::store_with(
+        support::config(schema.clone())
+            .max_connections(BUDGET as u32)
+            .acquire_timeout(Duration::from_secs(20)),
+    )
+    .await;
+    let name = SubscriptionName::try_new("budget").unwrap();
+    let config = SubscriptionConfig::default()
+        .with_filter(LogQuery::from_start(0).with_stream_prefix("budget-"))
+        .with_poll_interval(Duration::from_millis(20));
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = delivered.clone();
+    let active = subscribe(
+        store.clone(),
+        store.clone(),
+        name.clone(),
+        handler_fn(move |_: &eventcore::EventContext, _: &LedgerEvent| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok(()) }
+        }),
+        config.clone(),
+    );
+    // Started after the first, so it waits for the lease.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = subscribe(
+        store.clone(),
+        store.clone(),
+        name.clone(),
+        handler_fn(|_: &eventcore::EventContext, _: &LedgerEvent| async { Ok(()) }),
+        config,
+    );
+
+    let sql = support::sql(&store);
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sql, schema, sampling) = (sql.clone(), schema.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let (mut most, mut samples) = (0, 0);
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(sessions_of(&sql, &schema).await.0);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (most, samples)
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                execute(
+                    &store,
+                    Credit {
+                        account: stream(&format!("budget-{}", w % 4)),
+                        amount: 1,
+                    },
+                )
+                .await
+                .expect("a command within the budget");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    let wait = tokio::time::Instant::now() + Duration::from_secs(20);
+    while delivered.load(std::sync::atomic::Ordering::Relaxed) < written {
+        assert!(tokio::time::Instant::now() < wait, "events not delivered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (most, samples) = sampler.await.unwrap();
+    assert!(samples > 10, "sampled the sessions ({samples} samples)");
+    assert!(
+        most <= BUDGET,
+        "{most} sessions open at once, budget {BUDGET}"
+    );
+    // The lease, the waiting instance's session, the listener and at
+    // least one statement were seen together.
+    assert!(most >= 4, "only {most} sessions seen at once");
+    assert!(store.wakeups_live(), "the listener fit in the budget");
+
+    assert_eq!(sessions_of(&sql, &schema).await.1, 2, "holder and waiter");
+    waiting.stop().await.expect("the waiting instance stops");
+    assert_eq!(
+        sessions_of(&sql, &schema).await.1,
+        1,
+        "the waiting instance's session was closed"
+    );
+    active.stop().await.expect("the active instance stops");
+}
+
+/// Sessions never take the last connection: with a budget of one, a
+/// subscription cannot hold a lease session, and stops at once with an
+/// error that says why instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_would_spend_the_last_connection_stops_and_says_why() {
+    use eventcore::{SubscriptionConfig, SubscriptionName, handler_fn, subscribe};
+    let store =
+        support::store_with(support::config(support::unique_schema()).max_connections(1)).await;
+    let handle = subscribe(
+        store.clone(),
+        store.clone(),
+        SubscriptionName::try_new("no-room").unwrap(),
+        handler_fn(|_: &eventcore::EventContext, _: &LedgerEvent| async { Ok(()) }),
+        SubscriptionConfig::default(),
+    );
+    let wait = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !handle.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < wait,
+            "stops instead of retrying"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = handle
+        .stop()
+        .await
+        .expect_err("no connection for the lease");
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    assert!(text.contains("max_connections is 1"), "{text}");
+    execute(
+        &store,
+        Credit {
+            account: stream("still-works"),
+            amount: 1,
+        },
+    )
+    .await
+    .expect("statements still have their connection");
 }

@@ -119,6 +119,14 @@ pub trait SubscriptionLeases: Send + Sync {
         &self,
         lease: &mut Self::Lease,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Called when an instance that was waiting for the lease of `name`
+    /// stops waiting without it (it was asked to stop): a store that keeps
+    /// resources for waiting instances (a database session) frees them.
+    /// Does nothing by default.
+    fn stop_waiting(&self, name: &SubscriptionName) {
+        let _ = name;
+    }
 }
 
 /// Where a delivered event sits in the log, and the event as stored: its
@@ -431,6 +439,7 @@ where
     async fn acquire(&mut self, report: &mut SubscriptionReport) -> Result<Option<C::Lease>, Halt> {
         loop {
             if *self.stop.borrow() {
+                self.checkpoints.stop_waiting(&self.name);
                 return Ok(None);
             }
             match self.checkpoints.try_acquire(&self.name).await {
@@ -634,6 +643,10 @@ impl<S: SubscriptionLeases + ?Sized> SubscriptionLeases for Arc<S> {
         lease: &mut Self::Lease,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         (**self).still_held(lease)
+    }
+
+    fn stop_waiting(&self, name: &SubscriptionName) {
+        (**self).stop_waiting(name);
     }
 }
 

@@ -86,3 +86,17 @@ pub async fn store_with(config: PostgresConfig) -> PostgresEventStore {
     store.migrate().await.expect("migrate");
     store
 }
+
+/// A pool for a test's own SQL, seeing the schema the way `store` does
+/// (its `search_path`), under another application name so that counting
+/// or ending the store's sessions leaves it alone. Connects lazily.
+pub fn sql(store: &PostgresEventStore) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(
+            store
+                .connect_options()
+                .clone()
+                .application_name("eventcore-test-sql"),
+        )
+}

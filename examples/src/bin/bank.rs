@@ -67,7 +67,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let url = args.store.url()?;
     let summary = match url {
         Some(url) => {
-            let pool = u32::try_from(args.workers).unwrap_or(u32::MAX).clamp(1, 64);
+            // A connection per worker, one for the read model's lease and
+            // one for the LISTEN session (see PostgresConfig::max_connections).
+            let pool = u32::try_from(args.workers)
+                .unwrap_or(u32::MAX)
+                .saturating_add(2)
+                .clamp(3, 66);
             let store = cli::connect(&url, PostgresConfig::default().max_connections(pool)).await?;
             workload::run(store.clone(), store, "postgres", config, progress).await?
         }

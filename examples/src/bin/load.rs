@@ -86,7 +86,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let report = match url {
         Some(url) => {
             let max = args.concurrency.iter().copied().max().unwrap_or(1);
-            let pool = u32::try_from(max).unwrap_or(u32::MAX).clamp(1, 128);
+            // One connection per task, and room for the NOTIFY sender and
+            // the snapshot writer, which borrow from the same budget.
+            let pool = u32::try_from(max)
+                .unwrap_or(u32::MAX)
+                .saturating_add(2)
+                .clamp(1, 130);
             let schema = SchemaName::try_new(args.schema.clone())
                 .map_err(|e| format!("--schema {:?}: {e}", args.schema))?;
             let pg = PostgresConfig::default()
