@@ -1275,29 +1275,40 @@ async fn connections_past_their_lifetime_are_not_kept() {
         .expect("no old connection was kept");
 }
 
-/// Connections cut every 300 ms for 3 s, under 16 concurrent writers and a
-/// subscription, all through the proxy: no call hangs, money is conserved,
-/// versions stay gap-free (the conformance checks of the final log), the
-/// subscription never stops and delivers every event, and commands
-/// succeed again once the cuts stop.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cut_connections_stop_nothing_and_lose_nothing() {
+/// What a run under faults saw.
+struct FaultedRun {
+    /// Commands that succeeded, and that failed (transiently, out of
+    /// retries) while the faults ran.
+    ok: usize,
+    failed: usize,
+    /// Faults caused (connections cut, restarts).
+    faults: usize,
+    report: eventcore::SubscriptionReport,
+}
+
+/// 16 writers moving money with command ids among 8 accounts named
+/// `prefix`-n for `run_for`, and a subscription on them, while `fault`
+/// runs (it is told through the flag when the writers are done, and
+/// returns how many faults it caused). Then checks what must hold: no
+/// command hung (30 s each), money rejected never, commands succeed again
+/// after the faults, money conserved, versions gap-free, and the
+/// subscription, which never stopped, delivered every event.
+async fn run_under_faults<F, Fut>(
+    store: PostgresEventStore,
+    prefix: &str,
+    run_for: Duration,
+    fault: F,
+) -> FaultedRun
+where
+    F: FnOnce(Arc<std::sync::atomic::AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = usize> + Send + 'static,
+{
     use eventcore::{RetryPolicy, SubscriptionConfig, SubscriptionName, handler_fn, subscribe};
     use std::collections::HashSet;
     use std::sync::Mutex;
 
-    let url = support::database_url().await;
-    let proxy = support::proxy::LossyProxy::start(&url).await;
-    let store = PostgresEventStore::connect_with(
-        &proxy.url(&url),
-        support::config(support::unique_schema())
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5)),
-    )
-    .await
-    .expect("connect through the proxy");
-    store.migrate().await.expect("migrate");
-    let accounts: Vec<eventcore::StreamId> = (0..8).map(|i| stream(&format!("cut-{i}"))).collect();
+    let accounts: Vec<eventcore::StreamId> =
+        (0..8).map(|i| stream(&format!("{prefix}{i}"))).collect();
     for a in &accounts {
         execute(
             &store,
@@ -1315,7 +1326,7 @@ async fn cut_connections_stop_nothing_and_lose_nothing() {
     let handle = subscribe(
         store.clone(),
         store.clone(),
-        SubscriptionName::try_new("cut-projection").unwrap(),
+        SubscriptionName::try_new(format!("{prefix}projection")).unwrap(),
         handler_fn(move |context: &eventcore::EventContext, _: &LedgerEvent| {
             seen_in
                 .lock()
@@ -1324,7 +1335,7 @@ async fn cut_connections_stop_nothing_and_lose_nothing() {
             async { Ok(()) }
         }),
         SubscriptionConfig::default()
-            .with_filter(LogQuery::from_start(0).with_stream_prefix("cut-"))
+            .with_filter(LogQuery::from_start(0).with_stream_prefix(prefix))
             .with_poll_interval(Duration::from_millis(20))
             .with_retry(
                 RetryPolicy::default()
@@ -1333,27 +1344,12 @@ async fn cut_connections_stop_nothing_and_lose_nothing() {
             ),
     );
 
-    let cutting = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let cutter = {
-        let cutting = cutting.clone();
-        let proxy = Arc::new(proxy);
-        let p = proxy.clone();
-        (
-            tokio::spawn(async move {
-                let mut cuts = 0;
-                while cutting.load(std::sync::atomic::Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    cuts += p.cut_all();
-                }
-                cuts
-            }),
-            proxy,
-        )
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let faults = tokio::spawn(fault(running.clone()));
+    let deadline = tokio::time::Instant::now() + run_for;
     let mut writers = Vec::new();
     for w in 0..16usize {
-        let (store, accounts) = (store.clone(), accounts.clone());
+        let (store, accounts, prefix) = (store.clone(), accounts.clone(), prefix.to_owned());
         writers.push(tokio::spawn(async move {
             let (mut ok, mut failed, mut n) = (0, 0, 0usize);
             while tokio::time::Instant::now() < deadline {
@@ -1364,7 +1360,7 @@ async fn cut_connections_stop_nothing_and_lose_nothing() {
                     to: accounts[(from + 1 + n % 7) % accounts.len()].clone(),
                     amount: 1,
                 };
-                let id = CommandId::try_new(format!("cut-{w}-{n}")).unwrap();
+                let id = CommandId::try_new(format!("{prefix}{w}-{n}")).unwrap();
                 let options = ExecuteOptions::new().with_command_id(id);
                 match tokio::time::timeout(
                     Duration::from_secs(30),
@@ -1392,13 +1388,14 @@ async fn cut_connections_stop_nothing_and_lose_nothing() {
         ok += o;
         failed += f;
     }
-    cutting.store(false, std::sync::atomic::Ordering::SeqCst);
-    let (cutter, _proxy) = cutter;
-    let cuts = cutter.await.unwrap();
-    assert!(cuts > 0, "the proxy cut connections");
-    assert!(ok > 0, "commands succeeded between cuts ({failed} failed)");
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    let faults = faults.await.unwrap();
+    assert!(
+        ok > 0,
+        "commands succeeded between faults ({failed} failed)"
+    );
 
-    // Once the cuts stop, commands succeed again.
+    // Once the faults stop, commands succeed again.
     execute(
         &store,
         Credit {
@@ -1445,7 +1442,106 @@ async fn cut_connections_stop_nothing_and_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let report = handle.stop().await.expect("never stopped by the faults");
-    assert!(report.store_retries > 0 || cuts == 0, "{report:?}");
+    FaultedRun {
+        ok,
+        failed,
+        faults,
+        report,
+    }
+}
+
+/// Connections cut every 300 ms for 3 s, with every chunk of traffic
+/// delayed by 1 ms, under 16 concurrent writers and a subscription, all
+/// through the proxy: everything [`run_under_faults`] checks holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_connections_stop_nothing_and_lose_nothing() {
+    let url = support::database_url().await;
+    let proxy = Arc::new(support::proxy::LossyProxy::start(&url).await);
+    let store = PostgresEventStore::connect_with(
+        &proxy.url(&url),
+        support::config(support::unique_schema())
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .expect("connect through the proxy");
+    store.migrate().await.expect("migrate");
+    proxy.delay(Duration::from_millis(1));
+    let cutter = proxy.clone();
+    let run = run_under_faults(
+        store,
+        "cut-",
+        Duration::from_secs(3),
+        move |running| async move {
+            let mut cuts = 0;
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cuts += cutter.cut_all();
+            }
+            cuts
+        },
+    )
+    .await;
+    assert!(run.faults > 0, "the proxy cut connections");
+    assert!(
+        run.report.store_retries + run.report.leases_lost > 0,
+        "the subscription saw the cuts: {:?}",
+        run.report
+    );
+}
+
+/// `pg_ctl restart -m fast` of a cluster of the test's own, one second into
+/// a run of 16 writers and a subscription: every session ends, the server
+/// is down for a moment, and everything [`run_under_faults`] checks holds;
+/// wake-ups come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_restart_mid_run_stops_nothing_and_loses_nothing() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(support::cluster::Cluster::start)
+            .await
+            .unwrap(),
+    );
+    let store = PostgresEventStore::connect_with(
+        &cluster.url(),
+        support::config(support::unique_schema())
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .expect("connect to the test's own cluster");
+    store.migrate().await.expect("migrate");
+    let restarter = cluster.clone();
+    let run = run_under_faults(
+        store.clone(),
+        "restart-",
+        Duration::from_secs(4),
+        move |_| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::task::spawn_blocking(move || restarter.restart())
+                .await
+                .unwrap();
+            1
+        },
+    )
+    .await;
+    assert_eq!(run.faults, 1);
+    assert!(
+        run.report.store_retries + run.report.leases_lost > 0,
+        "the subscription saw the restart: {:?}",
+        run.report
+    );
+    let wait = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !store.wakeups_live() {
+        assert!(
+            tokio::time::Instant::now() < wait,
+            "wake-ups did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "restart run: {} commands ok, {} failed transiently",
+        run.ok, run.failed
+    );
 }
 
 /// The LISTEN task keeps trying when its first connection fails (a server

@@ -3,13 +3,15 @@
 //! marker, lets the server execute and commit it, swallows the reply and
 //! drops the connection. The server has committed; the client sees a lost
 //! connection: the fault `execute` cannot tell from one before the commit.
+//! It can also cut every connection, refuse new ones, and delay traffic.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use sqlx::{ConnectOptions, postgres::PgConnectOptions};
@@ -24,6 +26,8 @@ pub struct LossyProxy {
     fired: Arc<AtomicUsize>,
     relays: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     refusing: Arc<AtomicBool>,
+    /// Microseconds each chunk waits before it is forwarded, either way.
+    delay: Arc<AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -47,6 +51,8 @@ impl LossyProxy {
         let relays_in = relays.clone();
         let refusing = Arc::new(AtomicBool::new(false));
         let refusing_in = refusing.clone();
+        let delay = Arc::new(AtomicU64::new(0));
+        let delay_in = delay.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if refusing_in.load(Ordering::SeqCst) {
@@ -56,7 +62,13 @@ impl LossyProxy {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                let task = tokio::spawn(relay(client, server, armed_in.clone(), fired_in.clone()));
+                let task = tokio::spawn(relay(
+                    client,
+                    server,
+                    armed_in.clone(),
+                    fired_in.clone(),
+                    delay_in.clone(),
+                ));
                 let mut relays = relays_in.lock().unwrap();
                 relays.retain(|r| !r.is_finished());
                 relays.push(task.abort_handle());
@@ -68,8 +80,16 @@ impl LossyProxy {
             fired,
             relays,
             refusing,
+            delay,
             accept,
         }
+    }
+
+    /// Delays every chunk of traffic by `delay` before forwarding it, in
+    /// both directions, on open connections and new ones (zero: none).
+    pub fn delay(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.delay.store(micros, Ordering::SeqCst);
     }
 
     /// `url` with its host and port replaced by the proxy's (TLS off: the
@@ -119,7 +139,17 @@ async fn relay(
     server: TcpStream,
     armed: Arc<Mutex<Option<Vec<u8>>>>,
     fired: Arc<AtomicUsize>,
+    delay: Arc<AtomicU64>,
 ) {
+    let pause = move || {
+        let micros = delay.load(Ordering::SeqCst);
+        async move {
+            if micros > 0 {
+                tokio::time::sleep(Duration::from_micros(micros)).await;
+            }
+        }
+    };
+    let pause_down = pause.clone();
     let doomed = Arc::new(AtomicBool::new(false));
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
@@ -144,6 +174,7 @@ async fn relay(
                     doomed_up.store(true, Ordering::SeqCst);
                 }
             }
+            pause().await;
             if server_write.write_all(chunk).await.is_err() {
                 return;
             }
@@ -162,6 +193,7 @@ async fn relay(
                 Ok(n) => n,
             };
             if !doomed.load(Ordering::SeqCst) {
+                pause_down().await;
                 if client_write.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
