@@ -27,8 +27,8 @@ use std::{
 
 use eventcore::{
     AppendOutcome, CacheConfig, CheckpointStore, CommandId, CommandLookup, CommandRecord, EventLog,
-    EventStore, LogQuery, Position, RecordedEvent, Snapshot, SnapshotKey, SnapshotRead, StateCache,
-    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases,
+    EventStore, LogPage, LogQuery, Position, RecordedEvent, Snapshot, SnapshotKey, SnapshotRead,
+    StateCache, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases,
     SubscriptionName,
 };
 
@@ -329,24 +329,32 @@ impl EventStore for InMemoryEventStore {
 
 impl EventLog for InMemoryEventStore {
     /// Appends are applied one at a time under a lock, so the global
-    /// sequence is commit order and no reader can skip an event.
-    async fn read_all(
-        &self,
-        query: &LogQuery,
-    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+    /// sequence is commit order and no reader can skip an event. A page
+    /// that is not full has looked at the whole log: its `next` is the last
+    /// event of the log, matching or not.
+    async fn read_all(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
         let log = self.read_log();
         // Sequence n is at index n - 1.
         let from = query
             .start()
             .map_or(0, |p| usize::try_from(p.sequence()).unwrap_or(usize::MAX));
-        Ok(log
+        let events: Vec<(Position, RecordedEvent)> = log
             .events
             .iter()
             .skip(from)
             .filter(|e| query.matches(e))
             .take(query.limit())
             .map(|e| (Position::new(0, e.global_sequence()), e.clone()))
-            .collect())
+            .collect();
+        let next = if events.len() < query.limit() {
+            log.events
+                .last()
+                .map(|e| Position::new(0, e.global_sequence()))
+                .max(query.start())
+        } else {
+            query.start()
+        };
+        Ok(LogPage::new(events, next))
     }
 
     fn appended(&self) -> impl std::future::Future<Output = ()> + Send {

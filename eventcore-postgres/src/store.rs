@@ -7,9 +7,9 @@ use std::{
 
 use eventcore::{
     AppendOutcome, CacheConfig, CausationId, CommandId, CommandLookup, CommandRecord,
-    CorrelationId, EventLog, EventStore, LogQuery, Metadata, Position, RecordedEvent, Snapshot,
-    SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites,
+    CorrelationId, EventLog, EventStore, LogPage, LogQuery, Metadata, Position, RecordedEvent,
+    Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads,
+    StreamVersion, StreamWrites,
 };
 use sqlx::{Row, postgres::PgConnectOptions};
 use uuid::Uuid;
@@ -29,6 +29,11 @@ const READ_TAILS: &str = include_str!("sql/read_tails.sql");
 const APPEND: &str = include_str!("sql/append.sql");
 const CURRENT_VERSIONS: &str = include_str!("sql/current_versions.sql");
 const READ_ALL: &str = include_str!("sql/read_all.sql");
+const READ_ALL_FILTERED: &str = include_str!("sql/read_all_filtered.sql");
+/// How many events a filtered page looks at, per event it may return.
+const SCAN_PER_EVENT: i64 = 4;
+/// How many events a filtered page looks at, at least.
+const MIN_SCAN: i64 = 1_000;
 const FIND_COMMAND: &str = include_str!("sql/find_command.sql");
 const PRUNE_COMMANDS: &str = include_str!("sql/prune_commands.sql");
 const READ_STREAMS_FOR: &str = include_str!("sql/read_streams_for.sql");
@@ -422,27 +427,39 @@ impl EventLog for PostgresEventStore {
     /// no event can later appear before what was returned. A long-running
     /// transaction anywhere in the database holds readers back until it
     /// ends; it never makes them skip.
-    async fn read_all(
-        &self,
-        query: &LogQuery,
-    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+    ///
+    /// Without filters a page is one walk of the commit-order index that
+    /// stops at the limit. With a stream-prefix or event-type filter the
+    /// walk stops after `max(4 × limit, 1,000)` events, matching or not, so
+    /// a page costs the same whatever the filter's selectivity and the
+    /// table's statistics; a page that is not full then ends where the walk
+    /// stopped ([`LogPage::next`]).
+    async fn read_all(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
         let after = query.start().unwrap_or_default();
         let limit = i64::try_from(query.limit()).unwrap_or(i64::MAX);
+        let filtered = query.stream_prefix().is_some() || query.event_types().is_some();
         let mut lease = self.conns.get("read_all").await?;
-        let rows = sqlx::query(READ_ALL)
+        let statement = if filtered {
+            sqlx::query(READ_ALL_FILTERED)
+        } else {
+            sqlx::query(READ_ALL)
+        };
+        let statement = statement
             .bind(after.commit().to_string())
             .bind(i64::try_from(after.sequence()).unwrap_or(i64::MAX))
             .bind(query.stream_prefix())
             .bind(query.event_types())
-            .bind(limit)
-            .fetch_all(lease.conn())
-            .await;
+            .bind(limit);
+        let statement = if filtered {
+            statement.bind(limit.saturating_mul(SCAN_PER_EVENT).max(MIN_SCAN))
+        } else {
+            statement
+        };
+        let rows = statement.fetch_all(lease.conn()).await;
         lease.settle(&rows);
         drop(lease);
         let rows = rows.map_err(|e| store_error("read_all", e))?;
-        rows.iter()
-            .map(|row| decode_log_row(row).map_err(|e| store_error("read_all", e)))
-            .collect()
+        decode_log_page(query, filtered, &rows).map_err(|e| store_error("read_all", e))
     }
 
     /// Woken by NOTIFYs that stores send after their appends commit (see
@@ -469,6 +486,37 @@ fn channel_for(schema: Option<&SchemaName>) -> String {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
     format!("eventcore_appended_{hash:016x}")
+}
+
+/// The rows of `read_all.sql` (events), or of `read_all_filtered.sql`
+/// (events, then the last event looked at).
+fn decode_log_page(
+    query: &LogQuery,
+    filtered: bool,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<LogPage, sqlx::Error> {
+    let mut events = Vec::with_capacity(rows.len());
+    let mut scanned_to = None;
+    for row in rows {
+        if filtered && row.try_get::<i32, _>(11)? == 1 {
+            let commit: &str = row.try_get(10)?;
+            let commit = commit.parse().map_err(|e| sqlx::Error::ColumnDecode {
+                index: "commit".into(),
+                source: Box::new(e),
+            })?;
+            scanned_to = Some(Position::new(commit, from_bigint(row.try_get(2)?)));
+        } else {
+            events.push(decode_log_row(row)?);
+        }
+    }
+    // A full page ends at its last event: matching events may follow it
+    // within the part looked at.
+    let next = if events.len() < query.limit() {
+        scanned_to.max(query.start())
+    } else {
+        query.start()
+    };
+    Ok(LogPage::new(events, next))
 }
 
 /// Decodes one row of `read_all.sql`.

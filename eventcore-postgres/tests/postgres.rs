@@ -467,13 +467,17 @@ async fn a_reader_never_skips_an_event_that_commits_late() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let streams: Vec<&str> = after.iter().map(|(_, e)| e.stream_id().as_str()).collect();
+    let streams: Vec<&str> = after
+        .events()
+        .iter()
+        .map(|(_, e)| e.stream_id().as_str())
+        .collect();
     assert_eq!(
         streams,
         vec!["late", "early"],
         "T1's event comes first, though T2 committed first"
     );
-    assert!(after[0].0 < after[1].0);
+    assert!(after.events()[0].0 < after.events()[1].0);
 }
 
 /// Two instances of one subscription, each with its own store (as two

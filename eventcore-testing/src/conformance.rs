@@ -96,6 +96,7 @@ macro_rules! __for_each_scenario {
             global_log_pages_from_a_position,
             global_log_prefix_filter_is_literal,
             global_log_filters_by_event_type,
+            global_log_filtered_pages_skip_nothing,
             global_log_reader_misses_nothing_under_concurrent_writers,
             subscription_catches_up_follows_and_resumes,
             subscription_instances_never_overlap,
@@ -1162,11 +1163,12 @@ pub async fn global_log_agrees_with_every_stream<S: EventStore + EventLog + Clon
         .expect("read_all");
     assert_eq!(all.len(), 12);
     assert!(
-        all.windows(2).all(|w| w[0].0 < w[1].0),
+        all.events().windows(2).all(|w| w[0].0 < w[1].0),
         "positions strictly increase"
     );
     for id in &ids {
         let versions: Vec<u64> = all
+            .events()
             .iter()
             .filter(|(_, e)| e.stream_id() == id)
             .map(|(_, e)| e.version().get())
@@ -1180,6 +1182,7 @@ pub async fn global_log_agrees_with_every_stream<S: EventStore + EventLog + Clon
         .map(|e| (e.stream_id().to_string(), e.version().get()))
         .collect();
     let mut from_log: Vec<(String, u64)> = all
+        .events()
         .iter()
         .map(|(_, e)| (e.stream_id().to_string(), e.version().get()))
         .collect();
@@ -1209,7 +1212,9 @@ pub async fn global_log_pages_from_a_position<S: EventStore + EventLog + Clone +
         };
         let page = store.read_all(&query).await.expect("page");
         assert!(page.len() <= 4, "the limit holds");
-        let Some((last, _)) = page.last() else { break };
+        let Some((last, _)) = page.events().last() else {
+            break;
+        };
         after = Some(*last);
         seen.extend(page.into_iter().map(|(p, _)| p));
     }
@@ -1233,13 +1238,13 @@ pub async fn global_log_prefix_filter_is_literal<S: EventStore + EventLog + Clon
     let got = |prefix: &'static str| {
         let store = store.clone();
         async move {
-            let mut ids: Vec<String> = store
-                .read_all(&LogQuery::from_start(100).with_stream_prefix(prefix))
-                .await
-                .expect("read_all")
-                .into_iter()
-                .map(|(_, e)| e.stream_id().to_string())
-                .collect();
+            let mut ids: Vec<String> =
+                read_matching(&store, LogQuery::from_start(100).with_stream_prefix(prefix))
+                    .await
+                    .0
+                    .into_iter()
+                    .map(|(_, e)| e.stream_id().to_string())
+                    .collect();
             ids.sort();
             ids
         }
@@ -1270,22 +1275,154 @@ pub async fn global_log_filters_by_event_type<S: EventStore + EventLog + Clone +
         one_note_each(store, std::slice::from_ref(&stream("typed-notes")), amount).await;
     }
     wait_for_log(store, 6).await;
-    let credits = store
-        .read_all(&LogQuery::from_start(100).with_event_types(["Credited"]))
-        .await
-        .expect("read_all");
+    let (credits, _) = read_matching(
+        store,
+        LogQuery::from_start(100).with_event_types(["Credited"]),
+    )
+    .await;
     assert_eq!(credits.len(), 3);
     assert!(credits.iter().all(|(_, e)| e.event_type() == "Credited"));
-    let two = store
-        .read_all(&LogQuery::from_start(2).with_event_types(["Credited", "Note"]))
-        .await
-        .expect("read_all");
-    assert_eq!(two.len(), 2);
-    let none = store
-        .read_all(&LogQuery::from_start(100).with_event_types(["Nope"]))
-        .await
-        .expect("read_all");
+    let (both, pages) = read_matching(
+        store,
+        LogQuery::from_start(2).with_event_types(["Credited", "Note"]),
+    )
+    .await;
+    assert_eq!(both.len(), 6, "the limit counts matching events");
+    assert!(pages >= 3, "pages of at most two ({pages} pages)");
+    let (none, _) =
+        read_matching(store, LogQuery::from_start(100).with_event_types(["Nope"])).await;
     assert!(none.is_empty());
+}
+
+/// Every event `query` matches, read page by page from `next` until a
+/// page holds nothing and `next` stays put; also how many pages it took.
+async fn read_matching<S: EventLog>(
+    store: &S,
+    query: LogQuery,
+) -> (Vec<(Position, eventcore::RecordedEvent)>, usize) {
+    let mut all = Vec::new();
+    let mut at: Option<Position> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = match at {
+            Some(p) => LogQuery::after(p, query.limit()),
+            None => LogQuery::from_start(query.limit()),
+        };
+        if let Some(prefix) = query.stream_prefix() {
+            q = q.with_stream_prefix(prefix);
+        }
+        if let Some(types) = query.event_types() {
+            q = q.with_event_types(types.iter().cloned());
+        }
+        let page = store.read_all(&q).await.expect("read_all");
+        pages += 1;
+        assert!(page.len() <= query.limit(), "the limit holds");
+        if let Some((last, _)) = page.events().last() {
+            assert!(
+                page.next() >= Some(*last),
+                "next is at or after the last event"
+            );
+        }
+        assert!(page.next() >= at, "next never moves back");
+        let (empty, next) = (page.is_empty(), page.next());
+        all.extend(page);
+        if empty && next == at {
+            return (all, pages);
+        }
+        at = next;
+        assert!(pages < 10_000, "paging never ends");
+    }
+}
+
+/// A filtered reader paging from each page's `next` through a log where
+/// its few matching events sit among thousands of others gets every match
+/// once, in order: a page may stop early and move past events the filter
+/// leaves out, never past a match it did not return.
+pub async fn global_log_filtered_pages_skip_nothing<S: EventStore + EventLog + Clone + 'static>(
+    store: &S,
+) {
+    let (noise_a, noise_b) = (stream("noise-a"), stream("noise-b"));
+    let (sparse_a, sparse_b) = (stream("sparse-a"), stream("sparse-b"));
+    let notes = |id: &StreamId, from: u64, n: u64| -> Vec<Note> {
+        (from..from + n).map(|i| Note::new(id, i)).collect()
+    };
+    append_notes(store, &[(&noise_a, 0)], &notes(&noise_a, 0, 1_200))
+        .await
+        .expect("noise");
+    append_notes(store, &[(&sparse_a, 0)], &notes(&sparse_a, 0, 1))
+        .await
+        .expect("a match");
+    append_notes(store, &[(&noise_b, 0)], &notes(&noise_b, 0, 1_300))
+        .await
+        .expect("noise");
+    append_notes(store, &[(&sparse_b, 0)], &notes(&sparse_b, 0, 3))
+        .await
+        .expect("three matches");
+    append_notes(store, &[(&noise_a, 1_200)], &notes(&noise_a, 1_200, 10))
+        .await
+        .expect("noise after");
+    wait_for_log(store, 2_514).await;
+
+    let (got, _) =
+        read_matching(store, LogQuery::from_start(2).with_stream_prefix("sparse-")).await;
+    let got: Vec<(String, u64)> = got
+        .iter()
+        .map(|(_, e)| (e.stream_id().to_string(), e.version().get()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("sparse-a".to_owned(), 1),
+            ("sparse-b".to_owned(), 1),
+            ("sparse-b".to_owned(), 2),
+            ("sparse-b".to_owned(), 3),
+        ],
+        "every match once, in order"
+    );
+    let (none, _) =
+        read_matching(store, LogQuery::from_start(5).with_stream_prefix("absent-")).await;
+    assert!(none.is_empty(), "no match, no event");
+
+    // Another match after the reader caught up is found from its `next`.
+    let caught_up = {
+        let mut at = None;
+        loop {
+            let q = match at {
+                Some(p) => LogQuery::after(p, 2),
+                None => LogQuery::from_start(2),
+            }
+            .with_stream_prefix("sparse-");
+            let page = store.read_all(&q).await.expect("read_all");
+            if page.is_empty() && page.next() == at {
+                break at;
+            }
+            at = page.next();
+        }
+    };
+    append_notes(store, &[(&noise_b, 1_300)], &notes(&noise_b, 1_300, 5))
+        .await
+        .expect("more noise");
+    append_notes(store, &[(&sparse_a, 1)], &notes(&sparse_a, 1, 1))
+        .await
+        .expect("a late match");
+    wait_for_log(store, 2_520).await;
+    let mut at = caught_up;
+    let mut late = Vec::new();
+    for _ in 0..100 {
+        let q = match at {
+            Some(p) => LogQuery::after(p, 2),
+            None => LogQuery::from_start(2),
+        }
+        .with_stream_prefix("sparse-");
+        let page = store.read_all(&q).await.expect("read_all");
+        let (empty, next) = (page.is_empty(), page.next());
+        late.extend(page.into_iter().map(|(_, e)| e.version().get()));
+        if empty && next == at {
+            break;
+        }
+        at = next;
+    }
+    assert_eq!(late, vec![2], "the late match, once");
 }
 
 /// A reader paging through the global log while 16 writers append
@@ -1571,7 +1708,7 @@ where
         .expect("read_all");
     assert_eq!(
         checkpoint,
-        first.first().map(|(p, _)| *p),
+        first.events().first().map(|(p, _)| *p),
         "checkpoint after the last good event"
     );
 }

@@ -10,8 +10,8 @@ use std::{
 
 use eventcore::{
     AppendOutcome, CommandError, CommandId, CommandLogic, CommandRecord, CommandStreams, EventLog,
-    EventStore, LogQuery, NewEvents, Position, RecordedEvent, StoreError, StreamId, StreamReads,
-    StreamVersion, StreamWrites,
+    EventStore, LogPage, LogQuery, NewEvents, Position, RecordedEvent, StoreError, StreamId,
+    StreamReads, StreamVersion, StreamWrites,
 };
 use eventcore_testing::{
     concurrency::{ConcurrencyConfig, run_concurrently},
@@ -41,6 +41,9 @@ enum Flaw {
     DropsMetadata,
     /// Claims to record command ids but never does.
     ForgetsCommands,
+    /// A filtered page of the global log says it looked at the whole log
+    /// even when it stopped at its limit.
+    NextPastMatches,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +188,11 @@ impl EventStore for BrokenStore {
         let stream_versions = writes.resulting_versions()?;
         let outcome = AppendOutcome::new(stream_versions.clone(), writes.events().len());
         match self.flaw {
-            Flaw::None | Flaw::SkipsReadOnlyCheck | Flaw::DropsMetadata | Flaw::ForgetsCommands => {
+            Flaw::None
+            | Flaw::SkipsReadOnlyCheck
+            | Flaw::DropsMetadata
+            | Flaw::ForgetsCommands
+            | Flaw::NextPastMatches => {
                 let mut log = self.log.lock().unwrap();
                 let mut commands = self.commands.lock().unwrap();
                 if let Some((id, _)) = writes.command()
@@ -263,18 +270,22 @@ impl EventStore for BrokenStore {
 }
 
 impl EventLog for BrokenStore {
-    async fn read_all(
-        &self,
-        query: &LogQuery,
-    ) -> Result<Vec<(Position, RecordedEvent)>, StoreError> {
+    async fn read_all(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
         let after = query.start().map_or(0, Position::sequence);
         let log = self.log.lock().unwrap();
-        Ok(log
+        let events: Vec<(Position, RecordedEvent)> = log
             .iter()
             .filter(|e| e.global_sequence() > after && query.matches(e))
             .take(query.limit())
             .map(|e| (Position::new(0, e.global_sequence()), e.clone()))
-            .collect())
+            .collect();
+        let end = log.last().map(|e| Position::new(0, e.global_sequence()));
+        let next = if events.len() < query.limit() || self.flaw == Flaw::NextPastMatches {
+            end
+        } else {
+            None
+        };
+        Ok(LogPage::new(events, next.max(query.start())))
     }
 }
 
@@ -333,6 +344,15 @@ async fn forgetting_command_ids_is_caught() {
     ] {
         assert!(failed.contains(&scenario), "{scenario}: {failed:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_end_past_unreturned_matches_is_caught() {
+    let failed = failed_scenarios(Flaw::NextPastMatches).await;
+    assert!(
+        failed.contains(&"global_log_filtered_pages_skip_nothing"),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

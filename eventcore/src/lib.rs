@@ -28,7 +28,7 @@ pub use command::{CommandLogic, CommandStreams, NewEvents};
 pub use error::{BoxError, CommandError, ExecuteError, StoreError};
 pub use event::Event;
 pub use execute::{ExecuteOptions, ExecutionResult, execute, execute_with};
-pub use log::{EventLog, LogQuery, Position};
+pub use log::{EventLog, LogPage, LogQuery, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};
 pub use reads::{RecordedEvent, StreamReads};
 pub use retry::RetryPolicy;

@@ -130,6 +130,77 @@ impl LogQuery {
     }
 }
 
+/// A page of the global log, as [`EventLog::read_all`] returns it: the
+/// matching events, and where to read on from.
+///
+/// A page may hold fewer events than the query's limit, even none, while
+/// more follow: a store may stop after looking at a bounded number of events
+/// that the filters leave out, and then [`next`](LogPage::next) has moved
+/// past them. Read on from `next` until a page holds no events and `next`
+/// has not moved; then the reader has seen everything visible so far.
+///
+/// ```
+/// use eventcore::{LogPage, Position};
+/// let page = LogPage::new(Vec::new(), Some(Position::new(0, 7)));
+/// assert!(page.is_empty());
+/// assert_eq!(page.next(), Some(Position::new(0, 7)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LogPage {
+    events: Vec<(Position, RecordedEvent)>,
+    next: Option<Position>,
+}
+
+impl LogPage {
+    /// A page; for store implementations. `next` is where the store
+    /// stopped looking; it is raised to the last event's position if it is
+    /// below it.
+    pub fn new(events: Vec<(Position, RecordedEvent)>, next: Option<Position>) -> Self {
+        let last = events.last().map(|(p, _)| *p);
+        LogPage {
+            next: next.max(last),
+            events,
+        }
+    }
+
+    /// The matching events, in log order, each with its position.
+    pub fn events(&self) -> &[(Position, RecordedEvent)] {
+        &self.events
+    }
+
+    /// The events, owned.
+    pub fn into_events(self) -> Vec<(Position, RecordedEvent)> {
+        self.events
+    }
+
+    /// Where the next read starts (exclusive; `None`: from the start of the
+    /// log, nothing was looked at). At or after the last event's position;
+    /// every matching event after the query's start and at or before
+    /// `next` is in this page, and none can appear there later.
+    pub fn next(&self) -> Option<Position> {
+        self.next
+    }
+
+    /// Whether the page holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// How many events the page holds.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+}
+
+impl IntoIterator for LogPage {
+    type Item = (Position, RecordedEvent);
+    type IntoIter = std::vec::IntoIter<(Position, RecordedEvent)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.into_iter()
+    }
+}
+
 /// A store whose events can be read in one global order.
 ///
 /// # Contract
@@ -140,16 +211,20 @@ impl LogQuery {
 ///   commit out of order holds back events until every earlier writer has
 ///   finished, rather than let a reader move past them.
 /// - Filters are applied by the store; the limit counts matching events.
+/// - A page's [`next`](LogPage::next) is at or after its last event and
+///   never past a matching event the page does not hold; the no-skip rule
+///   holds for it as for an event's position.
 pub trait EventLog: Send + Sync {
     /// Reads up to `query.limit()` matching events after `query.start()`,
-    /// each with its position.
+    /// each with its position, and where to read on from (see [`LogPage`]:
+    /// fewer events than the limit do not mean the end of the log).
     ///
     /// # Errors
     /// [`StoreError::Transient`] or [`StoreError::Backend`] on backend failure.
     fn read_all(
         &self,
         query: &LogQuery,
-    ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<LogPage, StoreError>> + Send;
 
     /// Completes when events may have been appended since it was called
     /// (and possibly spuriously). Readers call it before they read and await
@@ -165,7 +240,7 @@ impl<S: EventLog + ?Sized> EventLog for &S {
     fn read_all(
         &self,
         query: &LogQuery,
-    ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<LogPage, StoreError>> + Send {
         (**self).read_all(query)
     }
 
@@ -178,7 +253,7 @@ impl<S: EventLog + ?Sized> EventLog for Arc<S> {
     fn read_all(
         &self,
         query: &LogQuery,
-    ) -> impl Future<Output = Result<Vec<(Position, RecordedEvent)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<LogPage, StoreError>> + Send {
         (**self).read_all(query)
     }
 

@@ -509,7 +509,9 @@ where
                 Err(e) => return Err(self.halt(e, report)),
             };
             *failures = 0;
-            if page.is_empty() {
+            // A page without events may still have moved past events the
+            // filters leave out: then there is more to read at once.
+            if page.is_empty() && page.next() <= at {
                 // Right after a wake-up an empty read usually means the new
                 // events are held back for a moment (a store that never lets
                 // readers skip waits for older transactions); look again
@@ -539,7 +541,14 @@ where
                 }
                 Err(e) => return Err(self.halt(e, report)),
             }
-            let outcome = self.handle_page(page, &mut at, report).await;
+            let next = page.next();
+            let last = page.events().last().map(|(p, _)| *p);
+            let outcome = self.handle_page(page.into_events(), &mut at, report).await;
+            // Every event of the page dealt with: nothing the filters let
+            // through lies between it and `next`.
+            if outcome.is_ok() && at >= last {
+                at = at.max(next);
+            }
             if at != report.checkpoint
                 && let Some(position) = at
             {

@@ -1,0 +1,39 @@
+-- A page of the global log with a stream-prefix or event-type filter. The
+-- walk of the commit-order index stops after $6 events, matching or not,
+-- whatever the filters and the table's statistics (a plan that starts from
+-- the filter reads and sorts every matching event on each page), and the
+-- matching ones are returned, up to $5 (kind 0). When fewer match, one more
+-- row (kind 1) holds the last event the walk looked at: where the next
+-- page starts. Subqueries rather than a shared CTE keep the index order
+-- known to the planner (no sort) and nothing spilled to disk.
+WITH matched AS (
+    SELECT stream_id, stream_version, global_position, event_type,
+           payload::text AS payload, event_id,
+           (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at,
+           correlation_id, causation_id, metadata::text AS metadata,
+           transaction_id::text AS commit, 0 AS kind
+    FROM (SELECT *
+          FROM eventcore_events
+          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY transaction_id, global_position
+          LIMIT $6) AS walked
+    WHERE ($3::text IS NULL OR starts_with(stream_id, $3))
+      AND ($4::text[] IS NULL OR event_type = ANY($4))
+    ORDER BY transaction_id, global_position
+    LIMIT $5
+)
+SELECT * FROM matched
+UNION ALL
+SELECT NULL, NULL, last.global_position, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       last.transaction_id::text, 1
+FROM (SELECT transaction_id, global_position
+      FROM (SELECT transaction_id, global_position
+            FROM eventcore_events
+            WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+              AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY transaction_id, global_position
+            LIMIT $6) AS walked
+      ORDER BY transaction_id DESC, global_position DESC
+      LIMIT 1) AS last
+WHERE (SELECT count(*) FROM matched) < $5
