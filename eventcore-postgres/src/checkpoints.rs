@@ -67,14 +67,11 @@ impl SubscriptionLeases for PostgresEventStore {
 
 impl CheckpointStore for PostgresEventStore {
     async fn load(&self, name: &SubscriptionName) -> Result<Option<Position>, StoreError> {
-        let mut lease = self.conns().get("load_checkpoint").await?;
-        let row = sqlx::query(LOAD)
-            .bind(name.as_ref())
-            .fetch_optional(lease.conn())
-            .await;
-        lease.settle(&row);
-        drop(lease);
-        let Some(row) = row.map_err(|e| store_error("load_checkpoint", e))? else {
+        let rows = self
+            .conns()
+            .fetch_all("load_checkpoint", sqlx::query(LOAD).bind(name.as_ref()))
+            .await?;
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
         let part = |i: usize| -> Result<u64, StoreError> {
@@ -95,15 +92,13 @@ impl CheckpointStore for PostgresEventStore {
             })
         };
         let (commit, sequence) = (fit(position.commit())?, fit(position.sequence())?);
-        let mut lease = self.conns().get("save_checkpoint").await?;
-        let done = sqlx::query(SAVE)
+        let save = sqlx::query(SAVE)
             .bind(name.as_ref())
             .bind(commit)
-            .bind(sequence)
-            .execute(lease.conn())
-            .await;
-        lease.settle(&done);
-        done.map(|_| ())
-            .map_err(|e| store_error("save_checkpoint", e))
+            .bind(sequence);
+        self.conns()
+            .execute("save_checkpoint", save)
+            .await
+            .map(drop)
     }
 }

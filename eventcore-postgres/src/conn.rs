@@ -29,9 +29,10 @@ use std::{
 
 use eventcore::StoreError;
 use sqlx::{
-    ConnectOptions, Connection, PgConnection,
+    ConnectOptions, Connection, PgConnection, Postgres,
     error::DatabaseError,
-    postgres::{PgConnectOptions, PgDatabaseError, PgSeverity},
+    postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgRow, PgSeverity},
+    query::Query,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -228,6 +229,34 @@ impl ConnPool {
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
         // The list holds no invariant a panic could break.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one statement on a borrowed connection and returns its rows.
+    pub(crate) async fn fetch_all<'q>(
+        &self,
+        operation: &'static str,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        let mut lease = self.get(operation).await?;
+        let rows = query.fetch_all(lease.conn()).await;
+        lease.settle(&rows);
+        drop(lease);
+        rows.map_err(|e| store_error(operation, e))
+    }
+
+    /// Runs one statement on a borrowed connection and returns how many
+    /// rows it affected.
+    pub(crate) async fn execute<'q>(
+        &self,
+        operation: &'static str,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Result<u64, StoreError> {
+        let mut lease = self.get(operation).await?;
+        let done = query.execute(lease.conn()).await;
+        lease.settle(&done);
+        drop(lease);
+        done.map(|d| d.rows_affected())
+            .map_err(|e| store_error(operation, e))
     }
 
     /// Borrows an idle connection, or opens one, waiting at most the

@@ -135,16 +135,15 @@ pub(crate) async fn read_from(
     key: &SnapshotKey,
 ) -> Result<SnapshotRead, StoreError> {
     let ids: Vec<&str> = key.streams().iter().map(StreamId::as_str).collect();
-    let mut lease = conns.get("read_from_snapshot").await?;
-    let rows = sqlx::query(READ_FROM_SNAPSHOT)
-        .bind(key.name())
-        .bind(key.fields_and_streams())
-        .bind(&ids)
-        .fetch_all(lease.conn())
-        .await;
-    lease.settle(&rows);
-    drop(lease);
-    let rows = rows.map_err(|e| store_error("read_from_snapshot", e))?;
+    let rows = conns
+        .fetch_all(
+            "read_from_snapshot",
+            sqlx::query(READ_FROM_SNAPSHOT)
+                .bind(key.name())
+                .bind(key.fields_and_streams())
+                .bind(&ids),
+        )
+        .await?;
     decode_read_from(key, &rows).map_err(|e| store_error("read_from_snapshot", e))
 }
 
@@ -155,24 +154,17 @@ pub(crate) async fn read_from_for(
     key: &SnapshotKey,
 ) -> Result<CommandLookup<SnapshotRead>, StoreError> {
     let ids: Vec<&str> = key.streams().iter().map(StreamId::as_str).collect();
-    let mut lease = conns.get("read_from_snapshot").await?;
-    let rows = sqlx::query(READ_FROM_SNAPSHOT_FOR)
-        .bind(key.name())
-        .bind(key.fields_and_streams())
-        .bind(&ids)
-        .bind(command_id.as_str())
-        .fetch_all(lease.conn())
-        .await;
-    lease.settle(&rows);
-    drop(lease);
-    let rows = rows.map_err(|e| store_error("read_from_snapshot", e))?;
-    let decoded = match crate::store::find_record(command_id, &rows, 12) {
-        Ok(Some(record)) => return Ok(CommandLookup::Recorded(record)),
-        Ok(None) => decode_read_from(key, &rows),
-        Err(e) => Err(e),
-    };
-    decoded
-        .map(CommandLookup::NotRecorded)
+    let rows = conns
+        .fetch_all(
+            "read_from_snapshot",
+            sqlx::query(READ_FROM_SNAPSHOT_FOR)
+                .bind(key.name())
+                .bind(key.fields_and_streams())
+                .bind(&ids)
+                .bind(command_id.as_str()),
+        )
+        .await?;
+    crate::store::lookup(command_id, &rows, 12, || decode_read_from(key, &rows))
         .map_err(|e| store_error("read_from_snapshot", e))
 }
 
@@ -240,15 +232,11 @@ pub(crate) async fn load(
     conns: &ConnPool,
     key: &SnapshotKey,
 ) -> Result<Option<Snapshot>, StoreError> {
-    let mut lease = conns.get("load_snapshot").await?;
-    let row = sqlx::query(LOAD_SNAPSHOT)
+    let load = sqlx::query(LOAD_SNAPSHOT)
         .bind(key.name())
-        .bind(key.fields_and_streams())
-        .fetch_optional(lease.conn())
-        .await;
-    lease.settle(&row);
-    drop(lease);
-    let Some(row) = row.map_err(|e| store_error("load_snapshot", e))? else {
+        .bind(key.fields_and_streams());
+    let rows = conns.fetch_all("load_snapshot", load).await?;
+    let Some(row) = rows.first() else {
         return Ok(None);
     };
     let decoded = (|| -> Result<Option<Snapshot>, sqlx::Error> {

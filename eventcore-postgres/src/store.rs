@@ -197,14 +197,10 @@ impl PostgresEventStore {
 impl EventStore for PostgresEventStore {
     async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
-        let mut lease = self.conns.get("read_streams").await?;
-        let rows = sqlx::query(READ_STREAMS)
-            .bind(&ids)
-            .fetch_all(lease.conn())
-            .await;
-        lease.settle(&rows);
-        drop(lease);
-        let rows = rows.map_err(|e| store_error("read_streams", e))?;
+        let rows = self
+            .conns
+            .fetch_all("read_streams", sqlx::query(READ_STREAMS).bind(&ids))
+            .await?;
         decode_streams(streams, &rows).map_err(|e| store_error("read_streams", e))
     }
 
@@ -215,22 +211,16 @@ impl EventStore for PostgresEventStore {
         streams: &[StreamId],
     ) -> Result<CommandLookup<StreamReads>, StoreError> {
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
-        let mut lease = self.conns.get("read_streams").await?;
-        let rows = sqlx::query(READ_STREAMS_FOR)
-            .bind(&ids)
-            .bind(command_id.as_str())
-            .fetch_all(lease.conn())
-            .await;
-        lease.settle(&rows);
-        drop(lease);
-        let rows = rows.map_err(|e| store_error("read_streams", e))?;
-        let decoded = match find_record(command_id, &rows, 10) {
-            Ok(Some(record)) => return Ok(CommandLookup::Recorded(record)),
-            Ok(None) => decode_streams(streams, &rows),
-            Err(e) => Err(e),
-        };
-        decoded
-            .map(CommandLookup::NotRecorded)
+        let rows = self
+            .conns
+            .fetch_all(
+                "read_streams",
+                sqlx::query(READ_STREAMS_FOR)
+                    .bind(&ids)
+                    .bind(command_id.as_str()),
+            )
+            .await?;
+        lookup(command_id, &rows, 10, || decode_streams(streams, &rows))
             .map_err(|e| store_error("read_streams", e))
     }
 
@@ -242,23 +232,17 @@ impl EventStore for PostgresEventStore {
     ) -> Result<CommandLookup<StreamReads>, StoreError> {
         let (held, after) = tail_params(held);
         let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
-        let mut lease = self.conns.get("read_tails").await?;
-        let rows = sqlx::query(READ_TAILS_FOR)
-            .bind(&ids)
-            .bind(&after)
-            .bind(command_id.as_str())
-            .fetch_all(lease.conn())
-            .await;
-        lease.settle(&rows);
-        drop(lease);
-        let rows = rows.map_err(|e| store_error("read_tails", e))?;
-        let decoded = match find_record(command_id, &rows, 10) {
-            Ok(Some(record)) => return Ok(CommandLookup::Recorded(record)),
-            Ok(None) => decode_tails(held, &rows),
-            Err(e) => Err(e),
-        };
-        decoded
-            .map(CommandLookup::NotRecorded)
+        let rows = self
+            .conns
+            .fetch_all(
+                "read_tails",
+                sqlx::query(READ_TAILS_FOR)
+                    .bind(&ids)
+                    .bind(&after)
+                    .bind(command_id.as_str()),
+            )
+            .await?;
+        lookup(command_id, &rows, 10, || decode_tails(held, &rows))
             .map_err(|e| store_error("read_tails", e))
     }
 
@@ -276,14 +260,13 @@ impl EventStore for PostgresEventStore {
         &self,
         command_id: &CommandId,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let mut lease = self.conns.get("find_command").await?;
-        let rows = sqlx::query(FIND_COMMAND)
-            .bind(command_id.as_str())
-            .fetch_all(lease.conn())
-            .await;
-        lease.settle(&rows);
-        drop(lease);
-        let rows = rows.map_err(|e| store_error("find_command", e))?;
+        let rows = self
+            .conns
+            .fetch_all(
+                "find_command",
+                sqlx::query(FIND_COMMAND).bind(command_id.as_str()),
+            )
+            .await?;
         find_record(command_id, &rows, 0).map_err(|e| store_error("find_command", e))
     }
 
@@ -292,15 +275,9 @@ impl EventStore for PostgresEventStore {
     /// rows it deletes.
     async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
         let micros = i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX);
-        let mut lease = self.conns.get("prune_commands").await?;
-        let done = sqlx::query(PRUNE_COMMANDS)
-            .bind(micros)
-            .execute(lease.conn())
-            .await;
-        lease.settle(&done);
-        drop(lease);
-        done.map(|d| d.rows_affected())
-            .map_err(|e| store_error("prune_commands", e))
+        self.conns
+            .execute("prune_commands", sqlx::query(PRUNE_COMMANDS).bind(micros))
+            .await
     }
 
     /// One query: a row with each stream's current version, then the
@@ -312,15 +289,13 @@ impl EventStore for PostgresEventStore {
     ) -> Result<StreamReads, StoreError> {
         let (held, after) = tail_params(held);
         let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
-        let mut lease = self.conns.get("read_tails").await?;
-        let rows = sqlx::query(READ_TAILS)
-            .bind(&ids)
-            .bind(&after)
-            .fetch_all(lease.conn())
-            .await;
-        lease.settle(&rows);
-        drop(lease);
-        let rows = rows.map_err(|e| store_error("read_tails", e))?;
+        let rows = self
+            .conns
+            .fetch_all(
+                "read_tails",
+                sqlx::query(READ_TAILS).bind(&ids).bind(&after),
+            )
+            .await?;
         decode_tails(held, &rows).map_err(|e| store_error("read_tails", e))
     }
 
@@ -438,7 +413,6 @@ impl EventLog for PostgresEventStore {
         let after = query.start().unwrap_or_default();
         let limit = i64::try_from(query.limit()).unwrap_or(i64::MAX);
         let filtered = query.stream_prefix().is_some() || query.event_types().is_some();
-        let mut lease = self.conns.get("read_all").await?;
         let statement = if filtered {
             sqlx::query(READ_ALL_FILTERED)
         } else {
@@ -455,10 +429,7 @@ impl EventLog for PostgresEventStore {
         } else {
             statement
         };
-        let rows = statement.fetch_all(lease.conn()).await;
-        lease.settle(&rows);
-        drop(lease);
-        let rows = rows.map_err(|e| store_error("read_all", e))?;
+        let rows = self.conns.fetch_all("read_all", statement).await?;
         decode_log_page(query, filtered, &rows).map_err(|e| store_error("read_all", e))
     }
 
@@ -667,6 +638,21 @@ fn decode_tails(
 /// The command record among `rows`, if one row has it: columns from
 /// `first` on hold its type, streams, versions, event count and (except
 /// in the append's reply) recorded_at in microseconds.
+/// The command's record if `rows` hold one (its columns from `first` on),
+/// else what `decode` makes of them: the one answer of a read for a
+/// command with an id.
+pub(crate) fn lookup<T>(
+    command_id: &CommandId,
+    rows: &[sqlx::postgres::PgRow],
+    first: usize,
+    decode: impl FnOnce() -> Result<T, sqlx::Error>,
+) -> Result<CommandLookup<T>, sqlx::Error> {
+    match find_record(command_id, rows, first)? {
+        Some(record) => Ok(CommandLookup::Recorded(record)),
+        None => decode().map(CommandLookup::NotRecorded),
+    }
+}
+
 pub(crate) fn find_record(
     command_id: &CommandId,
     rows: &[sqlx::postgres::PgRow],

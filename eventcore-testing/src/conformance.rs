@@ -1241,7 +1241,7 @@ pub async fn global_log_prefix_filter_is_literal<S: EventStore + EventLog + Clon
             let mut ids: Vec<String> =
                 read_matching(&store, LogQuery::from_start(100).with_stream_prefix(prefix))
                     .await
-                    .0
+                    .events
                     .into_iter()
                     .map(|(_, e)| e.stream_id().to_string())
                     .collect();
@@ -1275,36 +1275,48 @@ pub async fn global_log_filters_by_event_type<S: EventStore + EventLog + Clone +
         one_note_each(store, std::slice::from_ref(&stream("typed-notes")), amount).await;
     }
     wait_for_log(store, 6).await;
-    let (credits, _) = read_matching(
+    let credits = read_matching(
         store,
         LogQuery::from_start(100).with_event_types(["Credited"]),
     )
-    .await;
+    .await
+    .events;
     assert_eq!(credits.len(), 3);
     assert!(credits.iter().all(|(_, e)| e.event_type() == "Credited"));
-    let (both, pages) = read_matching(
+    let both = read_matching(
         store,
         LogQuery::from_start(2).with_event_types(["Credited", "Note"]),
     )
     .await;
-    assert_eq!(both.len(), 6, "the limit counts matching events");
-    assert!(pages >= 3, "pages of at most two ({pages} pages)");
-    let (none, _) =
-        read_matching(store, LogQuery::from_start(100).with_event_types(["Nope"])).await;
-    assert!(none.is_empty());
+    assert_eq!(both.events.len(), 6, "the limit counts matching events");
+    assert!(
+        both.pages >= 3,
+        "pages of at most two ({} pages)",
+        both.pages
+    );
+    let none = read_matching(store, LogQuery::from_start(100).with_event_types(["Nope"])).await;
+    assert!(none.events.is_empty());
 }
 
-/// Every event `query` matches, read page by page from `next` until a
-/// page holds nothing and `next` stays put; also how many pages it took.
-async fn read_matching<S: EventLog>(
-    store: &S,
-    query: LogQuery,
-) -> (Vec<(Position, eventcore::RecordedEvent)>, usize) {
-    let mut all = Vec::new();
-    let mut at: Option<Position> = None;
-    let mut pages = 0;
+/// What [`read_matching`] read.
+struct Matching {
+    events: Vec<(Position, eventcore::RecordedEvent)>,
+    pages: usize,
+    /// The last page's `next`: where a reader that caught up waits.
+    end: Option<Position>,
+}
+
+/// Every event `query` matches after its start, read page by page from
+/// `next` until a page holds nothing and `next` stays put, checking each
+/// page's limit and `next` on the way.
+async fn read_matching<S: EventLog>(store: &S, query: LogQuery) -> Matching {
+    let mut read = Matching {
+        events: Vec::new(),
+        pages: 0,
+        end: query.start(),
+    };
     loop {
-        let mut q = match at {
+        let mut q = match read.end {
             Some(p) => LogQuery::after(p, query.limit()),
             None => LogQuery::from_start(query.limit()),
         };
@@ -1315,7 +1327,7 @@ async fn read_matching<S: EventLog>(
             q = q.with_event_types(types.iter().cloned());
         }
         let page = store.read_all(&q).await.expect("read_all");
-        pages += 1;
+        read.pages += 1;
         assert!(page.len() <= query.limit(), "the limit holds");
         if let Some((last, _)) = page.events().last() {
             assert!(
@@ -1323,14 +1335,14 @@ async fn read_matching<S: EventLog>(
                 "next is at or after the last event"
             );
         }
-        assert!(page.next() >= at, "next never moves back");
+        assert!(page.next() >= read.end, "next never moves back");
         let (empty, next) = (page.is_empty(), page.next());
-        all.extend(page);
-        if empty && next == at {
-            return (all, pages);
+        read.events.extend(page);
+        if empty && next == read.end {
+            return read;
         }
-        at = next;
-        assert!(pages < 10_000, "paging never ends");
+        read.end = next;
+        assert!(read.pages < 10_000, "paging never ends");
     }
 }
 
@@ -1343,29 +1355,33 @@ pub async fn global_log_filtered_pages_skip_nothing<S: EventStore + EventLog + C
 ) {
     let (noise_a, noise_b) = (stream("noise-a"), stream("noise-b"));
     let (sparse_a, sparse_b) = (stream("sparse-a"), stream("sparse-b"));
-    let notes = |id: &StreamId, from: u64, n: u64| -> Vec<Note> {
-        (from..from + n).map(|i| Note::new(id, i)).collect()
+    // (stream, its version before, notes): 1,200 others, a match, 1,300
+    // others, three matches, 10 others.
+    let appends = [
+        (&noise_a, 0, 1_200),
+        (&sparse_a, 0, 1),
+        (&noise_b, 0, 1_300),
+        (&sparse_b, 0, 3),
+        (&noise_a, 1_200, 10),
+        // After the reader caught up: 5 others, a late match.
+        (&noise_b, 1_300, 5),
+        (&sparse_a, 1, 1),
+    ];
+    let write = |from: usize, to: usize| async move {
+        for (id, before, n) in &appends[from..to] {
+            let notes: Vec<Note> = (*before..before + n).map(|i| Note::new(id, i)).collect();
+            append_notes(store, &[(id, *before)], &notes)
+                .await
+                .expect("append");
+        }
     };
-    append_notes(store, &[(&noise_a, 0)], &notes(&noise_a, 0, 1_200))
-        .await
-        .expect("noise");
-    append_notes(store, &[(&sparse_a, 0)], &notes(&sparse_a, 0, 1))
-        .await
-        .expect("a match");
-    append_notes(store, &[(&noise_b, 0)], &notes(&noise_b, 0, 1_300))
-        .await
-        .expect("noise");
-    append_notes(store, &[(&sparse_b, 0)], &notes(&sparse_b, 0, 3))
-        .await
-        .expect("three matches");
-    append_notes(store, &[(&noise_a, 1_200)], &notes(&noise_a, 1_200, 10))
-        .await
-        .expect("noise after");
+    write(0, 5).await;
     wait_for_log(store, 2_514).await;
 
-    let (got, _) =
-        read_matching(store, LogQuery::from_start(2).with_stream_prefix("sparse-")).await;
-    let got: Vec<(String, u64)> = got
+    let sparse = LogQuery::from_start(2).with_stream_prefix("sparse-");
+    let read = read_matching(store, sparse.clone()).await;
+    let got: Vec<(String, u64)> = read
+        .events
         .iter()
         .map(|(_, e)| (e.stream_id().to_string(), e.version().get()))
         .collect();
@@ -1379,50 +1395,27 @@ pub async fn global_log_filtered_pages_skip_nothing<S: EventStore + EventLog + C
         ],
         "every match once, in order"
     );
-    let (none, _) =
-        read_matching(store, LogQuery::from_start(5).with_stream_prefix("absent-")).await;
-    assert!(none.is_empty(), "no match, no event");
+    let none = read_matching(store, LogQuery::from_start(5).with_stream_prefix("absent-")).await;
+    assert!(none.events.is_empty(), "no match, no event");
 
     // Another match after the reader caught up is found from its `next`.
-    let caught_up = {
-        let mut at = None;
-        loop {
-            let q = match at {
-                Some(p) => LogQuery::after(p, 2),
-                None => LogQuery::from_start(2),
-            }
-            .with_stream_prefix("sparse-");
-            let page = store.read_all(&q).await.expect("read_all");
-            if page.is_empty() && page.next() == at {
-                break at;
-            }
-            at = page.next();
-        }
-    };
-    append_notes(store, &[(&noise_b, 1_300)], &notes(&noise_b, 1_300, 5))
-        .await
-        .expect("more noise");
-    append_notes(store, &[(&sparse_a, 1)], &notes(&sparse_a, 1, 1))
-        .await
-        .expect("a late match");
+    write(5, 7).await;
     wait_for_log(store, 2_520).await;
-    let mut at = caught_up;
-    let mut late = Vec::new();
-    for _ in 0..100 {
-        let q = match at {
-            Some(p) => LogQuery::after(p, 2),
-            None => LogQuery::from_start(2),
-        }
-        .with_stream_prefix("sparse-");
-        let page = store.read_all(&q).await.expect("read_all");
-        let (empty, next) = (page.is_empty(), page.next());
-        late.extend(page.into_iter().map(|(_, e)| e.version().get()));
-        if empty && next == at {
-            break;
-        }
-        at = next;
-    }
-    assert_eq!(late, vec![2], "the late match, once");
+    let from = match read.end {
+        Some(p) => LogQuery::after(p, 2),
+        None => LogQuery::from_start(2),
+    };
+    let late = read_matching(store, from.with_stream_prefix("sparse-")).await;
+    let late: Vec<(String, u64)> = late
+        .events
+        .iter()
+        .map(|(_, e)| (e.stream_id().to_string(), e.version().get()))
+        .collect();
+    assert_eq!(
+        late,
+        vec![("sparse-a".to_owned(), 2)],
+        "the late match, once"
+    );
 }
 
 /// A reader paging through the global log while 16 writers append

@@ -194,13 +194,16 @@ where
     S: EventStore,
     C: CommandLogic,
 {
-    let options = options.into();
-    let policy = &options.policy;
-    let mut metadata = options.metadata.clone();
+    let ExecuteOptions {
+        policy,
+        mut metadata,
+        command_id,
+    } = options.into();
+    let policy = &policy;
     if metadata.correlation_id().is_none() {
         metadata = metadata.with_correlation_id(CorrelationId::generate());
     }
-    if let Some(id) = &options.command_id
+    if let Some(id) = &command_id
         && metadata.causation_id().is_none()
     {
         metadata = metadata.with_causation_id(CausationId::from(id));
@@ -216,7 +219,7 @@ where
     let command_type = std::any::type_name::<C>();
     let target = Target {
         store: &store,
-        command: options.command_id.as_ref().map(|id| (id, command_type)),
+        command: command_id.as_ref().map(|id| (id, command_type)),
     };
 
     let declared = match command.state_key() {
