@@ -2,6 +2,9 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+#[path = "derive_support.rs"]
+pub mod __derive;
 mod applied;
 mod attempt;
 mod cache;
@@ -27,6 +30,58 @@ pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
 pub use error::{BoxError, CommandError, ExecuteError, StoreError};
 pub use event::Event;
+
+/// Implements [`Event`] for an enum: each variant's stream is its field
+/// marked `#[stream]` (or, for every variant at once, the field named by
+/// `#[event(stream = "field")]` on the enum), and its event type is the
+/// name serde gives the variant: the variant's name, or the one set with
+/// `#[serde(rename = "...")]` or `#[serde(rename_all = "...")]`, so the
+/// stored type and the serialised form cannot drift apart. Misuse (a
+/// variant without a stream, a marked field that is not a [`StreamId`], two
+/// variants stored under one name, generics) is a compile error.
+///
+/// ```
+/// use eventcore::{Event, StreamId};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// enum Account {
+///     Opened { #[stream] account: StreamId, owner: String },
+///     #[serde(rename = "MoneyDeposited")]
+///     Deposited { #[stream] account: StreamId, cents: u64 },
+/// }
+///
+/// let alice = StreamId::try_new("account-alice").unwrap();
+/// let deposit = Account::Deposited { account: alice.clone(), cents: 500 };
+/// assert_eq!(deposit.stream_id(), &alice);
+/// assert_eq!(deposit.event_type(), "MoneyDeposited");
+/// ```
+#[cfg(feature = "derive")]
+pub use eventcore_macros::Event;
+
+/// Implements [`CommandStreams`] for a struct: the command reads the
+/// streams held by its fields marked `#[stream]`, each a [`StreamId`], an
+/// `Option<StreamId>` or a collection of them (`Vec`, array, slice,
+/// `BTreeSet`, `HashSet`, `VecDeque`). A struct without such a field, a
+/// marked field of another type, and generics are compile errors.
+///
+/// ```
+/// use eventcore::{Command, CommandStreams, StreamId};
+///
+/// #[derive(Command)]
+/// struct Transfer {
+///     #[stream] from: StreamId,
+///     #[stream] to: StreamId,
+///     #[stream] fee_account: Option<StreamId>,
+///     amount: u64,
+/// }
+///
+/// let id = |s: &str| StreamId::try_new(s).unwrap();
+/// let transfer = Transfer { from: id("a"), to: id("b"), fee_account: None, amount: 5 };
+/// assert_eq!(transfer.streams(), vec![id("a"), id("b")]);
+/// ```
+#[cfg(feature = "derive")]
+pub use eventcore_macros::Command;
 pub use execute::{ExecuteOptions, ExecutionResult, execute, execute_with};
 pub use log::{EventLog, LogPage, LogQuery, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};

@@ -1,0 +1,10 @@
+use eventcore::{Command, StreamId};
+
+#[derive(Command)]
+struct Deposit<T> {
+    #[stream]
+    account: StreamId,
+    amount: T,
+}
+
+fn main() {}
