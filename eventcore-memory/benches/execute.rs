@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use eventcore::{
-    CommandError, CommandLogic, CommandStreams, EventStore, NewEvents, StateKey, StreamId,
+    CommandLogic, CommandStreams, EventStore, NewEvents, Refusal, StateKey, StreamId,
     StreamVersion, StreamWrites, execute,
 };
 use eventcore_memory::InMemoryEventStore;
@@ -67,12 +67,13 @@ impl CommandStreams for CountedDeposit {
 impl CommandLogic for CountedDeposit {
     type Event = LedgerEvent;
     type State = u64;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, count: u64, _: &LedgerEvent) -> u64 {
         count + 1
     }
 
-    fn handle(&self, _: u64) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, _: u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
         Ok(vec![LedgerEvent::Credited {
             account: self.0.clone(),
             amount: 1,

@@ -29,7 +29,7 @@
 use std::{fmt, future::Future, sync::Arc};
 
 use eventcore::{
-    CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, RetryPolicy,
+    CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, Refusal, RetryPolicy,
     StateKey, StreamId, StreamWrites, execute_with, require,
 };
 use proptest::{
@@ -60,6 +60,7 @@ impl CommandStreams for Pay {
 impl CommandLogic for Pay {
     type Event = LedgerEvent;
     type State = i128;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, balance: i128, event: &LedgerEvent) -> i128 {
         match event {
@@ -73,7 +74,7 @@ impl CommandLogic for Pay {
         }
     }
 
-    fn handle(&self, balance: i128) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, balance: i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
         require!(self.from != self.to, "cannot pay oneself");
         require!(
             balance >= i128::from(self.amount),
@@ -115,12 +116,13 @@ impl CommandStreams for Misdeclared {
 impl CommandLogic for Misdeclared {
     type Event = LedgerEvent;
     type State = i128;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, balance: i128, event: &LedgerEvent) -> i128 {
         self.0.apply(balance, event)
     }
 
-    fn handle(&self, balance: i128) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, balance: i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
         self.0.handle(balance)
     }
 
@@ -191,7 +193,9 @@ impl fmt::Debug for Outcome {
     }
 }
 
-fn outcome(result: Result<eventcore::ExecutionResult, ExecuteError>) -> Outcome {
+fn outcome<E: std::error::Error + 'static>(
+    result: Result<eventcore::ExecutionResult, ExecuteError<E>>,
+) -> Outcome {
     match result {
         Ok(done) => Outcome::Wrote(done.events_written),
         Err(ExecuteError::Rejected(why)) => Outcome::Refused(why.to_string()),

@@ -326,7 +326,9 @@ impl<S: EventStore> EventStore for Recorder<'_, S> {
     }
 }
 
-fn outcome_of(result: &Result<eventcore::ExecutionResult, ExecuteError>) -> Outcome {
+fn outcome_of<E: std::error::Error + 'static>(
+    result: &Result<eventcore::ExecutionResult, ExecuteError<E>>,
+) -> Outcome {
     match result {
         Ok(r) if r.events_written == 0 => Outcome::NoOp,
         Ok(r) => Outcome::Applied {

@@ -1,7 +1,7 @@
 //! Events and commands the conformance scenarios use.
 
 use eventcore::{
-    CommandError, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require,
+    CommandLogic, CommandStreams, Event, NewEvents, Refusal, StateKey, StreamId, require,
 };
 use serde::{Deserialize, Serialize};
 
@@ -92,12 +92,13 @@ impl CommandStreams for Credit {
 impl CommandLogic for Credit {
     type Event = LedgerEvent;
     type State = ();
+    type Error = eventcore::Refusal;
 
     fn apply(&self, state: (), _event: &LedgerEvent) {
         state
     }
 
-    fn handle(&self, _state: ()) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, _state: ()) -> Result<NewEvents<LedgerEvent>, Refusal> {
         if self.amount == 0 {
             return Ok(NewEvents::none());
         }
@@ -156,6 +157,7 @@ impl CommandStreams for Move {
 impl CommandLogic for Move {
     type Event = LedgerEvent;
     type State = Balances;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
         state.apply(event);
@@ -167,7 +169,7 @@ impl CommandLogic for Move {
         Some(StateKey::new(BALANCES, 1))
     }
 
-    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
         let available = state.of(&self.from);
         require!(
             available >= i128::from(self.amount),
@@ -208,12 +210,13 @@ impl CommandStreams for Stray {
 impl CommandLogic for Stray {
     type Event = Note;
     type State = ();
+    type Error = eventcore::Refusal;
 
     fn apply(&self, state: (), _event: &Note) {
         state
     }
 
-    fn handle(&self, _state: ()) -> Result<NewEvents<Note>, CommandError> {
+    fn handle(&self, _state: ()) -> Result<NewEvents<Note>, Refusal> {
         Ok(vec![Note::new(&self.declared, 1), Note::new(&self.stray, 2)].into())
     }
 }
@@ -244,6 +247,7 @@ impl CommandStreams for LedgerCommand {
 impl CommandLogic for LedgerCommand {
     type Event = LedgerEvent;
     type State = Balances;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
         state.apply(event);
@@ -254,7 +258,7 @@ impl CommandLogic for LedgerCommand {
         Some(StateKey::new(BALANCES, 1))
     }
 
-    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
         match self {
             LedgerCommand::Credit(c) => c.handle(()),
             LedgerCommand::Move(m) => m.handle(state),

@@ -18,7 +18,7 @@
 
 use std::fmt::Debug;
 
-use eventcore::{CommandError, CommandLogic, Event};
+use eventcore::{CommandLogic, Event};
 
 /// Past events, before a command is tried.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl<E: Event + Debug> Given<E> {
 pub struct When<C: CommandLogic> {
     given: Vec<C::Event>,
     command: C,
-    outcome: Result<Vec<C::Event>, CommandError>,
+    outcome: Result<Vec<C::Event>, C::Error>,
 }
 
 impl<C> When<C>
@@ -78,7 +78,7 @@ where
     C::Event: Debug,
 {
     /// The decision itself, for custom checks.
-    pub fn outcome(&self) -> &Result<Vec<C::Event>, CommandError> {
+    pub fn outcome(&self) -> &Result<Vec<C::Event>, C::Error> {
         &self.outcome
     }
 
@@ -136,12 +136,37 @@ where
         }
     }
 
+    /// Asserts that the command refused, and returns its error (its own
+    /// type, to `match` on).
+    ///
+    /// # Panics
+    /// If it decided events or nothing.
+    pub fn then_rejected(self) -> C::Error {
+        match self.outcome {
+            Err(e) => e,
+            Ok(_) => panic!("{}", self.report("a refusal")),
+        }
+    }
+
+    /// Asserts that the command refused with exactly this error.
+    ///
+    /// # Panics
+    /// If it decided events or nothing, or refused with another error.
+    pub fn then_rejected_as(self, expected: &C::Error)
+    where
+        C::Error: PartialEq,
+    {
+        if !matches!(&self.outcome, Err(e) if e == expected) {
+            panic!("{}", self.report(&format!("the error {expected:?}")));
+        }
+    }
+
     /// Asserts that the command refused with a message containing `text`,
     /// and returns the error.
     ///
     /// # Panics
     /// If it decided events, or refused with another message.
-    pub fn then_rejected_with(self, text: &str) -> CommandError {
+    pub fn then_rejected_with(self, text: &str) -> C::Error {
         match self.outcome {
             Err(e) if e.to_string().contains(text) => e,
             _ => panic!("{}", self.report(&format!("an error containing {text:?}"))),

@@ -9,8 +9,8 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandError, CommandId, CommandLogic, CommandRecord, CommandStreams, EventLog,
-    EventStore, LogPage, LogQuery, NewEvents, Position, RecordedEvent, StoreError, StreamId,
+    AppendOutcome, CommandId, CommandLogic, CommandRecord, CommandStreams, EventLog, EventStore,
+    LogPage, LogQuery, NewEvents, Position, RecordedEvent, Refusal, StoreError, StreamId,
     StreamReads, StreamVersion, StreamWrites,
 };
 use eventcore_testing::{
@@ -462,6 +462,7 @@ impl CommandStreams for ForgetsDebits {
 impl CommandLogic for ForgetsDebits {
     type Event = LedgerEvent;
     type State = Balances;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
         if !matches!(event, LedgerEvent::Debited { .. }) {
@@ -470,7 +471,7 @@ impl CommandLogic for ForgetsDebits {
         state
     }
 
-    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
         self.0.handle(state)
     }
 }

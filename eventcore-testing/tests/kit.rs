@@ -367,3 +367,104 @@ fn given_when_then_ignores_events_of_undeclared_streams() {
     })
     .then_rejected_with("holds 0");
 }
+
+/// A command with an error type of its own, for the typed checks.
+#[derive(Debug, eventcore::Command)]
+struct Spend {
+    #[stream]
+    account: eventcore::StreamId,
+    amount: u64,
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum SpendError {
+    #[error("{held} held, {wanted} wanted")]
+    Short { held: i128, wanted: u64 },
+}
+
+impl eventcore::CommandLogic for Spend {
+    type Event = LedgerEvent;
+    type State = i128;
+    type Error = SpendError;
+
+    fn apply(&self, held: i128, event: &LedgerEvent) -> i128 {
+        match event {
+            LedgerEvent::Credited { amount, .. } => held + i128::from(*amount),
+            LedgerEvent::Debited { amount, .. } => held - i128::from(*amount),
+        }
+    }
+
+    fn handle(&self, held: i128) -> Result<eventcore::NewEvents<LedgerEvent>, SpendError> {
+        eventcore::require!(
+            held >= i128::from(self.amount),
+            SpendError::Short {
+                held,
+                wanted: self.amount
+            }
+        );
+        Ok(vec![LedgerEvent::Debited {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
+        .into())
+    }
+}
+
+#[test]
+fn given_when_then_asserts_the_command_s_own_error() {
+    let a = stream("a");
+    let credited = LedgerEvent::Credited {
+        account: a.clone(),
+        amount: 3,
+        from: None,
+    };
+    let spend = |amount| Spend {
+        account: a.clone(),
+        amount,
+    };
+    given([credited.clone()])
+        .when(spend(5))
+        .then_rejected_as(&SpendError::Short { held: 3, wanted: 5 });
+    let SpendError::Short { held, wanted } =
+        given([credited.clone()]).when(spend(4)).then_rejected();
+    assert_eq!((held, wanted), (3, 4));
+    let wrong = std::panic::catch_unwind(|| {
+        given([credited.clone()])
+            .when(spend(5))
+            .then_rejected_as(&SpendError::Short { held: 3, wanted: 6 });
+    });
+    assert!(wrong.is_err(), "another error fails the check");
+    let decided = std::panic::catch_unwind(|| given([credited]).when(spend(1)).then_rejected());
+    assert!(decided.is_err(), "a decision is not a refusal");
+}
+
+#[tokio::test]
+async fn execute_returns_the_command_s_own_error_to_match_on() {
+    let store = InMemoryEventStore::new();
+    let a = stream("typed");
+    execute(
+        &store,
+        Credit {
+            account: a.clone(),
+            amount: 2,
+        },
+    )
+    .await
+    .unwrap();
+    let refused = execute(
+        &store,
+        Spend {
+            account: a.clone(),
+            amount: 3,
+        },
+    )
+    .await;
+    match refused {
+        Err(ExecuteError::Rejected(SpendError::Short { held: 2, wanted: 3 })) => {}
+        other => panic!("expected the typed refusal, got {other:?}"),
+    }
+    let read = eventcore::EventStore::read_streams(&store, &[a])
+        .await
+        .unwrap();
+    assert_eq!(read.events().len(), 1, "nothing written on a refusal");
+}

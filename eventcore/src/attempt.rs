@@ -2,42 +2,44 @@
 //! makes, which look the command id up when there is one.
 
 use crate::{
-    AppendOutcome, CommandError, CommandId, CommandLookup, CommandRecord, EventStore, ExecuteError,
-    SnapshotKey, SnapshotRead, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CommandId, CommandLookup, CommandRecord, EventStore, ExecuteError, SnapshotKey,
+    SnapshotRead, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
 };
 
-/// Why an attempt ends the command instead of being retried.
-pub(crate) enum End {
+/// Why an attempt ends the command instead of being retried; `E` is the
+/// command's own error type.
+pub(crate) enum End<E> {
     /// A failure that retrying cannot cure.
-    Failed(Box<ExecuteError>),
+    Failed(Box<ExecuteError<E>>),
     /// A read found the command id recorded: the command was applied
     /// before (its reply may have been lost).
     Recorded(Box<CommandRecord>),
 }
 
-impl From<ExecuteError> for End {
-    fn from(error: ExecuteError) -> Self {
+impl<E> From<ExecuteError<E>> for End<E> {
+    fn from(error: ExecuteError<E>) -> Self {
         End::Failed(Box::new(error))
     }
 }
 
-impl From<StoreError> for End {
+impl<E> From<StoreError> for End<E> {
     fn from(error: StoreError) -> Self {
-        End::Failed(Box::new(error.into()))
+        End::Failed(Box::new(ExecuteError::Store(error)))
     }
 }
 
-impl From<CommandError> for End {
-    fn from(error: CommandError) -> Self {
-        End::Failed(Box::new(error.into()))
+impl<E> End<E> {
+    /// The command refused with its own error.
+    pub(crate) fn rejected(error: E) -> Self {
+        End::Failed(Box::new(ExecuteError::Rejected(error)))
     }
 }
 
 /// The outer `Result` ends the command; the inner `Err` is retried.
-pub(crate) type Attempt<T> = Result<Result<T, StoreError>, End>;
+pub(crate) type Attempt<T, E> = Result<Result<T, StoreError>, End<E>>;
 
 /// Sorts a store error into "retry" (inner) or "end the command" (outer).
-pub(crate) fn retry_or_end<T>(error: StoreError) -> Attempt<T> {
+pub(crate) fn retry_or_end<T, E>(error: StoreError) -> Attempt<T, E> {
     if error.is_retryable() {
         Ok(Err(error))
     } else {
@@ -46,7 +48,7 @@ pub(crate) fn retry_or_end<T>(error: StoreError) -> Attempt<T> {
 }
 
 /// Sorts a read that looked a command id up.
-pub(crate) fn settle<T>(read: Result<CommandLookup<T>, StoreError>) -> Attempt<T> {
+pub(crate) fn settle<T, E>(read: Result<CommandLookup<T>, StoreError>) -> Attempt<T, E> {
     match read {
         Ok(CommandLookup::NotRecorded(read)) => Ok(Ok(read)),
         Ok(CommandLookup::Recorded(record)) => Err(End::Recorded(Box::new(record))),
@@ -62,7 +64,7 @@ pub(crate) struct Target<'a, S> {
 }
 
 impl<S: EventStore> Target<'_, S> {
-    pub(crate) async fn read_streams(&self, streams: &[StreamId]) -> Attempt<StreamReads> {
+    pub(crate) async fn read_streams<E>(&self, streams: &[StreamId]) -> Attempt<StreamReads, E> {
         settle(match self.command {
             None => self
                 .store
@@ -73,10 +75,10 @@ impl<S: EventStore> Target<'_, S> {
         })
     }
 
-    pub(crate) async fn read_tails(
+    pub(crate) async fn read_tails<E>(
         &self,
         held: &[(StreamId, StreamVersion)],
-    ) -> Attempt<StreamReads> {
+    ) -> Attempt<StreamReads, E> {
         settle(match self.command {
             None => self
                 .store

@@ -1,6 +1,6 @@
 //! Commands: the streams they read and the decisions they make.
 
-use crate::{CommandError, Event, StateKey, StreamId};
+use crate::{Event, StateKey, StreamId};
 
 /// The streams a command reads, and may write.
 ///
@@ -20,23 +20,26 @@ pub trait CommandStreams {
 /// the declared streams, so the execute loop can run them again on a retry.
 ///
 /// ```
-/// use eventcore::{CommandError, CommandLogic, CommandStreams, Event, NewEvents, StreamId, require};
-/// # use serde::{Deserialize, Serialize};
-/// # #[derive(Debug, Clone, Serialize, Deserialize)]
-/// # enum Ev { Deposited { account: StreamId, amount: u64 }, Withdrawn { account: StreamId, amount: u64 } }
-/// # impl Event for Ev {
-/// #     fn stream_id(&self) -> &StreamId { match self { Ev::Deposited { account, .. } | Ev::Withdrawn { account, .. } => account } }
-/// #     fn event_type(&self) -> &'static str { match self { Ev::Deposited { .. } => "Deposited", Ev::Withdrawn { .. } => "Withdrawn" } }
-/// # }
-/// struct Withdraw { account: StreamId, amount: u64 }
+/// use eventcore::{Command, CommandLogic, Event, NewEvents, StreamId, require};
+/// use serde::{Deserialize, Serialize};
 ///
-/// impl CommandStreams for Withdraw {
-///     fn streams(&self) -> Vec<StreamId> { vec![self.account.clone()] }
+/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// enum Ev {
+///     Deposited { #[stream] account: StreamId, amount: u64 },
+///     Withdrawn { #[stream] account: StreamId, amount: u64 },
 /// }
+///
+/// #[derive(Debug, PartialEq, thiserror::Error)]
+/// #[error("balance {balance} is below {wanted}")]
+/// struct Overdraft { balance: u64, wanted: u64 }
+///
+/// #[derive(Command)]
+/// struct Withdraw { #[stream] account: StreamId, amount: u64 }
 ///
 /// impl CommandLogic for Withdraw {
 ///     type Event = Ev;
 ///     type State = u64; // the balance
+///     type Error = Overdraft;
 ///
 ///     fn apply(&self, balance: u64, event: &Ev) -> u64 {
 ///         match event {
@@ -45,8 +48,8 @@ pub trait CommandStreams {
 ///         }
 ///     }
 ///
-///     fn handle(&self, balance: u64) -> Result<NewEvents<Ev>, CommandError> {
-///         require!(balance >= self.amount, "balance {balance} is below {}", self.amount);
+///     fn handle(&self, balance: u64) -> Result<NewEvents<Ev>, Overdraft> {
+///         require!(balance >= self.amount, Overdraft { balance, wanted: self.amount });
 ///         Ok(vec![Ev::Withdrawn { account: self.account.clone(), amount: self.amount }].into())
 ///     }
 /// }
@@ -56,6 +59,11 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     type Event: Event;
     /// What the command knows after folding the events of its streams.
     type State: Default + Send;
+    /// Why the command refuses: its own error type, returned to the caller
+    /// of [`execute`](crate::execute) as
+    /// [`ExecuteError::Rejected`](crate::ExecuteError::Rejected), or
+    /// [`Refusal`](crate::Refusal) for a message.
+    type Error: std::error::Error + Send + Sync + 'static;
 
     /// Folds one event into the state.
     fn apply(&self, state: Self::State, event: &Self::Event) -> Self::State;
@@ -63,9 +71,9 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     /// Decides which events to append, or refuses.
     ///
     /// # Errors
-    /// A [`CommandError`] when a business rule does not hold; the execute
-    /// loop returns it without retrying.
-    fn handle(&self, state: Self::State) -> Result<NewEvents<Self::Event>, CommandError>;
+    /// The command's [`Error`](Self::Error) when a business rule does not
+    /// hold; the execute loop returns it without retrying.
+    fn handle(&self, state: Self::State) -> Result<NewEvents<Self::Event>, Self::Error>;
 
     /// Declares what this command's state is, so that `execute` can reuse a
     /// state folded before (kept by the store's
@@ -145,29 +153,51 @@ impl<E> IntoIterator for NewEvents<E> {
     }
 }
 
-/// Returns `Err(CommandError::BusinessRuleViolation(message))` from the
-/// enclosing function unless `condition` holds. The message takes
-/// `format!` arguments.
+/// Returns from the enclosing function with an error unless `condition`
+/// holds. The error is either a message, with `format!` arguments, made
+/// into a [`Refusal`](crate::Refusal), or an error value; either goes
+/// through `From` into the function's error type.
 ///
 /// ```
-/// use eventcore::{CommandError, require};
+/// use eventcore::{Refusal, require};
 ///
-/// fn withdraw(balance: u64, amount: u64) -> Result<u64, CommandError> {
+/// fn withdraw(balance: u64, amount: u64) -> Result<u64, Refusal> {
 ///     require!(amount <= balance, "cannot withdraw {amount} from {balance}");
 ///     Ok(balance - amount)
 /// }
 ///
 /// assert_eq!(withdraw(10, 3).unwrap(), 7);
-/// let err = withdraw(1, 3).unwrap_err();
-/// assert_eq!(err.to_string(), "business rule violated: cannot withdraw 3 from 1");
+/// assert_eq!(withdraw(1, 3).unwrap_err().message(), "cannot withdraw 3 from 1");
+///
+/// #[derive(Debug, PartialEq, thiserror::Error)]
+/// enum TransferError {
+///     #[error("{held} held, {wanted} wanted")]
+///     InsufficientFunds { held: u64, wanted: u64 },
+///     #[error(transparent)]
+///     Other(#[from] Refusal),
+/// }
+///
+/// fn pay(balance: u64, amount: u64) -> Result<u64, TransferError> {
+///     require!(amount > 0, "nothing to pay");
+///     require!(amount <= balance, TransferError::InsufficientFunds { held: balance, wanted: amount });
+///     Ok(balance - amount)
+/// }
+///
+/// assert_eq!(pay(1, 3), Err(TransferError::InsufficientFunds { held: 1, wanted: 3 }));
+/// assert!(matches!(pay(1, 0), Err(TransferError::Other(_))));
 /// ```
 #[macro_export]
 macro_rules! require {
-    ($condition:expr, $($message:tt)+) => {
+    ($condition:expr, $message:literal $(, $argument:expr)* $(,)?) => {
         if !$condition {
-            return ::core::result::Result::Err($crate::CommandError::BusinessRuleViolation(
-                ::std::format!($($message)+),
+            return ::core::result::Result::Err(::core::convert::From::from(
+                $crate::Refusal::new(::std::format!($message $(, $argument)*)),
             ));
+        }
+    };
+    ($condition:expr, $error:expr $(,)?) => {
+        if !$condition {
+            return ::core::result::Result::Err(::core::convert::From::from($error));
         }
     };
 }

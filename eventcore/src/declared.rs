@@ -53,11 +53,11 @@ fn total(versions: &[(StreamId, StreamVersion)]) -> u64 {
 
 impl<'c, S: Default + Send> Declared<'c, S> {
     /// Checks the key; `streams` are sorted and unique.
-    pub(crate) fn new(
+    pub(crate) fn new<E>(
         key: StateKey<S>,
         streams: &[StreamId],
         cache: Option<&'c StateCache>,
-    ) -> Result<Self, ExecuteError> {
+    ) -> Result<Self, ExecuteError<E>> {
         let name = key.name();
         if !crate::writes::is_storable_name(name) {
             return Err(ExecuteError::InvalidStateName { name });
@@ -104,7 +104,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         command: &C,
         metadata: &Arc<Metadata>,
         known: &mut Option<Known<S>>,
-    ) -> Attempt<ExecutionResult>
+    ) -> Attempt<ExecutionResult, C::Error>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
@@ -144,7 +144,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                                 events_written: 0,
                                 already_applied: false,
                             })),
-                            Err(refused) => Err(End::from(refused)),
+                            Err(refused) => Err(End::rejected(refused)),
                         };
                     }
                     _ => {}
@@ -212,7 +212,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         target: &Target<'_, St>,
         command: &C,
         k: &mut Known<S>,
-    ) -> Attempt<()>
+    ) -> Attempt<(), C::Error>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
@@ -232,7 +232,11 @@ impl<'c, S: Default + Send> Declared<'c, S> {
 
     /// The state to start from: kept, from a snapshot, or folded from the
     /// whole streams.
-    async fn start<St, C>(&self, target: &Target<'_, St>, command: &C) -> Attempt<Known<S>>
+    async fn start<St, C>(
+        &self,
+        target: &Target<'_, St>,
+        command: &C,
+    ) -> Attempt<Known<S>, C::Error>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
@@ -350,7 +354,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         target: &Target<'_, St>,
         command: &C,
         replace: bool,
-    ) -> Attempt<Known<S>>
+    ) -> Attempt<Known<S>, C::Error>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
@@ -380,7 +384,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         target: &Target<'_, St>,
         command: &C,
         k: &mut Known<S>,
-    ) -> Attempt<Tail>
+    ) -> Attempt<Tail, C::Error>
     where
         St: EventStore,
         C: CommandLogic<State = S>,
@@ -463,7 +467,7 @@ fn fold<C: CommandLogic>(
     command: &C,
     mut state: C::State,
     events: &[RecordedEvent],
-) -> Result<C::State, ExecuteError> {
+) -> Result<C::State, ExecuteError<C::Error>> {
     for recorded in events {
         let event: C::Event = recorded.decode()?;
         state = command.apply(state, &event);

@@ -214,26 +214,43 @@ impl StoreError {
     }
 }
 
-/// A command refused to act: a business rule did not hold.
+/// A refusal that is only a message: what [`require!`](crate::require)
+/// makes from a message, and the [`CommandLogic::Error`](crate::CommandLogic::Error)
+/// of a command with nothing more to say. A command with refusals worth
+/// telling apart declares its own error type instead (one that implements
+/// `From<Refusal>` if it also uses `require!` with messages).
 ///
-/// Returned from [`CommandLogic::handle`](crate::CommandLogic::handle); the
-/// execute loop returns it at once, without retrying. Build it with
-/// [`require!`](crate::require) or directly.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// A business rule was violated; the message says which.
-    #[error("business rule violated: {0}")]
-    BusinessRuleViolation(String),
-    /// A domain error of the user's own type.
-    #[error(transparent)]
-    Domain(BoxError),
+/// ```
+/// use eventcore::Refusal;
+/// let refusal = Refusal::new("the account holds only 3");
+/// assert_eq!(refusal.to_string(), "the account holds only 3");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    message: String,
 }
 
-/// What [`execute`](crate::execute) can fail with.
+impl Refusal {
+    /// A refusal saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+        }
+    }
+
+    /// What the refusal says.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// What [`execute`](crate::execute) can fail with. `E` is the command's own
+/// error type ([`CommandLogic::Error`](crate::CommandLogic::Error)), carried
+/// by [`Rejected`](ExecuteError::Rejected) so that callers can `match` on it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ExecuteError {
+pub enum ExecuteError<E = Refusal> {
     /// The command declared no streams; nothing was read or written.
     #[error("command declared no streams")]
     NoStreams,
@@ -258,9 +275,10 @@ pub enum ExecuteError {
         source: std::sync::Arc<serde_json::Error>,
     },
 
-    /// The command's `handle` refused; nothing was written.
-    #[error(transparent)]
-    Rejected(#[from] CommandError),
+    /// The command's `handle` refused with its own error; nothing was
+    /// written, and the command was not retried.
+    #[error("command refused: {0}")]
+    Rejected(#[source] E),
 
     /// Every attempt allowed by the [`RetryPolicy`](crate::RetryPolicy) met a
     /// conflict or a transient failure; nothing of this command was written.

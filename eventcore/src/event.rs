@@ -11,7 +11,9 @@ use crate::StreamId;
 /// not round-trip fails the same way in tests on the in-memory store as it
 /// would in production on PostgreSQL.
 ///
-/// Usually implemented by an enum, one variant per kind of fact:
+/// Usually derived on an enum, one variant per kind of fact, with
+/// [`#[derive(Event)]`](macro@crate::Event) (the `derive` feature, on by
+/// default). By hand it looks like this:
 ///
 /// ```
 /// use eventcore::{Event, StreamId};

@@ -139,7 +139,7 @@ impl ExecutionResult {
 ///
 /// # Errors
 /// See [`execute_with`].
-pub async fn execute<S, C>(store: S, command: C) -> Result<ExecutionResult, ExecuteError>
+pub async fn execute<S, C>(store: S, command: C) -> Result<ExecutionResult, ExecuteError<C::Error>>
 where
     S: EventStore,
     C: CommandLogic,
@@ -189,7 +189,7 @@ pub async fn execute_with<S, C>(
     store: S,
     command: C,
     options: impl Into<ExecuteOptions>,
-) -> Result<ExecutionResult, ExecuteError>
+) -> Result<ExecutionResult, ExecuteError<C::Error>>
 where
     S: EventStore,
     C: CommandLogic,
@@ -297,7 +297,7 @@ async fn attempt_once<S, C>(
     command: &C,
     streams: &[StreamId],
     metadata: &Arc<Metadata>,
-) -> Attempt<ExecutionResult>
+) -> Attempt<ExecutionResult, C::Error>
 where
     S: EventStore,
     C: CommandLogic,
@@ -312,7 +312,7 @@ where
         let event: C::Event = recorded.decode()?;
         state = command.apply(state, &event);
     }
-    let decided = command.handle(state)?;
+    let decided = command.handle(state).map_err(End::rejected)?;
 
     if decided.is_empty() {
         return Ok(Ok(ExecutionResult {

@@ -27,7 +27,7 @@ use serde::{Serialize, de::DeserializeOwned};
 /// `apply`, so `from` belongs in the key:
 ///
 /// ```
-/// # use eventcore::{CommandError, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require};
+/// # use eventcore::{Refusal, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require};
 /// # use serde::{Deserialize, Serialize};
 /// # #[derive(Debug, Clone, Serialize, Deserialize)]
 /// # enum Ledger { Credited { account: StreamId, amount: i64 }, Debited { account: StreamId, amount: i64 } }
@@ -43,6 +43,7 @@ use serde::{Serialize, de::DeserializeOwned};
 /// impl CommandLogic for Transfer {
 ///     type Event = Ledger;
 ///     type State = i64; // the payer's balance
+///     type Error = eventcore::Refusal;
 ///
 ///     fn apply(&self, balance: i64, event: &Ledger) -> i64 {
 ///         match event {
@@ -52,7 +53,7 @@ use serde::{Serialize, de::DeserializeOwned};
 ///         }
 ///     }
 ///
-///     fn handle(&self, balance: i64) -> Result<NewEvents<Ledger>, CommandError> {
+///     fn handle(&self, balance: i64) -> Result<NewEvents<Ledger>, Refusal> {
 ///         require!(balance >= self.amount, "{} holds only {balance}", self.from);
 ///         # Ok(NewEvents::none())
 ///     }
@@ -114,7 +115,7 @@ impl<S> StateKey<S> {
     /// compared by their JSON form, in the order they are added.
     ///
     /// A field that cannot be serialised makes `execute` fail with
-    /// [`ExecuteError::InvalidStateKey`](crate::ExecuteError::InvalidStateKey).
+    /// [`ExecuteError::InvalidStateName`](crate::ExecuteError::InvalidStateName).
     pub fn with(mut self, field: &impl Serialize) -> Self {
         if let Ok(params) = &mut self.params {
             match serde_json::to_string(field) {

@@ -4,8 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use eventcore::{
-    Command, CommandError, CommandLogic, CommandStreams, Event, NewEvents, StreamId, execute,
-    require,
+    Command, CommandLogic, CommandStreams, Event, NewEvents, Refusal, StreamId, execute, require,
 };
 use eventcore_memory::InMemoryEventStore;
 use serde::{Deserialize, Serialize};
@@ -260,6 +259,7 @@ struct Transfer {
 impl CommandLogic for Transfer {
     type Event = Ledger;
     type State = u64;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, balance: u64, event: &Ledger) -> u64 {
         match event {
@@ -269,7 +269,7 @@ impl CommandLogic for Transfer {
         }
     }
 
-    fn handle(&self, balance: u64) -> Result<NewEvents<Ledger>, CommandError> {
+    fn handle(&self, balance: u64) -> Result<NewEvents<Ledger>, Refusal> {
         require!(balance >= self.amount, "{} holds only {balance}", self.from);
         Ok(vec![
             Ledger::Debited {
@@ -295,10 +295,11 @@ struct Fund {
 impl CommandLogic for Fund {
     type Event = Ledger;
     type State = ();
+    type Error = eventcore::Refusal;
 
     fn apply(&self, (): (), _: &Ledger) {}
 
-    fn handle(&self, (): ()) -> Result<NewEvents<Ledger>, CommandError> {
+    fn handle(&self, (): ()) -> Result<NewEvents<Ledger>, Refusal> {
         Ok(vec![Ledger::Credited {
             account: self.account.clone(),
             amount: self.amount,

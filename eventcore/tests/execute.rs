@@ -11,7 +11,7 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents,
+    AppendOutcome, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, Refusal,
     RetryPolicy, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, execute,
     execute_with,
 };
@@ -160,14 +160,10 @@ async fn business_rule_errors_are_not_retried() {
         amount: 1,
     };
     let err = execute_with(&store, cmd, &fast(10)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecuteError::Rejected(CommandError::BusinessRuleViolation(_))
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("cannot move 1"), "{err}");
+    let ExecuteError::Rejected(refusal) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(refusal.message().contains("cannot move 1"), "{err}");
     assert_eq!(store.reads.load(Ordering::SeqCst), 1);
     assert_eq!(store.appends.load(Ordering::SeqCst), 0);
 }
@@ -186,8 +182,9 @@ impl CommandStreams for Decide {
 impl CommandLogic for Decide {
     type Event = Note;
     type State = ();
+    type Error = eventcore::Refusal;
     fn apply(&self, _: (), _: &Note) {}
-    fn handle(&self, _: ()) -> Result<NewEvents<Note>, CommandError> {
+    fn handle(&self, _: ()) -> Result<NewEvents<Note>, Refusal> {
         Ok(self.emit.clone().into())
     }
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents,
+    AppendOutcome, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, Refusal,
     Snapshot, SnapshotKey, StateCache, StateKey, StoreError, StreamId, StreamReads, StreamVersion,
     StreamWrites, execute,
 };
@@ -193,12 +193,13 @@ impl CommandStreams for Keyed {
 impl CommandLogic for Keyed {
     type Event = LedgerEvent;
     type State = u64;
+    type Error = eventcore::Refusal;
 
     fn apply(&self, n: u64, _: &LedgerEvent) -> u64 {
         n + 1
     }
 
-    fn handle(&self, _: u64) -> Result<NewEvents<LedgerEvent>, CommandError> {
+    fn handle(&self, _: u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
         Ok(vec![LedgerEvent::Debited {
             account: self.account.clone(),
             amount: 1,

@@ -2,7 +2,7 @@
 
 use eventcore::{ExecuteError, execute};
 use eventcore_examples::bank::{
-    domain::{Amount, Deposit, OpenAccount, Transfer, Withdraw},
+    domain::{Amount, BankError, Deposit, OpenAccount, Transfer, Withdraw},
     workload::{self, WorkloadConfig},
 };
 use eventcore_memory::InMemoryEventStore;
@@ -90,97 +90,69 @@ fn cents(n: u64) -> Amount {
 }
 
 #[tokio::test]
-async fn business_rules_refuse_bad_commands() {
+async fn business_rules_refuse_bad_commands_with_the_bank_s_own_errors() {
     let store = InMemoryEventStore::new();
     let (a, b) = (stream("a"), stream("b"));
-    let rejected = |r: Result<_, ExecuteError>| matches!(r, Err(ExecuteError::Rejected(_)));
+    // The caller matches the command's own error type: no downcast, no text.
+    fn refusal(r: Result<eventcore::ExecutionResult, ExecuteError<BankError>>) -> BankError {
+        match r {
+            Err(ExecuteError::Rejected(e)) => e,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    let deposit = |account: &eventcore::StreamId, n| Deposit {
+        account: account.clone(),
+        amount: cents(n),
+    };
+    let transfer = |from: &eventcore::StreamId, to: &eventcore::StreamId, n| Transfer {
+        from: from.clone(),
+        to: to.clone(),
+        amount: cents(n),
+    };
 
-    assert!(
-        rejected(
-            execute(
-                &store,
-                Deposit {
-                    account: a.clone(),
-                    amount: cents(5)
-                }
-            )
-            .await
-        ),
-        "closed account"
+    assert_eq!(
+        refusal(execute(&store, deposit(&a, 5)).await),
+        BankError::NotOpen(a.clone())
     );
     execute(&store, OpenAccount { account: a.clone() })
         .await
         .unwrap();
-    assert!(
-        rejected(execute(&store, OpenAccount { account: a.clone() }).await),
-        "opened twice"
+    assert_eq!(
+        refusal(execute(&store, OpenAccount { account: a.clone() }).await),
+        BankError::AlreadyOpen(a.clone())
     );
-    execute(
-        &store,
-        Deposit {
+    execute(&store, deposit(&a, 5)).await.unwrap();
+    let overdraft = Withdraw {
+        account: a.clone(),
+        amount: cents(6),
+    };
+    assert_eq!(
+        refusal(execute(&store, overdraft).await),
+        BankError::InsufficientFunds {
             account: a.clone(),
-            amount: cents(5),
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        rejected(
-            execute(
-                &store,
-                Withdraw {
-                    account: a.clone(),
-                    amount: cents(6)
-                }
-            )
-            .await
-        ),
-        "overdraft"
+            balance: 5,
+            wanted: 6
+        }
     );
-    assert!(
-        rejected(
-            execute(
-                &store,
-                Transfer {
-                    from: a.clone(),
-                    to: b.clone(),
-                    amount: cents(1)
-                }
-            )
-            .await
-        ),
+    assert_eq!(
+        refusal(execute(&store, transfer(&a, &b, 1)).await),
+        BankError::NotOpen(b.clone()),
         "payee closed"
     );
     execute(&store, OpenAccount { account: b.clone() })
         .await
         .unwrap();
-    assert!(
-        rejected(
-            execute(
-                &store,
-                Transfer {
-                    from: a.clone(),
-                    to: b.clone(),
-                    amount: cents(6)
-                }
-            )
-            .await
-        ),
-        "insufficient"
-    );
-    assert!(
-        rejected(
-            execute(
-                &store,
-                Transfer {
-                    from: a.clone(),
-                    to: a.clone(),
-                    amount: cents(1)
-                }
-            )
-            .await
-        ),
-        "to itself"
+    assert!(matches!(
+        refusal(execute(&store, transfer(&a, &b, 6)).await),
+        BankError::InsufficientFunds {
+            balance: 5,
+            wanted: 6,
+            ..
+        }
+    ));
+    assert_eq!(
+        refusal(execute(&store, transfer(&a, &a, 1)).await),
+        BankError::SameAccount(a.clone())
     );
     execute(
         &store,

@@ -180,15 +180,13 @@ impl eventcore::CommandStreams for RecordNan {
 impl eventcore::CommandLogic for RecordNan {
     type Event = Measured;
     type State = ();
+    type Error = eventcore::Refusal;
 
     fn apply(&self, state: (), _event: &Measured) {
         state
     }
 
-    fn handle(
-        &self,
-        _state: (),
-    ) -> Result<eventcore::NewEvents<Measured>, eventcore::CommandError> {
+    fn handle(&self, _state: ()) -> Result<eventcore::NewEvents<Measured>, eventcore::Refusal> {
         Ok(vec![measured(&self.0, f64::NAN, vec![])].into())
     }
 }

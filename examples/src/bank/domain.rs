@@ -1,7 +1,7 @@
 //! The bank's events and commands.
 
 use eventcore::{
-    CommandError, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require,
+    Command, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require,
 };
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
@@ -24,16 +24,21 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct Amount(u64);
 
-/// What happens to an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What happens to an account. Each event's stream is its `account`; its
+/// stored type is the name serde writes in the `type` tag (the older tag,
+/// the variant's name, is still read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
 #[serde(tag = "type")]
+#[event(stream = "account")]
 pub enum BankEvent {
     /// The account was opened.
+    #[serde(rename = "AccountOpened", alias = "Opened")]
     Opened {
         /// The account.
         account: StreamId,
     },
     /// Cash was paid in.
+    #[serde(rename = "MoneyDeposited", alias = "Deposited")]
     Deposited {
         /// The account.
         account: StreamId,
@@ -41,6 +46,7 @@ pub enum BankEvent {
         amount: Amount,
     },
     /// Cash was paid out.
+    #[serde(rename = "MoneyWithdrawn", alias = "Withdrawn")]
     Withdrawn {
         /// The account.
         account: StreamId,
@@ -48,6 +54,7 @@ pub enum BankEvent {
         amount: Amount,
     },
     /// Money left for another account (recorded on the payer's stream).
+    #[serde(rename = "TransferSent", alias = "TransferredOut")]
     TransferredOut {
         /// The payer.
         account: StreamId,
@@ -57,6 +64,7 @@ pub enum BankEvent {
         amount: Amount,
     },
     /// Money arrived from another account (recorded on the payee's stream).
+    #[serde(rename = "TransferReceived", alias = "TransferredIn")]
     TransferredIn {
         /// The payee.
         account: StreamId,
@@ -67,26 +75,28 @@ pub enum BankEvent {
     },
 }
 
-impl Event for BankEvent {
-    fn stream_id(&self) -> &StreamId {
-        match self {
-            BankEvent::Opened { account }
-            | BankEvent::Deposited { account, .. }
-            | BankEvent::Withdrawn { account, .. }
-            | BankEvent::TransferredOut { account, .. }
-            | BankEvent::TransferredIn { account, .. } => account,
-        }
-    }
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            BankEvent::Opened { .. } => "AccountOpened",
-            BankEvent::Deposited { .. } => "MoneyDeposited",
-            BankEvent::Withdrawn { .. } => "MoneyWithdrawn",
-            BankEvent::TransferredOut { .. } => "TransferSent",
-            BankEvent::TransferredIn { .. } => "TransferReceived",
-        }
-    }
+/// Why the bank refuses a command: callers match on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BankError {
+    /// The account is open already.
+    #[error("account {0} is already open")]
+    AlreadyOpen(StreamId),
+    /// The account was never opened.
+    #[error("account {0} is not open")]
+    NotOpen(StreamId),
+    /// Paying out more than the account holds.
+    #[error("account {account} holds {balance}, cannot pay out {wanted}")]
+    InsufficientFunds {
+        /// The account.
+        account: StreamId,
+        /// What it holds, in cents.
+        balance: i128,
+        /// What was asked, in cents.
+        wanted: u64,
+    },
+    /// A transfer from an account to itself.
+    #[error("cannot transfer from {0} to itself")]
+    SameAccount(StreamId),
 }
 
 /// One account as its events describe it.
@@ -118,8 +128,21 @@ impl Account {
         events.into_iter().fold(Account::default(), Account::apply)
     }
 
-    fn require_open(&self, account: &StreamId) -> Result<(), CommandError> {
-        require!(self.open, "account {account} is not open");
+    fn require_open(&self, account: &StreamId) -> Result<(), BankError> {
+        require!(self.open, BankError::NotOpen(account.clone()));
+        Ok(())
+    }
+
+    fn require_funds(&self, account: &StreamId, amount: Amount) -> Result<(), BankError> {
+        let wanted = amount.into_inner();
+        require!(
+            self.balance >= i128::from(wanted),
+            BankError::InsufficientFunds {
+                account: account.clone(),
+                balance: self.balance,
+                wanted,
+            }
+        );
         Ok(())
     }
 }
@@ -131,21 +154,17 @@ fn account_state() -> StateKey<Account> {
 }
 
 /// Opens an account; refuses if it is open already.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Command)]
 pub struct OpenAccount {
     /// The account.
+    #[stream]
     pub account: StreamId,
-}
-
-impl CommandStreams for OpenAccount {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.account.clone()]
-    }
 }
 
 impl CommandLogic for OpenAccount {
     type Event = BankEvent;
     type State = Account;
+    type Error = BankError;
 
     fn apply(&self, state: Account, event: &BankEvent) -> Account {
         state.apply(event)
@@ -155,8 +174,8 @@ impl CommandLogic for OpenAccount {
         Some(account_state())
     }
 
-    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
-        require!(!state.open, "account {} is already open", self.account);
+    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, BankError> {
+        require!(!state.open, BankError::AlreadyOpen(self.account.clone()));
         Ok(vec![BankEvent::Opened {
             account: self.account.clone(),
         }]
@@ -165,23 +184,19 @@ impl CommandLogic for OpenAccount {
 }
 
 /// Pays cash into an open account.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Command)]
 pub struct Deposit {
     /// The account.
+    #[stream]
     pub account: StreamId,
     /// How much.
     pub amount: Amount,
 }
 
-impl CommandStreams for Deposit {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.account.clone()]
-    }
-}
-
 impl CommandLogic for Deposit {
     type Event = BankEvent;
     type State = Account;
+    type Error = BankError;
 
     fn apply(&self, state: Account, event: &BankEvent) -> Account {
         state.apply(event)
@@ -191,7 +206,7 @@ impl CommandLogic for Deposit {
         Some(account_state())
     }
 
-    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
+    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, BankError> {
         state.require_open(&self.account)?;
         Ok(vec![BankEvent::Deposited {
             account: self.account.clone(),
@@ -202,23 +217,19 @@ impl CommandLogic for Deposit {
 }
 
 /// Pays cash out of an open account; refuses an overdraft.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Command)]
 pub struct Withdraw {
     /// The account.
+    #[stream]
     pub account: StreamId,
     /// How much.
     pub amount: Amount,
 }
 
-impl CommandStreams for Withdraw {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.account.clone()]
-    }
-}
-
 impl CommandLogic for Withdraw {
     type Event = BankEvent;
     type State = Account;
+    type Error = BankError;
 
     fn apply(&self, state: Account, event: &BankEvent) -> Account {
         state.apply(event)
@@ -228,15 +239,9 @@ impl CommandLogic for Withdraw {
         Some(account_state())
     }
 
-    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, CommandError> {
+    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, BankError> {
         state.require_open(&self.account)?;
-        let amount = self.amount.into_inner();
-        require!(
-            state.balance >= i128::from(amount),
-            "account {} holds {}, cannot withdraw {amount}",
-            self.account,
-            state.balance
-        );
+        state.require_funds(&self.account, self.amount)?;
         Ok(vec![BankEvent::Withdrawn {
             account: self.account.clone(),
             amount: self.amount,
@@ -246,11 +251,13 @@ impl CommandLogic for Withdraw {
 }
 
 /// Moves money between two open accounts: a command over two streams.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Command)]
 pub struct Transfer {
     /// The payer.
+    #[stream]
     pub from: StreamId,
     /// The payee.
+    #[stream]
     pub to: StreamId,
     /// How much.
     pub amount: Amount,
@@ -265,15 +272,10 @@ pub struct TransferState {
     pub to: Account,
 }
 
-impl CommandStreams for Transfer {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.from.clone(), self.to.clone()]
-    }
-}
-
 impl CommandLogic for Transfer {
     type Event = BankEvent;
     type State = TransferState;
+    type Error = BankError;
 
     fn apply(&self, mut state: TransferState, event: &BankEvent) -> TransferState {
         if event.stream_id() == &self.from {
@@ -293,21 +295,14 @@ impl CommandLogic for Transfer {
         )
     }
 
-    fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, CommandError> {
+    fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, BankError> {
         require!(
             self.from != self.to,
-            "cannot transfer from {} to itself",
-            self.from
+            BankError::SameAccount(self.from.clone())
         );
         state.from.require_open(&self.from)?;
         state.to.require_open(&self.to)?;
-        let amount = self.amount.into_inner();
-        require!(
-            state.from.balance >= i128::from(amount),
-            "account {} holds {}, cannot transfer {amount}",
-            self.from,
-            state.from.balance
-        );
+        state.from.require_funds(&self.from, self.amount)?;
         Ok(vec![
             BankEvent::TransferredOut {
                 account: self.from.clone(),
@@ -362,6 +357,7 @@ impl CommandStreams for BankCommand {
 impl CommandLogic for BankCommand {
     type Event = BankEvent;
     type State = Accounts;
+    type Error = BankError;
 
     fn apply(&self, mut state: Accounts, event: &BankEvent) -> Accounts {
         let account = state.0.entry(event.stream_id().clone()).or_default();
@@ -373,7 +369,7 @@ impl CommandLogic for BankCommand {
         Some(StateKey::new("bank-accounts", 1))
     }
 
-    fn handle(&self, state: Accounts) -> Result<NewEvents<BankEvent>, CommandError> {
+    fn handle(&self, state: Accounts) -> Result<NewEvents<BankEvent>, BankError> {
         match self {
             BankCommand::Open(c) => c.handle(state.of(&c.account)),
             BankCommand::Deposit(c) => c.handle(state.of(&c.account)),

@@ -4,7 +4,7 @@
 use eventcore::{EventStore, ExecuteError, ExecutionResult, StoreError, StreamId};
 use serde::Serialize;
 
-use super::domain::{Account, BankEvent};
+use super::domain::{Account, BankError, BankEvent};
 
 /// The client's view of a workload: outcomes, and each account's net change
 /// implied by the commands that succeeded.
@@ -39,7 +39,7 @@ impl Tally {
     /// change) it makes if it succeeded.
     pub fn record(
         &mut self,
-        result: &Result<ExecutionResult, ExecuteError>,
+        result: &Result<ExecutionResult, ExecuteError<BankError>>,
         effect: &[(usize, i128)],
     ) {
         match result {

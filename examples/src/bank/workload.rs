@@ -18,7 +18,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::{
-    domain::{Amount, BankCommand, Deposit, OpenAccount, Transfer, Withdraw},
+    domain::{Amount, BankCommand, BankError, Deposit, OpenAccount, Transfer, Withdraw},
     ledger::{Checks, Tally, verify},
     read_model::{ReadModelError, catch_up},
 };
@@ -112,7 +112,7 @@ async fn execute_bank<S: EventStore>(
     store: &S,
     command: BankCommand,
     options: ExecuteOptions,
-) -> Result<ExecutionResult, ExecuteError> {
+) -> Result<ExecutionResult, ExecuteError<BankError>> {
     match command {
         BankCommand::Open(c) => execute_with(store, c, options).await,
         BankCommand::Deposit(c) => execute_with(store, c, options).await,
@@ -149,7 +149,7 @@ pub enum WorkloadError {
         account: StreamId,
         /// Why.
         #[source]
-        source: ExecuteError,
+        source: ExecuteError<BankError>,
     },
     /// Reading the accounts back failed.
     #[error("reading the accounts back failed")]

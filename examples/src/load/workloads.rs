@@ -1,13 +1,15 @@
 //! The workloads: their accounts and their commands.
 
 use eventcore::{
-    CommandError, CommandLogic, CommandStreams, EventStore, ExecuteError, ExecuteOptions,
-    ExecutionResult, NewEvents, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
+    CommandLogic, CommandStreams, EventStore, ExecuteError, ExecuteOptions, ExecutionResult,
+    NewEvents, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
 };
 use serde::Serialize;
 
 use super::Setup;
-use crate::bank::domain::{Account, Amount, BankEvent, Deposit, Transfer, TransferState};
+use crate::bank::domain::{
+    Account, Amount, BankError, BankEvent, Deposit, Transfer, TransferState,
+};
 
 /// A kind of load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -45,7 +47,10 @@ impl Workload {
         accounts: &[StreamId],
         rng: &mut fastrand::Rng,
         options: ExecuteOptions,
-    ) -> (Result<ExecutionResult, ExecuteError>, Vec<(usize, i128)>) {
+    ) -> (
+        Result<ExecutionResult, ExecuteError<BankError>>,
+        Vec<(usize, i128)>,
+    ) {
         let n = accounts.len();
         let a = rng.usize(..n);
         let cents = rng.u64(1..=5);
@@ -118,12 +123,13 @@ impl CommandStreams for FanoutTransfer {
 impl CommandLogic for FanoutTransfer {
     type Event = BankEvent;
     type State = TransferState;
+    type Error = BankError;
 
     fn apply(&self, state: TransferState, event: &BankEvent) -> TransferState {
         self.transfer.apply(state, event)
     }
 
-    fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, CommandError> {
+    fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, BankError> {
         self.transfer.handle(state)
     }
 
