@@ -26,10 +26,10 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CacheConfig, CheckpointStore, CommandId, CommandLookup, CommandRecord, EventLog,
-    EventStore, LogPage, LogQuery, Position, RecordedEvent, Snapshot, SnapshotKey, SnapshotRead,
-    StateCache, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases,
-    SubscriptionName,
+    AppendOutcome, CacheConfig, CheckpointStore, CommandId, CommandLookup, CommandQueue,
+    CommandRecord, EventLog, EventStore, LogPage, LogQuery, Position, RecordedEvent, Snapshot,
+    SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
+    StreamWrites, SubscriptionLeases, SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -48,6 +48,7 @@ pub struct InMemoryEventStore {
     checkpoints: InMemoryCheckpointStore,
     snapshots: Arc<std::sync::Mutex<HashMap<SnapshotKey, Snapshot>>>,
     cache: Arc<StateCache>,
+    queue: Arc<CommandQueue>,
     max_payload_bytes: usize,
 }
 
@@ -76,14 +77,18 @@ impl InMemoryEventStore {
             checkpoints: InMemoryCheckpointStore::default(),
             snapshots: Arc::default(),
             cache: Arc::default(),
+            queue: Arc::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 
     /// The same events and snapshots, with a new, empty [`StateCache`] of
-    /// these limits (the default is [`CacheConfig::default`]).
+    /// these limits (the default is [`CacheConfig::default`]) and a
+    /// [`CommandQueue`] of its own: two values made this way from one store
+    /// behave as two processes would.
     pub fn with_cache(mut self, config: CacheConfig) -> Self {
         self.cache = Arc::new(StateCache::new(config));
+        self.queue = Arc::default();
         self
     }
 
@@ -315,6 +320,11 @@ impl EventStore for InMemoryEventStore {
 
     fn state_cache(&self) -> Option<&StateCache> {
         Some(&self.cache)
+    }
+
+    /// One queue per store value, shared by its clones.
+    fn command_queue(&self) -> Option<&CommandQueue> {
+        Some(&self.queue)
     }
 
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {

@@ -6,7 +6,7 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CacheConfig, CausationId, CommandId, CommandLookup, CommandRecord,
+    AppendOutcome, CacheConfig, CausationId, CommandId, CommandLookup, CommandQueue, CommandRecord,
     CorrelationId, EventLog, EventStore, LogPage, LogQuery, Metadata, Position, RecordedEvent,
     Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads,
     StreamVersion, StreamWrites,
@@ -52,6 +52,7 @@ pub struct PostgresEventStore {
     conns: Arc<ConnPool>,
     notifier: Arc<Notifier>,
     cache: Arc<StateCache>,
+    queue: Arc<CommandQueue>,
     snapshots: Arc<SnapshotWriter>,
     max_payload_bytes: usize,
     schema: Option<SchemaName>,
@@ -119,6 +120,7 @@ impl PostgresEventStore {
         Ok(PostgresEventStore {
             snapshots: Arc::new(SnapshotWriter::new(conns.clone())),
             cache: Arc::default(),
+            queue: Arc::default(),
             notifier: Arc::new(Notifier::new(
                 channel_for(config.schema.as_ref()),
                 conns.clone(),
@@ -138,10 +140,12 @@ impl PostgresEventStore {
 
     /// The same database, pool and snapshots, with a new, empty
     /// [`StateCache`] of these limits (the default is
-    /// [`CacheConfig::default`]). Two values made this way from one store
-    /// behave as two processes would: each keeps its own states.
+    /// [`CacheConfig::default`]) and a [`CommandQueue`] of its own. Two
+    /// values made this way from one store behave as two processes would:
+    /// each keeps its own states and queues its own commands.
     pub fn with_cache(mut self, config: CacheConfig) -> Self {
         self.cache = Arc::new(StateCache::new(config));
+        self.queue = Arc::default();
         self
     }
 
@@ -372,6 +376,11 @@ impl EventStore for PostgresEventStore {
                 }
             }
         }
+    }
+
+    /// One queue per store value, shared by its clones.
+    fn command_queue(&self) -> Option<&CommandQueue> {
+        Some(&self.queue)
     }
 
     fn state_cache(&self) -> Option<&StateCache> {

@@ -54,6 +54,7 @@ macro_rules! __for_each_scenario {
             concurrent_writers_with_same_expectation_one_wins,
             overlapping_stream_sets_in_any_order_never_fail_hard,
             concurrent_transfers_conserve_money,
+            queued_transfers_conserve_money,
             large_batch_is_appended_whole,
             odd_stream_ids_round_trip,
             oversized_payload_is_refused,
@@ -66,6 +67,7 @@ macro_rules! __for_each_scenario {
             store_stays_usable_after_a_conflict,
             concurrent_appends_to_disjoint_streams_all_succeed,
             concurrent_increments_through_execute_all_land,
+            queued_increments_through_execute_all_land,
             global_sequences_are_unique_under_concurrency,
             json_scalars_and_numbers_round_trip,
             floats_round_trip_bit_exactly,
@@ -473,14 +475,25 @@ pub async fn overlapping_stream_sets_in_any_order_never_fail_hard<
 }
 
 /// 32 tasks released together move money among 5 accounts through
-/// `execute`: money is conserved and every stream is gap-free.
+/// `execute`, racing at the store (no in-process queue): money is
+/// conserved and every stream is gap-free.
 pub async fn concurrent_transfers_conserve_money<S: EventStore + Clone + 'static>(store: &S) {
+    transfers_conserve_money(store, false).await;
+}
+
+/// The same with the store's in-process queue on, as `execute` runs by
+/// default.
+pub async fn queued_transfers_conserve_money<S: EventStore + Clone + 'static>(store: &S) {
+    transfers_conserve_money(store, true).await;
+}
+
+async fn transfers_conserve_money<S: EventStore + Clone + 'static>(store: &S, queue: bool) {
     const TASKS: usize = 32;
     const INITIAL: u64 = 1_000;
     let accounts: Vec<StreamId> = (0..5).map(|i| stream(&format!("acct-{i}"))).collect();
-    // Race for real: no in-process queueing, so the store's checks decide.
+    // Without the queue the race is real and the store's checks decide.
     let policy = RetryPolicy::default()
-        .with_queue_in_process(false)
+        .with_queue_in_process(queue)
         .with_max_attempts(std::num::NonZeroU32::new(1_000).expect("non-zero"));
     for a in &accounts {
         execute_with(
@@ -846,16 +859,27 @@ pub async fn concurrent_appends_to_disjoint_streams_all_succeed<S: EventStore + 
     assert!(versions_of(store, &ids).await.iter().all(|v| *v == 5));
 }
 
-/// Many tasks append to one stream through `execute`; with retries every
-/// one lands, exactly once.
+/// Many tasks append to one stream through `execute`, racing at the store
+/// (no in-process queue); with retries every one lands, exactly once.
 pub async fn concurrent_increments_through_execute_all_land<S: EventStore + Clone + 'static>(
     store: &S,
 ) {
+    increments_all_land(store, false).await;
+}
+
+/// The same with the store's in-process queue on.
+pub async fn queued_increments_through_execute_all_land<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    increments_all_land(store, true).await;
+}
+
+async fn increments_all_land<S: EventStore + Clone + 'static>(store: &S, queue: bool) {
     const TASKS: usize = 16;
     let counter = stream("counter");
-    // Race for real: no in-process queueing, so the store's checks decide.
+    // Without the queue the race is real and the store's checks decide.
     let policy = RetryPolicy::default()
-        .with_queue_in_process(false)
+        .with_queue_in_process(queue)
         .with_max_attempts(std::num::NonZeroU32::new(10_000).expect("non-zero"));
     let barrier = Arc::new(Barrier::new(TASKS));
     let tasks = (0..TASKS).map(|t| {

@@ -273,6 +273,10 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         self.inner.state_cache()
     }
 
+    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
+        self.inner.command_queue()
+    }
+
     async fn load_snapshot(
         &self,
         key: &eventcore::SnapshotKey,

@@ -231,10 +231,9 @@ where
 
     let mut attempt = 1;
     loop {
-        let held = if policy.queues_in_process() {
-            Some(crate::gate::enter(&streams).await)
-        } else {
-            None
+        let held = match store.command_queue() {
+            Some(queue) if policy.queues_in_process() => Some(queue.enter(&streams).await),
+            _ => None,
         };
         let outcome = match &declared {
             None => attempt_once(&target, &command, &streams, &metadata).await,

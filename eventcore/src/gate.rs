@@ -1,18 +1,22 @@
-//! In-process queueing of commands that touch the same streams.
+//! Queueing of one store value's commands that touch the same streams.
 //!
 //! Optimistic concurrency alone turns contention into conflicts: commands
 //! on a hot stream read, decide, collide, back off and read again, and at
 //! high concurrency most attempts are wasted (measured: 16 tasks on 10
 //! accounts fell to ~120 commands/s with a p99 of 600 ms). Within one
-//! process there is no need to collide: before each attempt, `execute`
-//! takes an async lock per stripe of its streams, in ascending stripe order
+//! store value there is no need to collide: before each attempt, `execute`
+//! takes an async lock per stripe of its streams in the store's
+//! [`CommandQueue`], in ascending stripe order
 //! (so two commands can never wait on each other in a cycle), and releases
 //! them when the attempt ends. Commands on disjoint streams rarely share a
 //! stripe; commands on the same streams queue in FIFO order instead of
-//! conflicting. Other processes are still kept out by the store's version
-//! check, and their conflicts are retried as before.
+//! conflicting. Other store values and other processes are still kept out
+//! by the store's version check, and their conflicts are retried as before.
+//! The queue was process-wide until issue 12: two stores in one process
+//! (two tenants, two schemas, two test stores) queued behind each other on
+//! equal stream ids.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -20,8 +24,38 @@ use crate::StreamId;
 
 const STRIPES: usize = 1024;
 
-static LOCKS: LazyLock<Vec<Mutex<()>>> =
-    LazyLock::new(|| (0..STRIPES).map(|_| Mutex::new(())).collect());
+/// The queue of commands on the same streams, for one store value and its
+/// clones (a store returns it from
+/// [`EventStore::command_queue`](crate::EventStore::command_queue)). Two
+/// store values, even on one database, queue separately: their commands on
+/// the same streams meet at the store's version check instead, which
+/// retries them. Its 1,024 stripes are allocated on first use.
+#[derive(Debug, Default)]
+pub struct CommandQueue {
+    stripes: OnceLock<Box<[Mutex<()>]>>,
+}
+
+impl CommandQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits for, and takes, the stripes of `streams`, in ascending order.
+    pub(crate) async fn enter(&self, streams: &[StreamId]) -> Held<'_> {
+        let locks = self
+            .stripes
+            .get_or_init(|| (0..STRIPES).map(|_| Mutex::new(())).collect());
+        let mut stripes: Vec<usize> = streams.iter().map(stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut held = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            held.push(locks[s].lock().await);
+        }
+        Held(held)
+    }
+}
 
 /// The stripe of a stream: a fixed hash (FNV-1a), so the order is the same
 /// in every task.
@@ -36,16 +70,4 @@ fn stripe(stream: &StreamId) -> usize {
 }
 
 /// Holds the stripes of a command's streams until dropped.
-pub(crate) struct Held(#[allow(dead_code)] Vec<MutexGuard<'static, ()>>);
-
-/// Waits for, and takes, the stripes of `streams`, in ascending order.
-pub(crate) async fn enter(streams: &[StreamId]) -> Held {
-    let mut stripes: Vec<usize> = streams.iter().map(stripe).collect();
-    stripes.sort_unstable();
-    stripes.dedup();
-    let mut held = Vec::with_capacity(stripes.len());
-    for s in stripes {
-        held.push(LOCKS[s].lock().await);
-    }
-    Held(held)
-}
+pub(crate) struct Held<'a>(#[allow(dead_code)] Vec<MutexGuard<'a, ()>>);

@@ -3,8 +3,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use crate::{
-    CommandId, CommandLookup, CommandRecord, Snapshot, SnapshotKey, SnapshotRead, StateCache,
-    StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+    CommandId, CommandLookup, CommandQueue, CommandRecord, Snapshot, SnapshotKey, SnapshotRead,
+    StateCache, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
 };
 
 /// What a successful append did.
@@ -242,6 +242,14 @@ pub trait EventStore: Send + Sync {
         None
     }
 
+    /// The queue in which `execute` lines up this store value's commands on
+    /// the same streams, if any (none by default: such commands then
+    /// collide at the version check and retry). A store keeps one
+    /// [`CommandQueue`] per value, shared by its clones.
+    fn command_queue(&self) -> Option<&CommandQueue> {
+        None
+    }
+
     /// The snapshot filed under `key`, if the store keeps snapshots and has
     /// one (none by default). A store returns what it has, whatever its
     /// schema version or content: `execute` checks it and ignores what it
@@ -367,6 +375,10 @@ macro_rules! forward_event_store {
 
             fn state_cache(&self) -> Option<&StateCache> {
                 (**self).state_cache()
+            }
+
+            fn command_queue(&self) -> Option<&CommandQueue> {
+                (**self).command_queue()
             }
 
             fn load_snapshot(

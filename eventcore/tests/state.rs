@@ -54,6 +54,10 @@ impl EventStore for Calls {
         self.inner.state_cache()
     }
 
+    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
+        self.inner.command_queue()
+    }
+
     async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
         self.note("load_snapshot");
         self.inner.load_snapshot(key).await

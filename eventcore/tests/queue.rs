@@ -1,0 +1,141 @@
+//! The in-process queue belongs to a store value: clones share it, other
+//! store values (another tenant, another schema, another test's store) do
+//! not wait behind it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use eventcore::{
+    AppendOutcome, CommandQueue, EventStore, RetryPolicy, StoreError, StreamId, StreamReads,
+    StreamWrites, execute, execute_with,
+};
+use eventcore_memory::InMemoryEventStore;
+use eventcore_testing::fixtures::{Credit, stream};
+use tokio::sync::Semaphore;
+
+/// A store whose appends wait for a permit at `gate`; `at_gate` counts
+/// the appends that reached it.
+#[derive(Clone)]
+struct Gated {
+    inner: InMemoryEventStore,
+    gate: Arc<Semaphore>,
+    at_gate: Arc<AtomicUsize>,
+}
+
+impl Gated {
+    fn new() -> Self {
+        Gated {
+            inner: InMemoryEventStore::new(),
+            gate: Arc::new(Semaphore::new(0)),
+            at_gate: Arc::default(),
+        }
+    }
+
+    /// Waits until `n` appends have reached the gate.
+    async fn reached(&self, n: usize, what: &str) {
+        let wait = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.at_gate.load(Ordering::SeqCst) < n {
+            assert!(tokio::time::Instant::now() < wait, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl EventStore for Gated {
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+        self.inner.read_streams(streams).await
+    }
+
+    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        // Held until the test lets it through.
+        self.at_gate.fetch_add(1, Ordering::SeqCst);
+        let permit = self.gate.acquire().await;
+        drop(permit);
+        self.inner.append(writes).await
+    }
+
+    fn command_queue(&self) -> Option<&CommandQueue> {
+        self.inner.command_queue()
+    }
+}
+
+fn credit(account: &StreamId) -> Credit {
+    Credit {
+        account: account.clone(),
+        amount: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_store_value_does_not_wait_behind_a_stuck_command() {
+    let stuck = Gated::new();
+    let x = stream("shared-id");
+    // A command on `x` holds the stuck store's queue while its append waits.
+    let first = tokio::spawn({
+        let (store, x) = (stuck.clone(), x.clone());
+        async move { execute(&store, credit(&x)).await }
+    });
+    stuck
+        .reached(1, "the first command reached its append")
+        .await;
+
+    // Another store value, same stream id: not queued behind it.
+    let other = InMemoryEventStore::new();
+    tokio::time::timeout(Duration::from_secs(5), execute(&other, credit(&x)))
+        .await
+        .expect("another store value's command does not wait")
+        .expect("applied");
+
+    // A clone of the stuck store shares its queue: it waits its turn.
+    let second = tokio::spawn({
+        let (store, x) = (stuck.clone(), x.clone());
+        async move { execute(&store, credit(&x)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        stuck.at_gate.load(Ordering::SeqCst),
+        1,
+        "a clone queues behind the first, before its read"
+    );
+    assert!(!second.is_finished() && !first.is_finished());
+
+    stuck.gate.add_permits(2);
+    first.await.unwrap().expect("the first lands");
+    second.await.unwrap().expect("then the second");
+    let read = stuck.inner.read_streams(&[x]).await.unwrap();
+    assert_eq!(read.events().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_with_queueing_off_does_not_wait_for_the_queue() {
+    let stuck = Gated::new();
+    let x = stream("unqueued");
+    let first = tokio::spawn({
+        let (store, x) = (stuck.clone(), x.clone());
+        async move { execute(&store, credit(&x)).await }
+    });
+    stuck
+        .reached(1, "the first command reached its append")
+        .await;
+    // Queueing off: this one reads at once and reaches the append while the
+    // first still holds the queue.
+    let unqueued = tokio::spawn({
+        let (store, x) = (stuck.clone(), x.clone());
+        async move {
+            let policy = RetryPolicy::default().with_queue_in_process(false);
+            execute_with(&store, credit(&x), &policy).await
+        }
+    });
+    stuck
+        .reached(2, "the unqueued command never reached the append")
+        .await;
+    stuck.gate.add_permits(4);
+    first.await.unwrap().expect("the first lands");
+    // One of the two conflicted at the version check and retried.
+    unqueued.await.unwrap().expect("the unqueued one lands too");
+}
