@@ -245,7 +245,9 @@ pub trait EventStore: Send + Sync {
     /// The queue in which `execute` lines up this store value's commands on
     /// the same streams, if any (none by default: such commands then
     /// collide at the version check and retry). A store keeps one
-    /// [`CommandQueue`] per value, shared by its clones.
+    /// [`CommandQueue`] per value, shared by its clones; a store that wraps
+    /// another forwards its queue (and its
+    /// [`state_cache`](Self::state_cache)).
     fn command_queue(&self) -> Option<&CommandQueue> {
         None
     }

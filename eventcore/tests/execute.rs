@@ -350,6 +350,11 @@ impl EventStore for CountingStore {
         }
         result
     }
+
+    /// A wrapper forwards the queue, or its commands never queue.
+    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
+        self.inner.command_queue()
+    }
 }
 
 async fn race_on_one_stream(policy: RetryPolicy) -> (u32, usize) {
