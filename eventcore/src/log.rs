@@ -236,28 +236,24 @@ pub trait EventLog: Send + Sync {
     }
 }
 
-impl<S: EventLog + ?Sized> EventLog for &S {
-    fn read_all(
-        &self,
-        query: &LogQuery,
-    ) -> impl Future<Output = Result<LogPage, StoreError>> + Send {
-        (**self).read_all(query)
-    }
+/// Forwarding impls for `&S`, `Arc<S>` and `Box<S>`; every method is
+/// forwarded, default ones included (the lint catches one forgotten).
+macro_rules! forward_event_log {
+    ($($wrapper:ty),+) => {$(
+        #[warn(clippy::missing_trait_methods)]
+        impl<S: EventLog + ?Sized> EventLog for $wrapper {
+            fn read_all(
+                &self,
+                query: &LogQuery,
+            ) -> impl Future<Output = Result<LogPage, StoreError>> + Send {
+                (**self).read_all(query)
+            }
 
-    fn appended(&self) -> impl Future<Output = ()> + Send {
-        (**self).appended()
-    }
+            fn appended(&self) -> impl Future<Output = ()> + Send {
+                (**self).appended()
+            }
+        }
+    )+};
 }
 
-impl<S: EventLog + ?Sized> EventLog for Arc<S> {
-    fn read_all(
-        &self,
-        query: &LogQuery,
-    ) -> impl Future<Output = Result<LogPage, StoreError>> + Send {
-        (**self).read_all(query)
-    }
-
-    fn appended(&self) -> impl Future<Output = ()> + Send {
-        (**self).appended()
-    }
-}
+forward_event_log!(&S, Arc<S>, Box<S>);

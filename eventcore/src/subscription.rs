@@ -620,61 +620,54 @@ where
     }
 }
 
-impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
-    fn load(
-        &self,
-        name: &SubscriptionName,
-    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send {
-        (**self).load(name)
-    }
+/// Forwarding impls for `&S`, `Arc<S>` and `Box<S>`; every method is
+/// forwarded, default ones included (the lint catches one forgotten).
+macro_rules! forward_subscription_stores {
+    ($($wrapper:ty),+) => {$(
+        #[warn(clippy::missing_trait_methods)]
+        impl<S: CheckpointStore + ?Sized> CheckpointStore for $wrapper {
+            fn load(
+                &self,
+                name: &SubscriptionName,
+            ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send {
+                (**self).load(name)
+            }
 
-    fn save(
-        &self,
-        name: &SubscriptionName,
-        position: Position,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).save(name, position)
-    }
+            fn save(
+                &self,
+                name: &SubscriptionName,
+                position: Position,
+            ) -> impl Future<Output = Result<(), StoreError>> + Send {
+                (**self).save(name, position)
+            }
+        }
+
+        #[warn(clippy::missing_trait_methods)]
+        impl<S: SubscriptionLeases + ?Sized> SubscriptionLeases for $wrapper {
+            type Lease = S::Lease;
+
+            fn try_acquire(
+                &self,
+                name: &SubscriptionName,
+            ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send {
+                (**self).try_acquire(name)
+            }
+
+            fn still_held(
+                &self,
+                lease: &mut Self::Lease,
+            ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+                (**self).still_held(lease)
+            }
+
+            fn stop_waiting(&self, name: &SubscriptionName) {
+                (**self).stop_waiting(name);
+            }
+        }
+    )+};
 }
 
-impl<S: SubscriptionLeases + ?Sized> SubscriptionLeases for Arc<S> {
-    type Lease = S::Lease;
-
-    fn try_acquire(
-        &self,
-        name: &SubscriptionName,
-    ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send {
-        (**self).try_acquire(name)
-    }
-
-    fn still_held(
-        &self,
-        lease: &mut Self::Lease,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        (**self).still_held(lease)
-    }
-
-    fn stop_waiting(&self, name: &SubscriptionName) {
-        (**self).stop_waiting(name);
-    }
-}
-
-impl<S: CheckpointStore + ?Sized> CheckpointStore for &S {
-    fn load(
-        &self,
-        name: &SubscriptionName,
-    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send {
-        (**self).load(name)
-    }
-
-    fn save(
-        &self,
-        name: &SubscriptionName,
-        position: Position,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).save(name, position)
-    }
-}
+forward_subscription_stores!(&S, Arc<S>, Box<S>);
 
 /// Lets a closure returning a future be a [`Handler`].
 pub fn handler_fn<E, F, Fut>(f: F) -> impl Handler<E>
