@@ -15,6 +15,7 @@ use tokio::sync::Barrier;
 use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 
 mod commands;
+mod discovery;
 mod metadata;
 mod state;
 mod values;
@@ -23,6 +24,10 @@ pub use commands::{
     concurrent_executions_of_one_command_id_apply_once, pruned_command_ids_count_as_new,
     rejected_command_records_nothing, repeat_after_a_lost_reply_finds_the_record_before_deciding,
     reused_command_id_is_refused,
+};
+pub use discovery::{
+    a_discovered_stream_that_moves_conflicts_the_whole_write,
+    discovered_streams_are_read_and_written_atomically, discovery_rounds_are_bounded,
 };
 pub use metadata::{
     execute_gives_a_command_one_correlation_id, follow_up_commands_carry_the_trigger_s_ids,
@@ -68,6 +73,9 @@ macro_rules! __for_each_scenario {
             concurrent_appends_to_disjoint_streams_all_succeed,
             concurrent_increments_through_execute_all_land,
             queued_increments_through_execute_all_land,
+            discovered_streams_are_read_and_written_atomically,
+            a_discovered_stream_that_moves_conflicts_the_whole_write,
+            discovery_rounds_are_bounded,
             global_sequences_are_unique_under_concurrency,
             json_scalars_and_numbers_round_trip,
             floats_round_trip_bit_exactly,

@@ -76,6 +76,23 @@ impl CommandRecord {
                 .eq(streams)
     }
 
+    /// Whether the record is of a command of `command_type` that read at
+    /// least `streams` (sorted by stream id): the same command when it
+    /// also discovered streams while deciding.
+    pub fn covers<'a>(
+        &self,
+        command_type: &str,
+        streams: impl IntoIterator<Item = &'a StreamId>,
+    ) -> bool {
+        self.command_type == command_type
+            && streams.into_iter().all(|id| {
+                self.outcome
+                    .stream_versions
+                    .binary_search_by(|(s, _)| s.cmp(id))
+                    .is_ok()
+            })
+    }
+
     /// What an append of `writes`, which carry this record's command id,
     /// returns: the first outcome, marked
     /// [`already_applied`](AppendOutcome::already_applied), if they are of

@@ -87,6 +87,26 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     fn state_key(&self) -> Option<StateKey<Self::State>> {
         None
     }
+
+    /// Streams to read besides the declared ones, named from what the
+    /// command has learnt so far: a student's current course, an order's
+    /// warehouse. After folding the declared streams `execute` asks for
+    /// more; it reads the ones not read yet (one round trip per round),
+    /// folds their events in after those read before, and asks again, at
+    /// most [`MAX_DISCOVERY_ROUNDS`](crate::MAX_DISCOVERY_ROUNDS) times.
+    /// Every stream read, declared or discovered, is version-checked in the
+    /// one atomic append: if a discovered stream moves before it, the whole
+    /// write conflicts and the command runs again. On a retry the streams
+    /// discovered before queue with the declared ones.
+    ///
+    /// None by default. A command with a [`state_key`](Self::state_key)
+    /// cannot discover streams (a kept state could not follow them):
+    /// `execute` fails with
+    /// [`ExecuteError::DiscoveryWithDeclaredState`](crate::ExecuteError::DiscoveryWithDeclaredState).
+    fn discover_streams(&self, state: &Self::State) -> Vec<StreamId> {
+        let _ = state;
+        Vec::new()
+    }
 }
 
 /// The events a command decided to append, in order. Empty means "nothing

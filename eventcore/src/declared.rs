@@ -129,6 +129,12 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         // attempt counts as a failed attempt, as without a kept state.
         loop {
             let decided = loop {
+                if !command.discover_streams(&k.state).is_empty() {
+                    return Err(ExecuteError::DiscoveryWithDeclaredState {
+                        name: self.key.name(),
+                    }
+                    .into());
+                }
                 let decision = command.handle((self.key.codec().clone)(&k.state));
                 match decision {
                     Ok(events) if !events.is_empty() => break events,

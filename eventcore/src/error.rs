@@ -275,6 +275,27 @@ pub enum ExecuteError<E = Refusal> {
         source: std::sync::Arc<serde_json::Error>,
     },
 
+    /// The command kept naming streams to discover after
+    /// [`MAX_DISCOVERY_ROUNDS`](crate::MAX_DISCOVERY_ROUNDS) rounds of
+    /// reads; nothing was written.
+    #[error("command named new streams to read after {rounds} rounds of discovery")]
+    TooManyDiscoveryRounds {
+        /// The rounds read.
+        rounds: u32,
+    },
+
+    /// A command with a declared state
+    /// ([`state_key`](crate::CommandLogic::state_key)) named streams to
+    /// discover; nothing was written.
+    #[error(
+        "command with declared state `{name}` named streams to discover: a kept state cannot \
+         follow them; drop state_key or declare the streams"
+    )]
+    DiscoveryWithDeclaredState {
+        /// The declared state's name.
+        name: &'static str,
+    },
+
     /// The command's `handle` refused with its own error; nothing was
     /// written, and the command was not retried.
     #[error("command refused: {0}")]

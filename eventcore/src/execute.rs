@@ -229,14 +229,27 @@ where
     // A declared command's state, carried from a failed attempt to the next.
     let mut known = None;
 
+    // Streams found by `discover_streams` in earlier attempts: they queue
+    // with the declared ones from the next attempt on (all taken up front,
+    // in one order, so the queue cannot deadlock).
+    let mut discovered: Vec<StreamId> = Vec::new();
+
     let mut attempt = 1;
     loop {
         let held = match store.command_queue() {
-            Some(queue) if policy.queues_in_process() => Some(queue.enter(&streams).await),
+            Some(queue) if policy.queues_in_process() => {
+                if discovered.is_empty() {
+                    Some(queue.enter(&streams).await)
+                } else {
+                    let mut all = streams.clone();
+                    all.extend(discovered.iter().cloned());
+                    Some(queue.enter(&all).await)
+                }
+            }
             _ => None,
         };
         let outcome = match &declared {
-            None => attempt_once(&target, &command, &streams, &metadata).await,
+            None => attempt_once(&target, &command, &streams, &metadata, &mut discovered).await,
             Some(declared) => {
                 declared
                     .attempt(&target, &command, &metadata, &mut known)
@@ -254,7 +267,9 @@ where
             Ok(Err(retryable)) => retryable,
             Err(End::Failed(error)) => return Err(*error),
             Err(End::Recorded(record)) => {
-                if !record.is_same_command(command_type, &streams) {
+                if !record.is_same_command(command_type, &streams)
+                    && !record.covers(command_type, &streams)
+                {
                     return Err(record.reused_by(command_type, &streams).into());
                 }
                 return Ok(ExecutionResult {
@@ -289,13 +304,20 @@ pub(crate) fn appended(outcome: crate::AppendOutcome) -> ExecutionResult {
     }
 }
 
+/// How many rounds of reads [`CommandLogic::discover_streams`] may ask for
+/// in one attempt before `execute` gives up with
+/// [`ExecuteError::TooManyDiscoveryRounds`].
+pub const MAX_DISCOVERY_ROUNDS: u32 = 8;
+
 /// One read-decide-append cycle. The outer `Result` carries errors that end
 /// the command; the inner `Err` a conflict or transient failure to retry.
+/// Streams the command discovers are added to `discovered`.
 async fn attempt_once<S, C>(
     target: &Target<'_, S>,
     command: &C,
     streams: &[StreamId],
     metadata: &Arc<Metadata>,
+    discovered: &mut Vec<StreamId>,
 ) -> Attempt<ExecutionResult, C::Error>
 where
     S: EventStore,
@@ -305,27 +327,48 @@ where
         Ok(read) => read,
         Err(e) => return Ok(Err(e)),
     };
-
-    let mut state = C::State::default();
-    for recorded in read.events() {
-        let event: C::Event = recorded.decode()?;
-        state = command.apply(state, &event);
+    let mut state = fold(command, C::State::default(), read.events())?;
+    let mut versions = versions_of(streams, &read);
+    let mut rounds = 0;
+    loop {
+        let mut wanted = command.discover_streams(&state);
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.retain(|id| versions.binary_search_by(|(s, _)| s.cmp(id)).is_err());
+        if wanted.is_empty() {
+            break;
+        }
+        if rounds == MAX_DISCOVERY_ROUNDS {
+            return Err(ExecuteError::TooManyDiscoveryRounds { rounds }.into());
+        }
+        rounds += 1;
+        let more = match target.read_streams(&wanted).await? {
+            Ok(read) => read,
+            Err(e) => return Ok(Err(e)),
+        };
+        state = fold(command, state, more.events())?;
+        versions.extend(versions_of(&wanted, &more));
+        versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for id in wanted {
+            if !discovered.contains(&id) {
+                discovered.push(id);
+            }
+        }
     }
     let decided = command.handle(state).map_err(End::rejected)?;
 
     if decided.is_empty() {
         return Ok(Ok(ExecutionResult {
             attempts: 0,
-            stream_versions: read.versions().to_vec(),
+            stream_versions: versions,
             events_written: 0,
             already_applied: false,
         }));
     }
 
     let mut writes = target.writes(metadata);
-    for stream in streams {
-        let version = read.version(stream).unwrap_or(StreamVersion::INITIAL);
-        writes.expect(stream.clone(), version)?;
+    for (stream, version) in versions {
+        writes.expect(stream, version)?;
     }
     for event in decided.as_slice() {
         writes.append(event)?;
@@ -335,4 +378,26 @@ where
         Ok(outcome) => Ok(Ok(appended(outcome))),
         Err(e) => retry_or_end(e),
     }
+}
+
+/// The version read of each of `streams` (sorted), the empty ones at
+/// [`StreamVersion::INITIAL`].
+fn versions_of(streams: &[StreamId], read: &crate::StreamReads) -> Vec<(StreamId, StreamVersion)> {
+    streams
+        .iter()
+        .map(|s| (s.clone(), read.version(s).unwrap_or(StreamVersion::INITIAL)))
+        .collect()
+}
+
+/// Folds `events` into `state`.
+fn fold<C: CommandLogic>(
+    command: &C,
+    mut state: C::State,
+    events: &[crate::RecordedEvent],
+) -> Result<C::State, crate::StoreError> {
+    for recorded in events {
+        let event: C::Event = recorded.decode()?;
+        state = command.apply(state, &event);
+    }
+    Ok(state)
 }

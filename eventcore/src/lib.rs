@@ -82,7 +82,7 @@ pub use eventcore_macros::Event;
 /// ```
 #[cfg(feature = "derive")]
 pub use eventcore_macros::Command;
-pub use execute::{ExecuteOptions, ExecutionResult, execute, execute_with};
+pub use execute::{ExecuteOptions, ExecutionResult, MAX_DISCOVERY_ROUNDS, execute, execute_with};
 pub use gate::CommandQueue;
 pub use log::{EventLog, LogPage, LogQuery, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};
