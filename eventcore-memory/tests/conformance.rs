@@ -1,14 +1,50 @@
-//! The whole conformance suite on the in-memory store, and again through
-//! an `Arc` (the forwarding impls every trait has for `&S`, `Arc<S>` and
-//! `Box<S>`, written once per trait by a macro under
-//! `clippy::missing_trait_methods`): a forwarding impl that forgot a method
-//! falls back to its default, which fails scenarios here for the methods
-//! whose default refuses (command ids, snapshots).
+//! The whole conformance suite on the in-memory store; again through an
+//! `Arc`; the read-and-append part with a smaller payload limit; and the
+//! parts a store that only reads and appends can run.
 
-eventcore_testing::conformance_tests!(async { eventcore_memory::InMemoryEventStore::new() });
+use eventcore_memory::InMemoryEventStore;
+use eventcore_testing::conformance::Limits;
 
+eventcore_testing::conformance_tests!(async { InMemoryEventStore::new() });
+
+/// The forwarding impls every trait has for `&S`, `Arc<S>` and `Box<S>`
+/// are written once per trait by a macro under
+/// `clippy::missing_trait_methods`; a forwarding impl that forgot a method
+/// falls back to its default, which fails scenarios here for the methods
+/// whose default refuses (command ids, snapshots).
 mod through_an_arc {
     eventcore_testing::conformance_tests!(async {
-        std::sync::Arc::new(eventcore_memory::InMemoryEventStore::new())
+        std::sync::Arc::new(super::InMemoryEventStore::new())
     });
+}
+
+/// Limits are the store's, passed in: here 4 KiB per event.
+mod small_payload_limit {
+    eventcore_testing::store_conformance_tests!(
+        async { super::InMemoryEventStore::new().with_max_payload_bytes(4096) },
+        super::Limits::default().with_max_payload_bytes(4096)
+    );
+}
+
+/// A store that implements only the two required methods, reading and
+/// appending: no global log, subscriptions, command ids, snapshots, kept
+/// states or queue. It runs the store and execute parts of the suite.
+mod reads_and_appends_only {
+    use eventcore::{AppendOutcome, EventStore, StoreError, StreamId, StreamReads, StreamWrites};
+
+    #[derive(Clone, Default)]
+    pub struct Minimal(super::InMemoryEventStore);
+
+    impl EventStore for Minimal {
+        async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+            self.0.read_streams(streams).await
+        }
+
+        async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+            self.0.append(writes).await
+        }
+    }
+
+    eventcore_testing::store_conformance_tests!(async { Minimal::default() });
+    eventcore_testing::execute_conformance_tests!(async { Minimal::default() });
 }

@@ -2,7 +2,13 @@
 //!
 //! Each scenario takes a fresh, empty store, panics with a message naming
 //! the broken guarantee, and returns when the store behaves. Run them all
-//! with [`conformance_tests!`](crate::conformance_tests).
+//! with [`conformance_tests!`](crate::conformance_tests), or by capability:
+//! [`store_conformance_tests!`](crate::store_conformance_tests) (every
+//! store), [`execute_conformance_tests!`](crate::execute_conformance_tests),
+//! [`snapshot_conformance_tests!`](crate::snapshot_conformance_tests),
+//! [`command_id_conformance_tests!`](crate::command_id_conformance_tests),
+//! [`log_conformance_tests!`](crate::log_conformance_tests) and
+//! [`subscription_conformance_tests!`](crate::subscription_conformance_tests).
 
 use std::sync::Arc;
 
@@ -41,12 +47,51 @@ pub use state::{
 };
 pub use values::{floats_round_trip_bit_exactly, non_finite_floats_are_refused};
 
-/// Calls `$callback!` with the name of every conformance scenario, so the
-/// list is written once.
+/// The limits a store under test was configured with, for the scenarios
+/// that probe them.
+///
+/// ```
+/// use eventcore_testing::conformance::Limits;
+/// let limits = Limits::default().with_max_payload_bytes(64 * 1024);
+/// assert_eq!(limits.max_payload_bytes(), 64 * 1024);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    max_payload_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 1 MiB per event, both built-in stores' default.
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest serialised event the store accepts.
+    pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// The largest serialised event the store accepts.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes
+    }
+}
+
+/// Calls `$callback!` with the names of the scenarios of one capability,
+/// so each list is written once. Groups: `store` (reads and appends),
+/// `limits` (scenarios that take [`Limits`]), `execute` (the execute loop:
+/// retries, refusals, kept states, discovery), `snapshots`, `command_ids`,
+/// `log` ([`EventLog`](eventcore::EventLog)) and `subscriptions`.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __for_each_scenario {
-    ($callback:ident ! ($($args:tt)*)) => {
+macro_rules! __scenarios {
+    (store, $callback:ident ! ($($args:tt)*)) => {
         $crate::$callback!($($args)*;
             reading_missing_streams_gives_version_zero,
             append_round_trips_every_field,
@@ -57,12 +102,8 @@ macro_rules! __for_each_scenario {
             one_conflict_among_three_streams_writes_nothing,
             empty_append_checks_versions_and_writes_nothing,
             concurrent_writers_with_same_expectation_one_wins,
-            overlapping_stream_sets_in_any_order_never_fail_hard,
-            concurrent_transfers_conserve_money,
-            queued_transfers_conserve_money,
             large_batch_is_appended_whole,
             odd_stream_ids_round_trip,
-            oversized_payload_is_refused,
             undecodable_event_is_an_error,
             global_sequence_follows_stream_order,
             reads_return_only_requested_streams,
@@ -71,43 +112,71 @@ macro_rules! __for_each_scenario {
             read_only_participant_keeps_its_version,
             store_stays_usable_after_a_conflict,
             concurrent_appends_to_disjoint_streams_all_succeed,
+            global_sequences_are_unique_under_concurrency,
+            json_scalars_and_numbers_round_trip,
+            floats_round_trip_bit_exactly,
+            non_finite_floats_are_refused,
+            longest_stream_id_round_trips,
+            many_streams_in_one_read_and_one_write,
+            tail_reads_from_start_middle_and_end,
+            tail_read_beyond_the_end_reports_the_shorter_stream,
+            unstorable_metadata_is_refused,
+        );
+    };
+    (limits, $callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
+            oversized_payload_is_refused,
+            payload_at_the_limit_is_accepted,
+        );
+    };
+    (execute, $callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
+            overlapping_stream_sets_in_any_order_never_fail_hard,
+            concurrent_transfers_conserve_money,
+            queued_transfers_conserve_money,
             concurrent_increments_through_execute_all_land,
             queued_increments_through_execute_all_land,
             discovered_streams_are_read_and_written_atomically,
             a_discovered_stream_that_moves_conflicts_the_whole_write,
             discovery_rounds_are_bounded,
-            global_sequences_are_unique_under_concurrency,
-            json_scalars_and_numbers_round_trip,
-            floats_round_trip_bit_exactly,
-            non_finite_floats_are_refused,
-            payload_at_the_limit_is_accepted,
-            longest_stream_id_round_trips,
-            many_streams_in_one_read_and_one_write,
             rejected_command_writes_nothing,
             empty_decision_writes_nothing,
             conflicting_registration_is_refused_before_the_store,
             undeclared_stream_is_refused_before_the_store,
-            tail_reads_from_start_middle_and_end,
-            tail_read_beyond_the_end_reports_the_shorter_stream,
             kept_state_sees_writes_made_around_it,
             refusal_on_a_kept_state_is_confirmed_first,
+            execute_gives_a_command_one_correlation_id,
+        );
+    };
+    (snapshots, $callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
             snapshot_is_saved_and_used_after_a_restart,
             unusable_snapshots_are_ignored,
-            metadata_round_trips_exactly,
-            execute_gives_a_command_one_correlation_id,
-            unstorable_metadata_is_refused,
+        );
+    };
+    (command_ids, $callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
             command_id_seen_twice_returns_the_first_outcome,
             repeat_after_a_lost_reply_finds_the_record_before_deciding,
             reused_command_id_is_refused,
             rejected_command_records_nothing,
             concurrent_executions_of_one_command_id_apply_once,
             pruned_command_ids_count_as_new,
+        );
+    };
+    (log, $callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
+            metadata_round_trips_exactly,
             global_log_agrees_with_every_stream,
             global_log_pages_from_a_position,
             global_log_prefix_filter_is_literal,
             global_log_filters_by_event_type,
             global_log_filtered_pages_skip_nothing,
             global_log_reader_misses_nothing_under_concurrent_writers,
+        );
+    };
+    (subscriptions, $callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
             subscription_catches_up_follows_and_resumes,
             subscription_instances_never_overlap,
             subscription_stops_at_an_undecodable_event,
@@ -116,13 +185,80 @@ macro_rules! __for_each_scenario {
     };
 }
 
-/// Expands every conformance scenario into a `#[tokio::test]` on a
-/// multi-threaded runtime. The argument is a future (an `async` block) that
-/// yields a fresh, empty store; it runs once per test.
+/// Expands the scenarios every [`EventStore`] must pass, reads and appends
+/// only, into `#[tokio::test]`s on a multi-threaded runtime. The first
+/// argument is a future (an `async` block) that yields a fresh, empty
+/// store; it runs once per test. The second, optional, is the store's
+/// [`Limits`] (the default: 1 MiB per event).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!($factory, $crate::conformance::Limits::default());
+    };
+    ($factory:expr, $limits:expr) => {
+        $crate::__scenarios!(store, __conformance_tests_each!($factory));
+        $crate::__scenarios!(limits, __conformance_tests_limited!($factory, $limits));
+    };
+}
+
+/// Expands the scenarios of the execute loop (retries under real
+/// concurrency, with and without the in-process queue, refusals, kept
+/// states, discovered streams) for a store factory.
+#[macro_export]
+macro_rules! execute_conformance_tests {
+    ($factory:expr) => {
+        $crate::__scenarios!(execute, __conformance_tests_each!($factory));
+    };
+}
+
+/// Expands the scenarios of a store that keeps snapshots.
+#[macro_export]
+macro_rules! snapshot_conformance_tests {
+    ($factory:expr) => {
+        $crate::__scenarios!(snapshots, __conformance_tests_each!($factory));
+    };
+}
+
+/// Expands the scenarios of a store that records command ids.
+#[macro_export]
+macro_rules! command_id_conformance_tests {
+    ($factory:expr) => {
+        $crate::__scenarios!(command_ids, __conformance_tests_each!($factory));
+    };
+}
+
+/// Expands the scenarios of a store's global log
+/// ([`EventLog`](eventcore::EventLog)).
+#[macro_export]
+macro_rules! log_conformance_tests {
+    ($factory:expr) => {
+        $crate::__scenarios!(log, __conformance_tests_each!($factory));
+    };
+}
+
+/// Expands the scenarios of subscriptions on a store that is also a
+/// checkpoint store with leases.
+#[macro_export]
+macro_rules! subscription_conformance_tests {
+    ($factory:expr) => {
+        $crate::__scenarios!(subscriptions, __conformance_tests_each!($factory));
+    };
+}
+
+/// Expands every conformance scenario, all capabilities, into
+/// `#[tokio::test]`s: see [`store_conformance_tests!`] for the arguments.
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
-        $crate::__for_each_scenario!(__conformance_tests_each!($factory));
+        $crate::conformance_tests!($factory, $crate::conformance::Limits::default());
+    };
+    ($factory:expr, $limits:expr) => {
+        $crate::store_conformance_tests!($factory, $limits);
+        $crate::execute_conformance_tests!($factory);
+        $crate::snapshot_conformance_tests!($factory);
+        $crate::command_id_conformance_tests!($factory);
+        $crate::log_conformance_tests!($factory);
+        $crate::subscription_conformance_tests!($factory);
     };
 }
 
@@ -142,11 +278,39 @@ macro_rules! __conformance_tests_each {
 
 #[doc(hidden)]
 #[macro_export]
+macro_rules! __conformance_tests_limited {
+    ($factory:expr, $limits:expr; $($scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                let store = $factory.await;
+                $crate::conformance::$scenario(&store, &$limits).await;
+            }
+        )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
 macro_rules! __run_each {
     ($factory:expr, $results:expr; $($scenario:ident),+ $(,)?) => {
         $(
             let store = $factory().await;
             let passed = tokio::spawn(async move { $crate::conformance::$scenario(&store).await }).await.is_ok();
+            $results.push((stringify!($scenario), passed));
+        )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __run_each_limited {
+    ($factory:expr, $results:expr; $($scenario:ident),+ $(,)?) => {
+        $(
+            let store = $factory().await;
+            let passed = tokio::spawn(async move {
+                $crate::conformance::$scenario(&store, &$crate::conformance::Limits::default()).await
+            }).await.is_ok();
             $results.push((stringify!($scenario), passed));
         )+
     };
@@ -163,7 +327,13 @@ where
     Fut: std::future::Future<Output = S>,
 {
     let mut results = Vec::new();
-    crate::__for_each_scenario!(__run_each!(factory, results));
+    crate::__scenarios!(store, __run_each!(factory, results));
+    crate::__scenarios!(limits, __run_each_limited!(factory, results));
+    crate::__scenarios!(execute, __run_each!(factory, results));
+    crate::__scenarios!(snapshots, __run_each!(factory, results));
+    crate::__scenarios!(command_ids, __run_each!(factory, results));
+    crate::__scenarios!(log, __run_each!(factory, results));
+    crate::__scenarios!(subscriptions, __run_each!(factory, results));
     results
 }
 
@@ -638,15 +808,18 @@ pub async fn odd_stream_ids_round_trip<S: EventStore + Clone + 'static>(store: &
 
 /// An event over the store's payload limit is refused with a typed error,
 /// and nothing of its write is stored. Assumes the default 1 MiB limit.
-pub async fn oversized_payload_is_refused<S: EventStore + Clone + 'static>(store: &S) {
+pub async fn oversized_payload_is_refused<S: EventStore + Clone + 'static>(
+    store: &S,
+    limits: &Limits,
+) {
     let id = stream("oversized");
     let mut big = Note::new(&id, 2);
-    big.text = "x".repeat(1024 * 1024 + 1);
+    big.text = "x".repeat(limits.max_payload_bytes() + 1);
     let err = append_notes(store, &[(&id, 0)], &[Note::new(&id, 1), big])
         .await
         .expect_err("over the limit");
     assert!(
-        matches!(err, StoreError::PayloadTooLarge { limit, .. } if limit == 1024 * 1024),
+        matches!(err, StoreError::PayloadTooLarge { limit, .. } if limit == limits.max_payload_bytes()),
         "{err:?}"
     );
     assert_eq!(versions_of(store, &[id]).await, vec![0]);
@@ -1017,14 +1190,17 @@ pub async fn json_scalars_and_numbers_round_trip<S: EventStore + Clone + 'static
 }
 
 /// An event exactly at the default 1 MiB limit is accepted.
-pub async fn payload_at_the_limit_is_accepted<S: EventStore + Clone + 'static>(store: &S) {
+pub async fn payload_at_the_limit_is_accepted<S: EventStore + Clone + 'static>(
+    store: &S,
+    limits: &Limits,
+) {
     let id = stream("at-limit");
     let mut note = Note::new(&id, 1);
     let overhead = serde_json::to_string(&note).expect("json").len();
-    note.text = "x".repeat(1024 * 1024 - overhead);
+    note.text = "x".repeat(limits.max_payload_bytes() - overhead);
     assert_eq!(
         serde_json::to_string(&note).expect("json").len(),
-        1024 * 1024
+        limits.max_payload_bytes()
     );
     append_notes(store, &[(&id, 0)], std::slice::from_ref(&note))
         .await

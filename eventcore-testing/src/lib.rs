@@ -17,12 +17,24 @@
 //! lost events, a fold that ignores an event type) and assert that each is
 //! caught.
 //!
-//! A backend runs the whole suite with one line:
+//! A backend runs the whole suite with one line, or the parts it
+//! implements, one macro per capability: `store_conformance_tests!` (reads
+//! and appends; the store's limits passed in), `execute_conformance_tests!`,
+//! `snapshot_conformance_tests!`, `command_id_conformance_tests!`,
+//! `log_conformance_tests!` and `subscription_conformance_tests!`:
 //!
 //! ```
 //! # // The macro is meant for a test module; here we only show that it expands.
 //! # mod demo {
 //! eventcore_testing::conformance_tests!(async { eventcore_memory::InMemoryEventStore::new() });
+//! # }
+//! # mod reads_and_appends {
+//! use eventcore_testing::conformance::Limits;
+//! eventcore_testing::store_conformance_tests!(
+//!     async { eventcore_memory::InMemoryEventStore::new().with_max_payload_bytes(4096) },
+//!     Limits::default().with_max_payload_bytes(4096)
+//! );
+//! eventcore_testing::execute_conformance_tests!(async { eventcore_memory::InMemoryEventStore::new() });
 //! # }
 //! ```
 //!
