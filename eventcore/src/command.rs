@@ -103,6 +103,54 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     /// cannot discover streams (a kept state could not follow them):
     /// `execute` fails with
     /// [`ExecuteError::DiscoveryWithDeclaredState`](crate::ExecuteError::DiscoveryWithDeclaredState).
+    ///
+    /// ```
+    /// use eventcore::{Command, CommandLogic, Event, NewEvents, Refusal, StreamId, execute};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+    /// enum Shop {
+    ///     Placed { #[stream] order: StreamId, warehouse: StreamId },
+    ///     Reserved { #[stream] warehouse: StreamId, order: StreamId },
+    /// }
+    ///
+    /// /// Reserves an order's goods in the warehouse its order names.
+    /// #[derive(Command)]
+    /// struct Reserve { #[stream] order: StreamId }
+    ///
+    /// impl CommandLogic for Reserve {
+    ///     type Event = Shop;
+    ///     type State = Option<StreamId>; // the order's warehouse
+    ///     type Error = Refusal;
+    ///     fn apply(&self, found: Option<StreamId>, event: &Shop) -> Option<StreamId> {
+    ///         match event {
+    ///             Shop::Placed { warehouse, .. } => Some(warehouse.clone()),
+    ///             Shop::Reserved { .. } => found,
+    ///         }
+    ///     }
+    ///     fn discover_streams(&self, warehouse: &Option<StreamId>) -> Vec<StreamId> {
+    ///         warehouse.iter().cloned().collect()
+    ///     }
+    ///     fn handle(&self, warehouse: Option<StreamId>) -> Result<NewEvents<Shop>, Refusal> {
+    ///         let warehouse = warehouse.ok_or_else(|| Refusal::new("no such order"))?;
+    ///         Ok(vec![Shop::Reserved { warehouse, order: self.order.clone() }].into())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = eventcore_memory::InMemoryEventStore::new();
+    /// let (order, north) = (StreamId::try_new("order-1").unwrap(), StreamId::try_new("warehouse-north").unwrap());
+    /// let placed = Shop::Placed { order: order.clone(), warehouse: north.clone() };
+    /// # let mut writes = eventcore::StreamWrites::new();
+    /// # writes.expect(order.clone(), eventcore::StreamVersion::INITIAL).unwrap();
+    /// # writes.append(&placed).unwrap();
+    /// # eventcore::EventStore::append(&store, writes).await.unwrap();
+    /// let done = execute(&store, Reserve { order }).await.unwrap();
+    /// // The warehouse was discovered, read and written in the same append.
+    /// assert_eq!(done.version_of(&north).map(|v| v.get()), Some(1));
+    /// # }
+    /// ```
     fn discover_streams(&self, state: &Self::State) -> Vec<StreamId> {
         let _ = state;
         Vec::new()
