@@ -44,44 +44,23 @@ impl StreamField for Option<StreamId> {
     }
 }
 
-impl StreamField for Vec<StreamId> {
-    fn add_to(&self, streams: &mut Vec<StreamId>) {
-        streams.extend(self.iter().cloned());
-    }
+/// The collections of stream ids a command field may be.
+macro_rules! stream_collections {
+    ($([$($generics:tt)*] $collection:ty),+ $(,)?) => {$(
+        impl<$($generics)*> StreamField for $collection {
+            fn add_to(&self, streams: &mut Vec<StreamId>) {
+                streams.extend(self.iter().cloned());
+            }
+        }
+    )+};
 }
 
-impl StreamField for [StreamId] {
-    fn add_to(&self, streams: &mut Vec<StreamId>) {
-        streams.extend(self.iter().cloned());
-    }
-}
-
-impl<const N: usize> StreamField for [StreamId; N] {
-    fn add_to(&self, streams: &mut Vec<StreamId>) {
-        streams.extend(self.iter().cloned());
-    }
-}
-
-impl StreamField for Box<[StreamId]> {
-    fn add_to(&self, streams: &mut Vec<StreamId>) {
-        streams.extend(self.iter().cloned());
-    }
-}
-
-impl StreamField for VecDeque<StreamId> {
-    fn add_to(&self, streams: &mut Vec<StreamId>) {
-        streams.extend(self.iter().cloned());
-    }
-}
-
-impl StreamField for BTreeSet<StreamId> {
-    fn add_to(&self, streams: &mut Vec<StreamId>) {
-        streams.extend(self.iter().cloned());
-    }
-}
-
-impl<S: std::hash::BuildHasher> StreamField for HashSet<StreamId, S> {
-    fn add_to(&self, streams: &mut Vec<StreamId>) {
-        streams.extend(self.iter().cloned());
-    }
-}
+stream_collections!(
+    [] Vec<StreamId>,
+    [] [StreamId],
+    [const N: usize] [StreamId; N],
+    [] Box<[StreamId]>,
+    [] VecDeque<StreamId>,
+    [] BTreeSet<StreamId>,
+    [S: std::hash::BuildHasher] HashSet<StreamId, S>,
+);

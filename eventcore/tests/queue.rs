@@ -71,18 +71,29 @@ fn credit(account: &StreamId) -> Credit {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_store_value_does_not_wait_behind_a_stuck_command() {
+type Running = tokio::task::JoinHandle<Result<eventcore::ExecutionResult, eventcore::ExecuteError>>;
+
+/// Starts a command on `x` with `policy` on a clone of `store`.
+fn start(store: &Gated, x: &StreamId, policy: RetryPolicy) -> Running {
+    let (store, x) = (store.clone(), x.clone());
+    tokio::spawn(async move { execute_with(&store, credit(&x), &policy).await })
+}
+
+/// A store whose first command on `x` holds its queue while its append
+/// waits at the gate.
+async fn stuck_on(x: &StreamId) -> (Gated, Running) {
     let stuck = Gated::new();
-    let x = stream("shared-id");
-    // A command on `x` holds the stuck store's queue while its append waits.
-    let first = tokio::spawn({
-        let (store, x) = (stuck.clone(), x.clone());
-        async move { execute(&store, credit(&x)).await }
-    });
+    let first = start(&stuck, x, RetryPolicy::default());
     stuck
         .reached(1, "the first command reached its append")
         .await;
+    (stuck, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_store_value_does_not_wait_behind_a_stuck_command() {
+    let x = stream("shared-id");
+    let (stuck, first) = stuck_on(&x).await;
 
     // Another store value, same stream id: not queued behind it.
     let other = InMemoryEventStore::new();
@@ -92,10 +103,7 @@ async fn another_store_value_does_not_wait_behind_a_stuck_command() {
         .expect("applied");
 
     // A clone of the stuck store shares its queue: it waits its turn.
-    let second = tokio::spawn({
-        let (store, x) = (stuck.clone(), x.clone());
-        async move { execute(&store, credit(&x)).await }
-    });
+    let second = start(&stuck, &x, RetryPolicy::default());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         stuck.at_gate.load(Ordering::SeqCst),
@@ -113,24 +121,15 @@ async fn another_store_value_does_not_wait_behind_a_stuck_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_with_queueing_off_does_not_wait_for_the_queue() {
-    let stuck = Gated::new();
     let x = stream("unqueued");
-    let first = tokio::spawn({
-        let (store, x) = (stuck.clone(), x.clone());
-        async move { execute(&store, credit(&x)).await }
-    });
-    stuck
-        .reached(1, "the first command reached its append")
-        .await;
+    let (stuck, first) = stuck_on(&x).await;
     // Queueing off: this one reads at once and reaches the append while the
     // first still holds the queue.
-    let unqueued = tokio::spawn({
-        let (store, x) = (stuck.clone(), x.clone());
-        async move {
-            let policy = RetryPolicy::default().with_queue_in_process(false);
-            execute_with(&store, credit(&x), &policy).await
-        }
-    });
+    let unqueued = start(
+        &stuck,
+        &x,
+        RetryPolicy::default().with_queue_in_process(false),
+    );
     stuck
         .reached(2, "the unqueued command never reached the append")
         .await;
