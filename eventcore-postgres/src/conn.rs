@@ -237,10 +237,25 @@ impl ConnPool {
         operation: &'static str,
         query: Query<'q, Postgres, PgArguments>,
     ) -> Result<Vec<PgRow>, StoreError> {
+        let span = tracing::debug_span!(
+            "eventcore.postgres",
+            operation,
+            rows = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        let started = Instant::now();
         let mut lease = self.get(operation).await?;
-        let rows = query.fetch_all(lease.conn()).await;
+        let rows =
+            tracing::Instrument::instrument(query.fetch_all(lease.conn()), span.clone()).await;
         lease.settle(&rows);
         drop(lease);
+        span.record(
+            "elapsed_us",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        if let Ok(rows) = &rows {
+            span.record("rows", rows.len());
+        }
         rows.map_err(|e| store_error(operation, e))
     }
 

@@ -105,6 +105,11 @@ pub(crate) async fn migrate(
             .execute(&mut *tx)
             .await
             .map_err(step(m.version, m.description))?;
+        tracing::info!(
+            version = m.version,
+            description = m.description,
+            "migration applied"
+        );
     }
     tx.commit().await.map_err(step(0, "commit"))
 }

@@ -188,8 +188,16 @@ impl PostgresEventStore {
     /// [`PostgresError::Connect`], [`PostgresError::Migrate`] or
     /// [`PostgresError::SchemaTooNew`].
     pub async fn migrate(&self) -> Result<(), PostgresError> {
+        let span = tracing::info_span!(
+            "eventcore.migrate",
+            schema = self.schema.as_ref().map(|s| s.to_string())
+        );
         let mut lease = self.conns.lend().await.map_err(PostgresError::Connect)?;
-        let done = schema::migrate(lease.conn(), self.schema.as_ref()).await;
+        let done = tracing::Instrument::instrument(
+            schema::migrate(lease.conn(), self.schema.as_ref()),
+            span,
+        )
+        .await;
         if done.is_ok() {
             // Each migration committed: the session is in a known state.
             lease.settle(&Ok::<(), sqlx::Error>(()));

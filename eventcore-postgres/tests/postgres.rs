@@ -1586,10 +1586,14 @@ async fn a_statement_timeout_is_a_typed_error_and_writes_nothing() {
     let store = support::store_with(support::config(schema.clone())).await;
     let x = stream("timeout");
     let holder = hold_stream_lock(&store, &x).await;
-    let impatient = support::store_with(
+    // Already migrated by `store`: migrating again would wait for the
+    // migration lock, which other tests' migrations may hold past 200 ms.
+    let impatient = PostgresEventStore::connect_with(
+        &support::database_url().await,
         support::config(schema.clone()).statement_timeout(Some(Duration::from_millis(200))),
     )
-    .await;
+    .await
+    .expect("connect");
     let mut writes = StreamWrites::new();
     writes.expect(x.clone(), StreamVersion::INITIAL).unwrap();
     writes.append(&Note::new(&x, 1)).unwrap();
@@ -1800,4 +1804,36 @@ async fn a_subscription_that_would_spend_the_last_connection_stops_and_says_why(
     )
     .await
     .expect("statements still have their connection");
+}
+
+/// Migrations and the store's statements are spans: each migration applied
+/// is an event in `eventcore.migrate`, each statement an
+/// `eventcore.postgres` span with its operation, rows and time.
+#[tokio::test]
+async fn migrations_and_statements_are_traced() {
+    let capture = eventcore_testing::trace::Capture::default();
+    let _guard = capture.install();
+    let schema = support::unique_schema();
+    let store = support::store_with(support::config(schema.clone())).await;
+    let migrate = capture.spans("eventcore.migrate");
+    assert_eq!(migrate.len(), 1);
+    assert!(migrate[0].fields["schema"].contains(schema.as_ref()));
+    let applied: Vec<String> = capture
+        .events("migration applied")
+        .iter()
+        .filter(|e| e.parent.as_deref() == Some("eventcore.migrate"))
+        .map(|e| e.fields["version"].clone())
+        .collect();
+    assert_eq!(applied, ["1", "2", "3", "4", "5", "6"]);
+
+    let x = stream("traced");
+    store.read_streams(std::slice::from_ref(&x)).await.unwrap();
+    let reads: Vec<_> = capture
+        .spans("eventcore.postgres")
+        .into_iter()
+        .filter(|s| s.fields["operation"] == "read_streams")
+        .collect();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].fields["rows"], "0");
+    assert!(reads[0].fields.contains_key("elapsed_us"));
 }

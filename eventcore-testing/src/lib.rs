@@ -9,6 +9,7 @@
 //! | [`concurrency`] | property-tested concurrency for your commands: a batch on many tasks with seeded perturbations, then your invariant, serializability (replay in commit order) and no lost or duplicated events |
 //! | [`faults`] | [`FaultyStore`](faults::FaultyStore): seeded conflicts, transient errors before and after commit, delays |
 //! | [`gwt`] | given/when/then for one command's decision, without a store |
+//! | [`trace`] | [`Capture`](trace::Capture): the spans and events eventcore emits, to assert on |
 //! | [`fixtures`], [`strategies`] | the events, commands and proptest strategies the kit's own scenarios use |
 //!
 //! The kit's own tests run the suite, the model test and the concurrency
@@ -68,3 +69,4 @@ pub mod fixtures;
 pub mod gwt;
 pub mod model;
 pub mod strategies;
+pub mod trace;

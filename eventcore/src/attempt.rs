@@ -1,6 +1,8 @@
 //! What one attempt of the execute loop may end in, and the store calls it
 //! makes, which look the command id up when there is one.
 
+use tracing::Instrument;
+
 use crate::{
     AppendOutcome, CommandId, CommandLookup, CommandRecord, EventStore, ExecuteError, SnapshotKey,
     SnapshotRead, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
@@ -56,6 +58,23 @@ pub(crate) fn settle<T, E>(read: Result<CommandLookup<T>, StoreError>) -> Attemp
     }
 }
 
+/// Microseconds since `started`, for a span's `elapsed_us`.
+fn elapsed_us(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Records a read's event count (or the record it found) and time.
+fn record_read(
+    span: &tracing::Span,
+    started: std::time::Instant,
+    read: &Result<CommandLookup<StreamReads>, StoreError>,
+) {
+    span.record("elapsed_us", elapsed_us(started));
+    if let Ok(CommandLookup::NotRecorded(read)) = read {
+        span.record("events", read.events().len());
+    }
+}
+
 /// A store as one execution sees it: every read looks the command id up,
 /// in the same call, and every append carries it.
 pub(crate) struct Target<'a, S> {
@@ -65,28 +84,58 @@ pub(crate) struct Target<'a, S> {
 
 impl<S: EventStore> Target<'_, S> {
     pub(crate) async fn read_streams<E>(&self, streams: &[StreamId]) -> Attempt<StreamReads, E> {
-        settle(match self.command {
+        let span = tracing::debug_span!(
+            "eventcore.read",
+            streams = tracing::field::debug(streams),
+            events = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let read = match self.command {
             None => self
                 .store
                 .read_streams(streams)
+                .instrument(span.clone())
                 .await
                 .map(CommandLookup::NotRecorded),
-            Some((id, _)) => self.store.read_streams_for(id, streams).await,
-        })
+            Some((id, _)) => {
+                self.store
+                    .read_streams_for(id, streams)
+                    .instrument(span.clone())
+                    .await
+            }
+        };
+        record_read(&span, started, &read);
+        settle(read)
     }
 
     pub(crate) async fn read_tails<E>(
         &self,
         held: &[(StreamId, StreamVersion)],
     ) -> Attempt<StreamReads, E> {
-        settle(match self.command {
+        let span = tracing::debug_span!(
+            "eventcore.read_tails",
+            streams = held.len(),
+            events = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let read = match self.command {
             None => self
                 .store
                 .read_tails(held)
+                .instrument(span.clone())
                 .await
                 .map(CommandLookup::NotRecorded),
-            Some((id, _)) => self.store.read_tails_for(id, held).await,
-        })
+            Some((id, _)) => {
+                self.store
+                    .read_tails_for(id, held)
+                    .instrument(span.clone())
+                    .await
+            }
+        };
+        record_read(&span, started, &read);
+        settle(read)
     }
 
     /// Not sorted: a failed snapshot read is not a failed command.
@@ -114,6 +163,19 @@ impl<S: EventStore> Target<'_, S> {
     }
 
     pub(crate) async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
-        self.store.append(writes).await
+        let span = tracing::debug_span!(
+            "eventcore.append",
+            streams = writes.expected_versions().len(),
+            events = writes.events().len(),
+            elapsed_us = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let appended = self.store.append(writes).instrument(span.clone()).await;
+        span.record("elapsed_us", elapsed_us(started));
+        if let Err(e) = &appended {
+            span.record("error", tracing::field::display(e));
+        }
+        appended
     }
 }

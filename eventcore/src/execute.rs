@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::{
     CausationId, CommandId, CommandLogic, CorrelationId, EventStore, ExecuteError, Metadata,
     RetryPolicy, StreamId, StreamVersion,
@@ -185,6 +187,15 @@ where
 /// Every event appended carries `options`' [`Metadata`]; its correlation
 /// id, if unset, is one made up for this call, and its causation id, if
 /// unset, the command id.
+///
+/// # Tracing
+/// Each call is an `eventcore.execute` span (level INFO) with the fields
+/// `command` (its type), `command_id`, `streams`, `attempts`, `conflicts`,
+/// `events_written`, `outcome` (`applied`, `nothing`, `already_applied`,
+/// `rejected`, `gave_up`, `failed`) and `error`; each store call inside is
+/// an `eventcore.read`, `eventcore.read_tails` or `eventcore.append` span
+/// (DEBUG) with its streams, events and `elapsed_us`; a retry is a DEBUG
+/// event. Without a subscriber, spans cost a branch each.
 pub async fn execute_with<S, C>(
     store: S,
     command: C,
@@ -194,11 +205,65 @@ where
     S: EventStore,
     C: CommandLogic,
 {
+    let options = options.into();
+    let span = tracing::info_span!(
+        "eventcore.execute",
+        command = std::any::type_name::<C>(),
+        command_id = options.command_id.as_ref().map(CommandId::as_str),
+        streams = tracing::field::Empty,
+        attempts = tracing::field::Empty,
+        conflicts = tracing::field::Empty,
+        events_written = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    let result = execute_traced(store, command, options)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(done) => {
+            let outcome = if done.already_applied {
+                "already_applied"
+            } else if done.events_written == 0 {
+                "nothing"
+            } else {
+                "applied"
+            };
+            span.record("attempts", done.attempts);
+            span.record("events_written", done.events_written);
+            span.record("outcome", outcome);
+        }
+        Err(e) => {
+            let outcome = match e {
+                ExecuteError::Rejected(_) => "rejected",
+                ExecuteError::RetriesExhausted { attempts, .. } => {
+                    span.record("attempts", attempts);
+                    "gave_up"
+                }
+                _ => "failed",
+            };
+            span.record("outcome", outcome);
+            span.record("error", tracing::field::display(e));
+        }
+    }
+    result
+}
+
+/// [`execute_with`] inside its span.
+async fn execute_traced<S, C>(
+    store: S,
+    command: C,
+    options: ExecuteOptions,
+) -> Result<ExecutionResult, ExecuteError<C::Error>>
+where
+    S: EventStore,
+    C: CommandLogic,
+{
     let ExecuteOptions {
         policy,
         mut metadata,
         command_id,
-    } = options.into();
+    } = options;
     let policy = &policy;
     if metadata.correlation_id().is_none() {
         metadata = metadata.with_correlation_id(CorrelationId::generate());
@@ -216,6 +281,7 @@ where
     if streams.is_empty() {
         return Err(ExecuteError::NoStreams);
     }
+    tracing::Span::current().record("streams", tracing::field::debug(&streams));
     let command_type = std::any::type_name::<C>();
     let target = Target {
         store: &store,
@@ -235,6 +301,7 @@ where
     let mut discovered: Vec<StreamId> = Vec::new();
 
     let mut attempt = 1;
+    let mut conflicts: u32 = 0;
     loop {
         let held = match store.command_queue() {
             Some(queue) if policy.queues_in_process() => {
@@ -280,6 +347,11 @@ where
                 });
             }
         };
+        if matches!(error, crate::StoreError::VersionConflict { .. }) {
+            conflicts += 1;
+            tracing::Span::current().record("conflicts", conflicts);
+        }
+        tracing::debug!(attempt, error = %error, "attempt failed; retrying");
         if attempt >= policy.max_attempts() {
             return Err(ExecuteError::RetriesExhausted {
                 attempts: attempt,

@@ -381,7 +381,10 @@ where
     SubscriptionHandle {
         stop: stop_tx,
         position: pos_rx,
-        task: tokio::spawn(runner.run()),
+        task: tokio::spawn({
+            let span = tracing::info_span!("eventcore.subscription", name = %runner.name);
+            tracing::Instrument::instrument(runner.run(), span)
+        }),
     }
 }
 
@@ -429,8 +432,10 @@ where
     fn halt(&self, error: StoreError, report: &mut SubscriptionReport) -> Halt {
         if error.is_retryable() {
             report.store_retries += 1;
+            tracing::warn!(error = %error, "store error; the subscription starts a new session");
             Halt::Retry
         } else {
+            tracing::error!(error = %error, "store error; the subscription stops");
             Halt::Fatal(self.store_error(error))
         }
     }
@@ -443,7 +448,10 @@ where
                 return Ok(None);
             }
             match self.checkpoints.try_acquire(&self.name).await {
-                Ok(Some(lease)) => return Ok(Some(lease)),
+                Ok(Some(lease)) => {
+                    tracing::info!("lease taken");
+                    return Ok(Some(lease));
+                }
                 Ok(None) => {}
                 Err(e) => return Err(self.halt(e, report)),
             }
@@ -537,12 +545,19 @@ where
                 Ok(true) => {}
                 Ok(false) => {
                     report.leases_lost += 1;
+                    tracing::warn!("lease lost; waiting to take it again");
                     return Err(Halt::Retry);
                 }
                 Err(e) => return Err(self.halt(e, report)),
             }
             let next = page.next();
             let last = page.events().last().map(|(p, _)| *p);
+            if let Some((position, last)) = page.events().last() {
+                let lag_ms = std::time::SystemTime::now()
+                    .duration_since(last.recorded_at())
+                    .map_or(0, |lag| u64::try_from(lag.as_millis()).unwrap_or(u64::MAX));
+                tracing::debug!(events = page.len(), %position, lag_ms, "page read");
+            }
             let outcome = self.handle_page(page.into_events(), &mut at, report).await;
             // Every event of the page dealt with: nothing the filters let
             // through lies between it and `next`.
