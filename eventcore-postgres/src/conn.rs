@@ -243,16 +243,17 @@ impl ConnPool {
             rows = tracing::field::Empty,
             elapsed_us = tracing::field::Empty,
         );
-        let started = Instant::now();
+        // No clock read when the span is not recorded.
+        let started = (!span.is_disabled()).then(Instant::now);
         let mut lease = self.get(operation).await?;
         let rows =
             tracing::Instrument::instrument(query.fetch_all(lease.conn()), span.clone()).await;
         lease.settle(&rows);
         drop(lease);
-        span.record(
-            "elapsed_us",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        );
+        if let Some(started) = started {
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            span.record("elapsed_us", us);
+        }
         if let Ok(rows) = &rows {
             span.record("rows", rows.len());
         }

@@ -58,18 +58,27 @@ pub(crate) fn settle<T, E>(read: Result<CommandLookup<T>, StoreError>) -> Attemp
     }
 }
 
-/// Microseconds since `started`, for a span's `elapsed_us`.
-fn elapsed_us(started: std::time::Instant) -> u64 {
-    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+/// When a store call started, if its span is recorded (no clock read
+/// otherwise).
+fn start(span: &tracing::Span) -> Option<std::time::Instant> {
+    (!span.is_disabled()).then(std::time::Instant::now)
+}
+
+/// Records the microseconds since `started` as the span's `elapsed_us`.
+fn record_elapsed(span: &tracing::Span, started: Option<std::time::Instant>) {
+    if let Some(started) = started {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        span.record("elapsed_us", us);
+    }
 }
 
 /// Records a read's event count (or the record it found) and time.
 fn record_read(
     span: &tracing::Span,
-    started: std::time::Instant,
+    started: Option<std::time::Instant>,
     read: &Result<CommandLookup<StreamReads>, StoreError>,
 ) {
-    span.record("elapsed_us", elapsed_us(started));
+    record_elapsed(span, started);
     if let Ok(CommandLookup::NotRecorded(read)) = read {
         span.record("events", read.events().len());
     }
@@ -90,7 +99,7 @@ impl<S: EventStore> Target<'_, S> {
             events = tracing::field::Empty,
             elapsed_us = tracing::field::Empty,
         );
-        let started = std::time::Instant::now();
+        let started = start(&span);
         let read = match self.command {
             None => self
                 .store
@@ -119,7 +128,7 @@ impl<S: EventStore> Target<'_, S> {
             events = tracing::field::Empty,
             elapsed_us = tracing::field::Empty,
         );
-        let started = std::time::Instant::now();
+        let started = start(&span);
         let read = match self.command {
             None => self
                 .store
@@ -170,9 +179,9 @@ impl<S: EventStore> Target<'_, S> {
             elapsed_us = tracing::field::Empty,
             error = tracing::field::Empty,
         );
-        let started = std::time::Instant::now();
+        let started = start(&span);
         let appended = self.store.append(writes).instrument(span.clone()).await;
-        span.record("elapsed_us", elapsed_us(started));
+        record_elapsed(&span, started);
         if let Err(e) = &appended {
             span.record("error", tracing::field::display(e));
         }
