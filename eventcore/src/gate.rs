@@ -16,9 +16,12 @@
 //! (two tenants, two schemas, two test stores) queued behind each other on
 //! equal stream ids.
 
-use std::sync::OnceLock;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex as Plain},
+};
 
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::StreamId;
 
@@ -29,10 +32,11 @@ const STRIPES: usize = 1024;
 /// [`EventStore::command_queue`](crate::EventStore::command_queue)). Two
 /// store values, even on one database, queue separately: their commands on
 /// the same streams meet at the store's version check instead, which
-/// retries them. Its 1,024 stripes are allocated on first use.
+/// retries them. A stripe's lock is made on the first command that needs
+/// it (at most 1,024), so a new store value costs nothing until used.
 #[derive(Debug, Default)]
 pub struct CommandQueue {
-    stripes: OnceLock<Box<[Mutex<()>]>>,
+    stripes: Plain<HashMap<usize, Arc<Mutex<()>>>>,
 }
 
 impl CommandQueue {
@@ -42,16 +46,21 @@ impl CommandQueue {
     }
 
     /// Waits for, and takes, the stripes of `streams`, in ascending order.
-    pub(crate) async fn enter(&self, streams: &[StreamId]) -> Held<'_> {
-        let locks = self
-            .stripes
-            .get_or_init(|| (0..STRIPES).map(|_| Mutex::new(())).collect());
+    pub(crate) async fn enter(&self, streams: &[StreamId]) -> Held {
         let mut stripes: Vec<usize> = streams.iter().map(stripe).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let mut held = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            held.push(locks[s].lock().await);
+        let locks: Vec<Arc<Mutex<()>>> = {
+            // The map holds no invariant a panic could break.
+            let mut map = self.stripes.lock().unwrap_or_else(|p| p.into_inner());
+            stripes
+                .iter()
+                .map(|s| map.entry(*s).or_default().clone())
+                .collect()
+        };
+        let mut held = Vec::with_capacity(locks.len());
+        for lock in locks {
+            held.push(lock.lock_owned().await);
         }
         Held(held)
     }
@@ -70,4 +79,4 @@ fn stripe(stream: &StreamId) -> usize {
 }
 
 /// Holds the stripes of a command's streams until dropped.
-pub(crate) struct Held<'a>(#[allow(dead_code)] Vec<MutexGuard<'a, ()>>);
+pub(crate) struct Held(#[allow(dead_code)] Vec<OwnedMutexGuard<()>>);
