@@ -14,6 +14,12 @@ pub trait CommandStreams {
     fn streams(&self) -> Vec<StreamId>;
 }
 
+impl<C: CommandStreams + ?Sized> CommandStreams for Box<C> {
+    fn streams(&self) -> Vec<StreamId> {
+        (**self).streams()
+    }
+}
+
 /// The decision logic of a command.
 ///
 /// Both methods are pure and synchronous: all input comes from the events of

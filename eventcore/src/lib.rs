@@ -62,8 +62,11 @@ pub use eventcore_macros::Event;
 /// Implements [`CommandStreams`] for a struct: the command reads the
 /// streams held by its fields marked `#[stream]`, each a [`StreamId`], an
 /// `Option<StreamId>` or a collection of them (`Vec`, array, slice,
-/// `BTreeSet`, `HashSet`, `VecDeque`). A struct without such a field, a
-/// marked field of another type, and generics are compile errors.
+/// `BTreeSet`, `HashSet`, `VecDeque`). On an enum whose variants each wrap
+/// one command (`Deposit(Deposit)`), a value reads the streams of the
+/// command it holds. A struct without such a field, a marked field of
+/// another type, a variant that wraps no command, and generics are compile
+/// errors.
 ///
 /// ```
 /// use eventcore::{Command, CommandStreams, StreamId};

@@ -228,6 +228,31 @@ fn a_command_reads_every_stream_its_marked_fields_hold() {
 #[derive(Command)]
 struct TupleCommand(#[stream] StreamId, #[allow(dead_code)] u64);
 
+/// An enum of commands reads the streams of the one it holds.
+#[derive(Command)]
+enum AnyCommand {
+    Tuple(TupleCommand),
+    Many(Box<Many>),
+}
+
+#[test]
+fn an_enum_of_commands_reads_the_streams_of_the_one_it_holds() {
+    assert_eq!(
+        AnyCommand::Tuple(TupleCommand(id("t"), 1)).streams(),
+        vec![id("t")]
+    );
+    let many = Many {
+        one: id("one"),
+        maybe: None,
+        several: vec![id("v")],
+        set: BTreeSet::new(),
+        hashed: HashSet::new(),
+        fixed: [id("f1"), id("f2")],
+        not_a_stream: 0,
+    };
+    assert_eq!(AnyCommand::Many(Box::new(many)).streams().len(), 4);
+}
+
 #[test]
 fn tuple_struct_fields_can_be_streams() {
     assert_eq!(TupleCommand(id("t"), 1).streams(), vec![id("t")]);

@@ -8,12 +8,16 @@ use crate::{is_stream, no_generics};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     no_generics(input, "Command")?;
-    let Data::Struct(data) = &input.data else {
-        return Err(syn::Error::new_spanned(
-            &input.ident,
-            "#[derive(Command)] works on a struct whose fields marked #[stream] hold the streams \
-             the command reads",
-        ));
+    let data = match &input.data {
+        Data::Struct(data) => data,
+        Data::Enum(data) => return expand_enum(&input.ident, data),
+        Data::Union(_) => {
+            return Err(syn::Error::new_spanned(
+                &input.ident,
+                "#[derive(Command)] works on a struct whose fields marked #[stream] hold the \
+                 streams the command reads, or on an enum of commands",
+            ));
+        }
     };
     let mut adds = Vec::new();
     for (i, field) in data.fields.iter().enumerate() {
@@ -50,6 +54,51 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 let mut streams = ::std::vec::Vec::new();
                 #(#adds)*
                 streams
+            }
+        }
+    })
+}
+
+/// An enum of commands, each variant wrapping one: its streams are the
+/// wrapped command's.
+fn expand_enum(name: &syn::Ident, data: &syn::DataEnum) -> syn::Result<TokenStream> {
+    if data.variants.is_empty() {
+        return Err(syn::Error::new_spanned(
+            name,
+            "#[derive(Command)] on an enum needs at least one variant",
+        ));
+    }
+    let mut arms = Vec::new();
+    for variant in &data.variants {
+        let v = &variant.ident;
+        let syn::Fields::Unnamed(fields) = &variant.fields else {
+            return Err(syn::Error::new_spanned(
+                v,
+                format!(
+                    "variant `{v}` must wrap one command, as `{v}(SomeCommand)`: an enum of \
+                     commands takes each variant's streams from the command it wraps"
+                ),
+            ));
+        };
+        if fields.unnamed.len() != 1 {
+            return Err(syn::Error::new_spanned(
+                v,
+                format!("variant `{v}` must wrap exactly one command"),
+            ));
+        }
+        let ty = &fields.unnamed[0].ty;
+        let call = quote_spanned! {ty.span()=>
+            <#ty as ::eventcore::CommandStreams>::streams(command)
+        };
+        arms.push(quote! { #name::#v(command) => #call, });
+    }
+    Ok(quote! {
+        #[automatically_derived]
+        impl ::eventcore::CommandStreams for #name {
+            fn streams(&self) -> ::std::vec::Vec<::eventcore::StreamId> {
+                match self {
+                    #(#arms)*
+                }
             }
         }
     })

@@ -9,7 +9,8 @@
 //!   form cannot drift apart.
 //! - `#[derive(Command)]` on a struct implements `eventcore::CommandStreams`:
 //!   the command's streams are its fields marked `#[stream]` (a `StreamId`,
-//!   an `Option<StreamId>` or a collection of them).
+//!   an `Option<StreamId>` or a collection of them). On an enum whose
+//!   variants each wrap one command, a value's streams are its command's.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

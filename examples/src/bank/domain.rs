@@ -1,8 +1,6 @@
 //! The bank's events and commands.
 
-use eventcore::{
-    Command, CommandLogic, CommandStreams, Event, NewEvents, StateKey, StreamId, require,
-};
+use eventcore::{Command, CommandLogic, Event, NewEvents, StateKey, StreamId, require};
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
 
@@ -320,8 +318,9 @@ impl CommandLogic for Transfer {
 }
 
 /// Any bank command, for batches of mixed commands (such as the
-/// concurrency property test). Decides exactly as the command it wraps.
-#[derive(Debug, Clone)]
+/// concurrency property test). Reads the streams of the command it wraps,
+/// and decides exactly as it does.
+#[derive(Debug, Clone, Command)]
 pub enum BankCommand {
     /// See [`OpenAccount`].
     Open(OpenAccount),
@@ -340,17 +339,6 @@ pub struct Accounts(pub std::collections::HashMap<StreamId, Account>);
 impl Accounts {
     fn of(&self, account: &StreamId) -> Account {
         self.0.get(account).copied().unwrap_or_default()
-    }
-}
-
-impl CommandStreams for BankCommand {
-    fn streams(&self) -> Vec<StreamId> {
-        match self {
-            BankCommand::Open(c) => c.streams(),
-            BankCommand::Deposit(c) => c.streams(),
-            BankCommand::Withdraw(c) => c.streams(),
-            BankCommand::Transfer(c) => c.streams(),
-        }
     }
 }
 
