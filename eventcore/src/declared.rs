@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use crate::{
-    CommandLogic, CommandLookup, EventStore, ExecuteError, ExecutionResult, Metadata,
-    RecordedEvent, Snapshot, SnapshotKey, StateCache, StateKey, StoreError, StreamId,
-    StreamVersion,
+    CommandLogic, CommandLookup, EventStore, ExecuteError, ExecutionResult, Metadata, Snapshot,
+    SnapshotKey, StateCache, StateKey, StoreError, StreamId, StreamVersion,
     attempt::{Attempt, End, Target, retry_or_end},
     cache::{Count, Entry, EntryKey},
+    execute::fold,
 };
 
 /// A declared command's state and what it covers.
@@ -467,16 +467,4 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             },
         );
     }
-}
-
-fn fold<C: CommandLogic>(
-    command: &C,
-    mut state: C::State,
-    events: &[RecordedEvent],
-) -> Result<C::State, ExecuteError<C::Error>> {
-    for recorded in events {
-        let event: C::Event = recorded.decode()?;
-        state = command.apply(state, &event);
-    }
-    Ok(state)
 }

@@ -334,9 +334,9 @@ where
             Ok(Err(retryable)) => retryable,
             Err(End::Failed(error)) => return Err(*error),
             Err(End::Recorded(record)) => {
-                if !record.is_same_command(command_type, &streams)
-                    && !record.covers(command_type, &streams)
-                {
+                // Covers the same stream set and a superset (streams the
+                // first execution discovered while deciding).
+                if !record.covers(command_type, &streams) {
                     return Err(record.reused_by(command_type, &streams).into());
                 }
                 return Ok(ExecutionResult {
@@ -461,8 +461,8 @@ fn versions_of(streams: &[StreamId], read: &crate::StreamReads) -> Vec<(StreamId
         .collect()
 }
 
-/// Folds `events` into `state`.
-fn fold<C: CommandLogic>(
+/// Folds `events` into `state`; shared by both execute paths.
+pub(crate) fn fold<C: CommandLogic>(
     command: &C,
     mut state: C::State,
     events: &[crate::RecordedEvent],
