@@ -196,6 +196,7 @@ impl InMemoryEventStore {
                     pending.event_type(),
                     pending.payload(),
                 )
+                .with_schema_version(pending.schema_version())
                 .with_event_id(pending.event_id())
                 .with_recorded_at(recorded_at)
                 .with_metadata(pending.metadata().clone()),

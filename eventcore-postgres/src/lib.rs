@@ -14,7 +14,9 @@
 //!   stream id, stream version, event type, payload (`json`: the text kept
 //!   verbatim, so numbers come back exactly as written; cast to `jsonb` in
 //!   queries that need its operators) and metadata (`jsonb`),
-//!   event id (UUIDv7), the writing transaction's id and the time recorded.
+//!   event id (UUIDv7), the writing transaction's id, the time recorded and
+//!   the schema version of the event's type it was written at (`DEFAULT 1`,
+//!   so rows written before migration 7 read as version 1).
 //!   Its only index besides the primary key is the unique
 //!   `(stream_id, stream_version)`, which serves both stream reads and the
 //!   version check. Row triggers reject `UPDATE` and `DELETE`, a statement

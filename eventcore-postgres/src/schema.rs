@@ -46,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "command ids recorded with their events; payloads kept verbatim",
         sql: include_str!("../migrations/0006_commands.sql"),
     },
+    Migration {
+        version: 7,
+        description: "schema versions of stored events",
+        sql: include_str!("../migrations/0007_schema_versions.sql"),
+    },
 ];
 
 /// Advisory lock key that serialises concurrent migrations of one database

@@ -164,7 +164,7 @@ pub(crate) async fn read_from_for(
                 .bind(command_id.as_str()),
         )
         .await?;
-    crate::store::lookup(command_id, &rows, 12, || decode_read_from(key, &rows))
+    crate::store::lookup(command_id, &rows, 13, || decode_read_from(key, &rows))
         .map_err(|e| store_error("read_from_snapshot", e))
 }
 
@@ -186,13 +186,13 @@ fn decode_read_from(
         match (stream, position) {
             (None, _) => {
                 let schema: i64 = row.try_get(1)?;
-                let stored: Vec<i64> = row.try_get(10)?;
+                let stored: Vec<i64> = row.try_get(11)?;
                 let state: String = row.try_get(4)?;
                 snapshot = snapshot_from(key, schema, stored, state);
             }
             (Some(id), None) => {
                 let current: i64 = row.try_get(1)?;
-                let from: i64 = row.try_get(11)?;
+                let from: i64 = row.try_get(12)?;
                 if let Ok(i) = streams.binary_search_by(|s| s.as_str().cmp(id)) {
                     let current = StreamVersion::new(u64::try_from(current).unwrap_or(0));
                     versions[i].1 = versions[i].1.max(current);

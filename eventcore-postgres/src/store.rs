@@ -232,7 +232,7 @@ impl EventStore for PostgresEventStore {
                     .bind(command_id.as_str()),
             )
             .await?;
-        lookup(command_id, &rows, 10, || decode_streams(streams, &rows))
+        lookup(command_id, &rows, 11, || decode_streams(streams, &rows))
             .map_err(|e| store_error("read_streams", e))
     }
 
@@ -254,7 +254,7 @@ impl EventStore for PostgresEventStore {
                     .bind(command_id.as_str()),
             )
             .await?;
-        lookup(command_id, &rows, 10, || decode_tails(held, &rows))
+        lookup(command_id, &rows, 11, || decode_tails(held, &rows))
             .map_err(|e| store_error("read_tails", e))
     }
 
@@ -327,6 +327,10 @@ impl EventStore for PostgresEventStore {
         let event_types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
         let payloads: Vec<&str> = events.iter().map(|e| e.payload()).collect();
         let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id()).collect();
+        let schema_versions: Vec<i64> = events
+            .iter()
+            .map(|e| i64::from(e.schema_version()))
+            .collect();
         let metadata = EventMetadataColumns::of(events);
         let command = writes.command();
         let resulting: Option<Vec<i64>> = match command {
@@ -354,6 +358,7 @@ impl EventStore for PostgresEventStore {
             .bind(command.map(|(id, _)| id.as_str()))
             .bind(command.map(|(_, command_type)| command_type))
             .bind(&resulting)
+            .bind(&schema_versions)
             .fetch_optional(lease.conn())
             .await;
         lease.settle(&conflict);
@@ -486,8 +491,8 @@ fn decode_log_page(
     let mut events = Vec::with_capacity(rows.len());
     let mut scanned_to = None;
     for row in rows {
-        if filtered && row.try_get::<i32, _>(11)? == 1 {
-            let commit: &str = row.try_get(10)?;
+        if filtered && row.try_get::<i32, _>(12)? == 1 {
+            let commit: &str = row.try_get(11)?;
             let commit = commit.parse().map_err(|e| sqlx::Error::ColumnDecode {
                 index: "commit".into(),
                 source: Box::new(e),
@@ -516,7 +521,7 @@ fn decode_log_row(row: &sqlx::postgres::PgRow) -> Result<(Position, RecordedEven
         })?;
     let sequence = from_bigint(row.try_get(2)?);
     let commit: u64 =
-        row.try_get::<&str, _>(10)?
+        row.try_get::<&str, _>(11)?
             .parse()
             .map_err(|e| sqlx::Error::ColumnDecode {
                 index: "commit".into(),
@@ -800,9 +805,9 @@ impl<'a> EventMetadataColumns<'a> {
     }
 }
 
-/// Reads the metadata columns (5 to 9: event id, recorded_at in
-/// microseconds, correlation id, causation id, key/values as JSON text)
-/// of an event row into `event`.
+/// Reads the metadata columns (5 to 10: event id, recorded_at in
+/// microseconds, correlation id, causation id, key/values as JSON text,
+/// schema version) of an event row into `event`.
 fn with_metadata(
     event: RecordedEvent,
     row: &sqlx::postgres::PgRow,
@@ -830,7 +835,10 @@ fn with_metadata(
             serde_json::from_str(values).map_err(|e| decode("metadata", Box::new(e)))?;
         metadata = metadata.with_values(values);
     }
+    let schema_version = u32::try_from(row.try_get::<i64, _>(10)?)
+        .map_err(|e| decode("schema_version", Box::new(e)))?;
     Ok(event
+        .with_schema_version(schema_version)
         .with_event_id(row.try_get(5)?)
         .with_recorded_at(recorded_at)
         .with_metadata(metadata))

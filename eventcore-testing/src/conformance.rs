@@ -23,6 +23,7 @@ use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 mod commands;
 mod discovery;
 mod metadata;
+mod schema;
 mod state;
 mod values;
 pub use commands::{
@@ -38,6 +39,11 @@ pub use discovery::{
 pub use metadata::{
     execute_gives_a_command_one_correlation_id, follow_up_commands_carry_the_trigger_s_ids,
     metadata_round_trips_exactly, unstorable_metadata_is_refused,
+};
+pub use schema::{
+    commands_fold_upcast_events, global_log_events_are_upcast, old_events_are_upcast_when_decoded,
+    schema_versions_round_trip, subscriptions_read_upcast_events,
+    unreadable_schema_versions_are_typed_errors,
 };
 pub use state::{
     kept_state_sees_writes_made_around_it, refusal_on_a_kept_state_is_confirmed_first,
@@ -121,6 +127,9 @@ macro_rules! __scenarios {
             tail_reads_from_start_middle_and_end,
             tail_read_beyond_the_end_reports_the_shorter_stream,
             unstorable_metadata_is_refused,
+            schema_versions_round_trip,
+            old_events_are_upcast_when_decoded,
+            unreadable_schema_versions_are_typed_errors,
         );
     };
     (limits, $callback:ident ! ($($args:tt)*)) => {
@@ -146,6 +155,7 @@ macro_rules! __scenarios {
             kept_state_sees_writes_made_around_it,
             refusal_on_a_kept_state_is_confirmed_first,
             execute_gives_a_command_one_correlation_id,
+            commands_fold_upcast_events,
         );
     };
     (snapshots, $callback:ident ! ($($args:tt)*)) => {
@@ -173,6 +183,7 @@ macro_rules! __scenarios {
             global_log_filters_by_event_type,
             global_log_filtered_pages_skip_nothing,
             global_log_reader_misses_nothing_under_concurrent_writers,
+            global_log_events_are_upcast,
         );
     };
     (subscriptions, $callback:ident ! ($($args:tt)*)) => {
@@ -181,6 +192,7 @@ macro_rules! __scenarios {
             subscription_instances_never_overlap,
             subscription_stops_at_an_undecodable_event,
             follow_up_commands_carry_the_trigger_s_ids,
+            subscriptions_read_upcast_events,
         );
     };
 }

@@ -39,6 +39,8 @@ enum Flaw {
     LosesEvents,
     /// Stores the events but not their ids, times or metadata.
     DropsMetadata,
+    /// Stores every event at schema version 1, whatever it was written at.
+    DropsSchemaVersions,
     /// Claims to record command ids but never does.
     ForgetsCommands,
     /// A filtered page of the global log says it looked at the whole log
@@ -129,6 +131,7 @@ fn new_events(
     writes: &StreamWrites,
     only: Option<&StreamId>,
     keep_metadata: bool,
+    keep_schema_version: bool,
 ) -> Vec<RecordedEvent> {
     let now = std::time::SystemTime::now();
     let mut next: Vec<(StreamId, StreamVersion)> = writes.expected_versions().to_vec();
@@ -142,13 +145,16 @@ fn new_events(
         };
         slot.1 = StreamVersion::new(slot.1.get() + 1);
         let seq = (log_len + out.len() + 1) as u64;
-        let recorded = RecordedEvent::new(
+        let mut recorded = RecordedEvent::new(
             e.stream_id().clone(),
             slot.1,
             seq,
             e.event_type().to_owned(),
             e.payload().to_owned(),
         );
+        if keep_schema_version {
+            recorded = recorded.with_schema_version(e.schema_version());
+        }
         out.push(if keep_metadata {
             recorded
                 .with_event_id(e.event_id())
@@ -191,6 +197,7 @@ impl EventStore for BrokenStore {
             Flaw::None
             | Flaw::SkipsReadOnlyCheck
             | Flaw::DropsMetadata
+            | Flaw::DropsSchemaVersions
             | Flaw::ForgetsCommands
             | Flaw::NextPastMatches => {
                 let mut log = self.log.lock().unwrap();
@@ -217,7 +224,13 @@ impl EventStore for BrokenStore {
                         check(&log, s, *expected)?;
                     }
                 }
-                let new = new_events(log.len(), &writes, None, self.flaw != Flaw::DropsMetadata);
+                let new = new_events(
+                    log.len(),
+                    &writes,
+                    None,
+                    self.flaw != Flaw::DropsMetadata,
+                    self.flaw != Flaw::DropsSchemaVersions,
+                );
                 log.extend(new);
             }
             Flaw::NotAtomic => {
@@ -225,7 +238,7 @@ impl EventStore for BrokenStore {
                     {
                         let mut log = self.log.lock().unwrap();
                         check(&log, s, *expected)?;
-                        let new = new_events(log.len(), &writes, Some(s), true);
+                        let new = new_events(log.len(), &writes, Some(s), true, true);
                         log.extend(new);
                     }
                     tokio::task::yield_now().await;
@@ -233,7 +246,13 @@ impl EventStore for BrokenStore {
             }
             Flaw::ReusesVersion => {
                 let mut log = self.log.lock().unwrap();
-                let new = new_events(log.len(), &writes, None, self.flaw != Flaw::DropsMetadata);
+                let new = new_events(
+                    log.len(),
+                    &writes,
+                    None,
+                    self.flaw != Flaw::DropsMetadata,
+                    self.flaw != Flaw::DropsSchemaVersions,
+                );
                 log.extend(new);
             }
             Flaw::LosesEvents => {
@@ -245,7 +264,7 @@ impl EventStore for BrokenStore {
                     log.clone()
                 };
                 tokio::task::yield_now().await;
-                let new = new_events(copy.len(), &writes, None, true);
+                let new = new_events(copy.len(), &writes, None, true, true);
                 copy.extend(new);
                 *self.log.lock().unwrap() = copy;
             }
@@ -331,6 +350,18 @@ async fn dropping_metadata_is_caught() {
         failed.contains(&"follow_up_commands_carry_the_trigger_s_ids"),
         "{failed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_schema_versions_is_caught() {
+    let failed = failed_scenarios(Flaw::DropsSchemaVersions).await;
+    for scenario in [
+        "schema_versions_round_trip",
+        "commands_fold_upcast_events",
+        "global_log_events_are_upcast",
+    ] {
+        assert!(failed.contains(&scenario), "{scenario}: {failed:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

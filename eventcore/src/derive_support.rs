@@ -5,6 +5,9 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use crate::StreamId;
 
+/// The JSON value an upcaster takes and returns.
+pub use serde_json::Value as JsonValue;
+
 /// A field that `#[derive(Event)]` may take as an event's stream.
 #[diagnostic::on_unimplemented(
     message = "`#[stream]` marks the field that holds the event's stream: `{Self}` is not a `StreamId`",

@@ -142,6 +142,29 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// A stored event's schema version is not one its type reads: older,
+    /// and the type's [`Event::upcast`](crate::Event::upcast) refused it,
+    /// or newer than the type's [`Event::schema_version`](crate::Event::schema_version)
+    /// (written by newer code). The event is never skipped: reading fails.
+    #[error(
+        "stored event {version} of stream `{stream_id}` (type `{event_type}`, schema version {schema_version}) cannot be read as schema version {current}: {source}"
+    )]
+    Upcast {
+        /// The event's stream.
+        stream_id: StreamId,
+        /// The event's version in its stream.
+        version: StreamVersion,
+        /// The stored type name.
+        event_type: String,
+        /// The schema version it was stored at.
+        schema_version: u32,
+        /// The schema version the reading type has.
+        current: u32,
+        /// Why it could not be brought up to `current`.
+        #[source]
+        source: BoxError,
+    },
+
     /// The write would take a stream past the largest representable version.
     #[error("stream `{stream_id}` cannot grow past version {version}")]
     VersionOverflow {

@@ -56,6 +56,44 @@ pub use event::Event;
 /// assert_eq!(deposit.stream_id(), &alice);
 /// assert_eq!(deposit.event_type(), "MoneyDeposited");
 /// ```
+///
+/// A variant whose shape changed carries its schema version,
+/// `#[event(version = N)]` (1 when absent), and the enum names the function
+/// that brings older payloads up to date, `#[event(upcast = path)]`, called
+/// as [`Event::upcast`] (a variant above version 1 without one is a compile
+/// error):
+///
+/// ```
+/// use eventcore::{BoxError, Event, StreamId};
+/// use serde::{Deserialize, Serialize};
+/// use serde_json::{Value, json};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// #[serde(tag = "type")]
+/// #[event(stream = "account", upcast = read_old_shapes)]
+/// enum Account {
+///     Opened { account: StreamId },
+///     /// Version 1 stored a float of dollars in `amount`; 2 stores cents.
+///     #[serde(rename = "MoneyDeposited")]
+///     #[event(version = 2)]
+///     Deposited { account: StreamId, cents: u64 },
+/// }
+///
+/// fn read_old_shapes(event_type: &str, from: u32, mut v: Value) -> Result<Value, BoxError> {
+///     if (event_type, from) == ("MoneyDeposited", 1) {
+///         let dollars = v["amount"].as_f64().ok_or("amount is not a number")?;
+///         v["cents"] = json!((dollars * 100.0).round() as u64);
+///     }
+///     Ok(v)
+/// }
+///
+/// assert_eq!(Account::schema_version("MoneyDeposited"), 2);
+/// assert_eq!(Account::schema_version("Opened"), 1);
+/// let v1 = json!({"type": "MoneyDeposited", "account": "acc-1", "amount": 0.1});
+/// let read: Account = serde_json::from_value(Account::upcast("MoneyDeposited", 1, v1)?)?;
+/// assert!(matches!(read, Account::Deposited { cents: 10, .. }));
+/// # Ok::<(), BoxError>(())
+/// ```
 #[cfg(feature = "derive")]
 pub use eventcore_macros::Event;
 

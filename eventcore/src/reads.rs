@@ -2,14 +2,13 @@
 
 use std::{sync::Arc, time::SystemTime};
 
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::{Metadata, StoreError, StreamId, StreamVersion};
+use crate::{Event, Metadata, StoreError, StreamId, StreamVersion};
 
 /// One event as stored: its place in its stream and in the global log, its
-/// type name, its JSON payload, its id, when it was recorded and its
-/// [`Metadata`].
+/// type name and schema version, its JSON payload, its id, when it was
+/// recorded and its [`Metadata`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
     stream_id: StreamId,
@@ -17,6 +16,7 @@ pub struct RecordedEvent {
     global_sequence: u64,
     // Shared, so that a store keeping events in memory hands out copies cheaply.
     event_type: Arc<str>,
+    schema_version: u32,
     payload: Arc<str>,
     event_id: Uuid,
     recorded_at: SystemTime,
@@ -24,9 +24,10 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Assembles a recorded event; for store implementations, which then
-    /// set its id, time and metadata with the `with_` methods (a store must
-    /// return what was appended: the conformance suite checks it).
+    /// Assembles a recorded event (at schema version 1); for store
+    /// implementations, which then set its schema version, id, time and
+    /// metadata with the `with_` methods (a store must return what was
+    /// appended: the conformance suite checks it).
     pub fn new(
         stream_id: StreamId,
         version: StreamVersion,
@@ -39,11 +40,19 @@ impl RecordedEvent {
             version,
             global_sequence,
             event_type: event_type.into(),
+            schema_version: 1,
             payload: payload.into(),
             event_id: Uuid::nil(),
             recorded_at: SystemTime::UNIX_EPOCH,
             metadata: Arc::default(),
         }
+    }
+
+    /// Sets the schema version the event was appended at
+    /// ([`PendingEvent::schema_version`](crate::PendingEvent::schema_version)).
+    pub fn with_schema_version(mut self, schema_version: u32) -> Self {
+        self.schema_version = schema_version;
+        self
     }
 
     /// Sets the id the event was appended with
@@ -105,22 +114,60 @@ impl RecordedEvent {
         &self.event_type
     }
 
-    /// The payload as JSON text.
+    /// The schema version of the event's type it was written at
+    /// ([`Event::schema_version`](crate::Event::schema_version) of the
+    /// code that wrote it; 1 for events written before schema versions
+    /// were stored).
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// The payload as JSON text, exactly as it was written (never upcast).
     pub fn payload(&self) -> &str {
         &self.payload
     }
 
-    /// Deserialises the payload.
+    /// Deserialises the payload into `E`. An event stored at an older
+    /// schema version than `E` writes its type at is first brought up to
+    /// date by [`Event::upcast`]; one at the current version costs nothing
+    /// more than deserialising.
     ///
     /// # Errors
-    /// [`StoreError::Deserialize`] naming the stream, version and type.
-    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, StoreError> {
-        serde_json::from_str(&self.payload).map_err(|source| StoreError::Deserialize {
+    /// - [`StoreError::Deserialize`] naming the stream, version and type if
+    ///   the (upcast) payload does not deserialise;
+    /// - [`StoreError::Upcast`] if the stored schema version is newer than
+    ///   `E`'s, or older and the upcaster refused it.
+    pub fn decode<E: Event>(&self) -> Result<E, StoreError> {
+        let current = E::schema_version(&self.event_type);
+        if self.schema_version == current {
+            return serde_json::from_str(&self.payload).map_err(|e| self.undecodable(e));
+        }
+        let refused = |source: crate::BoxError| StoreError::Upcast {
+            stream_id: self.stream_id.clone(),
+            version: self.version,
+            event_type: self.event_type.to_string(),
+            schema_version: self.schema_version,
+            current,
+            source,
+        };
+        if self.schema_version > current {
+            return Err(refused(
+                "it was written by newer code than this reader's".into(),
+            ));
+        }
+        let stored: serde_json::Value =
+            serde_json::from_str(&self.payload).map_err(|e| self.undecodable(e))?;
+        let upcast = E::upcast(&self.event_type, self.schema_version, stored).map_err(refused)?;
+        serde_json::from_value(upcast).map_err(|e| self.undecodable(e))
+    }
+
+    fn undecodable(&self, source: serde_json::Error) -> StoreError {
+        StoreError::Deserialize {
             stream_id: self.stream_id.clone(),
             version: self.version,
             event_type: self.event_type.to_string(),
             source,
-        })
+        }
     }
 }
 

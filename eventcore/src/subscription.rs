@@ -32,10 +32,11 @@
 use std::{future::Future, marker::PhantomData, sync::Arc, time::Duration};
 
 use nutype::nutype;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::{BoxError, EventLog, LogQuery, Position, RecordedEvent, RetryPolicy, StoreError};
+use crate::{
+    BoxError, Event, EventLog, LogQuery, Position, RecordedEvent, RetryPolicy, StoreError,
+};
 
 /// How soon to look again after a wake-up found nothing new, and for how
 /// long after the wake-up to keep looking that often.
@@ -363,7 +364,7 @@ pub fn subscribe<L, C, E, H>(
 where
     L: EventLog + 'static,
     C: CheckpointStore + SubscriptionLeases + 'static,
-    E: DeserializeOwned + Send + Sync + 'static,
+    E: Event,
     H: Handler<E>,
 {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -403,7 +404,7 @@ impl<L, C, E, H> Runner<L, C, E, H>
 where
     L: EventLog,
     C: CheckpointStore + SubscriptionLeases,
-    E: DeserializeOwned + Send + Sync,
+    E: Event,
     H: Handler<E>,
 {
     fn store_error(&self, source: StoreError) -> SubscriptionError {

@@ -6,12 +6,13 @@ use uuid::Uuid;
 
 use crate::{CommandId, Event, Metadata, StoreError, StreamId, StreamVersion, metadata::holds_nul};
 
-/// One event ready to be appended: its stream, type name, JSON payload, id
-/// and metadata.
+/// One event ready to be appended: its stream, type name and schema
+/// version, JSON payload, id and metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEvent {
     stream_id: StreamId,
     event_type: Cow<'static, str>,
+    schema_version: u32,
     payload: String,
     event_id: Uuid,
     metadata: Arc<Metadata>,
@@ -38,6 +39,13 @@ impl PendingEvent {
     /// The event's type name.
     pub fn event_type(&self) -> &str {
         &self.event_type
+    }
+
+    /// The schema version its type is written at
+    /// ([`Event::schema_version`]); the store keeps it and returns it on
+    /// [`RecordedEvent::schema_version`](crate::RecordedEvent::schema_version).
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
     }
 
     /// The event serialised as JSON text.
@@ -239,6 +247,7 @@ impl StreamWrites {
         self.events.push(PendingEvent {
             stream_id: stream_id.clone(),
             event_type: Cow::Borrowed(event_type),
+            schema_version: E::schema_version(event_type),
             payload,
             event_id: Uuid::now_v7(),
             metadata,

@@ -1,6 +1,6 @@
 SELECT stream_id, stream_version, global_position, event_type, payload::text AS payload,
        event_id, (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at,
-       correlation_id, causation_id, metadata::text AS metadata,
+       correlation_id, causation_id, metadata::text AS metadata, schema_version,
        transaction_id::text AS commit
 FROM eventcore_events
 WHERE (transaction_id, global_position) > ($1::text::xid8, $2)

@@ -10,7 +10,7 @@ WITH matched AS (
     SELECT stream_id, stream_version, global_position, event_type,
            payload::text AS payload, event_id,
            (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at,
-           correlation_id, causation_id, metadata::text AS metadata,
+           correlation_id, causation_id, metadata::text AS metadata, schema_version,
            transaction_id::text AS commit, 0 AS kind
     FROM (SELECT *
           FROM eventcore_events
@@ -25,7 +25,7 @@ WITH matched AS (
 )
 SELECT * FROM matched
 UNION ALL
-SELECT NULL, NULL, last.global_position, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, last.global_position, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        last.transaction_id::text, 1
 FROM (SELECT transaction_id, global_position
       FROM (SELECT transaction_id, global_position

@@ -2,7 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
-use syn::{Data, DeriveInput, LitStr, spanned::Spanned};
+use syn::{Data, DeriveInput, LitInt, LitStr, spanned::Spanned};
 
 use crate::{is_stream, no_generics, serde_name};
 
@@ -20,11 +20,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             "#[derive(Event)] needs at least one variant",
         ));
     }
-    let shared = shared_stream_field(&input.attrs)?;
+    let EnumArgs { shared, upcast } = enum_args(&input.attrs)?;
     let rule = serde_name::rename_all(&input.attrs)?;
     let name = &input.ident;
     let mut stream_arms = Vec::new();
     let mut type_arms = Vec::new();
+    let mut version_arms = Vec::new();
     let mut seen_names: Vec<(String, &syn::Ident)> = Vec::new();
     for variant in &data.variants {
         let v = &variant.ident;
@@ -43,7 +44,42 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         };
         stream_arms.push(quote! { #name::#v #pattern => #as_id, });
         type_arms.push(quote! { #name::#v { .. } => #type_name, });
+        if let Some(version) = variant_version(variant)? {
+            if version > 1 && upcast.is_none() {
+                return Err(syn::Error::new_spanned(
+                    v,
+                    format!(
+                        "variant `{v}` is at schema version {version}, but the enum names no \
+                         upcaster to read its older versions: add #[event(upcast = path)] on the \
+                         enum, a fn(&str, u32, serde_json::Value) -> Result<serde_json::Value, \
+                         eventcore::BoxError>"
+                    ),
+                ));
+            }
+            version_arms.push(quote! { #type_name => #version, });
+        }
     }
+    let schema_version = (!version_arms.is_empty()).then(|| {
+        quote! {
+            fn schema_version(event_type: &str) -> u32 {
+                match event_type {
+                    #(#version_arms)*
+                    _ => 1,
+                }
+            }
+        }
+    });
+    let upcast = upcast.map(|path| {
+        quote! {
+            fn upcast(
+                event_type: &str,
+                from_version: u32,
+                payload: ::eventcore::__derive::JsonValue,
+            ) -> ::core::result::Result<::eventcore::__derive::JsonValue, ::eventcore::BoxError> {
+                #path(event_type, from_version, payload)
+            }
+        }
+    });
     Ok(quote! {
         #[automatically_derived]
         impl ::eventcore::Event for #name {
@@ -58,28 +94,74 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     #(#type_arms)*
                 }
             }
+
+            #schema_version
+
+            #upcast
         }
     })
 }
 
-/// The field named by `#[event(stream = "field")]` on the enum, if any.
-fn shared_stream_field(attrs: &[syn::Attribute]) -> syn::Result<Option<syn::Ident>> {
-    let mut field = None;
+/// The arguments of `#[event(...)]` on the enum.
+struct EnumArgs {
+    /// The field named by `stream = "field"`: every variant's stream.
+    shared: Option<syn::Ident>,
+    /// The function named by `upcast = path`.
+    upcast: Option<syn::Path>,
+}
+
+fn enum_args(attrs: &[syn::Attribute]) -> syn::Result<EnumArgs> {
+    let mut args = EnumArgs {
+        shared: None,
+        upcast: None,
+    };
     for attr in attrs.iter().filter(|a| a.path().is_ident("event")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("stream") {
                 let name: LitStr = meta.value()?.parse()?;
-                field = Some(name.parse::<syn::Ident>()?);
+                args.shared = Some(name.parse::<syn::Ident>()?);
+                Ok(())
+            } else if meta.path.is_ident("upcast") {
+                args.upcast = Some(meta.value()?.parse()?);
                 Ok(())
             } else {
                 Err(meta.error(
-                    "unknown #[event] argument: the one argument is `stream = \"field\"`; rename \
-                     an event type with #[serde(rename = \"...\")] on the variant",
+                    "unknown #[event] argument on the enum: it takes `stream = \"field\"` and \
+                     `upcast = path`; rename an event type with #[serde(rename = \"...\")] on the \
+                     variant",
                 ))
             }
         })?;
     }
-    Ok(field)
+    Ok(args)
+}
+
+/// The schema version given by `#[event(version = N)]` on a variant, if any.
+fn variant_version(variant: &syn::Variant) -> syn::Result<Option<u32>> {
+    let mut version = None;
+    for attr in variant.attrs.iter().filter(|a| a.path().is_ident("event")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("version") {
+                let lit: LitInt = meta.value()?.parse()?;
+                let n: u32 = lit.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new_spanned(
+                        lit,
+                        "schema versions start at 1 (the version of events written before any \
+                         change)",
+                    ));
+                }
+                version = Some(n);
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown #[event] argument on a variant: it takes `version = N`, the schema \
+                     version this code writes the variant at",
+                ))
+            }
+        })?;
+    }
+    Ok(version)
 }
 
 /// The pattern that binds a variant's stream field, the binding, and the

@@ -6,7 +6,9 @@
 //!   variant's stream is its field marked `#[stream]` (or the field named by
 //!   `#[event(stream = "field")]` on the enum), and its event type is the
 //!   name serde gives the variant, so the stored type and the serialised
-//!   form cannot drift apart.
+//!   form cannot drift apart. `#[event(version = N)]` on a variant sets its
+//!   schema version; `#[event(upcast = path)]` on the enum names the
+//!   function that reads older versions.
 //! - `#[derive(Command)]` on a struct implements `eventcore::CommandStreams`:
 //!   the command's streams are its fields marked `#[stream]` (a `StreamId`,
 //!   an `Option<StreamId>` or a collection of them). On an enum whose
