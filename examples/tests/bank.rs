@@ -114,11 +114,9 @@ async fn business_rules_refuse_bad_commands_with_the_bank_s_own_errors() {
         refusal(execute(&store, deposit(&a, 5)).await),
         BankError::NotOpen(a.clone())
     );
-    execute(&store, OpenAccount { account: a.clone() })
-        .await
-        .unwrap();
+    execute(&store, OpenAccount::new(a.clone())).await.unwrap();
     assert_eq!(
-        refusal(execute(&store, OpenAccount { account: a.clone() }).await),
+        refusal(execute(&store, OpenAccount::new(a.clone())).await),
         BankError::AlreadyOpen(a.clone())
     );
     execute(&store, deposit(&a, 5)).await.unwrap();
@@ -139,9 +137,7 @@ async fn business_rules_refuse_bad_commands_with_the_bank_s_own_errors() {
         BankError::NotOpen(b.clone()),
         "payee closed"
     );
-    execute(&store, OpenAccount { account: b.clone() })
-        .await
-        .unwrap();
+    execute(&store, OpenAccount::new(b.clone())).await.unwrap();
     assert!(matches!(
         refusal(execute(&store, transfer(&a, &b, 6)).await),
         BankError::InsufficientFunds {

@@ -25,9 +25,7 @@ fn setup() -> Vec<BankCommand> {
     (0..ACCOUNTS)
         .flat_map(|i| {
             [
-                BankCommand::Open(OpenAccount {
-                    account: account(i),
-                }),
+                BankCommand::Open(OpenAccount::new(account(i))),
                 BankCommand::Deposit(Deposit {
                     account: account(i),
                     amount: amount(100),
@@ -46,7 +44,7 @@ fn batch() -> impl Strategy<Value = Vec<BankCommand>> {
         })),
         1 => (0..ACCOUNTS, 1u64..60).prop_map(|(a, cents)| BankCommand::Deposit(Deposit { account: account(a), amount: amount(cents) })),
         2 => (0..ACCOUNTS, 1u64..90).prop_map(|(a, cents)| BankCommand::Withdraw(Withdraw { account: account(a), amount: amount(cents) })),
-        1 => (0..ACCOUNTS + 1).prop_map(|a| BankCommand::Open(OpenAccount { account: account(a) })),
+        1 => (0..ACCOUNTS + 1).prop_map(|a| BankCommand::Open(OpenAccount::new(account(a)))),
     ];
     proptest::collection::vec(one, 1..40)
 }

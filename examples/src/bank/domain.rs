@@ -1,8 +1,11 @@
 //! The bank's events and commands.
 
-use eventcore::{Command, CommandLogic, Event, NewEvents, StateKey, StreamId, require};
+use eventcore::{BoxError, Command, CommandLogic, Event, NewEvents, StateKey, StreamId, require};
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::money;
 
 /// A positive amount of money, in cents.
 #[nutype(
@@ -25,18 +28,29 @@ pub struct Amount(u64);
 /// What happens to an account. Each event's stream is its `account`; its
 /// stored type is the name serde writes in the `type` tag (the older tag,
 /// the variant's name, is still read).
+///
+/// `MoneyDeposited` is at schema version 2: the first bank wrote its
+/// `amount` as a float of dollars (version 1); [`upcast_bank_event`] reads
+/// those.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Event)]
 #[serde(tag = "type")]
-#[event(stream = "account")]
+#[event(stream = "account", upcast = upcast_bank_event)]
 pub enum BankEvent {
     /// The account was opened.
     #[serde(rename = "AccountOpened", alias = "Opened")]
     Opened {
         /// The account.
         account: StreamId,
+        /// Who holds it (empty for accounts opened before owners were kept).
+        #[serde(default)]
+        owner: String,
+        /// What it was opened with, in cents.
+        #[serde(default)]
+        initial_balance: u64,
     },
     /// Cash was paid in.
     #[serde(rename = "MoneyDeposited", alias = "Deposited")]
+    #[event(version = 2)]
     Deposited {
         /// The account.
         account: StreamId,
@@ -71,6 +85,30 @@ pub enum BankEvent {
         /// How much.
         amount: Amount,
     },
+}
+
+/// Brings a bank event stored in an older shape up to date: a version 1
+/// `MoneyDeposited` holds its `amount` either as a float of dollars (the
+/// first bank's shape, `12.5`) or as integer cents (written by this bank
+/// before schema versions were stored, `1250`); JSON keeps the two apart,
+/// and both become integer cents. A dollar amount that is not a whole
+/// number of cents is refused, never rounded.
+///
+/// # Errors
+/// An event type or version this bank never wrote, or an amount that is not
+/// a positive number of cents.
+pub fn upcast_bank_event(event_type: &str, from: u32, mut event: Value) -> Result<Value, BoxError> {
+    if (event_type, from) != ("MoneyDeposited", 1) {
+        return Err(format!("the bank never wrote {event_type} at schema version {from}").into());
+    }
+    let cents = match &event["amount"] {
+        Value::Number(n) if n.is_u64() => n.as_u64(),
+        Value::Number(n) => n.as_f64().and_then(money::cents_from_f64),
+        _ => None,
+    }
+    .ok_or_else(|| format!("amount {} is not a whole number of cents", event["amount"]))?;
+    event["amount"] = cents.into();
+    Ok(event)
 }
 
 /// Why the bank refuses a command: callers match on it.
@@ -110,7 +148,12 @@ impl Account {
     /// Folds one of this account's events.
     pub fn apply(mut self, event: &BankEvent) -> Self {
         match event {
-            BankEvent::Opened { .. } => self.open = true,
+            BankEvent::Opened {
+                initial_balance, ..
+            } => {
+                self.open = true;
+                self.balance += i128::from(*initial_balance);
+            }
             BankEvent::Deposited { amount, .. } | BankEvent::TransferredIn { amount, .. } => {
                 self.balance += i128::from(amount.into_inner())
             }
@@ -157,6 +200,21 @@ pub struct OpenAccount {
     /// The account.
     #[stream]
     pub account: StreamId,
+    /// Who holds it.
+    pub owner: String,
+    /// What it opens with, in cents.
+    pub initial_balance: u64,
+}
+
+impl OpenAccount {
+    /// Opens `account` empty, with no owner named.
+    pub fn new(account: StreamId) -> Self {
+        OpenAccount {
+            account,
+            owner: String::new(),
+            initial_balance: 0,
+        }
+    }
 }
 
 impl CommandLogic for OpenAccount {
@@ -176,6 +234,8 @@ impl CommandLogic for OpenAccount {
         require!(!state.open, BankError::AlreadyOpen(self.account.clone()));
         Ok(vec![BankEvent::Opened {
             account: self.account.clone(),
+            owner: self.owner.clone(),
+            initial_balance: self.initial_balance,
         }]
         .into())
     }

@@ -3,5 +3,6 @@
 
 pub mod domain;
 pub mod ledger;
+pub mod money;
 pub mod read_model;
 pub mod workload;

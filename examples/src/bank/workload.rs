@@ -225,15 +225,9 @@ where
         };
         // Setup requests carry ids too: `{run}-open-{account}`, `{run}-fund-{account}`.
         let (_, open) = request(&policy, &run, &format!("open-{account}"), 0);
-        execute_with(
-            &store,
-            OpenAccount {
-                account: account.clone(),
-            },
-            open,
-        )
-        .await
-        .map_err(setup)?;
+        execute_with(&store, OpenAccount::new(account.clone()), open)
+            .await
+            .map_err(setup)?;
         let initial = Deposit {
             account: account.clone(),
             amount: amount(config.initial_balance),

@@ -170,6 +170,8 @@ pub(super) async fn setup<S: EventStore>(
             writes.expect(account.clone(), StreamVersion::INITIAL)?;
             writes.append(&BankEvent::Opened {
                 account: account.clone(),
+                owner: String::new(),
+                initial_balance: 0,
             })?;
             writes.append(&BankEvent::Deposited {
                 account: account.clone(),

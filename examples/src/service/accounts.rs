@@ -1,0 +1,245 @@
+//! The service's read model: every account with its owner, balance and
+//! version, kept by a subscription to the bank's events. In memory for the
+//! in-memory store; in a table (`bank_accounts`) for PostgreSQL, written
+//! in the same transaction as the subscription's checkpoint
+//! ([`ExactlyOnce`]), so a restart resumes where the table is.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use eventcore::{
+    BoxError, EventContext, Handler, LogQuery, SubscriptionConfig, SubscriptionHandle,
+    SubscriptionName, subscribe,
+};
+use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use eventcore_postgres::{ExactlyOnce, PostgresEventStore, ProjectionHandler};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row, postgres::PgPoolOptions};
+
+use crate::bank::domain::BankEvent;
+
+/// The subscription that keeps the read model.
+pub const SUBSCRIPTION: &str = "bank-service-accounts";
+
+/// The bank's stored event types: the read model's filter.
+pub const EVENT_TYPES: [&str; 5] = [
+    "AccountOpened",
+    "MoneyDeposited",
+    "MoneyWithdrawn",
+    "TransferSent",
+    "TransferReceived",
+];
+
+/// One account as the read model has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountRow {
+    /// The account id.
+    pub id: String,
+    /// Who holds it.
+    pub owner: String,
+    /// Its balance, in cents.
+    pub balance: i128,
+    /// Its stream's version after the last event applied.
+    pub version: u64,
+}
+
+impl AccountRow {
+    /// `row` (or a new account's) after `event`, the stream's `version`th.
+    pub fn apply(row: Option<AccountRow>, event: &BankEvent, version: u64) -> AccountRow {
+        let account = eventcore::Event::stream_id(event).as_str();
+        let mut row = row.unwrap_or_else(|| AccountRow {
+            id: account.to_owned(),
+            owner: String::new(),
+            balance: 0,
+            version: 0,
+        });
+        match event {
+            BankEvent::Opened {
+                owner,
+                initial_balance,
+                ..
+            } => {
+                row.owner.clone_from(owner);
+                row.balance += i128::from(*initial_balance);
+            }
+            BankEvent::Deposited { amount, .. } | BankEvent::TransferredIn { amount, .. } => {
+                row.balance += i128::from(amount.into_inner());
+            }
+            BankEvent::Withdrawn { amount, .. } | BankEvent::TransferredOut { amount, .. } => {
+                row.balance -= i128::from(amount.into_inner());
+            }
+        }
+        row.version = version;
+        row
+    }
+}
+
+/// One page of accounts, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountsPage {
+    /// The accounts, ordered by id.
+    pub accounts: Vec<AccountRow>,
+    /// Whether accounts follow the last one.
+    pub more: bool,
+}
+
+/// Where the read model lives.
+#[derive(Debug, Clone)]
+pub enum Accounts {
+    /// In this process.
+    Memory(Arc<Mutex<BTreeMap<String, AccountRow>>>),
+    /// In the `bank_accounts` table, read through the application's own
+    /// small pool.
+    Postgres(PgPool),
+}
+
+impl Accounts {
+    /// The accounts after `after` (by id), `limit` at most.
+    ///
+    /// # Errors
+    /// The database's, on PostgreSQL.
+    pub async fn page(&self, after: Option<&str>, limit: usize) -> Result<AccountsPage, BoxError> {
+        let mut accounts: Vec<AccountRow> = match self {
+            Accounts::Memory(rows) => {
+                let rows = rows.lock().unwrap_or_else(|p| p.into_inner());
+                let range = match after {
+                    Some(after) => rows.range::<str, _>((
+                        std::ops::Bound::Excluded(after),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => rows.range::<str, _>(..),
+                };
+                range.take(limit + 1).map(|(_, row)| row.clone()).collect()
+            }
+            Accounts::Postgres(pool) => {
+                let rows = sqlx::query(
+                    "SELECT id, owner, balance, version FROM bank_accounts
+                     WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::try_from(limit + 1)?)
+                .fetch_all(pool)
+                .await?;
+                rows.iter().map(row_from_pg).collect::<Result<_, _>>()?
+            }
+        };
+        let more = accounts.len() > limit;
+        accounts.truncate(limit);
+        Ok(AccountsPage { accounts, more })
+    }
+}
+
+fn row_from_pg(row: &sqlx::postgres::PgRow) -> Result<AccountRow, BoxError> {
+    Ok(AccountRow {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        balance: i128::from(row.try_get::<i64, _>("balance")?),
+        version: u64::try_from(row.try_get::<i64, _>("version")?)?,
+    })
+}
+
+fn config() -> SubscriptionConfig {
+    SubscriptionConfig::default()
+        .with_filter(LogQuery::from_start(0).with_event_types(EVENT_TYPES))
+        .with_poll_interval(Duration::from_millis(50))
+}
+
+fn name() -> SubscriptionName {
+    SubscriptionName::try_new(SUBSCRIPTION).unwrap_or_else(|_| unreachable!("a valid name"))
+}
+
+/// Applies events to the in-memory read model.
+#[derive(Debug, Clone)]
+struct MemoryProjection(Arc<Mutex<BTreeMap<String, AccountRow>>>);
+
+impl Handler<BankEvent> for MemoryProjection {
+    async fn handle(&mut self, context: &EventContext, event: &BankEvent) -> Result<(), BoxError> {
+        let mut rows = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = eventcore::Event::stream_id(event).as_str();
+        let row = AccountRow::apply(rows.remove(id), event, context.recorded().version().get());
+        rows.insert(row.id.clone(), row);
+        Ok(())
+    }
+}
+
+/// Starts the read model of an in-memory store.
+pub fn start_memory(
+    store: &InMemoryEventStore,
+    checkpoints: &InMemoryCheckpointStore,
+) -> (Accounts, SubscriptionHandle) {
+    let rows = Arc::new(Mutex::new(BTreeMap::new()));
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        MemoryProjection(rows.clone()),
+        config(),
+    );
+    (Accounts::Memory(rows), handle)
+}
+
+/// Applies events to the `bank_accounts` table, in the checkpoint's
+/// transaction.
+#[derive(Debug, Clone, Copy)]
+struct TableProjection;
+
+impl ProjectionHandler<BankEvent> for TableProjection {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        context: &EventContext,
+        event: &BankEvent,
+    ) -> Result<(), BoxError> {
+        let id = eventcore::Event::stream_id(event).as_str();
+        let current =
+            sqlx::query("SELECT id, owner, balance, version FROM bank_accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let current = current.as_ref().map(row_from_pg).transpose()?;
+        let row = AccountRow::apply(current, event, context.recorded().version().get());
+        sqlx::query(
+            "INSERT INTO bank_accounts (id, owner, balance, version) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE
+             SET owner = EXCLUDED.owner, balance = EXCLUDED.balance, version = EXCLUDED.version",
+        )
+        .bind(&row.id)
+        .bind(&row.owner)
+        .bind(i64::try_from(row.balance)?)
+        .bind(i64::try_from(row.version)?)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Creates the read model's table if needed and starts its subscription on
+/// a PostgreSQL store (checkpoints and leases in the store's tables).
+///
+/// # Errors
+/// The database's, when the table cannot be made.
+pub async fn start_postgres(
+    store: &PostgresEventStore,
+) -> Result<(Accounts, SubscriptionHandle), BoxError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(store.connect_options().clone())
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bank_accounts (
+             id      text   PRIMARY KEY,
+             owner   text   NOT NULL,
+             balance bigint NOT NULL,
+             version bigint NOT NULL
+         )",
+    )
+    .execute(&pool)
+    .await?;
+    let handler = ExactlyOnce::new(store.clone(), name(), TableProjection);
+    let handle = subscribe(store.clone(), store.clone(), name(), handler, config());
+    Ok((Accounts::Postgres(pool), handle))
+}

@@ -1,0 +1,194 @@
+//! `bank-service`: the bank as an HTTP service (axum). A handler parses the
+//! request, calls `execute` with the bank's command, and answers with the
+//! account's new state; a subscription keeps the accounts read model.
+//!
+//! | Method | Path | What |
+//! |---|---|---|
+//! | POST | `/accounts/{id}` | `OpenAccount`, `Deposit` or `Withdraw` (a `type` tag); answers the account |
+//! | GET | `/accounts/{id}` | the account: id, owner, balance, version |
+//! | GET | `/accounts/{id}/events` | its history, paged with `after`/`before` cursors and `limit` |
+//! | POST | `/transfers` | `{"from","to","amount"}`: one command over two streams |
+//! | GET | `/accounts` | the read model, paged by id (`after`, `limit`) |
+//! | GET | `/health` | the store answers and the read model runs |
+//!
+//! Money is decimal dollars with at most two places in requests and
+//! answers, integer cents in events. An `Idempotency-Key` header is the
+//! command id: a retried request writes nothing more and gets the first
+//! answer (with `Idempotent-Replayed: true`). Errors are
+//! `application/problem+json`.
+
+mod accounts;
+mod http;
+mod problem;
+mod views;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+pub use accounts::{AccountRow, Accounts, AccountsPage, EVENT_TYPES, SUBSCRIPTION};
+use eventcore::{EventStore, SubscriptionHandle, SubscriptionReport};
+use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use eventcore_postgres::PostgresEventStore;
+pub use problem::Problem;
+use tokio::{net::TcpListener, sync::Mutex};
+pub use views::{
+    AccountView, AccountsList, EventView, EventsPage, Health, TransferView, cursor, event_view,
+    parse_cursor, rfc3339,
+};
+
+/// The store the service runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// In memory: everything is lost when the process ends.
+    Memory(InMemoryEventStore, InMemoryCheckpointStore),
+    /// PostgreSQL (migrated by the caller).
+    Postgres(PostgresEventStore),
+}
+
+/// What the handlers share: the store, the read model and its
+/// subscription.
+#[derive(Debug)]
+pub struct App<S> {
+    store: S,
+    accounts: Accounts,
+    backend: &'static str,
+    subscription: Mutex<Option<SubscriptionHandle>>,
+}
+
+/// A running service.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<Result<SubscriptionReport, ServiceError>>,
+}
+
+impl Running {
+    /// Waits for the service to end (after its shutdown signal): requests
+    /// in flight finished, the read model's subscription stopped with its
+    /// checkpoint saved.
+    ///
+    /// # Errors
+    /// The server's I/O error, or the subscription's.
+    pub async fn finished(self) -> Result<SubscriptionReport, ServiceError> {
+        self.task
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))?
+    }
+}
+
+/// Why the service could not start or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The read model could not be set up.
+    #[error("the read model could not start")]
+    ReadModel(#[source] eventcore::BoxError),
+    /// Serving failed.
+    #[error("serving failed")]
+    Serve(#[source] std::io::Error),
+    /// The read model's subscription failed.
+    #[error("the read model's subscription failed")]
+    Subscription(#[from] eventcore::SubscriptionError),
+    /// The service's task panicked or was cancelled.
+    #[error("the service's task ended abnormally: {0}")]
+    Task(String),
+}
+
+/// Serves the bank on `listener` until `shutdown` completes, then stops
+/// taking connections, lets requests in flight finish, and stops the read
+/// model's subscription (its checkpoint saved).
+///
+/// # Errors
+/// [`ServiceError::ReadModel`] when the read model cannot start.
+pub async fn start(
+    backend: Backend,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, ServiceError> {
+    let addr = listener.local_addr().map_err(ServiceError::Serve)?;
+    let task = match backend {
+        Backend::Memory(store, checkpoints) => {
+            let (accounts, handle) = accounts::start_memory(&store, &checkpoints);
+            spawn(
+                App::new(store, accounts, "memory", handle),
+                listener,
+                shutdown,
+            )
+        }
+        Backend::Postgres(store) => {
+            let (accounts, handle) = accounts::start_postgres(&store)
+                .await
+                .map_err(ServiceError::ReadModel)?;
+            spawn(
+                App::new(store, accounts, "postgres", handle),
+                listener,
+                shutdown,
+            )
+        }
+    };
+    Ok(Running { addr, task })
+}
+
+impl<S> App<S> {
+    fn new(
+        store: S,
+        accounts: Accounts,
+        backend: &'static str,
+        handle: SubscriptionHandle,
+    ) -> Self {
+        App {
+            store,
+            accounts,
+            backend,
+            subscription: Mutex::new(Some(handle)),
+        }
+    }
+}
+
+fn spawn<S>(
+    app: App<S>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<SubscriptionReport, ServiceError>>
+where
+    S: EventStore + Clone + Send + Sync + 'static,
+{
+    let app = Arc::new(app);
+    let router = http::router(app.clone());
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let handle = app.subscription.lock().await.take();
+        let report = match handle {
+            Some(handle) => handle.stop().await?,
+            None => SubscriptionReport::default(),
+        };
+        tracing::info!(target: "bank_service", "stopped: read model checkpoint saved");
+        served.map_err(ServiceError::Serve)?;
+        Ok(report)
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
