@@ -1,0 +1,902 @@
+//! `bank-service` through a real HTTP client on a loopback port, on both
+//! stores: every endpoint and error, 16 concurrent clients retrying with
+//! idempotency keys, events in an older shape, graceful shutdown, and the
+//! README's curl session against the binary.
+
+mod client;
+mod readme;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use client::{Service, postgres_store, sql};
+use eventcore::{Event, EventStore, StreamId, StreamVersion, StreamWrites};
+use eventcore_examples::{bank::domain::bank_invariant, service::Backend};
+use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+fn memory() -> (Backend, InMemoryEventStore) {
+    let store = InMemoryEventStore::new();
+    (
+        Backend::Memory(store.clone(), InMemoryCheckpointStore::new()),
+        store,
+    )
+}
+
+/// Every event of `accounts`, in global order (a read of streams sees
+/// every committed event, where the log may still hold back the newest).
+async fn events_of<S: EventStore>(store: &S, accounts: &[&str]) -> Vec<eventcore::RecordedEvent> {
+    let ids: Vec<StreamId> = accounts
+        .iter()
+        .map(|a| StreamId::try_new(*a).unwrap())
+        .collect();
+    let read = store.read_streams(&ids).await.expect("read");
+    read.into_parts().1
+}
+
+fn open(owner: &str, initial: f64) -> String {
+    json!({"type": "OpenAccount", "owner": owner, "initial_balance": initial}).to_string()
+}
+
+async fn every_endpoint_answers(service: &Service) {
+    let r = service
+        .send("POST", "/accounts/acc-001", Some(&open("Alice", 1000.0)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json,
+        json!({"id": "acc-001", "owner": "Alice", "balance": 1000.0, "version": 1})
+    );
+    let r = service
+        .send(
+            "POST",
+            "/accounts/acc-001",
+            Some(r#"{"type":"Deposit","amount":500.0}"#),
+        )
+        .await;
+    assert_eq!((r.status, &r.json["balance"]), (200, &json!(1500.0)));
+    let r = service
+        .send(
+            "POST",
+            "/accounts/acc-001",
+            Some(r#"{"type":"Withdraw","amount":"200.00"}"#),
+        )
+        .await;
+    assert_eq!((r.status, &r.json["balance"]), (200, &json!(1300.0)));
+    let r = service.send("GET", "/accounts/acc-001", None).await;
+    assert_eq!(
+        r.json,
+        json!({"id": "acc-001", "owner": "Alice", "balance": 1300.0, "version": 3})
+    );
+    // Exact cents: ten deposits of 0.1 make exactly 1.0.
+    service
+        .send("POST", "/accounts/acc-002", Some(&open("Bob", 0.0)))
+        .await;
+    for _ in 0..10 {
+        let r = service
+            .send(
+                "POST",
+                "/accounts/acc-002",
+                Some(r#"{"type":"Deposit","amount":0.1}"#),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let r = service.send("GET", "/accounts/acc-002", None).await;
+    assert_eq!(r.json["balance"], json!(1.0), "no float drift");
+
+    let r = service
+        .send(
+            "POST",
+            "/transfers",
+            Some(r#"{"from":"acc-001","to":"acc-002","amount":300.25}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["from"]["balance"], json!(999.75));
+    assert_eq!(r.json["to"]["balance"], json!(301.25));
+    assert_eq!(r.json["to"]["version"], json!(12));
+
+    // The history, with the example's fields first.
+    let r = service.send("GET", "/accounts/acc-001/events", None).await;
+    assert_eq!(r.status, 200);
+    let events = r.json["events"].as_array().expect("events");
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "AccountOpened",
+            "MoneyDeposited",
+            "MoneyWithdrawn",
+            "TransferSent"
+        ]
+    );
+    assert_eq!(events[0]["owner"], json!("Alice"));
+    assert_eq!(events[0]["initial_balance"], json!(1000.0));
+    assert_eq!(events[1]["amount"], json!(500.0));
+    assert_eq!(events[3]["to"], json!("acc-002"));
+    assert_eq!(events[3]["amount"], json!(300.25));
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["version"], json!(i + 1));
+        assert!(e["recorded_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(e["event_id"].as_str().unwrap().len(), 36);
+        assert!(e["correlation_id"].is_string());
+        assert!(e["position"].as_u64().unwrap() >= 1);
+    }
+    assert_eq!(
+        (&r.json["next"], &r.json["prev"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // Paging: forward by threes through acc-002's 12 events, then back.
+    let mut seen = Vec::new();
+    let mut path = "/accounts/acc-002/events?limit=5".to_owned();
+    loop {
+        let r = service.send("GET", &path, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        seen.extend(
+            r.json["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["version"].as_u64().unwrap()),
+        );
+        match r.json["next"].as_str() {
+            Some(next) => path = format!("/accounts/acc-002/events?limit=5&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=12).collect::<Vec<u64>>());
+    let mut back = Vec::new();
+    let last_page = service
+        .send("GET", "/accounts/acc-002/events?limit=5&after=v7", None)
+        .await;
+    assert_eq!(last_page.json["events"].as_array().unwrap().len(), 5);
+    let mut prev = last_page.json["prev"].as_str().map(str::to_owned);
+    while let Some(cursor) = prev {
+        let r = service
+            .send(
+                "GET",
+                &format!("/accounts/acc-002/events?limit=5&before={cursor}"),
+                None,
+            )
+            .await;
+        let versions: Vec<u64> = r.json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect();
+        back.splice(0..0, versions);
+        assert!(r.json["next"].is_string(), "a backward page points forward");
+        prev = r.json["prev"].as_str().map(str::to_owned);
+    }
+    assert_eq!(back, (1..=7).collect::<Vec<u64>>());
+
+    // The read model catches up with the write side.
+    let list = wait_for_read_model(service, 2).await;
+    assert_eq!(
+        list,
+        json!([
+            {"id": "acc-001", "owner": "Alice", "balance": 999.75, "version": 4},
+            {"id": "acc-002", "owner": "Bob", "balance": 301.25, "version": 12},
+        ])
+    );
+    let r = service.send("GET", "/accounts?limit=1", None).await;
+    assert_eq!(r.json["next"], json!("acc-001"));
+    let r = service
+        .send("GET", "/accounts?limit=1&after=acc-001", None)
+        .await;
+    assert_eq!(r.json["accounts"][0]["id"], json!("acc-002"));
+    assert_eq!(r.json["next"], Value::Null);
+
+    let r = service.send("GET", "/health", None).await;
+    assert_eq!((r.status, &r.json["status"]), (200, &json!("ok")));
+}
+
+/// Polls `GET /accounts` until every account there matches `GET
+/// /accounts/{id}` and there are `accounts` of them; returns the list.
+async fn wait_for_read_model(service: &Service, accounts: usize) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = Vec::new();
+        let mut path = "/accounts?limit=500".to_owned();
+        loop {
+            let r = service.send("GET", &path, None).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            all.extend(r.json["accounts"].as_array().unwrap().iter().cloned());
+            match r.json["next"].as_str() {
+                Some(next) => path = format!("/accounts?limit=500&after={next}"),
+                None => break,
+            }
+        }
+        let mut matches = all.len() == accounts;
+        for account in &all {
+            let id = account["id"].as_str().unwrap();
+            let live = service.send("GET", &format!("/accounts/{id}"), None).await;
+            matches &= live.json == *account;
+        }
+        if matches {
+            return Value::Array(all);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read model never matched the write side: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_endpoint_answers_in_memory() {
+    let (backend, _) = memory();
+    let service = Service::start(backend).await;
+    every_endpoint_answers(&service).await;
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_endpoint_answers_on_postgres() {
+    let service = Service::start(Backend::Postgres(postgres_store().await)).await;
+    every_endpoint_answers(&service).await;
+    service.stop().await;
+}
+
+/// Each bad request gets its problem, and nothing is written.
+async fn errors_are_problems<S: EventStore>(service: &Service, store: &S) {
+    service
+        .send("POST", "/accounts/acc-1", Some(&open("Ann", 10.0)))
+        .await;
+    service
+        .send("POST", "/accounts/acc-2", Some(&open("Ben", 0.0)))
+        .await;
+    service
+        .send_with(
+            "POST",
+            "/accounts/acc-1",
+            &[("Idempotency-Key", "deposit-1")],
+            Some(r#"{"type":"Deposit","amount":1}"#),
+        )
+        .await;
+    let touched = ["acc-1", "acc-2", "acc-3", "nobody"];
+    let before = events_of(store, &touched).await.len();
+    let reopen = open("Ann", 1.0);
+    let long_id = "a".repeat(65);
+    let cases: Vec<(&str, String, Option<&str>, &[(&str, &str)], u16, &str)> = vec![
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some("{not json"),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Steal","amount":1}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit"}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":1,"extra":2}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":0}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":0.001}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":-5}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":"1e3"}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":1e300}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-3".into(),
+            Some(r#"{"type":"OpenAccount","owner":"  "}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/bad%20id".into(),
+            Some(r#"{"type":"Deposit","amount":1}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            format!("/accounts/{long_id}"),
+            Some(r#"{"type":"Deposit","amount":1}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":1}"#),
+            &[("Idempotency-Key", "")],
+            400,
+            "bad-request",
+        ),
+        (
+            "POST",
+            "/transfers".into(),
+            Some(r#"{"from":"acc-1","to":"acc-2"}"#),
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "GET",
+            "/accounts/acc-1/events?after=zz".into(),
+            None,
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "GET",
+            "/accounts/acc-1/events?after=v1&before=v2".into(),
+            None,
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "GET",
+            "/accounts/acc-1/events?limit=0".into(),
+            None,
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "GET",
+            "/accounts/acc-1/events?colour=red".into(),
+            None,
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "GET",
+            "/accounts?limit=501".into(),
+            None,
+            &[],
+            400,
+            "bad-request",
+        ),
+        (
+            "GET",
+            "/accounts/nobody".into(),
+            None,
+            &[],
+            404,
+            "unknown-account",
+        ),
+        (
+            "GET",
+            "/accounts/nobody/events".into(),
+            None,
+            &[],
+            404,
+            "unknown-account",
+        ),
+        (
+            "POST",
+            "/accounts/nobody".into(),
+            Some(r#"{"type":"Deposit","amount":1}"#),
+            &[],
+            404,
+            "unknown-account",
+        ),
+        (
+            "POST",
+            "/transfers".into(),
+            Some(r#"{"from":"acc-1","to":"nobody","amount":1}"#),
+            &[],
+            404,
+            "unknown-account",
+        ),
+        ("GET", "/no/such/route".into(), None, &[], 404, "not-found"),
+        (
+            "DELETE",
+            "/accounts/acc-1".into(),
+            None,
+            &[],
+            405,
+            "method-not-allowed",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(&reopen),
+            &[],
+            422,
+            "account-already-open",
+        ),
+        (
+            "POST",
+            "/accounts/acc-2".into(),
+            Some(r#"{"type":"Withdraw","amount":0.01}"#),
+            &[],
+            422,
+            "insufficient-funds",
+        ),
+        (
+            "POST",
+            "/transfers".into(),
+            Some(r#"{"from":"acc-1","to":"acc-2","amount":11.01}"#),
+            &[],
+            422,
+            "insufficient-funds",
+        ),
+        (
+            "POST",
+            "/transfers".into(),
+            Some(r#"{"from":"acc-1","to":"acc-1","amount":1}"#),
+            &[],
+            422,
+            "same-account",
+        ),
+        // The key of the deposit above, for a withdrawal.
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Withdraw","amount":1}"#),
+            &[("Idempotency-Key", "deposit-1")],
+            422,
+            "idempotency-key-reused",
+        ),
+    ];
+    for (method, path, body, headers, status, kind) in cases {
+        let r = service.send_with(method, &path, headers, body).await;
+        assert_eq!(r.status, status, "{method} {path} {body:?}: {}", r.text);
+        assert_eq!(
+            r.content_type, "application/problem+json",
+            "{method} {path}"
+        );
+        assert_eq!(
+            r.json["type"],
+            json!(format!("urn:eventcore:bank:{kind}")),
+            "{path}"
+        );
+        assert_eq!(r.json["status"], json!(status));
+        assert!(
+            r.json["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{}",
+            r.text
+        );
+    }
+    let r = service
+        .send(
+            "POST",
+            "/accounts/acc-2",
+            Some(r#"{"type":"Withdraw","amount":5}"#),
+        )
+        .await;
+    assert_eq!(
+        r.json["detail"],
+        json!("account acc-2 holds 0.00, cannot pay out 5.00")
+    );
+    assert_eq!(
+        events_of(store, &touched).await.len(),
+        before,
+        "no error wrote anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_are_problems_and_write_nothing_in_memory() {
+    let (backend, store) = memory();
+    let service = Service::start(backend).await;
+    errors_are_problems(&service, &store).await;
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_are_problems_and_write_nothing_on_postgres() {
+    let store = postgres_store().await;
+    let service = Service::start(Backend::Postgres(store.clone())).await;
+    errors_are_problems(&service, &store).await;
+    service.stop().await;
+}
+
+const ACCOUNTS: usize = 6;
+const CLIENTS: usize = 16;
+const TRANSFERS_PER_CLIENT: usize = 12;
+
+/// 16 clients released together send transfers between six accounts, each
+/// request sent twice at once under one idempotency key (a client retrying
+/// after a timeout). Afterwards: no key moved money twice, every 200 moved
+/// it once, money is conserved, no account is overdrawn, and the read
+/// model equals the write side.
+async fn concurrent_clients_with_retries<S: EventStore>(service: &Service, store: &S) {
+    for a in 0..ACCOUNTS {
+        let r = service
+            .send(
+                "POST",
+                &format!("/accounts/acct-{a}"),
+                Some(&open("Owner", 100.0)),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let addr = service.addr;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(c as u64);
+            barrier.wait().await;
+            let mut outcomes = Vec::new();
+            for t in 0..TRANSFERS_PER_CLIENT {
+                let from = rng.usize(..ACCOUNTS);
+                let to = (from + 1 + rng.usize(..ACCOUNTS - 1)) % ACCOUNTS;
+                let cents = rng.u64(1..=4_000);
+                let body = json!({
+                    "from": format!("acct-{from}"),
+                    "to": format!("acct-{to}"),
+                    "amount": format!("{}.{:02}", cents / 100, cents % 100),
+                })
+                .to_string();
+                let key = format!("client-{c}-transfer-{t}");
+                let headers = [("Idempotency-Key", key.as_str())];
+                let (first, retry) = tokio::join!(
+                    client::send(addr, "POST", "/transfers", &headers, Some(&body)),
+                    client::send(addr, "POST", "/transfers", &headers, Some(&body)),
+                );
+                let (first, retry) = (first.expect("answer"), retry.expect("answer"));
+                let statuses = [first.status, retry.status];
+                if statuses == [200, 200] {
+                    assert!(
+                        first.replayed != retry.replayed,
+                        "{key}: one of two answers is the replay"
+                    );
+                    assert_eq!(first.json, retry.json, "{key}: the replay answers the same");
+                }
+                for status in statuses {
+                    assert!(
+                        matches!(status, 200 | 409 | 422),
+                        "transfer {key}: status {status}"
+                    );
+                }
+                outcomes.push((key, statuses));
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.expect("client"));
+    }
+    let names: Vec<String> = (0..ACCOUNTS).map(|a| format!("acct-{a}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let log = events_of(store, &names).await;
+    bank_invariant(&log).expect("no overdraft, every transfer whole");
+    let mut moved: HashMap<String, usize> = HashMap::new();
+    for e in &log {
+        if e.event_type() == "TransferSent" {
+            let key = e
+                .metadata()
+                .causation_id()
+                .expect("a transfer is caused by its request's key")
+                .as_str()
+                .to_owned();
+            *moved.entry(key).or_default() += 1;
+        }
+    }
+    let mut applied = 0;
+    for (key, statuses) in &outcomes {
+        let times = moved.get(key).copied().unwrap_or(0);
+        assert!(times <= 1, "{key} moved money {times} times");
+        if statuses.contains(&200) {
+            assert_eq!(times, 1, "{key} answered 200 but moved nothing");
+            applied += 1;
+        }
+    }
+    assert!(applied > CLIENTS, "most transfers went through: {applied}");
+    let list = wait_for_read_model(service, ACCOUNTS).await;
+    let total: f64 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["balance"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (total - 100.0 * ACCOUNTS as f64).abs() < 1e-6,
+        "money is conserved: {total}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_clients_retrying_never_move_money_twice_in_memory() {
+    let (backend, store) = memory();
+    let service = Service::start(backend).await;
+    concurrent_clients_with_retries(&service, &store).await;
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_clients_retrying_never_move_money_twice_on_postgres() {
+    let store = postgres_store().await;
+    let service = Service::start(Backend::Postgres(store.clone())).await;
+    concurrent_clients_with_retries(&service, &store).await;
+    service.stop().await;
+}
+
+/// A deposit as the first bank wrote it: a float of dollars, schema
+/// version 1 (the default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
+enum FirstBank {
+    MoneyDeposited { account: StreamId, amount: f64 },
+}
+
+impl Event for FirstBank {
+    fn stream_id(&self) -> &StreamId {
+        match self {
+            FirstBank::MoneyDeposited { account, .. } => account,
+        }
+    }
+
+    fn event_type(&self) -> &'static str {
+        "MoneyDeposited"
+    }
+}
+
+/// The old deposits of `old-1` are read correctly by every endpoint.
+async fn old_deposits_are_read(service: &Service) {
+    let history = service.send("GET", "/accounts/old-1/events", None).await;
+    assert_eq!(history.status, 200, "{}", history.text);
+    let events = history.json["events"].as_array().unwrap();
+    let amounts: Vec<(&Value, &Value)> = events[1..]
+        .iter()
+        .map(|e| (&e["amount"], &e["schema_version"]))
+        .collect();
+    assert_eq!(
+        amounts,
+        [
+            (&json!(12.34), &json!(1)),
+            (&json!(5.0), &json!(1)),
+            (&json!(1.0), &json!(2)),
+        ]
+    );
+    let r = service.send("GET", "/accounts/old-1", None).await;
+    assert_eq!(r.json["balance"], json!(1018.34), "{}", r.text);
+    let list = wait_for_read_model(service, 2).await;
+    assert_eq!(list[0]["balance"], json!(1018.34));
+    // A command folds them too: the whole balance can be paid out.
+    let r = service
+        .send(
+            "POST",
+            "/accounts/old-1",
+            Some(r#"{"type":"Withdraw","amount":1018.34}"#),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.json["balance"]),
+        (200, &json!(0.0)),
+        "{}",
+        r.text
+    );
+}
+
+/// After an old deposit no upcaster can read lands in `old-2`: reading
+/// the account is an error naming the event, and the read model stops at
+/// it rather than skip it (health says so, and so does the stop).
+async fn unreadable_deposit_is_an_error(service: Service) {
+    let r = service.send("GET", "/accounts/old-2", None).await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    let detail = r.json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("old-2")
+            && detail.contains("MoneyDeposited")
+            && detail.contains("schema version 1"),
+        "{detail}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = service.send("GET", "/health", None).await;
+        if r.status == 503 {
+            assert_eq!(
+                r.json["type"],
+                json!("urn:eventcore:bank:read-model-stopped")
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read model went on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = service
+        .stop_result()
+        .await
+        .expect_err("the subscription stopped");
+    assert!(
+        matches!(
+            err,
+            eventcore_examples::service::ServiceError::Subscription(
+                eventcore::SubscriptionError::Undecodable { .. }
+            )
+        ),
+        "{err:?}"
+    );
+}
+
+/// Opens `old-1` and `old-2` with 1000.00, lets `write_old` add deposits
+/// in older shapes to `old-1` (12.34 and 5.00), and deposits 1.00 more
+/// through the service.
+async fn with_old_deposits<F, Fut>(service: &Service, write_old: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for id in ["old-1", "old-2"] {
+        let r = service
+            .send(
+                "POST",
+                &format!("/accounts/{id}"),
+                Some(&open("Old", 1000.0)),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    write_old().await;
+    let r = service
+        .send(
+            "POST",
+            "/accounts/old-1",
+            Some(r#"{"type":"Deposit","amount":1}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// `MoneyDeposited` with integer cents at schema version 1: what this bank
+/// wrote before schema versions were stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "MoneyDeposited")]
+struct CentsV1 {
+    account: StreamId,
+    amount: u64,
+}
+
+impl Event for CentsV1 {
+    fn stream_id(&self) -> &StreamId {
+        &self.account
+    }
+
+    fn event_type(&self) -> &'static str {
+        "MoneyDeposited"
+    }
+}
+
+async fn append_one<E: Event>(store: &InMemoryEventStore, id: &str, at: u64, event: &E) {
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(StreamId::try_new(id).unwrap(), StreamVersion::new(at))
+        .unwrap();
+    writes.append(event).unwrap();
+    store.append(writes).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_event_shapes_are_read_by_every_endpoint_in_memory() {
+    let (backend, store) = memory();
+    let service = Service::start(backend).await;
+    let old = StreamId::try_new("old-1").unwrap();
+    with_old_deposits(&service, || async {
+        let dollars = FirstBank::MoneyDeposited {
+            account: old.clone(),
+            amount: 12.34,
+        };
+        append_one(&store, "old-1", 1, &dollars).await;
+        let cents = CentsV1 {
+            account: old.clone(),
+            amount: 500,
+        };
+        append_one(&store, "old-1", 2, &cents).await;
+    })
+    .await;
+    old_deposits_are_read(&service).await;
+    let bad = FirstBank::MoneyDeposited {
+        account: StreamId::try_new("old-2").unwrap(),
+        amount: 0.005,
+    };
+    append_one(&store, "old-2", 1, &bad).await;
+    unreadable_deposit_is_an_error(service).await;
+}
+
+/// Inserts a row as an older version wrote it: no schema_version column
+/// named, so the column's default (1) applies.
+async fn insert_old_row(pool: &sqlx::PgPool, stream: &str, version: i64, payload: &str) {
+    sqlx::query(
+        "INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id)
+         VALUES ($1, $2, 'MoneyDeposited', $3::json, $4)",
+    )
+    .bind(stream)
+    .bind(version)
+    .bind(payload)
+    .bind(uuid::Uuid::now_v7())
+    .execute(pool)
+    .await
+    .expect("insert an old row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_event_shapes_are_read_by_every_endpoint_on_postgres() {
+    let store = postgres_store().await;
+    let pool = sql(&store).await;
+    let service = Service::start(Backend::Postgres(store.clone())).await;
+    let dollars = r#"{"type":"MoneyDeposited","account":"old-1","amount":12.34}"#;
+    with_old_deposits(&service, || async {
+        insert_old_row(&pool, "old-1", 2, dollars).await;
+        let cents = r#"{"type":"MoneyDeposited","account":"old-1","amount":500}"#;
+        insert_old_row(&pool, "old-1", 3, cents).await;
+    })
+    .await;
+    old_deposits_are_read(&service).await;
+    let stored: String = sqlx::query_scalar(
+        "SELECT payload::text FROM eventcore_events WHERE stream_id = 'old-1' AND stream_version = 2",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, dollars, "the stored row never changes");
+    let bad = r#"{"type":"MoneyDeposited","account":"old-2","amount":0.005}"#;
+    insert_old_row(&pool, "old-2", 2, bad).await;
+    unreadable_deposit_is_an_error(service).await;
+}
