@@ -242,6 +242,17 @@ async fn every_endpoint_answers_on_postgres() {
     service.stop().await;
 }
 
+/// A bad request: method, path, body, headers, and the status and problem
+/// type it must get.
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    &'a [(&'a str, &'a str)],
+    u16,
+    &'a str,
+);
+
 /// Each bad request gets its problem, and nothing is written.
 async fn errors_are_problems<S: EventStore>(service: &Service, store: &S) {
     service
@@ -262,7 +273,7 @@ async fn errors_are_problems<S: EventStore>(service: &Service, store: &S) {
     let before = events_of(store, &touched).await.len();
     let reopen = open("Ann", 1.0);
     let long_id = "a".repeat(65);
-    let cases: Vec<(&str, String, Option<&str>, &[(&str, &str)], u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/accounts/acc-1".into(),
