@@ -162,3 +162,99 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use eventcore::{StreamId, StreamVersion};
+
+    use super::*;
+
+    fn id(s: &str) -> StreamId {
+        StreamId::try_new(s).unwrap()
+    }
+
+    fn conflict() -> StoreError {
+        StoreError::VersionConflict {
+            stream_id: id("a"),
+            expected: StreamVersion::new(1),
+            actual: StreamVersion::new(2),
+        }
+    }
+
+    fn down() -> StoreError {
+        StoreError::Transient {
+            operation: "append",
+            source: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn each_failure_gets_its_status() {
+        let cases: Vec<(ExecuteError<BankError>, u16, &str)> = vec![
+            (
+                ExecuteError::Rejected(BankError::NotOpen(id("a"))),
+                404,
+                "unknown-account",
+            ),
+            (
+                ExecuteError::Rejected(BankError::AlreadyOpen(id("a"))),
+                422,
+                "account-already-open",
+            ),
+            (
+                ExecuteError::Rejected(BankError::SameAccount(id("a"))),
+                422,
+                "same-account",
+            ),
+            (
+                ExecuteError::Rejected(BankError::InsufficientFunds {
+                    account: id("a"),
+                    balance: 5,
+                    wanted: 1_000,
+                }),
+                422,
+                "insufficient-funds",
+            ),
+            (
+                ExecuteError::RetriesExhausted {
+                    attempts: 16,
+                    last_error: conflict(),
+                },
+                409,
+                "contention",
+            ),
+            (
+                ExecuteError::RetriesExhausted {
+                    attempts: 16,
+                    last_error: down(),
+                },
+                503,
+                "store-unavailable",
+            ),
+            (ExecuteError::Store(down()), 503, "store-unavailable"),
+            (ExecuteError::NoStreams, 500, "internal"),
+        ];
+        for (error, status, kind) in cases {
+            let text = error.to_string();
+            let problem = Problem::from_execute(error);
+            assert_eq!(
+                (problem.status.as_u16(), problem.kind),
+                (status, kind),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_name_amounts_in_dollars() {
+        let problem = Problem::from_execute(ExecuteError::Rejected(BankError::InsufficientFunds {
+            account: id("acc-1"),
+            balance: 5,
+            wanted: 1_000,
+        }));
+        assert_eq!(
+            problem.detail,
+            "account acc-1 holds 0.05, cannot pay out 10.00"
+        );
+    }
+}

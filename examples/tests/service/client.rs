@@ -150,3 +150,76 @@ pub async fn sql(store: &PostgresEventStore) -> sqlx::PgPool {
         .await
         .expect("sql pool")
 }
+
+/// A TCP proxy to the test's PostgreSQL server that can be cut (every
+/// connection closed, new ones dropped at once) and restored.
+pub struct Proxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy port");
+        let port = listener.local_addr().expect("addr").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accept_up, accept_links) = (up.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accept_links.lock().unwrap().push(link);
+            }
+        });
+        Proxy { port, up, links }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A migrated store in a schema of its own, reached through a [`Proxy`].
+pub async fn postgres_store_behind_proxy() -> (PostgresEventStore, Proxy) {
+    use std::str::FromStr;
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run ./scripts/test");
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("a URL");
+    let host = match options.get_host() {
+        "localhost" => "127.0.0.1",
+        other => other,
+    };
+    let target: SocketAddr = format!("{host}:{}", options.get_port())
+        .parse()
+        .expect("the test server on a loopback address");
+    let proxy = Proxy::start(target).await;
+    let schema = format!("bank_service_{}_{}", std::process::id(), fastrand::u32(..));
+    let config = eventcore_postgres::PostgresConfig::default()
+        .schema(eventcore_postgres::SchemaName::try_new(schema).expect("schema name"))
+        .acquire_timeout(std::time::Duration::from_secs(1));
+    let store = PostgresEventStore::connect_with_options(
+        options.host("127.0.0.1").port(proxy.port),
+        config,
+    )
+    .await
+    .expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, proxy)
+}

@@ -911,3 +911,139 @@ async fn old_event_shapes_are_read_by_every_endpoint_on_postgres() {
     insert_old_row(&pool, "old-2", 2, bad).await;
     unreadable_deposit_is_an_error(service).await;
 }
+
+/// With the store out of reach, every route that needs it answers 503
+/// (with `Retry-After`) and writes nothing; once it is back, the same
+/// requests succeed and the read model carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_store_is_503_until_it_comes_back_on_postgres() {
+    let (store, proxy) = client::postgres_store_behind_proxy().await;
+    let service = Service::start(Backend::Postgres(store.clone())).await;
+    let r = service
+        .send("POST", "/accounts/acc-9", Some(&open("Ida", 10.0)))
+        .await;
+    assert_eq!(r.status, 201);
+    proxy.cut();
+    let deposit = r#"{"type":"Deposit","amount":2.5}"#;
+    let key = [("Idempotency-Key", "deposit-while-down")];
+    for (method, path, body) in [
+        ("GET", "/health", None),
+        ("GET", "/accounts/acc-9", None),
+        ("GET", "/accounts/acc-9/events", None),
+        ("POST", "/accounts/acc-9", Some(deposit)),
+    ] {
+        let r = service.send_with(method, path, &key, body).await;
+        assert_eq!(r.status, 503, "{method} {path}: {}", r.text);
+        assert_eq!(r.content_type, "application/problem+json");
+        assert_eq!(
+            r.json["type"],
+            json!("urn:eventcore:bank:store-unavailable")
+        );
+    }
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = service.send("GET", "/health", None).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", r.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = service
+        .send_with("POST", "/accounts/acc-9", &key, Some(deposit))
+        .await;
+    assert_eq!(
+        (r.status, &r.json["balance"]),
+        (200, &json!(12.5)),
+        "{}",
+        r.text
+    );
+    let events = events_of(&store, &["acc-9"]).await;
+    assert_eq!(events.len(), 2, "the failed deposit wrote nothing");
+    wait_for_read_model(&service, 1).await;
+    service.stop().await;
+}
+
+/// Sends a deposit's head and half its body, waits, and returns the
+/// stream to finish with [`finish_deposit`].
+async fn start_deposit(addr: std::net::SocketAddr, account: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"type":"Deposit","amount":7.25}"#;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /accounts/{account} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream
+}
+
+async fn finish_deposit(mut stream: tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"type":"Deposit","amount":7.25}"#;
+    stream
+        .write_all(&body.as_bytes()[10..])
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+}
+
+/// Shutdown with a request half sent: the service takes no new
+/// connection, finishes that request, and stops its read model.
+async fn shutdown_finishes_in_flight(backend: Backend) -> Service {
+    let mut service = Service::start(backend).await;
+    let r = service
+        .send("POST", "/accounts/acc-5", Some(&open("Eve", 1.0)))
+        .await;
+    assert_eq!(r.status, 201);
+    let in_flight = start_deposit(service.addr, "acc-5").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    service.signal_stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = client::send(service.addr, "GET", "/health", &[], None).await;
+    assert!(late.is_err(), "a new request after shutdown got {late:?}");
+    let answer = finish_deposit(in_flight).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""balance":8.25"#), "{answer}");
+    service
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_requests_in_flight_in_memory() {
+    let (backend, _) = memory();
+    let service = shutdown_finishes_in_flight(backend).await;
+    service.stop().await;
+}
+
+/// On PostgreSQL the read model's checkpoint is saved with its table: a
+/// service started again on the same database resumes from it, applying
+/// nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_requests_in_flight_and_the_read_model_resumes_on_postgres() {
+    let store = postgres_store().await;
+    let service = shutdown_finishes_in_flight(Backend::Postgres(store.clone())).await;
+    service.stop().await;
+    let name =
+        eventcore::SubscriptionName::try_new(eventcore_examples::service::SUBSCRIPTION).unwrap();
+    let saved = eventcore::CheckpointStore::load(&store, &name)
+        .await
+        .expect("load");
+    assert!(saved.is_some(), "the read model's checkpoint is saved");
+    let again = Service::start(Backend::Postgres(store.clone())).await;
+    let r = again
+        .send(
+            "POST",
+            "/accounts/acc-5",
+            Some(r#"{"type":"Deposit","amount":1}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let list = wait_for_read_model(&again, 1).await;
+    assert_eq!(list[0]["balance"], json!(9.25), "nothing applied twice");
+    again.stop().await;
+}
