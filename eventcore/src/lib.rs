@@ -127,7 +127,7 @@ pub use execute::{ExecuteOptions, ExecutionResult, MAX_DISCOVERY_ROUNDS, execute
 pub use gate::CommandQueue;
 pub use log::{EventLog, LogPage, LogQuery, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};
-pub use reads::{RecordedEvent, StreamReads};
+pub use reads::{Decode, RecordedEvent, StreamReads};
 pub use retry::RetryPolicy;
 pub use snapshot::{Snapshot, SnapshotKey, SnapshotRead};
 pub use state::StateKey;

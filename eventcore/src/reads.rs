@@ -127,17 +127,16 @@ impl RecordedEvent {
         &self.payload
     }
 
-    /// Deserialises the payload into `E`. An event stored at an older
-    /// schema version than `E` writes its type at is first brought up to
-    /// date by [`Event::upcast`]; one at the current version costs nothing
-    /// more than deserialising.
+    /// Deserialises the event into `E`: an [`Event`] type (see
+    /// [`Decode`]) or the payload as stored, as a `serde_json::Value`.
     ///
     /// # Errors
-    /// - [`StoreError::Deserialize`] naming the stream, version and type if
-    ///   the (upcast) payload does not deserialise;
-    /// - [`StoreError::Upcast`] if the stored schema version is newer than
-    ///   `E`'s, or older and the upcaster refused it.
-    pub fn decode<E: Event>(&self) -> Result<E, StoreError> {
+    /// As [`Decode::decode`].
+    pub fn decode<E: Decode>(&self) -> Result<E, StoreError> {
+        E::decode(self)
+    }
+
+    fn decode_event<E: Event>(&self) -> Result<E, StoreError> {
         let current = E::schema_version(&self.event_type);
         if self.schema_version == current {
             return serde_json::from_str(&self.payload).map_err(|e| self.undecodable(e));
@@ -168,6 +167,37 @@ impl RecordedEvent {
             event_type: self.event_type.to_string(),
             source,
         }
+    }
+}
+
+/// What a stored event can be decoded into: any [`Event`] type, or
+/// `serde_json::Value` for the payload exactly as stored (for readers of
+/// every kind of event, such as an audit log or a forwarder, which do not
+/// upcast).
+///
+/// For an [`Event`] type, an event stored at an older schema version than
+/// the type writes it at is first brought up to date by [`Event::upcast`];
+/// one at the current version costs nothing more than deserialising.
+pub trait Decode: Sized + Send + Sync + 'static {
+    /// Decodes `recorded`.
+    ///
+    /// # Errors
+    /// - [`StoreError::Deserialize`] naming the stream, version and type if
+    ///   the (upcast) payload does not deserialise;
+    /// - [`StoreError::Upcast`] if the stored schema version is newer than
+    ///   the type's, or older and the upcaster refused it.
+    fn decode(recorded: &RecordedEvent) -> Result<Self, StoreError>;
+}
+
+impl<E: Event> Decode for E {
+    fn decode(recorded: &RecordedEvent) -> Result<Self, StoreError> {
+        recorded.decode_event()
+    }
+}
+
+impl Decode for serde_json::Value {
+    fn decode(recorded: &RecordedEvent) -> Result<Self, StoreError> {
+        serde_json::from_str(&recorded.payload).map_err(|e| recorded.undecodable(e))
     }
 }
 

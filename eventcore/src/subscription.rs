@@ -35,7 +35,7 @@ use nutype::nutype;
 use tokio::sync::watch;
 
 use crate::{
-    BoxError, Event, EventLog, LogQuery, Position, RecordedEvent, RetryPolicy, StoreError,
+    BoxError, Decode, EventLog, LogQuery, Position, RecordedEvent, RetryPolicy, StoreError,
 };
 
 /// How soon to look again after a wake-up found nothing new, and for how
@@ -364,7 +364,7 @@ pub fn subscribe<L, C, E, H>(
 where
     L: EventLog + 'static,
     C: CheckpointStore + SubscriptionLeases + 'static,
-    E: Event,
+    E: Decode,
     H: Handler<E>,
 {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -404,7 +404,7 @@ impl<L, C, E, H> Runner<L, C, E, H>
 where
     L: EventLog,
     C: CheckpointStore + SubscriptionLeases,
-    E: Event,
+    E: Decode,
     H: Handler<E>,
 {
     fn store_error(&self, source: StoreError) -> SubscriptionError {

@@ -182,6 +182,11 @@ pub async fn old_events_are_upcast_when_decoded<S: EventStore + Clone + 'static>
         json!({"item": id.as_str(), "amount": 12.34}),
         "the stored event is never rewritten"
     );
+    assert_eq!(
+        first.decode::<Value>().expect("raw json"),
+        json!({"item": id.as_str(), "amount": 12.34}),
+        "decoding as JSON gives the payload as stored, not upcast"
+    );
 }
 
 /// An event no upcaster can read is a typed error naming it, never skipped
