@@ -41,6 +41,8 @@ params = {
     "$11": "NULL::text",
     "$12": "NULL::text",
     "$13": "NULL::bigint[]",
+    # Schema versions: a transfer's events are at version 1.
+    "$14": "ARRAY[1, 1]::bigint[]",
 }
 
 
