@@ -6,12 +6,13 @@
 
 use std::{
     collections::BTreeMap,
+    num::NonZeroU32,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use eventcore::{
-    BoxError, EventContext, Handler, LogQuery, SubscriptionConfig, SubscriptionHandle,
+    BoxError, EventContext, Handler, LogQuery, RetryPolicy, SubscriptionConfig, SubscriptionHandle,
     SubscriptionName, subscribe,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
@@ -141,10 +142,19 @@ fn row_from_pg(row: &sqlx::postgres::PgRow) -> Result<AccountRow, BoxError> {
     })
 }
 
+/// How the read model's subscription reads and retries. A handler that
+/// fails is retried for about five minutes (waits capped at 1 s), long
+/// enough to ride out the database being unreachable (the PostgreSQL
+/// handler writes there); then the subscription stops, and `/health` says
+/// so.
 fn config() -> SubscriptionConfig {
+    let patient = RetryPolicy::default()
+        .with_max_attempts(NonZeroU32::new(300).unwrap_or(NonZeroU32::MIN))
+        .with_max_delay(Duration::from_secs(1));
     SubscriptionConfig::default()
         .with_filter(LogQuery::from_start(0).with_event_types(EVENT_TYPES))
         .with_poll_interval(Duration::from_millis(50))
+        .with_retry(patient)
 }
 
 fn name() -> SubscriptionName {

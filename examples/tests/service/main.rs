@@ -923,7 +923,11 @@ async fn an_unreachable_store_is_503_until_it_comes_back_on_postgres() {
         .send("POST", "/accounts/acc-9", Some(&open("Ida", 10.0)))
         .await;
     assert_eq!(r.status, 201);
+    // Cut for longer than a subscription's default handler retries last
+    // (about 4 s): if the read model was applying an event when the cut came
+    // (it was in one CI run), it must ride the outage out, not stop.
     proxy.cut();
+    let cut_at = tokio::time::Instant::now();
     let deposit = r#"{"type":"Deposit","amount":2.5}"#;
     let key = [("Idempotency-Key", "deposit-while-down")];
     for (method, path, body) in [
@@ -940,6 +944,7 @@ async fn an_unreachable_store_is_503_until_it_comes_back_on_postgres() {
             json!("urn:eventcore:bank:store-unavailable")
         );
     }
+    tokio::time::sleep_until(cut_at + Duration::from_secs(8)).await;
     proxy.restore();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
