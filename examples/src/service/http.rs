@@ -187,35 +187,75 @@ where
         .map_err(Problem::from_execute)
 }
 
+/// An account folded up to a version: what the service keeps per account
+/// so that answering reads only the events after it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Folded {
+    version: StreamVersion,
+    state: Account,
+    owner: String,
+}
+
+/// How many accounts' folds are kept; past it the map starts over (a
+/// fold is only a head start: dropping one costs one full read).
+const MAX_FOLDED: usize = 100_000;
+
 /// The account as its first `upto` events leave it (all when `None`), or
-/// `None` if it was never opened.
+/// `None` if it was never opened. Starts from the account's kept fold when
+/// that is not past `upto`, reading only the events after it (a tail
+/// read): the cost is the new events', not the history's.
 async fn account_view<S: EventStore>(
     app: &App<S>,
     id: &StreamId,
     upto: Option<StreamVersion>,
 ) -> Result<Option<views::AccountView>, Problem> {
-    let read = app
-        .store
-        .read_streams(std::slice::from_ref(id))
-        .await
-        .map_err(|e| Problem::from_store(&e))?;
-    let mut state = Account::default();
-    let mut owner = String::new();
-    let mut version = StreamVersion::INITIAL;
+    let kept = app
+        .folded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .filter(|f| upto.is_none_or(|upto| f.version <= upto))
+        .cloned();
+    let mut folded = kept.unwrap_or_default();
+    let read = if folded.version == StreamVersion::INITIAL {
+        app.store.read_streams(std::slice::from_ref(id)).await
+    } else {
+        app.store.read_tails(&[(id.clone(), folded.version)]).await
+    }
+    .map_err(|e| Problem::from_store(&e))?;
     for recorded in read.events() {
+        if recorded.version() <= folded.version {
+            continue;
+        }
         if upto.is_some_and(|upto| recorded.version() > upto) {
             break;
         }
         let event: BankEvent = recorded.decode().map_err(|e| Problem::from_store(&e))?;
-        if let BankEvent::Opened { owner: o, .. } = &event {
-            owner.clone_from(o);
+        if let BankEvent::Opened { owner, .. } = &event {
+            folded.owner.clone_from(owner);
         }
-        state = state.apply(&event);
-        version = recorded.version();
+        folded.state = folded.state.apply(&event);
+        folded.version = recorded.version();
     }
-    Ok(state
-        .open
-        .then(|| views::AccountView::new(id.as_str(), &owner, state.balance, version.get())))
+    let view = folded.state.open.then(|| {
+        views::AccountView::new(
+            id.as_str(),
+            &folded.owner,
+            folded.state.balance,
+            folded.version.get(),
+        )
+    });
+    if folded.state.open {
+        let mut kept = app.folded.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= MAX_FOLDED {
+            kept.clear();
+        }
+        let newer = kept.get(id).is_none_or(|k| k.version < folded.version);
+        if newer {
+            kept.insert(id.clone(), folded);
+        }
+    }
+    Ok(view)
 }
 
 /// Marks a replayed answer.

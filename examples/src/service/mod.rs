@@ -52,6 +52,8 @@ pub struct App<S> {
     accounts: Accounts,
     backend: &'static str,
     subscription: Mutex<Option<SubscriptionHandle>>,
+    /// Each account folded as far as the service has read it.
+    folded: std::sync::Mutex<std::collections::HashMap<eventcore::StreamId, http::Folded>>,
 }
 
 /// A running service.
@@ -140,6 +142,7 @@ impl<S> App<S> {
             accounts,
             backend,
             subscription: Mutex::new(Some(handle)),
+            folded: std::sync::Mutex::default(),
         }
     }
 }
