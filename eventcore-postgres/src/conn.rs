@@ -237,27 +237,19 @@ impl ConnPool {
         operation: &'static str,
         query: Query<'q, Postgres, PgArguments>,
     ) -> Result<Vec<PgRow>, StoreError> {
-        let span = tracing::debug_span!(
-            "eventcore.postgres",
-            operation,
-            rows = tracing::field::Empty,
-            elapsed_us = tracing::field::Empty,
-        );
-        // No clock read when the span is not recorded.
-        let started = (!span.is_disabled()).then(Instant::now);
+        let (span, started) = statement_span(operation);
         let mut lease = self.get(operation).await?;
         let rows =
             tracing::Instrument::instrument(query.fetch_all(lease.conn()), span.clone()).await;
         lease.settle(&rows);
         drop(lease);
-        if let Some(started) = started {
-            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            span.record("elapsed_us", us);
-        }
-        if let Ok(rows) = &rows {
-            span.record("rows", rows.len());
-        }
-        rows.map_err(|e| store_error(operation, e))
+        let rows = rows.map(|rows| {
+            let n = rows.len() as u64;
+            (rows, n)
+        });
+        finish_span(&span, started, &rows);
+        rows.map(|(rows, _)| rows)
+            .map_err(|e| store_error(operation, e))
     }
 
     /// Runs one statement on a borrowed connection and returns how many
@@ -267,12 +259,14 @@ impl ConnPool {
         operation: &'static str,
         query: Query<'q, Postgres, PgArguments>,
     ) -> Result<u64, StoreError> {
+        let (span, started) = statement_span(operation);
         let mut lease = self.get(operation).await?;
-        let done = query.execute(lease.conn()).await;
+        let done = tracing::Instrument::instrument(query.execute(lease.conn()), span.clone()).await;
         lease.settle(&done);
         drop(lease);
-        done.map(|d| d.rows_affected())
-            .map_err(|e| store_error(operation, e))
+        let done = done.map(|d| ((), d.rows_affected()));
+        finish_span(&span, started, &done);
+        done.map(|((), n)| n).map_err(|e| store_error(operation, e))
     }
 
     /// Borrows an idle connection, or opens one, waiting at most the
@@ -347,5 +341,29 @@ impl Drop for Lease<'_> {
                 returned: Instant::now(),
             });
         }
+    }
+}
+
+/// The `eventcore.postgres` span of one statement, and when it started (no
+/// clock read when the span is not recorded).
+fn statement_span(operation: &'static str) -> (tracing::Span, Option<Instant>) {
+    let span = tracing::debug_span!(
+        "eventcore.postgres",
+        operation,
+        rows = tracing::field::Empty,
+        elapsed_us = tracing::field::Empty,
+    );
+    let started = (!span.is_disabled()).then(Instant::now);
+    (span, started)
+}
+
+/// Records the time taken and, on success, the rows returned or affected.
+fn finish_span<T, E>(span: &tracing::Span, started: Option<Instant>, done: &Result<(T, u64), E>) {
+    if let Some(started) = started {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        span.record("elapsed_us", us);
+    }
+    if let Ok((_, rows)) = done {
+        span.record("rows", rows);
     }
 }

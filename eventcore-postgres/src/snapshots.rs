@@ -22,11 +22,11 @@ const READ_FROM_SNAPSHOT_FOR: &str = include_str!("sql/read_from_snapshot_for.sq
 const QUEUE: usize = 1024;
 
 /// Queues snapshots and writes them after the commands that made them have
-/// returned: the newest per key, each drained batch in one statement, in a
-/// transaction of its own on a connection borrowed from the store's pool,
-/// whose commit does not wait for the disk (`SET LOCAL synchronous_commit
-/// = off`). A crash may lose the last snapshots; they are rebuilt from the
-/// events.
+/// returned: the newest per key, each drained batch in one statement (one
+/// round trip, on a connection borrowed from the store's pool), whose
+/// commit does not wait for the disk (`synchronous_commit` set off for
+/// that statement's transaction only). A crash may lose the last
+/// snapshots; they are rebuilt from the events.
 #[derive(Debug)]
 pub(crate) struct SnapshotWriter {
     conns: Arc<ConnPool>,
@@ -75,26 +75,14 @@ async fn write_loop(mut receiver: mpsc::Receiver<Snapshot>, conns: Arc<ConnPool>
         // No connection or a failed write: these snapshots are dropped;
         // commands fold from the events (or an older snapshot) until a
         // later one is written.
-        let Ok(mut lease) = conns.get("save_snapshot").await else {
-            continue;
-        };
-        if save(lease.conn(), newest.values()).await.is_ok() {
-            // Only a transaction that committed leaves the connection in
-            // a known state; after an error the lease closes it.
-            lease.settle(&Ok::<(), sqlx::Error>(()));
-        }
+        let _ = save(&conns, newest.values()).await;
     }
 }
 
 async fn save<'a>(
-    conn: &mut sqlx::PgConnection,
+    conns: &ConnPool,
     snapshots: impl ExactSizeIterator<Item = &'a Snapshot>,
-) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    let mut tx = conn.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
+) -> Result<u64, StoreError> {
     let n = snapshots.len();
     let (mut names, mut keys, mut schemas, mut versions, mut states) = (
         Vec::with_capacity(n),
@@ -116,15 +104,13 @@ async fn save<'a>(
         versions.push(format!("{{{}}}", listed.join(",")));
         states.push(snapshot.state());
     }
-    sqlx::query(SAVE_SNAPSHOT)
+    let query = sqlx::query(SAVE_SNAPSHOT)
         .bind(&names)
         .bind(&keys)
         .bind(&schemas)
         .bind(&versions)
-        .bind(&states)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+        .bind(&states);
+    conns.execute("save_snapshot", query).await
 }
 
 /// The snapshot filed under `key` and the events of its streams after it,

@@ -1837,4 +1837,19 @@ async fn migrations_and_statements_are_traced() {
     assert_eq!(reads.len(), 1);
     assert_eq!(reads[0].fields["rows"], "0");
     assert!(reads[0].fields.contains_key("elapsed_us"));
+
+    // A statement that returns no rows is traced too, with the rows it
+    // affected.
+    let name = eventcore::SubscriptionName::try_new("traced").unwrap();
+    eventcore::CheckpointStore::save(&store, &name, eventcore::Position::new(1, 1))
+        .await
+        .unwrap();
+    let saves: Vec<_> = capture
+        .spans("eventcore.postgres")
+        .into_iter()
+        .filter(|s| s.fields["operation"] == "save_checkpoint")
+        .collect();
+    assert_eq!(saves.len(), 1);
+    assert_eq!(saves[0].fields["rows"], "1");
+    assert!(saves[0].fields.contains_key("elapsed_us"));
 }
