@@ -12,11 +12,11 @@ use axum::{
     routing::{get, post},
 };
 use eventcore::{
-    CommandId, CommandLogic, EventStore, ExecuteOptions, ExecutionResult, StreamId, StreamVersion,
-    execute_with,
+    CommandId, CommandLogic, EventStore, ExecuteOptions, ExecutionResult, Metadata, StreamId,
+    StreamVersion, execute_with,
 };
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{App, Problem, views};
 use crate::bank::{
@@ -169,22 +169,70 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<CommandId>, Problem> {
 }
 
 /// Runs `command` with the request's idempotency key as its command id.
+///
+/// With a key, the events also keep what was asked (`request`, the parsed
+/// request: kind, accounts, cents) in their metadata. The store's record of
+/// a command id holds its kind and streams only; a repeat is checked
+/// against the `request` of the event it recorded on `checked`, so a key
+/// sent again with another amount or owner is refused instead of answered
+/// as the first request.
 async fn run<S, C>(
     app: &App<S>,
     command: C,
     key: Option<CommandId>,
+    request: Value,
+    checked: &StreamId,
 ) -> Result<ExecutionResult, Problem>
 where
     S: EventStore,
     C: CommandLogic<Event = BankEvent, Error = BankError>,
 {
+    let keyed = key.is_some();
     let mut options = ExecuteOptions::new();
     if let Some(key) = key {
-        options = options.with_command_id(key);
+        options = options
+            .with_command_id(key)
+            .with_metadata(Metadata::new().with_value("request", request.clone()));
     }
-    execute_with(&app.store, command, options)
+    let result = execute_with(&app.store, command, options)
         .await
-        .map_err(Problem::from_execute)
+        .map_err(Problem::from_execute)?;
+    if keyed && result.already_applied {
+        same_request(app, &result, &request, checked).await?;
+    }
+    Ok(result)
+}
+
+/// Whether the event a repeated command recorded on `stream` was asked for
+/// with `request` (events written without one are taken as the same).
+async fn same_request<S: EventStore>(
+    app: &App<S>,
+    result: &ExecutionResult,
+    request: &Value,
+    stream: &StreamId,
+) -> Result<(), Problem> {
+    let Some(version) = result.version_of(stream) else {
+        return Ok(());
+    };
+    let before = StreamVersion::new(version.get().saturating_sub(1));
+    let read = app
+        .store
+        .read_tails(&[(stream.clone(), before)])
+        .await
+        .map_err(|e| Problem::from_store(&e))?;
+    let recorded = read
+        .events()
+        .iter()
+        .find(|e| e.version() == version)
+        .and_then(|e| e.metadata().value("request"));
+    match recorded {
+        Some(first) if first != request => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            format!("this Idempotency-Key was used for a different request: {first}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// An account folded up to a version: what the service keeps per account
@@ -288,28 +336,43 @@ async fn account_command<S: EventStore + Clone + Send + Sync + 'static>(
                     "owner must be 1 to {MAX_OWNER_CHARS} characters"
                 )));
             }
+            let request = json!({
+                "type": "OpenAccount",
+                "account": id,
+                "owner": owner,
+                "initial_cents": initial_balance.0,
+            });
             let open = OpenAccount {
                 account: account.clone(),
                 owner,
                 initial_balance: initial_balance.0,
             };
-            (run(&app, open, key).await?, StatusCode::CREATED)
+            let result = run(&app, open, key, request, &account).await?;
+            (result, StatusCode::CREATED)
         }
         AccountCommand::Deposit { amount } => {
             let amount = amount.positive("amount")?;
+            let request = json!({"type": "Deposit", "account": id, "cents": amount.into_inner()});
             let deposit = Deposit {
                 account: account.clone(),
                 amount,
             };
-            (run(&app, deposit, key).await?, StatusCode::OK)
+            (
+                run(&app, deposit, key, request, &account).await?,
+                StatusCode::OK,
+            )
         }
         AccountCommand::Withdraw { amount } => {
             let amount = amount.positive("amount")?;
+            let request = json!({"type": "Withdraw", "account": id, "cents": amount.into_inner()});
             let withdraw = Withdraw {
                 account: account.clone(),
                 amount,
             };
-            (run(&app, withdraw, key).await?, StatusCode::OK)
+            (
+                run(&app, withdraw, key, request, &account).await?,
+                StatusCode::OK,
+            )
         }
     };
     let view = account_view(&app, &account, result.version_of(&account))
@@ -339,16 +402,18 @@ async fn transfer<S: EventStore + Clone + Send + Sync + 'static>(
     let from = account(&request.from)?;
     let to = account(&request.to)?;
     let amount = request.amount.positive("amount")?;
-    let result = run(
-        &app,
-        Transfer {
-            from: from.clone(),
-            to: to.clone(),
-            amount,
-        },
-        key,
-    )
-    .await?;
+    let asked = json!({
+        "type": "Transfer",
+        "from": from.as_str(),
+        "to": to.as_str(),
+        "cents": amount.into_inner(),
+    });
+    let transfer = Transfer {
+        from: from.clone(),
+        to: to.clone(),
+        amount,
+    };
+    let result = run(&app, transfer, key, asked, &from).await?;
     let from_view = account_view(&app, &from, result.version_of(&from)).await?;
     let to_view = account_view(&app, &to, result.version_of(&to)).await?;
     let body = views::TransferView {

@@ -499,6 +499,15 @@ async fn errors_are_problems<S: EventStore>(service: &Service, store: &S) {
             422,
             "same-account",
         ),
+        // The key of the deposit above, for another amount.
+        (
+            "POST",
+            "/accounts/acc-1".into(),
+            Some(r#"{"type":"Deposit","amount":2}"#),
+            &[("Idempotency-Key", "deposit-1")],
+            422,
+            "idempotency-key-reused",
+        ),
         // The key of the deposit above, for a withdrawal.
         (
             "POST",
@@ -544,6 +553,23 @@ async fn errors_are_problems<S: EventStore>(service: &Service, store: &S) {
         before,
         "no error wrote anything"
     );
+    // The same request again, its amount written another way: the replay.
+    let again = service
+        .send_with(
+            "POST",
+            "/accounts/acc-1",
+            &[("Idempotency-Key", "deposit-1")],
+            Some(r#"{"type":"Deposit","amount":"1.00"}"#),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.replayed),
+        (200, true),
+        "{}",
+        again.text
+    );
+    assert_eq!(again.json["balance"], json!(11.0));
+    assert_eq!(events_of(store, &touched).await.len(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
