@@ -1,6 +1,10 @@
 //! The routes and their handlers.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
@@ -31,7 +35,7 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_ID_CHARS: usize = 64;
 const MAX_OWNER_CHARS: usize = 200;
 
-pub(super) fn router<S>(app: Arc<App<S>>) -> Router
+pub(super) fn router<S>(app: Arc<App<S>>, request_timeout: Duration) -> Router
 where
     S: EventStore + Clone + Send + Sync + 'static,
 {
@@ -52,8 +56,29 @@ where
                 "this route does not take that method",
             )
         })
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            within(request_timeout, request, next)
+        }))
         .layer(middleware::from_fn(log_request))
         .with_state(app)
+}
+
+/// Answers 503 for a request that takes longer than `limit` (its body
+/// included), dropping its handler.
+async fn within(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} ms; a command cut short was applied whole or \
+                 not at all: send it again with its Idempotency-Key",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// One log line per request: method, path, status, time taken.

@@ -22,7 +22,12 @@ mod http;
 mod problem;
 mod views;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 pub use accounts::{AccountRow, Accounts, AccountsPage, EVENT_TYPES, SUBSCRIPTION};
 use eventcore::{EventStore, SubscriptionHandle, SubscriptionReport};
@@ -95,9 +100,33 @@ pub enum ServiceError {
     Task(String),
 }
 
+/// How long the service waits, for a request and at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest a request may take, its body included; past it the
+    /// client gets a 503 (with an `Idempotency-Key` it is safe to send it
+    /// again: a command cut short either committed whole or not at all).
+    pub request_timeout: Duration,
+    /// After the shutdown signal, how long requests in flight may take to
+    /// finish before the service stops anyway (a client that never
+    /// finishes sending cannot hold the shutdown up).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    /// 30 s each.
+    fn default() -> Self {
+        Limits {
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Serves the bank on `listener` until `shutdown` completes, then stops
-/// taking connections, lets requests in flight finish, and stops the read
-/// model's subscription (its checkpoint saved).
+/// taking connections, lets requests in flight finish (for
+/// [`Limits::shutdown_grace`] at most), and stops the read model's
+/// subscription (its checkpoint saved). [`Limits::default`] applies.
 ///
 /// # Errors
 /// [`ServiceError::ReadModel`] when the read model cannot start.
@@ -105,6 +134,19 @@ pub async fn start(
     backend: Backend,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, ServiceError> {
+    start_with(backend, listener, shutdown, Limits::default()).await
+}
+
+/// [`start`] with `limits`.
+///
+/// # Errors
+/// [`ServiceError::ReadModel`] when the read model cannot start.
+pub async fn start_with(
+    backend: Backend,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
 ) -> Result<Running, ServiceError> {
     let addr = listener.local_addr().map_err(ServiceError::Serve)?;
     let task = match backend {
@@ -114,6 +156,7 @@ pub async fn start(
                 App::new(store, accounts, "memory", handle),
                 listener,
                 shutdown,
+                limits,
             )
         }
         Backend::Postgres(store) => {
@@ -124,6 +167,7 @@ pub async fn start(
                 App::new(store, accounts, "postgres", handle),
                 listener,
                 shutdown,
+                limits,
             )
         }
     };
@@ -151,16 +195,34 @@ fn spawn<S>(
     app: App<S>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
 ) -> tokio::task::JoinHandle<Result<SubscriptionReport, ServiceError>>
 where
     S: EventStore + Clone + Send + Sync + 'static,
 {
     let app = Arc::new(app);
-    let router = http::router(app.clone());
+    let router = http::router(app.clone(), limits.request_timeout);
     tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let (signalled, mut was_signalled) = tokio::sync::watch::channel(false);
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signalled.send(true);
+        });
+        let grace_over = async move {
+            let _ = was_signalled.wait_for(|s| *s).await;
+            tokio::time::sleep(limits.shutdown_grace).await;
+        };
+        let served = tokio::select! {
+            served = serve.into_future() => served,
+            () = grace_over => {
+                tracing::warn!(
+                    target: "bank_service",
+                    grace_ms = u64::try_from(limits.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
+                    "requests still in flight when the shutdown grace ran out; stopping anyway"
+                );
+                Ok(())
+            }
+        };
         let handle = app.subscription.lock().await.take();
         let report = match handle {
             Some(handle) => handle.stop().await?,

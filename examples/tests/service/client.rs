@@ -74,15 +74,20 @@ pub struct Service {
 
 impl Service {
     pub async fn start(backend: Backend) -> Service {
+        Service::start_with(backend, service::Limits::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, limits: service::Limits) -> Service {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = service::start(backend, listener, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        })
-        .await
-        .expect("the service starts");
+        };
+        let running = service::start_with(backend, listener, shutdown, limits)
+            .await
+            .expect("the service starts");
         Service {
             addr: running.addr,
             stop: Some(stop),

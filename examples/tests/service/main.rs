@@ -1078,3 +1078,57 @@ async fn shutdown_finishes_requests_in_flight_and_the_read_model_resumes_on_post
     assert_eq!(list[0]["balance"], json!(9.25), "nothing applied twice");
     again.stop().await;
 }
+
+/// A request whose body stops coming is answered 503 once the request
+/// timeout passes, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_that_takes_too_long_is_a_503() {
+    use tokio::io::AsyncReadExt;
+    let (backend, store) = memory();
+    let limits = eventcore_examples::service::Limits {
+        request_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let service = Service::start_with(backend, limits).await;
+    let r = service
+        .send("POST", "/accounts/acc-7", Some(&open("Tim", 1.0)))
+        .await;
+    assert_eq!(r.status, 201);
+    let mut stalled = start_deposit(service.addr, "acc-7").await;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_string(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("urn:eventcore:bank:timeout"), "{answer}");
+    assert_eq!(
+        events_of(&store, &["acc-7"]).await.len(),
+        1,
+        "nothing written"
+    );
+    service.stop().await;
+}
+
+/// A client that never finishes its request cannot hold the shutdown up
+/// past the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_ends_within_its_grace_however_slow_a_client_is() {
+    let (backend, _) = memory();
+    let limits = eventcore_examples::service::Limits {
+        request_timeout: Duration::from_secs(60),
+        shutdown_grace: Duration::from_millis(300),
+    };
+    let mut service = Service::start_with(backend, limits).await;
+    let r = service
+        .send("POST", "/accounts/acc-8", Some(&open("Sam", 1.0)))
+        .await;
+    assert_eq!(r.status, 201);
+    let _stalled = start_deposit(service.addr, "acc-8").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    service.signal_stop();
+    tokio::time::timeout(Duration::from_secs(10), service.stop_result())
+        .await
+        .expect("the service stopped within 10 s")
+        .expect("a clean stop");
+}
