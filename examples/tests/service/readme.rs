@@ -63,6 +63,18 @@ fn same(expected: &Value, actual: &Value, key: Option<&str>) -> bool {
     }
 }
 
+/// The service's process, killed if the test fails before it is stopped.
+struct Started(Option<std::process::Child>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -75,14 +87,16 @@ fn the_readme_curl_session_runs_against_the_binary() {
     let steps = session();
     assert!(steps.len() >= 10, "the session has its steps: {steps:?}");
     let port = free_port();
-    let mut service = Command::new(env!("CARGO_BIN_EXE_bank-service"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bank-service");
+    let mut started = Started(Some(
+        Command::new(env!("CARGO_BIN_EXE_bank-service"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bank-service"),
+    ));
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "bank-service never listened");
@@ -105,14 +119,16 @@ fn the_readme_curl_session_runs_against_the_binary() {
             "{command}\nREADME: {expected}\nactual: {actual}"
         );
     }
-    let pid = service.id().to_string();
+    let pid = started.0.as_ref().expect("running").id().to_string();
     let term = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(term.success());
-    let log = BufReader::new(service.stdout.take().expect("stdout"));
+    let stdout = started.0.as_mut().and_then(|c| c.stdout.take());
+    let log = BufReader::new(stdout.expect("stdout"));
     let lines: Vec<String> = log.lines().map_while(Result::ok).collect();
+    let mut service = started.0.take().expect("running");
     let status = service.wait().expect("wait");
     assert!(
         status.success(),
