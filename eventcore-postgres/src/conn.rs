@@ -243,13 +243,8 @@ impl ConnPool {
             tracing::Instrument::instrument(query.fetch_all(lease.conn()), span.clone()).await;
         lease.settle(&rows);
         drop(lease);
-        let rows = rows.map(|rows| {
-            let n = rows.len() as u64;
-            (rows, n)
-        });
-        finish_span(&span, started, &rows);
-        rows.map(|(rows, _)| rows)
-            .map_err(|e| store_error(operation, e))
+        finish_span(&span, started, rows.as_ref().ok().map(|r| r.len() as u64));
+        rows.map_err(|e| store_error(operation, e))
     }
 
     /// Runs one statement on a borrowed connection and returns how many
@@ -264,9 +259,9 @@ impl ConnPool {
         let done = tracing::Instrument::instrument(query.execute(lease.conn()), span.clone()).await;
         lease.settle(&done);
         drop(lease);
-        let done = done.map(|d| ((), d.rows_affected()));
-        finish_span(&span, started, &done);
-        done.map(|((), n)| n).map_err(|e| store_error(operation, e))
+        let done = done.map(|d| d.rows_affected());
+        finish_span(&span, started, done.as_ref().ok().copied());
+        done.map_err(|e| store_error(operation, e))
     }
 
     /// Borrows an idle connection, or opens one, waiting at most the
@@ -357,13 +352,14 @@ fn statement_span(operation: &'static str) -> (tracing::Span, Option<Instant>) {
     (span, started)
 }
 
-/// Records the time taken and, on success, the rows returned or affected.
-fn finish_span<T, E>(span: &tracing::Span, started: Option<Instant>, done: &Result<(T, u64), E>) {
+/// Records the time taken and, for a statement that succeeded, the rows
+/// it returned or affected.
+fn finish_span(span: &tracing::Span, started: Option<Instant>, rows: Option<u64>) {
     if let Some(started) = started {
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         span.record("elapsed_us", us);
     }
-    if let Ok((_, rows)) = done {
+    if let Some(rows) = rows {
         span.record("rows", rows);
     }
 }

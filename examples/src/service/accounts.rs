@@ -20,7 +20,7 @@ use eventcore_postgres::{ExactlyOnce, PostgresEventStore, ProjectionHandler};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgPoolOptions};
 
-use crate::bank::domain::BankEvent;
+use crate::bank::domain::{Account, BankEvent};
 
 /// The subscription that keeps the read model.
 pub const SUBSCRIPTION: &str = "bank-service-accounts";
@@ -47,35 +47,19 @@ pub struct AccountRow {
     pub version: u64,
 }
 
-impl AccountRow {
-    /// `row` (or a new account's) after `event`, the stream's `version`th.
-    pub fn apply(row: Option<AccountRow>, event: &BankEvent, version: u64) -> AccountRow {
-        let account = eventcore::Event::stream_id(event).as_str();
-        let mut row = row.unwrap_or_else(|| AccountRow {
-            id: account.to_owned(),
-            owner: String::new(),
-            balance: 0,
-            version: 0,
-        });
-        match event {
-            BankEvent::Opened {
-                owner,
-                initial_balance,
-                ..
-            } => {
-                row.owner.clone_from(owner);
-                row.balance += i128::from(*initial_balance);
-            }
-            BankEvent::Deposited { amount, .. } | BankEvent::TransferredIn { amount, .. } => {
-                row.balance += i128::from(amount.into_inner());
-            }
-            BankEvent::Withdrawn { amount, .. } | BankEvent::TransferredOut { amount, .. } => {
-                row.balance -= i128::from(amount.into_inner());
-            }
-        }
-        row.version = version;
-        row
-    }
+/// What an event changes in its account's row: the owner an opening names,
+/// and the change in balance in cents, by the bank's own fold
+/// ([`Account::apply`]).
+fn change(event: &BankEvent) -> (Option<&str>, i128) {
+    let owner = match event {
+        BankEvent::Opened { owner, .. } => Some(owner.as_str()),
+        _ => None,
+    };
+    let from_zero = Account {
+        open: true,
+        balance: 0,
+    };
+    (owner, from_zero.apply(event).balance)
 }
 
 /// One page of accounts, by id.
@@ -167,10 +151,20 @@ struct MemoryProjection(Arc<Mutex<BTreeMap<String, AccountRow>>>);
 
 impl Handler<BankEvent> for MemoryProjection {
     async fn handle(&mut self, context: &EventContext, event: &BankEvent) -> Result<(), BoxError> {
-        let mut rows = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let id = eventcore::Event::stream_id(event).as_str();
-        let row = AccountRow::apply(rows.remove(id), event, context.recorded().version().get());
-        rows.insert(row.id.clone(), row);
+        let (owner, delta) = change(event);
+        let mut rows = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let row = rows.entry(id.to_owned()).or_insert_with(|| AccountRow {
+            id: id.to_owned(),
+            owner: String::new(),
+            balance: 0,
+            version: 0,
+        });
+        if let Some(owner) = owner {
+            owner.clone_into(&mut row.owner);
+        }
+        row.balance += delta;
+        row.version = context.recorded().version().get();
         Ok(())
     }
 }
@@ -197,6 +191,7 @@ pub fn start_memory(
 struct TableProjection;
 
 impl ProjectionHandler<BankEvent> for TableProjection {
+    /// One statement per event: the row's change is applied in place.
     async fn handle(
         &mut self,
         tx: &mut PgConnection,
@@ -204,22 +199,19 @@ impl ProjectionHandler<BankEvent> for TableProjection {
         event: &BankEvent,
     ) -> Result<(), BoxError> {
         let id = eventcore::Event::stream_id(event).as_str();
-        let current =
-            sqlx::query("SELECT id, owner, balance, version FROM bank_accounts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let current = current.as_ref().map(row_from_pg).transpose()?;
-        let row = AccountRow::apply(current, event, context.recorded().version().get());
+        let (owner, delta) = change(event);
         sqlx::query(
-            "INSERT INTO bank_accounts (id, owner, balance, version) VALUES ($1, $2, $3, $4)
+            "INSERT INTO bank_accounts (id, owner, balance, version)
+             VALUES ($1, coalesce($2, ''), $3, $4)
              ON CONFLICT (id) DO UPDATE
-             SET owner = EXCLUDED.owner, balance = EXCLUDED.balance, version = EXCLUDED.version",
+             SET owner = coalesce($2, bank_accounts.owner),
+                 balance = bank_accounts.balance + EXCLUDED.balance,
+                 version = EXCLUDED.version",
         )
-        .bind(&row.id)
-        .bind(&row.owner)
-        .bind(i64::try_from(row.balance)?)
-        .bind(i64::try_from(row.version)?)
+        .bind(id)
+        .bind(owner)
+        .bind(i64::try_from(delta)?)
+        .bind(i64::try_from(context.recorded().version().get())?)
         .execute(&mut *tx)
         .await?;
         Ok(())
