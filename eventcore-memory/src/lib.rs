@@ -19,6 +19,10 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod checkpoints;
+
+pub use checkpoints::{ExactlyOnce, InMemoryCheckpointStore, InMemoryLease, MemoryProjection};
+
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
@@ -27,9 +31,9 @@ use std::{
 
 use eventcore::{
     AppendOutcome, CacheConfig, CheckpointStore, CommandId, CommandLookup, CommandQueue,
-    CommandRecord, EventLog, EventStore, LogPage, LogQuery, Position, RecordedEvent, Snapshot,
-    SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites, SubscriptionLeases, SubscriptionName,
+    CommandRecord, EventLog, EventStore, LeaseToken, LogPage, LogQuery, Position, RecordedEvent,
+    Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads,
+    StreamVersion, StreamWrites, SubscriptionLeases, SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -96,6 +100,12 @@ impl InMemoryEventStore {
     pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
         self.max_payload_bytes = limit;
         self
+    }
+
+    /// The subscriptions' checkpoints and leases, shared by the clones of
+    /// this store (what [`ExactlyOnce`] projections commit with).
+    pub fn checkpoints(&self) -> &InMemoryCheckpointStore {
+        &self.checkpoints
     }
 
     /// Every event in global order, for tests and inspection.
@@ -374,74 +384,6 @@ impl EventLog for InMemoryEventStore {
     }
 }
 
-/// Checkpoints of subscriptions, in memory. Cheap to clone: clones share them.
-#[derive(Debug, Clone, Default)]
-pub struct InMemoryCheckpointStore {
-    saved: Arc<std::sync::Mutex<HashMap<SubscriptionName, Position>>>,
-    leased: Arc<std::sync::Mutex<std::collections::HashSet<SubscriptionName>>>,
-}
-
-/// The lease of one subscription name in an [`InMemoryCheckpointStore`];
-/// released on drop.
-#[derive(Debug)]
-pub struct InMemoryLease {
-    name: SubscriptionName,
-    leased: Arc<std::sync::Mutex<std::collections::HashSet<SubscriptionName>>>,
-}
-
-impl Drop for InMemoryLease {
-    fn drop(&mut self) {
-        // A set of names: a panic elsewhere cannot leave it inconsistent.
-        self.leased
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.name);
-    }
-}
-
-impl SubscriptionLeases for InMemoryCheckpointStore {
-    type Lease = InMemoryLease;
-
-    async fn try_acquire(
-        &self,
-        name: &SubscriptionName,
-    ) -> Result<Option<InMemoryLease>, StoreError> {
-        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(leased.insert(name.clone()).then(|| InMemoryLease {
-            name: name.clone(),
-            leased: self.leased.clone(),
-        }))
-    }
-
-    /// In one process a lease cannot be lost while its value lives.
-    async fn still_held(&self, _lease: &mut InMemoryLease) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-}
-
-impl InMemoryCheckpointStore {
-    /// No checkpoints.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn saved(&self) -> std::sync::MutexGuard<'_, HashMap<SubscriptionName, Position>> {
-        // A map of plain values: a panic elsewhere cannot leave it inconsistent.
-        self.saved.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl CheckpointStore for InMemoryCheckpointStore {
-    async fn load(&self, name: &SubscriptionName) -> Result<Option<Position>, StoreError> {
-        Ok(self.saved().get(name).copied())
-    }
-
-    async fn save(&self, name: &SubscriptionName, position: Position) -> Result<(), StoreError> {
-        self.saved().insert(name.clone(), position);
-        Ok(())
-    }
-}
-
 /// The store keeps its subscriptions' checkpoints and leases too (in an
 /// [`InMemoryCheckpointStore`] shared by its clones), so one value serves
 /// as log and checkpoint store, as the PostgreSQL store does.
@@ -450,8 +392,13 @@ impl CheckpointStore for InMemoryEventStore {
         self.checkpoints.load(name).await
     }
 
-    async fn save(&self, name: &SubscriptionName, position: Position) -> Result<(), StoreError> {
-        self.checkpoints.save(name, position).await
+    async fn save(
+        &self,
+        name: &SubscriptionName,
+        position: Position,
+        token: LeaseToken,
+    ) -> Result<(), StoreError> {
+        self.checkpoints.save(name, position, token).await
     }
 }
 
@@ -463,6 +410,10 @@ impl SubscriptionLeases for InMemoryEventStore {
         name: &SubscriptionName,
     ) -> Result<Option<InMemoryLease>, StoreError> {
         self.checkpoints.try_acquire(name).await
+    }
+
+    fn token(&self, lease: &InMemoryLease) -> LeaseToken {
+        self.checkpoints.token(lease)
     }
 
     async fn still_held(&self, lease: &mut InMemoryLease) -> Result<bool, StoreError> {

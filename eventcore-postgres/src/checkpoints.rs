@@ -1,6 +1,8 @@
 //! Subscription checkpoints in the `eventcore_checkpoints` table.
 
-use eventcore::{CheckpointStore, Position, StoreError, SubscriptionLeases, SubscriptionName};
+use eventcore::{
+    CheckpointStore, LeaseToken, Position, StoreError, SubscriptionLeases, SubscriptionName,
+};
 use sqlx::{Connection, Row};
 
 use crate::{PostgresEventStore, conn::Session, error::store_error};
@@ -16,10 +18,12 @@ const TRY_LEASE: &str = include_str!("sql/try_lease.sql");
 /// by a database session of its own (one of the store's
 /// [`max_connections`](crate::PostgresConfig::max_connections)). Dropping
 /// it closes the session, which releases the lock; so does the death of the
-/// process holding it.
+/// process holding it. Taking the lock raises the name's fencing token in
+/// `eventcore_leases` in the same statement.
 #[derive(Debug)]
 pub struct PostgresLease {
     session: Session,
+    token: LeaseToken,
 }
 
 impl SubscriptionLeases for PostgresEventStore {
@@ -40,17 +44,22 @@ impl SubscriptionLeases for PostgresEventStore {
             Some(session) => session,
             None => self.conns().session("lease", &[]).await?,
         };
-        let got: bool = sqlx::query_scalar(TRY_LEASE)
+        let token: Option<i64> = sqlx::query_scalar(TRY_LEASE)
             .bind(name.as_ref())
-            .fetch_one(session.conn())
+            .fetch_optional(session.conn())
             .await
             .map_err(|e| store_error("lease", e))?;
-        if got {
-            Ok(Some(PostgresLease { session }))
+        if let Some(token) = token {
+            let token = LeaseToken::new(u64::try_from(token).unwrap_or(0));
+            Ok(Some(PostgresLease { session, token }))
         } else {
             self.standby_sessions().insert(name.clone(), session);
             Ok(None)
         }
+    }
+
+    fn token(&self, lease: &PostgresLease) -> LeaseToken {
+        lease.token
     }
 
     /// Pings the lease's session: if it was lost, so was the lock.
@@ -84,21 +93,63 @@ impl CheckpointStore for PostgresEventStore {
         Ok(Some(Position::new(part(0)?, part(1)?)))
     }
 
-    async fn save(&self, name: &SubscriptionName, position: Position) -> Result<(), StoreError> {
-        let fit = |v: u64| {
-            i64::try_from(v).map_err(|_| StoreError::Backend {
-                operation: "save_checkpoint",
-                source: format!("position part {v} does not fit in a bigint").into(),
-            })
-        };
-        let (commit, sequence) = (fit(position.commit())?, fit(position.sequence())?);
-        let save = sqlx::query(SAVE)
-            .bind(name.as_ref())
-            .bind(commit)
-            .bind(sequence);
-        self.conns()
-            .execute("save_checkpoint", save)
-            .await
-            .map(drop)
+    async fn save(
+        &self,
+        name: &SubscriptionName,
+        position: Position,
+        token: LeaseToken,
+    ) -> Result<(), StoreError> {
+        let rows = self
+            .conns()
+            .fetch_all("save_checkpoint", save_query(name, position, token)?)
+            .await?;
+        saved(name, token, rows.first()).map(drop)
+    }
+}
+
+/// The fenced, forward-only save of `position` as the checkpoint of `name`
+/// under `token`; its row is read by [`saved`].
+pub(crate) fn save_query(
+    name: &SubscriptionName,
+    position: Position,
+    token: LeaseToken,
+) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    let fit = |v: u64| {
+        i64::try_from(v).map_err(|_| StoreError::Backend {
+            operation: "save_checkpoint",
+            source: format!("{v} does not fit in a bigint").into(),
+        })
+    };
+    Ok(sqlx::query(SAVE)
+        .bind(name.as_ref())
+        .bind(fit(position.commit())?)
+        .bind(fit(position.sequence())?)
+        .bind(fit(token.get())?))
+}
+
+/// Whether the save moved the checkpoint (`false`: it was at or past the
+/// position already), or [`StoreError::LeaseLost`] if `token` was not the
+/// newest.
+pub(crate) fn saved(
+    name: &SubscriptionName,
+    token: LeaseToken,
+    row: Option<&sqlx::postgres::PgRow>,
+) -> Result<bool, StoreError> {
+    let row = row.ok_or_else(|| StoreError::Backend {
+        operation: "save_checkpoint",
+        source: "the save returned no row".into(),
+    })?;
+    let decode = |e| store_error("save_checkpoint", e);
+    let newest: i64 = row.try_get("newest").map_err(decode)?;
+    let moved: bool = row.try_get("moved").map_err(decode)?;
+    let newest = LeaseToken::new(u64::try_from(newest).unwrap_or(0));
+    if newest == token {
+        Ok(moved)
+    } else {
+        Err(StoreError::LeaseLost {
+            name: name.clone(),
+            token,
+            current: newest,
+        })
     }
 }

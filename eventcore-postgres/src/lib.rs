@@ -96,13 +96,18 @@
 //! - **Subscriptions.** [`PostgresEventStore`] is also a checkpoint store
 //!   (`eventcore_checkpoints`) and hands out one lease per subscription name
 //!   (a session-level advisory lock on a connection of its own), so one
-//!   instance runs at a time across processes. Live readers are woken
+//!   instance runs at a time across processes. Taking the lock raises the
+//!   name's fencing token in `eventcore_leases` in the same statement; a
+//!   checkpoint save checks the token under a share lock on that row and
+//!   moves the checkpoint only forward, so an instance whose session died
+//!   commits nothing once another took over. Live readers are woken
 //!   through LISTEN/NOTIFY: not from inside the append (a notifying commit
 //!   takes a database-wide lock, which would queue all writers), but by a
 //!   small task per store that sends one `pg_notify` after its appends
 //!   commit, coalescing bursts. Polling stays as the fallback for missed
 //!   notifications and for writers that do not notify. [`ExactlyOnce`]
-//!   applies a projection's writes and its checkpoint in one transaction.
+//!   applies a projection's writes and its fenced checkpoint save in one
+//!   transaction.
 //! - **Errors.** Mapped by SQLSTATE and constraint name, never by message:
 //!   a stale expected version, found by the append function, is a
 //!   [`StoreError::VersionConflict`](eventcore::StoreError::VersionConflict)

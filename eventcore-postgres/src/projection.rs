@@ -4,10 +4,26 @@
 //! process dies after handling an event and before the checkpoint is saved,
 //! the event is handled again. When the read model lives in the same
 //! database, [`ExactlyOnce`] closes that gap: each event is handled in a
-//! transaction that also saves the checkpoint, so the read model and the
-//! checkpoint move together or not at all. A handler that fails, or a
-//! process that dies mid-event, leaves neither changed; the retry starts
-//! from a clean slate.
+//! transaction that runs the handler, then moves the checkpoint to the
+//! event, fenced by the subscription lease's token, so the read model and
+//! the checkpoint move together or not at all:
+//!
+//! - a handler that fails, or a process that dies mid-event, leaves
+//!   neither changed; the retry starts from a clean slate;
+//! - an instance that lost its lease (its session died, another instance
+//!   took over) commits nothing more: its transaction finds a newer token
+//!   and rolls back with [`StoreError::LeaseLost`](eventcore::StoreError::LeaseLost),
+//!   and the instance goes back to waiting;
+//! - an event the checkpoint has already passed (applied by a former
+//!   holder, or by this one before a lost commit reply) is not applied
+//!   again: the checkpoint only moves forward, and a transaction that would
+//!   not move it rolls back.
+//!
+//! **What "exactly once" covers:** the writes the handler makes through the
+//! transaction it is given, in this database. Anything else the handler
+//! does (an HTTP call, a message, a write to another database) is at least
+//! once: it may happen again when the transaction rolls back or the event
+//! is delivered again; key it by the event's id.
 //!
 //! ```no_run
 //! use eventcore::{BoxError, EventContext, SubscriptionConfig, SubscriptionName, subscribe};
@@ -33,9 +49,7 @@
 use eventcore::{BoxError, EventContext, Handler, SubscriptionName};
 use sqlx::{Acquire, PgConnection};
 
-use crate::PostgresEventStore;
-
-const SAVE: &str = include_str!("sql/save_checkpoint.sql");
+use crate::{PostgresEventStore, checkpoints};
 
 /// Handles one event inside the transaction that will also save the
 /// subscription's checkpoint.
@@ -76,17 +90,23 @@ where
 {
     async fn handle(&mut self, context: &EventContext, event: &E) -> Result<(), BoxError> {
         let position = context.position();
-        let commit = i64::try_from(position.commit())?;
-        let sequence = i64::try_from(position.sequence())?;
+        let token = context.lease_token();
         let mut lease = self.store.conns().get("projection").await?;
         let mut tx = lease.conn().begin().await?;
         self.inner.handle(&mut tx, context, event).await?;
-        sqlx::query(SAVE)
-            .bind(self.name.as_ref())
-            .bind(commit)
-            .bind(sequence)
-            .execute(&mut *tx)
+        // After the handler, so that a new holder's taking of the lease
+        // never waits for an old holder's handler: the fence and the
+        // forward-only move are checked last, just before the commit.
+        let row = checkpoints::save_query(&self.name, position, token)?
+            .fetch_one(&mut *tx)
             .await?;
+        if !checkpoints::saved(&self.name, token, Some(&row))? {
+            // Applied already (the checkpoint is at or past it): undo this
+            // second application.
+            tx.rollback().await?;
+            lease.settle(&Ok::<(), sqlx::Error>(()));
+            return Ok(());
+        }
         tx.commit().await?;
         // Only a transaction that committed leaves the connection in a known
         // state; after any error above the lease drops it.

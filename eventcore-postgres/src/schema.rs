@@ -51,6 +51,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "schema versions of stored events",
         sql: include_str!("../migrations/0007_schema_versions.sql"),
     },
+    Migration {
+        version: 8,
+        description: "fencing tokens of subscription leases",
+        sql: include_str!("../migrations/0008_lease_tokens.sql"),
+    },
 ];
 
 /// Advisory lock key that serialises concurrent migrations of one database

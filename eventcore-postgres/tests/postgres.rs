@@ -129,7 +129,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
             .unwrap();
     assert_eq!(
         applied,
-        vec![1, 2, 3, 4, 5, 6, 7],
+        vec![1, 2, 3, 4, 5, 6, 7, 8],
         "each migration applied once"
     );
     stores[0]
@@ -160,7 +160,7 @@ async fn a_database_newer_than_the_crate_is_refused() {
             err,
             PostgresError::SchemaTooNew {
                 found: 999,
-                known: 7
+                known: 8
             }
         ),
         "{err:?}"
@@ -1825,7 +1825,7 @@ async fn migrations_and_statements_are_traced() {
         .filter(|e| e.parent.as_deref() == Some("eventcore.migrate"))
         .map(|e| e.fields["version"].clone())
         .collect();
-    assert_eq!(applied, ["1", "2", "3", "4", "5", "6", "7"]);
+    assert_eq!(applied, ["1", "2", "3", "4", "5", "6", "7", "8"]);
 
     let x = stream("traced");
     store.read_streams(std::slice::from_ref(&x)).await.unwrap();
@@ -1839,17 +1839,120 @@ async fn migrations_and_statements_are_traced() {
     assert!(reads[0].fields.contains_key("elapsed_us"));
 
     // A statement that returns no rows is traced too, with the rows it
-    // affected.
-    let name = eventcore::SubscriptionName::try_new("traced").unwrap();
-    eventcore::CheckpointStore::save(&store, &name, eventcore::Position::new(1, 1))
+    // affected (none here: nothing to prune).
+    store
+        .prune_commands(std::time::Duration::from_secs(3600))
         .await
         .unwrap();
-    let saves: Vec<_> = capture
+    let prunes: Vec<_> = capture
         .spans("eventcore.postgres")
         .into_iter()
-        .filter(|s| s.fields["operation"] == "save_checkpoint")
+        .filter(|s| s.fields["operation"] == "prune_commands")
         .collect();
-    assert_eq!(saves.len(), 1);
-    assert_eq!(saves[0].fields["rows"], "1");
-    assert!(saves[0].fields.contains_key("elapsed_us"));
+    assert_eq!(prunes.len(), 1);
+    assert_eq!(prunes[0].fields["rows"], "0");
+    assert!(prunes[0].fields.contains_key("elapsed_us"));
+}
+
+/// PostgreSQL out of reach while an exactly-once projection's handler is
+/// retrying (300 attempts, waits up to 1 s, as the bank service's read
+/// model has): `stop()` returns within its grace instead of waiting out
+/// the retries, with the checkpoint as last committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_returns_within_its_grace_while_the_database_is_down() {
+    use eventcore::{BoxError, RetryPolicy, SubscriptionConfig, SubscriptionName, subscribe};
+    use eventcore_postgres::{ExactlyOnce, ProjectionHandler};
+
+    /// Cuts the database off on its first call, then writes.
+    struct CutsOff {
+        proxy: Arc<support::proxy::LossyProxy>,
+        attempts: Arc<std::sync::atomic::AtomicU32>,
+    }
+
+    impl ProjectionHandler<LedgerEvent> for CutsOff {
+        async fn handle(
+            &mut self,
+            tx: &mut sqlx::PgConnection,
+            _: &eventcore::EventContext,
+            _: &LedgerEvent,
+        ) -> Result<(), BoxError> {
+            if self
+                .attempts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                self.proxy.refuse_new(true);
+                self.proxy.cut_all();
+            }
+            sqlx::query("SELECT 1").execute(&mut *tx).await?;
+            Ok(())
+        }
+    }
+
+    let url = support::database_url().await;
+    let proxy = Arc::new(support::proxy::LossyProxy::start(&url).await);
+    let store = PostgresEventStore::connect_with(
+        &proxy.url(&url),
+        support::config(support::unique_schema())
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(1)),
+    )
+    .await
+    .expect("connect through the proxy");
+    store.migrate().await.expect("migrate");
+    execute(
+        &store,
+        Credit {
+            account: stream("a"),
+            amount: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let name = SubscriptionName::try_new("down").unwrap();
+    let handler = ExactlyOnce::new(
+        store.clone(),
+        name.clone(),
+        CutsOff {
+            proxy: proxy.clone(),
+            attempts: attempts.clone(),
+        },
+    );
+    let config = SubscriptionConfig::default()
+        .with_poll_interval(Duration::from_millis(10))
+        .with_retry(
+            RetryPolicy::default()
+                .with_max_attempts(std::num::NonZeroU32::new(300).unwrap())
+                .with_base_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_secs(1)),
+        );
+    let handle = subscribe(store.clone(), store.clone(), name.clone(), handler, config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while attempts.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the handler was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the retries start (each now fails to get a connection, before
+    // the handler), with the database cut off; the default grace is 5 s.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!handle.is_finished(), "the subscription gave up");
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(7), handle.stop())
+        .await
+        .expect("stop waited out the handler's retries")
+        .expect("stopped cleanly");
+    assert!(started.elapsed() < Duration::from_secs(7));
+    assert_eq!(report.handled, 0, "{report:?}");
+    proxy.refuse_new(false);
+    assert_eq!(
+        eventcore::CheckpointStore::load(&store, &name)
+            .await
+            .unwrap(),
+        None,
+        "nothing was committed"
+    );
 }

@@ -8,6 +8,7 @@
 //! | [`cache`] | proof that kept states and snapshots never change an outcome: random histories on two caching "processes" against a store that keeps nothing, and 16 tasks paying through two processes |
 //! | [`concurrency`] | property-tested concurrency for your commands: a batch on many tasks with seeded perturbations, then your invariant, serializability (replay in commit order) and no lost or duplicated events |
 //! | [`faults`] | [`FaultyStore`](faults::FaultyStore): seeded conflicts, transient errors before and after commit, delays |
+//! | [`handover`] | exactly once across lease handovers: one scenario, with a fixture per backend |
 //! | [`gwt`] | given/when/then for one command's decision, without a store |
 //! | [`trace`] | [`Capture`](trace::Capture): the spans and events eventcore emits, to assert on |
 //! | [`fixtures`], [`strategies`] | the events, commands and proptest strategies the kit's own scenarios use |
@@ -67,6 +68,7 @@ pub mod conformance;
 pub mod faults;
 pub mod fixtures;
 pub mod gwt;
+pub mod handover;
 pub mod model;
 pub mod strategies;
 pub mod trace;

@@ -79,8 +79,9 @@ impl eventcore::CheckpointStore for BrokenStore {
         &self,
         name: &eventcore::SubscriptionName,
         position: Position,
+        token: eventcore::LeaseToken,
     ) -> Result<(), StoreError> {
-        self.checkpoints.save(name, position).await
+        self.checkpoints.save(name, position, token).await
     }
 }
 
@@ -92,6 +93,10 @@ impl eventcore::SubscriptionLeases for BrokenStore {
         name: &eventcore::SubscriptionName,
     ) -> Result<Option<Self::Lease>, StoreError> {
         self.checkpoints.try_acquire(name).await
+    }
+
+    fn token(&self, lease: &Self::Lease) -> eventcore::LeaseToken {
+        self.checkpoints.token(lease)
     }
 
     async fn still_held(&self, lease: &mut Self::Lease) -> Result<bool, StoreError> {

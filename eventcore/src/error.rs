@@ -194,6 +194,21 @@ pub enum StoreError {
         streams: Vec<StreamId>,
     },
 
+    /// A subscription's save (of a checkpoint, or of an exactly-once
+    /// projection's effects) under a lease that is no longer the newest:
+    /// another instance took the lease since. Nothing was written.
+    #[error(
+        "the lease of subscription `{name}` under token {token} was taken over (the newest is {current}); nothing was written"
+    )]
+    LeaseLost {
+        /// The subscription.
+        name: crate::SubscriptionName,
+        /// The token the write was made under.
+        token: crate::LeaseToken,
+        /// The newest token of the name (0 if the store has none).
+        current: crate::LeaseToken,
+    },
+
     /// The store does not implement something a caller asked for (for
     /// example command ids, on a store written before they existed).
     /// Nothing was written.

@@ -134,9 +134,9 @@ pub use state::StateKey;
 pub use store::{AppendOutcome, EventStore};
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};
 pub use subscription::{
-    CheckpointStore, EventContext, Handler, OnHandlerError, SubscriptionConfig, SubscriptionError,
-    SubscriptionHandle, SubscriptionLeases, SubscriptionName, SubscriptionNameError,
-    SubscriptionReport, handler_fn, subscribe,
+    CheckpointStore, EventContext, Handler, LeaseToken, OnHandlerError, SKIPPED_KEPT,
+    SubscriptionConfig, SubscriptionError, SubscriptionHandle, SubscriptionLeases,
+    SubscriptionName, SubscriptionNameError, SubscriptionReport, handler_fn, subscribe,
 };
 pub use uuid::Uuid;
 pub use writes::{PendingEvent, StreamWrites};

@@ -9,11 +9,19 @@
 //! One instance per name runs at a time: the checkpoint store also hands out
 //! a lease per subscription name ([`SubscriptionLeases`]); a second
 //! instance waits, polling, and takes over when the first stops or dies.
-//! The holder checks its lease before handling each page; if it was lost
-//! (its database session died, say), the instance goes back to waiting for
-//! it, so a lost lease is noticed at the latest one page later: the page
-//! being handled when the lease went may overlap with the next holder's
-//! first.
+//! Every lease taken carries a [`LeaseToken`] larger than any taken before
+//! it under that name (a fencing token). A checkpoint is saved only with
+//! the newest token and only forward: a holder that lost its lease (its
+//! database session died, say) cannot move the checkpoint, not even back
+//! to where it was when it lost the lease; its save fails with
+//! [`StoreError::LeaseLost`] and the instance goes back to waiting. The
+//! token is in every [`EventContext`], so a handler can fence its own
+//! effects with it: the exactly-once projections of the stores (for
+//! example `eventcore_postgres::ExactlyOnce`) check it in the transaction
+//! that holds the handler's effects and the checkpoint, so a stale holder
+//! commits neither. A plain handler's effects elsewhere are at least once:
+//! a holder that lost its lease in the middle of a page may still hand the
+//! rest of that page to its handler before its next save fails.
 //!
 //! Transient store failures (a lost connection while reading, saving the
 //! checkpoint or checking the lease) do not stop a subscription: it starts
@@ -22,9 +30,9 @@
 //! (counted in [`SubscriptionReport::store_retries`]). It stops only on
 //! what a retry cannot cure.
 //!
-//! Delivery is **at least once**: if the process dies after handling an
-//! event and before saving the checkpoint, the event is handled again on
-//! restart. Handler failures are retried with capped backoff, then either
+//! Delivery is **at least once** for a plain handler: if the process dies
+//! after handling an event and before saving the checkpoint, the event is
+//! handled again on restart. Handler failures are retried with capped backoff, then either
 //! stop the subscription or skip the event and record its position
 //! ([`OnHandlerError`]). An event that no longer deserialises always stops
 //! it: the checkpoint stays before it, and nothing is skipped silently.
@@ -45,6 +53,8 @@ const EAGER_WINDOW: Duration = Duration::from_secs(2);
 /// Backoff steps after which the wait between sessions stops growing (the
 /// retry policy's maximum delay caps it before that).
 const MAX_BACKOFF_STEPS: u32 = 16;
+/// How many positions of skipped events a report keeps (the newest).
+pub const SKIPPED_KEPT: usize = 64;
 
 /// Why a session ended without being asked to.
 enum Halt {
@@ -66,11 +76,46 @@ fn valid_name(name: &str) -> bool {
 )]
 pub struct SubscriptionName(String);
 
+/// A lease's fencing token: every lease taken under a subscription name
+/// carries a token larger than any taken before it under that name, so
+/// that whatever a holder writes can be refused once a newer holder exists.
+///
+/// ```
+/// use eventcore::LeaseToken;
+/// assert!(LeaseToken::new(2) > LeaseToken::new(1));
+/// assert_eq!(LeaseToken::new(7).get(), 7);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LeaseToken(u64);
+
+impl LeaseToken {
+    /// The token numbered `n`.
+    pub const fn new(n: u64) -> Self {
+        LeaseToken(n)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Where subscriptions keep their checkpoints.
 ///
 /// # Contract
 /// `load` returns the last position saved under the name (`None` if
-/// none); `save` replaces it durably before returning.
+/// none). `save` writes durably before returning, and only when both hold:
+/// - `token` is the newest [`LeaseToken`] handed out for the name (by the
+///   [`SubscriptionLeases`] of the same store); otherwise it fails with
+///   [`StoreError::LeaseLost`] and writes nothing;
+/// - `position` is past the saved checkpoint; a position at or before it
+///   writes nothing and is not an error (a checkpoint never moves back).
 pub trait CheckpointStore: Send + Sync {
     /// The saved checkpoint of `name`.
     ///
@@ -81,14 +126,17 @@ pub trait CheckpointStore: Send + Sync {
         name: &SubscriptionName,
     ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
 
-    /// Saves `position` as the checkpoint of `name`.
+    /// Moves the checkpoint of `name` forward to `position`, if `token` is
+    /// still the name's newest lease token.
     ///
     /// # Errors
-    /// The backend's failure.
+    /// [`StoreError::LeaseLost`] when a newer lease was taken (nothing is
+    /// written); the backend's failure.
     fn save(
         &self,
         name: &SubscriptionName,
         position: Position,
+        token: LeaseToken,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -99,6 +147,10 @@ pub trait CheckpointStore: Send + Sync {
 /// While a value returned by `try_acquire` lives and `still_held` says
 /// `true`, no other `try_acquire` for the same name succeeds. If the holder
 /// dies, the lease is released (a database session ends, for example).
+/// Each lease taken has a [`token`](SubscriptionLeases::token) larger than
+/// that of every lease taken before it under the same name, even across
+/// processes and restarts, and the store's [`CheckpointStore::save`]
+/// refuses every token but the newest.
 pub trait SubscriptionLeases: Send + Sync {
     /// Proof of holding a lease; dropping it releases the lease.
     type Lease: Send + 'static;
@@ -111,6 +163,9 @@ pub trait SubscriptionLeases: Send + Sync {
         &self,
         name: &SubscriptionName,
     ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send;
+
+    /// The fencing token of `lease`.
+    fn token(&self, lease: &Self::Lease) -> LeaseToken;
 
     /// Whether `lease` is still held (its session may have been lost).
     ///
@@ -141,12 +196,32 @@ pub trait SubscriptionLeases: Send + Sync {
 pub struct EventContext {
     position: Position,
     recorded: RecordedEvent,
+    lease: LeaseToken,
 }
 
 impl EventContext {
-    /// Assembles a context (for handler tests).
+    /// Assembles a context (for handler tests), under lease token 0.
     pub fn new(position: Position, recorded: RecordedEvent) -> Self {
-        EventContext { position, recorded }
+        EventContext {
+            position,
+            recorded,
+            lease: LeaseToken::default(),
+        }
+    }
+
+    /// The same context under lease token `lease`.
+    #[must_use]
+    pub fn with_lease_token(mut self, lease: LeaseToken) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The fencing token of the lease under which the event is delivered: a
+    /// handler whose effects go where the token can be checked (in the
+    /// transaction that saves the checkpoint, or a service that takes
+    /// fencing tokens) refuses them once a newer holder exists.
+    pub fn lease_token(&self) -> LeaseToken {
+        self.lease
     }
 
     /// The event's place in the log (what a checkpoint holds).
@@ -209,11 +284,16 @@ pub struct SubscriptionConfig {
     pub retry: RetryPolicy,
     /// What to do when the retries are spent.
     pub on_error: OnHandlerError,
+    /// How long [`SubscriptionHandle::stop`] lets the event being handled
+    /// finish (and the checkpoint be saved) before it abandons them. Waits
+    /// (polls, retry backoffs) end at once at stop; only work under way
+    /// gets this grace.
+    pub stop_grace: Duration,
 }
 
 impl Default for SubscriptionConfig {
     /// Every event, pages of 500, polling every 50 ms, 5 attempts per event
-    /// with waits capped at 1 s, then stop.
+    /// with waits capped at 1 s, then stop; 5 s of grace at stop.
     fn default() -> Self {
         SubscriptionConfig {
             filter: LogQuery::from_start(0),
@@ -226,6 +306,7 @@ impl Default for SubscriptionConfig {
                 .with_base_delay(Duration::from_millis(10))
                 .with_max_delay(Duration::from_secs(1)),
             on_error: OnHandlerError::Stop,
+            stop_grace: Duration::from_secs(5),
         }
     }
 }
@@ -259,6 +340,12 @@ impl SubscriptionConfig {
     /// Sets what to do when a handler's retries are spent.
     pub fn with_on_error(mut self, on_error: OnHandlerError) -> Self {
         self.on_error = on_error;
+        self
+    }
+
+    /// Sets how long a stop waits for the work under way.
+    pub fn with_stop_grace(mut self, stop_grace: Duration) -> Self {
+        self.stop_grace = stop_grace;
         self
     }
 }
@@ -306,16 +393,23 @@ pub enum SubscriptionError {
 pub struct SubscriptionReport {
     /// Events handled (skipped ones excluded).
     pub handled: u64,
-    /// Positions of events skipped after their handler kept failing.
-    pub skipped: Vec<Position>,
+    /// Events skipped after their handler kept failing.
+    pub skipped: u64,
+    /// Positions of the last skipped events, oldest first: at most
+    /// [`SKIPPED_KEPT`].
+    pub last_skipped: std::collections::VecDeque<Position>,
     /// The last checkpoint saved.
     pub checkpoint: Option<Position>,
     /// Transient store failures (reads, checkpoint loads and saves, lease
     /// calls) retried by starting a new session.
     pub store_retries: u64,
-    /// Times this instance found its lease lost (its session died) and went
-    /// back to waiting for it.
+    /// Times this instance found its lease lost (its session died, or a
+    /// save was refused for a newer holder) and went back to waiting for it.
     pub leases_lost: u64,
+    /// Whether the last stop abandoned work still under way when its
+    /// [`stop_grace`](SubscriptionConfig::stop_grace) ran out (the
+    /// checkpoint is then the last one committed).
+    pub abandoned_at_stop: bool,
 }
 
 /// A running subscription. Dropping it leaves the task running; call
@@ -339,7 +433,10 @@ impl SubscriptionHandle {
     }
 
     /// Stops after the event being handled, saves the checkpoint, and
-    /// returns the report, or the error that had stopped it already.
+    /// returns the report, or the error that had stopped it already. Waits
+    /// end at once; work under way (a handler, a save) is abandoned when
+    /// the [`stop_grace`](SubscriptionConfig::stop_grace) runs out, so a
+    /// stop returns within about that grace even with the store down.
     ///
     /// # Errors
     /// The [`SubscriptionError`] that ended it, if one did.
@@ -456,24 +553,49 @@ where
                 Ok(None) => {}
                 Err(e) => return Err(self.halt(e, report)),
             }
-            let mut stop = self.stop.clone();
-            tokio::select! {
-                () = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = stop.changed() => {}
-            }
+            sleep_unless_stopped(&self.stop, self.config.poll_interval).await;
         }
     }
 
     /// Runs sessions until asked to stop or stopped by what a retry cannot
-    /// cure. A session ends on a transient store error or a lost lease;
-    /// the next one, after a capped backoff, takes the lease again and
-    /// resumes from the saved checkpoint.
+    /// cure; at stop, the work under way gets the configured grace, then
+    /// is abandoned (dropped: a transaction under way rolls back).
     async fn run(mut self) -> Result<SubscriptionReport, SubscriptionError> {
         let mut report = SubscriptionReport::default();
+        let grace = self.config.stop_grace;
+        let mut stop = self.stop.clone();
+        let outcome = {
+            let work = self.sessions(&mut report);
+            let deadline = async move {
+                stopped(&mut stop).await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::select! {
+                outcome = work => Some(outcome),
+                () = deadline => None,
+            }
+        };
+        match outcome {
+            Some(outcome) => outcome.map(|()| report),
+            None => {
+                tracing::warn!(
+                    grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                    "stop grace ran out; work under way abandoned"
+                );
+                report.abandoned_at_stop = true;
+                Ok(report)
+            }
+        }
+    }
+
+    /// Sessions one after another. A session ends on a transient store
+    /// error or a lost lease; the next one, after a capped backoff, takes
+    /// the lease again and resumes from the saved checkpoint.
+    async fn sessions(&mut self, report: &mut SubscriptionReport) -> Result<(), SubscriptionError> {
         let mut failures: u32 = 0;
         loop {
-            match self.session(&mut report, &mut failures).await {
-                Ok(()) => return Ok(report),
+            match self.session(report, &mut failures).await {
+                Ok(()) => return Ok(()),
                 Err(Halt::Fatal(e)) => return Err(e),
                 Err(Halt::Retry) => {
                     failures = failures.saturating_add(1);
@@ -481,14 +603,19 @@ where
                         .config
                         .retry
                         .delay(failures.min(MAX_BACKOFF_STEPS), fastrand::u64(..));
-                    let mut stop = self.stop.clone();
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => {}
+                    if sleep_unless_stopped(&self.stop, wait).await {
+                        return Ok(());
                     }
                 }
             }
         }
+    }
+
+    /// A lease found lost: counted, and the session ends.
+    fn lease_lost(report: &mut SubscriptionReport) -> Halt {
+        report.leases_lost += 1;
+        tracing::warn!("lease lost; waiting to take it again");
+        Halt::Retry
     }
 
     /// One session: the lease, the checkpoint, then pages until stopped.
@@ -500,7 +627,10 @@ where
         let Some(mut lease) = self.acquire(report).await? else {
             return Ok(());
         };
+        let token = self.checkpoints.token(&lease);
         let mut eager_until: Option<tokio::time::Instant> = None;
+        // Loaded after the lease was taken: every save of an older holder
+        // either committed before it (and is seen here) or is refused.
         let mut at = match self.checkpoints.load(&self.name).await {
             Ok(at) => at,
             Err(e) => return Err(self.halt(e, report)),
@@ -535,7 +665,7 @@ where
                 tokio::select! {
                     () = woken => eager_until = Some(tokio::time::Instant::now() + EAGER_WINDOW),
                     () = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => {}
+                    () = stopped(&mut stop) => {}
                 }
                 continue;
             }
@@ -544,11 +674,7 @@ where
             // without a round trip to its lease.
             match self.checkpoints.still_held(&mut lease).await {
                 Ok(true) => {}
-                Ok(false) => {
-                    report.leases_lost += 1;
-                    tracing::warn!("lease lost; waiting to take it again");
-                    return Err(Halt::Retry);
-                }
+                Ok(false) => return Err(Self::lease_lost(report)),
                 Err(e) => return Err(self.halt(e, report)),
             }
             let next = page.next();
@@ -559,7 +685,12 @@ where
                     .map_or(0, |lag| u64::try_from(lag.as_millis()).unwrap_or(u64::MAX));
                 tracing::debug!(events = page.len(), %position, lag_ms, "page read");
             }
-            let outcome = self.handle_page(page.into_events(), &mut at, report).await;
+            let outcome = self
+                .handle_page(page.into_events(), token, &mut at, report)
+                .await;
+            if matches!(outcome, Err(PageEnd::LeaseLost)) {
+                return Err(Self::lease_lost(report));
+            }
             // Every event of the page dealt with: nothing the filters let
             // through lies between it and `next`.
             if outcome.is_ok() && at >= last {
@@ -568,15 +699,18 @@ where
             if at != report.checkpoint
                 && let Some(position) = at
             {
-                match self.checkpoints.save(&self.name, position).await {
+                match self.checkpoints.save(&self.name, position, token).await {
                     Ok(()) => report.checkpoint = Some(position),
+                    Err(StoreError::LeaseLost { .. }) => return Err(Self::lease_lost(report)),
                     // The page is handled again from the saved checkpoint
                     // (at least once), unless the handler has stopped it.
                     Err(e) if outcome.is_ok() => return Err(self.halt(e, report)),
                     Err(_) => {}
                 }
             }
-            outcome.map_err(Halt::Fatal)?;
+            if let Err(PageEnd::Fatal(e)) = outcome {
+                return Err(Halt::Fatal(e));
+            }
         }
     }
 
@@ -585,21 +719,22 @@ where
     async fn handle_page(
         &mut self,
         page: Vec<(Position, RecordedEvent)>,
+        token: LeaseToken,
         at: &mut Option<Position>,
         report: &mut SubscriptionReport,
-    ) -> Result<(), SubscriptionError> {
+    ) -> Result<(), PageEnd> {
         for (position, recorded) in page {
             if *self.stop.borrow() {
                 return Ok(());
             }
-            let event: E = recorded
-                .decode()
-                .map_err(|source| SubscriptionError::Undecodable {
+            let event: E = recorded.decode().map_err(|source| {
+                PageEnd::Fatal(SubscriptionError::Undecodable {
                     name: self.name.clone(),
                     position,
                     source,
-                })?;
-            let context = EventContext::new(position, recorded);
+                })
+            })?;
+            let context = EventContext::new(position, recorded).with_lease_token(token);
             let mut attempt = 1;
             loop {
                 match self.handler.handle(&context, &event).await {
@@ -607,24 +742,35 @@ where
                         report.handled += 1;
                         break;
                     }
+                    // A handler that checked the lease's token and found a
+                    // newer holder: no retry can cure it.
+                    Err(e) if is_lease_lost(&*e) => return Err(PageEnd::LeaseLost),
                     Err(e) if attempt >= self.config.retry.max_attempts() => {
                         match self.config.on_error {
                             OnHandlerError::Stop => {
-                                return Err(SubscriptionError::HandlerFailed {
+                                return Err(PageEnd::Fatal(SubscriptionError::HandlerFailed {
                                     name: self.name.clone(),
                                     position,
                                     source: e,
-                                });
+                                }));
                             }
                             OnHandlerError::Skip => {
-                                report.skipped.push(position);
+                                report.skipped += 1;
+                                if report.last_skipped.len() == SKIPPED_KEPT {
+                                    report.last_skipped.pop_front();
+                                }
+                                report.last_skipped.push_back(position);
                                 break;
                             }
                         }
                     }
                     Err(_) => {
-                        tokio::time::sleep(self.config.retry.delay(attempt, fastrand::u64(..)))
-                            .await;
+                        let wait = self.config.retry.delay(attempt, fastrand::u64(..));
+                        // Asked to stop while retrying: the event stays
+                        // unhandled and the checkpoint before it.
+                        if sleep_unless_stopped(&self.stop, wait).await {
+                            return Ok(());
+                        }
                         attempt += 1;
                     }
                 }
@@ -633,6 +779,47 @@ where
             self.position.send_replace(Some(position));
         }
         Ok(())
+    }
+}
+
+/// Why a page was not handled to its end.
+enum PageEnd {
+    /// A handler found the lease's token superseded.
+    LeaseLost,
+    /// What stops the subscription.
+    Fatal(SubscriptionError),
+}
+
+/// Whether a handler's error is (or wraps) [`StoreError::LeaseLost`].
+fn is_lease_lost(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if matches!(
+            e.downcast_ref::<StoreError>(),
+            Some(StoreError::LeaseLost { .. })
+        ) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Sleeps for `wait`, or until asked to stop; whether asked to stop.
+async fn sleep_unless_stopped(stop: &watch::Receiver<bool>, wait: Duration) -> bool {
+    let mut watching = stop.clone();
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = stopped(&mut watching) => {}
+    }
+    *stop.borrow()
+}
+
+/// Resolves once a stop was asked for (at once if it already was); never
+/// if the handle is gone without asking.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|asked| *asked).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -653,8 +840,9 @@ macro_rules! forward_subscription_stores {
                 &self,
                 name: &SubscriptionName,
                 position: Position,
+                token: LeaseToken,
             ) -> impl Future<Output = Result<(), StoreError>> + Send {
-                (**self).save(name, position)
+                (**self).save(name, position, token)
             }
         }
 
@@ -667,6 +855,10 @@ macro_rules! forward_subscription_stores {
                 name: &SubscriptionName,
             ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send {
                 (**self).try_acquire(name)
+            }
+
+            fn token(&self, lease: &Self::Lease) -> LeaseToken {
+                (**self).token(lease)
             }
 
             fn still_held(

@@ -11,7 +11,7 @@ use std::{
 };
 
 use eventcore::{
-    CheckpointStore, LogQuery, OnHandlerError, Position, RetryPolicy, StoreError,
+    CheckpointStore, LeaseToken, LogQuery, OnHandlerError, Position, RetryPolicy, StoreError,
     SubscriptionConfig, SubscriptionError, SubscriptionLeases, SubscriptionName, execute,
     handler_fn, subscribe,
 };
@@ -96,7 +96,12 @@ impl CheckpointStore for FailingSaves {
         Ok(None)
     }
 
-    async fn save(&self, _: &SubscriptionName, _: Position) -> Result<(), StoreError> {
+    async fn save(
+        &self,
+        _: &SubscriptionName,
+        _: Position,
+        _: LeaseToken,
+    ) -> Result<(), StoreError> {
         Err(StoreError::Backend {
             operation: "save",
             source: "disk gone".into(),
@@ -116,7 +121,12 @@ impl CheckpointStore for FlakySaves {
         Ok(*self.saved.lock().unwrap())
     }
 
-    async fn save(&self, _: &SubscriptionName, position: Position) -> Result<(), StoreError> {
+    async fn save(
+        &self,
+        _: &SubscriptionName,
+        position: Position,
+        _: LeaseToken,
+    ) -> Result<(), StoreError> {
         let mut left = self.failures_left.lock().unwrap();
         if *left > 0 {
             *left -= 1;
@@ -135,6 +145,10 @@ impl SubscriptionLeases for FlakySaves {
 
     async fn try_acquire(&self, _: &SubscriptionName) -> Result<Option<()>, StoreError> {
         Ok(Some(()))
+    }
+
+    fn token(&self, (): &()) -> LeaseToken {
+        LeaseToken::default()
     }
 
     async fn still_held(&self, _: &mut ()) -> Result<bool, StoreError> {
@@ -181,6 +195,10 @@ impl SubscriptionLeases for FailingSaves {
 
     async fn try_acquire(&self, _: &SubscriptionName) -> Result<Option<()>, StoreError> {
         Ok(Some(()))
+    }
+
+    fn token(&self, (): &()) -> LeaseToken {
+        LeaseToken::default()
     }
 
     async fn still_held(&self, _: &mut ()) -> Result<bool, StoreError> {
@@ -313,9 +331,10 @@ async fn a_failing_handler_can_skip_and_record_the_event() {
     wait_until_handled(&handle, 3).await;
     let report = handle.stop().await.unwrap();
     assert_eq!(report.handled, 2);
+    assert_eq!(report.skipped, 1);
     assert_eq!(
         report
-            .skipped
+            .last_skipped
             .iter()
             .map(|p| p.sequence())
             .collect::<Vec<_>>(),
@@ -342,4 +361,139 @@ async fn filters_limit_what_the_handler_sees() {
     handle.stop().await.unwrap();
     let amounts: Vec<u64> = seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
     assert_eq!(amounts, vec![1, 3]);
+}
+
+/// A handler that fails on every attempt, with retries that would take
+/// minutes (300 attempts, waits up to 10 s): stop does not wait for them.
+#[tokio::test]
+async fn stop_ends_a_handler_retry_wait_at_once() {
+    let store = InMemoryEventStore::new();
+    credit(&store, "a", 1).await;
+    let attempts = Arc::new(Mutex::new(0u32));
+    let counted = attempts.clone();
+    let handler = handler_fn(move |_, _: &LedgerEvent| {
+        *counted.lock().unwrap() += 1;
+        async { Err::<(), _>("down".into()) }
+    });
+    let config = config().with_retry(
+        RetryPolicy::default()
+            .with_max_attempts(std::num::NonZeroU32::new(300).unwrap())
+            .with_base_delay(Duration::from_secs(10))
+            .with_max_delay(Duration::from_secs(10)),
+    );
+    let handle = subscribe(
+        store.clone(),
+        InMemoryCheckpointStore::new(),
+        name(),
+        handler,
+        config,
+    );
+    while *attempts.lock().unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(2), handle.stop())
+        .await
+        .expect("stop waited for the handler's retry backoff")
+        .expect("stopped cleanly");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(report.handled, 0);
+    assert_eq!(
+        report.checkpoint, None,
+        "the checkpoint stays before the event"
+    );
+    assert!(
+        !report.abandoned_at_stop,
+        "nothing was under way: {report:?}"
+    );
+}
+
+/// A handler that never returns: stop abandons it after the grace, and
+/// says so.
+#[tokio::test]
+async fn stop_abandons_a_stuck_handler_after_its_grace() {
+    let store = InMemoryEventStore::new();
+    credit(&store, "a", 1).await;
+    credit(&store, "a", 2).await;
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let signal = entered.clone();
+    let handler = handler_fn(move |_, event: &LedgerEvent| {
+        let stuck = matches!(event, LedgerEvent::Credited { amount: 2, .. });
+        let signal = signal.clone();
+        async move {
+            if stuck {
+                signal.notify_one();
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    });
+    let checkpoints = InMemoryCheckpointStore::new();
+    let handle = subscribe(
+        store.clone(),
+        checkpoints.clone(),
+        name(),
+        handler,
+        config().with_stop_grace(Duration::from_millis(200)),
+    );
+    entered.notified().await;
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(3), handle.stop())
+        .await
+        .expect("stop waited past its grace")
+        .expect("stopped cleanly");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200),
+        "stopped before the grace: {took:?}"
+    );
+    assert!(report.abandoned_at_stop, "{report:?}");
+    assert_eq!(report.handled, 1);
+    assert!(
+        checkpoints.load(&name()).await.unwrap() < Some(Position::new(0, 2)),
+        "the stuck event is not checkpointed"
+    );
+}
+
+/// A save under a token that is no longer the newest is refused and
+/// writes nothing; a save behind the checkpoint writes nothing.
+#[tokio::test]
+async fn checkpoints_move_only_forward_and_only_under_the_newest_lease() {
+    let checkpoints = InMemoryCheckpointStore::new();
+    let first = checkpoints
+        .try_acquire(&name())
+        .await
+        .unwrap()
+        .expect("free");
+    let old = checkpoints.token(&first);
+    checkpoints
+        .save(&name(), Position::new(0, 5), old)
+        .await
+        .unwrap();
+    assert!(checkpoints.expire_lease(&name()));
+    let second = checkpoints
+        .try_acquire(&name())
+        .await
+        .unwrap()
+        .expect("expired");
+    let new = checkpoints.token(&second);
+    assert!(new > old);
+    let refused = checkpoints.save(&name(), Position::new(0, 9), old).await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { token, current, .. }) if token == old && current == new),
+        "{refused:?}"
+    );
+    checkpoints
+        .save(&name(), Position::new(0, 3), new)
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoints.load(&name()).await.unwrap(),
+        Some(Position::new(0, 5)),
+        "neither the stale save nor the one behind moved it"
+    );
+    assert_eq!(
+        checkpoints.writes(&name()),
+        vec![(None, Position::new(0, 5))]
+    );
 }

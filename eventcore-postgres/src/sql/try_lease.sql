@@ -1,1 +1,8 @@
-SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':eventcore-subscription:' || $1, 0))
+WITH locked AS (
+    SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':eventcore-subscription:' || $1, 0)) AS got
+)
+INSERT INTO eventcore_leases AS l (name, token, holder_pid)
+SELECT $1, 1, pg_backend_pid() FROM locked WHERE locked.got
+ON CONFLICT (name) DO UPDATE
+SET token = l.token + 1, holder_pid = EXCLUDED.holder_pid, taken_at = now()
+RETURNING token
