@@ -27,6 +27,7 @@ mod schema;
 mod state;
 mod values;
 pub use commands::{
+    a_command_renamed_and_moved_keeps_its_command_ids,
     command_id_seen_twice_returns_the_first_outcome,
     concurrent_executions_of_one_command_id_apply_once, pruned_command_ids_count_as_new,
     rejected_command_records_nothing, repeat_after_a_lost_reply_finds_the_record_before_deciding,
@@ -172,6 +173,7 @@ macro_rules! __scenarios {
             rejected_command_records_nothing,
             concurrent_executions_of_one_command_id_apply_once,
             pruned_command_ids_count_as_new,
+            a_command_renamed_and_moved_keeps_its_command_ids,
         );
     };
     (log, $callback:ident ! ($($args:tt)*)) => {

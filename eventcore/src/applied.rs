@@ -18,7 +18,8 @@ use crate::{AppendOutcome, CommandId, StoreError, StreamId, StreamWrites};
 pub struct CommandRecord {
     /// The command id.
     pub command_id: CommandId,
-    /// The command's type, as [`std::any::type_name`] spelled it.
+    /// The command's name ([`CommandStreams::command_name`](crate::CommandStreams::command_name));
+    /// in records made before names were stable, its full type path.
     pub command_type: Cow<'static, str>,
     /// The first execution's outcome: every stream it registered, sorted by
     /// stream id, with its version after the append, and how many events
@@ -60,6 +61,15 @@ impl CommandRecord {
         ))
     }
 
+    /// Whether the record was made for a command named `name`: under that
+    /// name, or (made before names were stable) under a type path whose
+    /// own name it is (`bank::Transfer` for `Transfer`).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.command_type == name
+            || (self.command_type.contains("::")
+                && crate::command::own_name(&self.command_type) == name)
+    }
+
     /// Whether the record is of the same command as one of `command_type`
     /// over `streams` (sorted by stream id).
     pub fn is_same_command<'a>(
@@ -67,7 +77,7 @@ impl CommandRecord {
         command_type: &str,
         streams: impl IntoIterator<Item = &'a StreamId>,
     ) -> bool {
-        self.command_type == command_type
+        self.is_named(command_type)
             && self
                 .outcome
                 .stream_versions
@@ -84,7 +94,7 @@ impl CommandRecord {
         command_type: &str,
         streams: impl IntoIterator<Item = &'a StreamId>,
     ) -> bool {
-        self.command_type == command_type
+        self.is_named(command_type)
             && streams.into_iter().all(|id| {
                 self.outcome
                     .stream_versions

@@ -88,7 +88,7 @@ fn record_read(
 /// in the same call, and every append carries it.
 pub(crate) struct Target<'a, S> {
     pub(crate) store: &'a S,
-    pub(crate) command: Option<(&'a CommandId, &'static str)>,
+    pub(crate) command: Option<(&'a CommandId, std::borrow::Cow<'static, str>)>,
 }
 
 impl<S: EventStore> Target<'_, S> {
@@ -165,8 +165,8 @@ impl<S: EventStore> Target<'_, S> {
     /// An empty write for this execution's events.
     pub(crate) fn writes(&self, metadata: &std::sync::Arc<crate::Metadata>) -> StreamWrites {
         let mut writes = StreamWrites::with_checked_metadata(metadata.clone());
-        if let Some((id, command_type)) = self.command {
-            writes.set_command(id.clone(), command_type);
+        if let Some((id, command_type)) = &self.command {
+            writes.set_command((*id).clone(), command_type.clone());
         }
         writes
     }

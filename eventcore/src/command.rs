@@ -1,5 +1,7 @@
 //! Commands: the streams they read and the decisions they make.
 
+use std::borrow::Cow;
+
 use crate::{Event, StateKey, StreamId};
 
 /// The streams a command reads, and may write.
@@ -12,12 +14,75 @@ use crate::{Event, StateKey, StreamId};
 pub trait CommandStreams {
     /// The streams this command reads.
     fn streams(&self) -> Vec<StreamId>;
+
+    /// The command's stable name, recorded with its command id: a retried
+    /// id is the same command when its name (and streams) match the
+    /// record. By default the type's own name without its module path
+    /// (`Transfer` for `bank::commands::Transfer`), so moving the type to
+    /// another module or crate, or a new compiler, keeps it;
+    /// `#[derive(Command)]` writes the name out, and
+    /// `#[command(name = "...")]` sets another (keep the old name when you
+    /// rename the type). A record made before names were stable, under the
+    /// full type path, matches the name of its path's last segment.
+    ///
+    /// ```
+    /// use eventcore::{Command, CommandStreams, StreamId};
+    ///
+    /// mod billing {
+    ///     #[derive(eventcore::Command)]
+    ///     pub struct Charge {
+    ///         #[stream]
+    ///         pub account: eventcore::StreamId,
+    ///     }
+    ///
+    ///     #[derive(eventcore::Command)]
+    ///     #[command(name = "Charge")]
+    ///     pub struct ChargeCard {
+    ///         #[stream]
+    ///         pub account: eventcore::StreamId,
+    ///     }
+    /// }
+    /// let account = StreamId::try_new("account-1").unwrap();
+    /// assert_eq!(billing::Charge { account: account.clone() }.command_name(), "Charge");
+    /// assert_eq!(billing::ChargeCard { account }.command_name(), "Charge");
+    /// ```
+    fn command_name(&self) -> Cow<'static, str> {
+        Cow::Owned(own_name(std::any::type_name::<Self>()))
+    }
 }
 
 impl<C: CommandStreams + ?Sized> CommandStreams for Box<C> {
     fn streams(&self) -> Vec<StreamId> {
         (**self).streams()
     }
+
+    fn command_name(&self) -> Cow<'static, str> {
+        (**self).command_name()
+    }
+}
+
+/// A type's name as [`std::any::type_name`] spells it, with every module
+/// path left out: `Transfer` for `bank::Transfer`, `Pair<Transfer>` for
+/// `bank::Pair<bank::Transfer>`.
+pub(crate) fn own_name(type_name: &str) -> String {
+    let mut out = String::with_capacity(type_name.len());
+    let mut segment = String::new();
+    let mut chars = type_name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            // What came since the last separator was a module: drop it.
+            segment.clear();
+        } else if c.is_alphanumeric() || c == '_' {
+            segment.push(c);
+        } else {
+            out.push_str(&segment);
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&segment);
+    out
 }
 
 /// The decision logic of a command.
@@ -274,4 +339,20 @@ macro_rules! require {
             return ::core::result::Result::Err(::core::convert::From::from($error));
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_name;
+
+    #[test]
+    fn own_names_leave_module_paths_out() {
+        assert_eq!(own_name("bank::commands::Transfer"), "Transfer");
+        assert_eq!(own_name("Transfer"), "Transfer");
+        assert_eq!(
+            own_name("bank::Pair<bank::Transfer, alloc::string::String>"),
+            "Pair<Transfer, String>"
+        );
+        assert_eq!(own_name("&[core::option::Option<a::B>]"), "&[Option<B>]");
+    }
 }

@@ -313,6 +313,16 @@ pub enum ExecuteError<E = Refusal> {
         source: std::sync::Arc<serde_json::Error>,
     },
 
+    /// The command's [`command_name`](crate::CommandStreams::command_name),
+    /// which is recorded with its command id, is empty, over 255
+    /// characters or holds a control character; nothing was read or
+    /// written.
+    #[error("command name {name:?} must be 1 to 255 characters without control characters")]
+    InvalidCommandName {
+        /// The name.
+        name: String,
+    },
+
     /// The command kept naming streams to discover after
     /// [`MAX_DISCOVERY_ROUNDS`](crate::MAX_DISCOVERY_ROUNDS) rounds of
     /// reads; nothing was written.

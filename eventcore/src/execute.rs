@@ -282,10 +282,17 @@ where
         return Err(ExecuteError::NoStreams);
     }
     tracing::Span::current().record("streams", tracing::field::debug(&streams));
-    let command_type = std::any::type_name::<C>();
+    // Only a command with an id records its name.
+    let command_name = command_id.as_ref().map(|_| command.command_name());
+    let command_type: &str = command_name.as_deref().unwrap_or_default();
+    if command_id.is_some() && !crate::writes::is_storable_name(command_type) {
+        return Err(ExecuteError::InvalidCommandName {
+            name: command_type.to_owned(),
+        });
+    }
     let target = Target {
         store: &store,
-        command: command_id.as_ref().map(|id| (id, command_type)),
+        command: command_id.as_ref().zip(command_name.clone()),
     };
 
     let declared = match command.state_key() {

@@ -405,3 +405,59 @@ async fn without_queueing_the_same_race_conflicts() {
         "16 tasks racing on one stream must collide at least once"
     );
 }
+
+/// A hand-written command whose stable name no store can keep.
+#[derive(Debug, Clone)]
+struct Unnamed(Credit);
+
+impl eventcore::CommandStreams for Unnamed {
+    fn streams(&self) -> Vec<eventcore::StreamId> {
+        self.0.streams()
+    }
+
+    fn command_name(&self) -> std::borrow::Cow<'static, str> {
+        "bad\nname".into()
+    }
+}
+
+impl eventcore::CommandLogic for Unnamed {
+    type Event = LedgerEvent;
+    type State = ();
+    type Error = eventcore::Refusal;
+
+    fn apply(&self, (): (), event: &LedgerEvent) {
+        self.0.apply((), event);
+    }
+
+    fn handle(&self, (): ()) -> Result<eventcore::NewEvents<LedgerEvent>, eventcore::Refusal> {
+        self.0.handle(())
+    }
+}
+
+#[tokio::test]
+async fn a_command_name_no_store_can_keep_is_refused_before_anything_is_written() {
+    use eventcore::CommandStreams;
+    let store = InMemoryEventStore::new();
+    let command = Unnamed(Credit {
+        account: stream("named"),
+        amount: 1,
+    });
+    let id = eventcore::CommandId::try_new("unnamed-1").unwrap();
+    let err = eventcore::execute_with(
+        &store,
+        command.clone(),
+        eventcore::ExecuteOptions::new().with_command_id(id),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        matches!(&err, eventcore::ExecuteError::InvalidCommandName { name } if name == "bad\nname"),
+        "{err:?}"
+    );
+    assert!(store.all_events().is_empty(), "nothing written");
+    // Without a command id nothing is recorded, so the name is not needed.
+    assert_eq!(command.command_name(), "bad\nname");
+    eventcore::execute(&store, command)
+        .await
+        .expect("no id, no name recorded");
+}

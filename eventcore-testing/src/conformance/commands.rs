@@ -81,7 +81,10 @@ pub async fn command_id_seen_twice_returns_the_first_outcome<S: EventStore + Clo
         .expect("recorded");
     assert_eq!(record.outcome.stream_versions, first.stream_versions);
     assert_eq!(record.outcome.events_written, 2);
-    assert_eq!(record.command_type, std::any::type_name::<Move>());
+    assert_eq!(
+        record.command_type, "Move",
+        "recorded under its stable name"
+    );
 
     // A command that declares no state takes the other path through execute.
     let credit = Credit {
@@ -133,6 +136,8 @@ pub async fn repeat_after_a_lost_reply_finds_the_record_before_deciding<
     writes
         .expect(to.clone(), StreamVersion::INITIAL)
         .expect("to");
+    // Recorded under the full type path, as versions before stable
+    // command names did: the retry (named `Move`) still matches it.
     writes.set_command(command_id("lost-1"), std::any::type_name::<Move>());
     writes
         .append(&LedgerEvent::Debited {
@@ -221,7 +226,7 @@ pub async fn reused_command_id_is_refused<S: EventStore + Clone + 'static>(store
         .expect_err("other type");
     assert!(
         matches!(&err, ExecuteError::Store(StoreError::CommandIdReused { recorded_type, .. })
-            if recorded_type == std::any::type_name::<Credit>()),
+            if recorded_type == "Credit"),
         "{err:?}"
     );
 
@@ -383,5 +388,155 @@ pub async fn pruned_command_ids_count_as_new<S: EventStore + Clone + 'static>(st
         events_of(store, &[a]).await.len(),
         2,
         "applied a second time"
+    );
+}
+
+/// The commands of two deploys of one service: the first as it was, the
+/// second after the type moved to another module and was renamed, keeping
+/// its stable name.
+mod deploys {
+    use eventcore::{CommandLogic, NewEvents, Refusal, StreamId};
+
+    use crate::fixtures::LedgerEvent;
+
+    fn credit(account: &StreamId, amount: u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        Ok(vec![LedgerEvent::Credited {
+            account: account.clone(),
+            amount,
+            from: None,
+        }]
+        .into())
+    }
+
+    pub(super) mod first {
+        /// Named `Deposit` by the derive.
+        #[derive(Debug, Clone, eventcore::Command)]
+        pub(crate) struct Deposit {
+            #[stream]
+            pub(crate) account: eventcore::StreamId,
+            pub(crate) amount: u64,
+        }
+    }
+
+    pub(super) mod second {
+        pub(crate) mod accounts {
+            /// `Deposit` renamed and moved; its stable name kept.
+            #[derive(Debug, Clone, eventcore::Command)]
+            #[command(name = "Deposit")]
+            pub(crate) struct AddFunds {
+                #[stream]
+                pub(crate) account: eventcore::StreamId,
+                pub(crate) amount: u64,
+            }
+        }
+    }
+
+    impl CommandLogic for first::Deposit {
+        type Event = LedgerEvent;
+        type State = ();
+        type Error = Refusal;
+
+        fn apply(&self, (): (), _: &LedgerEvent) {}
+
+        fn handle(&self, (): ()) -> Result<NewEvents<LedgerEvent>, Refusal> {
+            credit(&self.account, self.amount)
+        }
+    }
+
+    impl CommandLogic for second::accounts::AddFunds {
+        type Event = LedgerEvent;
+        type State = ();
+        type Error = Refusal;
+
+        fn apply(&self, (): (), _: &LedgerEvent) {}
+
+        fn handle(&self, (): ()) -> Result<NewEvents<LedgerEvent>, Refusal> {
+            credit(&self.account, self.amount)
+        }
+    }
+}
+
+/// A command id retried after a deploy that moved and renamed the command's
+/// type returns the first outcome and writes nothing: records are made
+/// under the stable name; one made by a version before stable names,
+/// under the full type path, is matched by the path's last segment.
+pub async fn a_command_renamed_and_moved_keeps_its_command_ids<S: EventStore + Clone + 'static>(
+    store: &S,
+) {
+    use deploys::{first::Deposit, second::accounts::AddFunds};
+    use eventcore::CommandStreams;
+
+    let account = stream("deploy-acct");
+    let first = execute_with(
+        store,
+        Deposit {
+            account: account.clone(),
+            amount: 10,
+        },
+        with_id("deposit-1"),
+    )
+    .await
+    .expect("first deploy");
+    let renamed = AddFunds {
+        account: account.clone(),
+        amount: 10,
+    };
+    assert_eq!(renamed.command_name(), "Deposit");
+    let retried = execute_with(store, renamed.clone(), with_id("deposit-1"))
+        .await
+        .expect("the retry after the deploy is the same command");
+    assert!(retried.already_applied, "{retried:?}");
+    assert_eq!(retried.stream_versions, first.stream_versions);
+    assert_eq!(
+        events_of(store, std::slice::from_ref(&account)).await.len(),
+        1,
+        "applied once"
+    );
+
+    // A record from before stable names: the full path of a type that has
+    // since moved.
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(account.clone(), StreamVersion::new(1))
+        .expect("account");
+    writes.set_command(command_id("deposit-0"), "shop_v0::handlers::Deposit");
+    writes
+        .append(&LedgerEvent::Credited {
+            account: account.clone(),
+            amount: 10,
+            from: None,
+        })
+        .expect("credit");
+    let old = store
+        .append(writes)
+        .await
+        .expect("the old version's append");
+    let retried = execute_with(store, renamed, with_id("deposit-0"))
+        .await
+        .expect("a record under the old path is read");
+    assert!(retried.already_applied, "{retried:?}");
+    assert_eq!(retried.stream_versions, old.stream_versions);
+    assert_eq!(
+        events_of(store, std::slice::from_ref(&account)).await.len(),
+        2,
+        "nothing written by the retry"
+    );
+
+    // Another command under the same id is still refused.
+    let other = execute_with(
+        store,
+        Credit {
+            account,
+            amount: 10,
+        },
+        with_id("deposit-1"),
+    )
+    .await;
+    assert!(
+        matches!(
+            other,
+            Err(ExecuteError::Store(StoreError::CommandIdReused { .. }))
+        ),
+        "{other:?}"
     );
 }

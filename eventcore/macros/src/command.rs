@@ -6,11 +6,44 @@ use syn::{Data, DeriveInput, spanned::Spanned};
 
 use crate::{is_stream, no_generics};
 
+/// The stable name: `#[command(name = "...")]`, or the type's own name.
+fn command_name(input: &DeriveInput) -> syn::Result<String> {
+    let mut name = None;
+    for attr in &input.attrs {
+        if !attr.path().is_ident("command") {
+            continue;
+        }
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                let value: syn::LitStr = meta.value()?.parse()?;
+                let text = value.value();
+                if text.is_empty()
+                    || text.chars().count() > 255
+                    || text.chars().any(char::is_control)
+                {
+                    return Err(syn::Error::new_spanned(
+                        &value,
+                        "a command name is 1 to 255 characters without control characters",
+                    ));
+                }
+                name = Some(text);
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "#[command] takes `name = \"...\"`: the stable name recorded with command ids",
+                ))
+            }
+        })?;
+    }
+    Ok(name.unwrap_or_else(|| input.ident.to_string()))
+}
+
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     no_generics(input, "Command")?;
+    let stable = command_name(input)?;
     let data = match &input.data {
         Data::Struct(data) => data,
-        Data::Enum(data) => return expand_enum(&input.ident, data),
+        Data::Enum(data) => return expand_enum(&input.ident, &stable, data),
         Data::Union(_) => {
             return Err(syn::Error::new_spanned(
                 &input.ident,
@@ -55,13 +88,17 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 #(#adds)*
                 streams
             }
+
+            fn command_name(&self) -> ::std::borrow::Cow<'static, str> {
+                ::std::borrow::Cow::Borrowed(#stable)
+            }
         }
     })
 }
 
 /// An enum of commands, each variant wrapping one: its streams are the
 /// wrapped command's.
-fn expand_enum(name: &syn::Ident, data: &syn::DataEnum) -> syn::Result<TokenStream> {
+fn expand_enum(name: &syn::Ident, stable: &str, data: &syn::DataEnum) -> syn::Result<TokenStream> {
     if data.variants.is_empty() {
         return Err(syn::Error::new_spanned(
             name,
@@ -99,6 +136,10 @@ fn expand_enum(name: &syn::Ident, data: &syn::DataEnum) -> syn::Result<TokenStre
                 match self {
                     #(#arms)*
                 }
+            }
+
+            fn command_name(&self) -> ::std::borrow::Cow<'static, str> {
+                ::std::borrow::Cow::Borrowed(#stable)
             }
         }
     })

@@ -13,6 +13,8 @@
 //!   the command's streams are its fields marked `#[stream]` (a `StreamId`,
 //!   an `Option<StreamId>` or a collection of them). On an enum whose
 //!   variants each wrap one command, a value's streams are its command's.
+//!   Its `command_name`, recorded with command ids, is the type's name, or
+//!   the one given by `#[command(name = "...")]`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -33,7 +35,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 }
 
 /// Implements `eventcore::CommandStreams` for a struct. See the crate docs.
-#[proc_macro_derive(Command, attributes(stream))]
+#[proc_macro_derive(Command, attributes(stream, command))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     command::expand(&input)

@@ -1,0 +1,10 @@
+use eventcore::{Command, StreamId};
+
+#[derive(Command)]
+#[command(name = "")]
+struct Deposit {
+    #[stream]
+    account: StreamId,
+}
+
+fn main() {}
