@@ -47,4 +47,35 @@ mod reads_and_appends_only {
 
     eventcore_testing::store_conformance_tests!(async { Minimal::default() });
     eventcore_testing::execute_conformance_tests!(async { Minimal::default() });
+
+    /// A wrapper that forwards nothing optional does not pass the snapshot
+    /// scenarios vacuously: each fails, naming the capability it lacks.
+    #[tokio::test]
+    async fn the_snapshot_scenarios_fail_naming_the_missing_state_cache() {
+        use eventcore_testing::conformance::{
+            snapshot_is_saved_and_used_after_a_restart, unusable_snapshots_are_ignored,
+        };
+        let runs = [
+            tokio::spawn(async {
+                snapshot_is_saved_and_used_after_a_restart(&Minimal::default()).await;
+            }),
+            tokio::spawn(async {
+                unusable_snapshots_are_ignored(&Minimal::default()).await;
+            }),
+        ];
+        for run in runs {
+            let panic = run.await.expect_err("passed without a state cache");
+            let panic = panic.into_panic();
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|m| (*m).to_owned()))
+                .unwrap_or_default();
+            assert!(
+                message.contains("need a state cache")
+                    && message.contains("EventStore::state_cache returned None"),
+                "{message}"
+            );
+        }
+    }
 }

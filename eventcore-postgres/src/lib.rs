@@ -136,4 +136,5 @@ pub use checkpoints::PostgresLease;
 pub use config::{DEFAULT_MAX_PAYLOAD_BYTES, PostgresConfig, SchemaName, SchemaNameError};
 pub use error::PostgresError;
 pub use projection::{ExactlyOnce, ProjectionHandler};
+pub use snapshots::SnapshotStats;
 pub use store::PostgresEventStore;

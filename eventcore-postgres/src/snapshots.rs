@@ -1,7 +1,10 @@
 //! Snapshots of declared command states: loaded on a command's path,
 //! saved off it by a task of the store's own.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering::Relaxed},
+};
 
 use eventcore::{
     CommandId, CommandLookup, Snapshot, SnapshotKey, SnapshotRead, StoreError, StreamId,
@@ -21,44 +24,141 @@ const READ_FROM_SNAPSHOT_FOR: &str = include_str!("sql/read_from_snapshot_for.sq
 /// only gets slower without them, never wrong).
 const QUEUE: usize = 1024;
 
+/// What the snapshot writer of a store did, counted since the store was
+/// connected (shared by its clones). Snapshots that are not written cost
+/// only speed: commands fold from the events, or from an older snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotStats {
+    /// Snapshots written.
+    pub written: u64,
+    /// Snapshots dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Snapshots dropped because no Tokio runtime was running to write them.
+    pub dropped_no_runtime: u64,
+    /// Snapshots dropped because their batch's write failed.
+    pub dropped_write_failed: u64,
+    /// Times the writer task was started again, its runtime having ended.
+    pub writer_restarts: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_no_runtime: AtomicU64,
+    dropped_write_failed: AtomicU64,
+    writer_restarts: AtomicU64,
+    /// Whether a writer task was ever started.
+    started: std::sync::atomic::AtomicBool,
+}
+
+/// Counts one more in `counter`; whether the new count is a power of two
+/// (warnings about drops go out at those counts, not for every drop).
+fn bump(counter: &AtomicU64) -> (u64, bool) {
+    let n = counter.fetch_add(1, Relaxed) + 1;
+    (n, n.is_power_of_two())
+}
+
 /// Queues snapshots and writes them after the commands that made them have
 /// returned: the newest per key, each drained batch in one statement (one
 /// round trip, on a connection borrowed from the store's pool), whose
 /// commit does not wait for the disk (`synchronous_commit` set off for
 /// that statement's transaction only). A crash may lose the last
-/// snapshots; they are rebuilt from the events.
+/// snapshots; they are rebuilt from the events. Nothing is dropped without
+/// a count in [`SnapshotStats`] and a `tracing` warning; a writer whose
+/// runtime ended is started again on the runtime of the next offer.
 #[derive(Debug)]
 pub(crate) struct SnapshotWriter {
     conns: Arc<ConnPool>,
-    queue: OnceLock<Option<mpsc::Sender<Snapshot>>>,
+    queue: Mutex<Option<mpsc::Sender<Snapshot>>>,
+    counters: Arc<Counters>,
 }
 
 impl SnapshotWriter {
     pub(crate) fn new(conns: Arc<ConnPool>) -> Self {
         SnapshotWriter {
             conns,
-            queue: OnceLock::new(),
+            queue: Mutex::new(None),
+            counters: Arc::default(),
         }
     }
 
-    /// Queues `snapshot` without waiting; drops it if the queue is full or
-    /// there is no Tokio runtime to write it from.
+    /// What the writer did so far.
+    pub(crate) fn stats(&self) -> SnapshotStats {
+        let c = &self.counters;
+        SnapshotStats {
+            written: c.written.load(Relaxed),
+            dropped_queue_full: c.dropped_queue_full.load(Relaxed),
+            dropped_no_runtime: c.dropped_no_runtime.load(Relaxed),
+            dropped_write_failed: c.dropped_write_failed.load(Relaxed),
+            writer_restarts: c.writer_restarts.load(Relaxed),
+        }
+    }
+
+    /// Starts the writer task on the current runtime; `None` without one.
+    fn start(&self) -> Option<mpsc::Sender<Snapshot>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        runtime.spawn(write_loop(
+            receiver,
+            self.conns.clone(),
+            self.counters.clone(),
+        ));
+        if self.counters.started.swap(true, Relaxed) {
+            self.counters.writer_restarts.fetch_add(1, Relaxed);
+            tracing::warn!("snapshot writer started again: its runtime had ended");
+        }
+        Some(sender)
+    }
+
+    /// Queues `snapshot` without waiting; counts and drops it if the queue
+    /// is full or there is no Tokio runtime to write it from.
     pub(crate) fn offer(&self, snapshot: Snapshot) {
-        let queue = self.queue.get_or_init(|| {
-            let runtime = tokio::runtime::Handle::try_current().ok()?;
-            let (sender, receiver) = mpsc::channel(QUEUE);
-            runtime.spawn(write_loop(receiver, self.conns.clone()));
-            Some(sender)
-        });
-        if let Some(queue) = queue {
-            // Full: this snapshot is dropped; a later one replaces it.
-            let _ = queue.try_send(snapshot);
+        // Held for a try_send: no await, no I/O. A panic cannot leave the
+        // slot inconsistent (it holds a sender or none).
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        // None yet, or its runtime ended: start one on this runtime.
+        if queue.as_ref().is_none_or(mpsc::Sender::is_closed) {
+            *queue = self.start();
+        }
+        let sent = match queue.as_ref() {
+            Some(sender) => sender.try_send(snapshot),
+            None => Err(mpsc::error::TrySendError::Closed(snapshot)),
+        };
+        match sent {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let (n, warn) = bump(&self.counters.dropped_queue_full);
+                if warn {
+                    tracing::warn!(
+                        dropped = n,
+                        queue = QUEUE,
+                        "snapshot dropped: the writer's queue is full"
+                    );
+                }
+            }
+            // No runtime, or the one just found is shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                let (n, warn) = bump(&self.counters.dropped_no_runtime);
+                if warn {
+                    tracing::warn!(
+                        dropped = n,
+                        "snapshot dropped: no Tokio runtime to write it from"
+                    );
+                }
+            }
         }
     }
 }
 
-/// Ends when the store (the sender) is dropped and the queue is drained.
-async fn write_loop(mut receiver: mpsc::Receiver<Snapshot>, conns: Arc<ConnPool>) {
+/// Ends when the store (the sender) is dropped and the queue is drained,
+/// or with its runtime.
+async fn write_loop(
+    mut receiver: mpsc::Receiver<Snapshot>,
+    conns: Arc<ConnPool>,
+    counters: Arc<Counters>,
+) {
     let mut batch: Vec<Snapshot> = Vec::new();
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -72,10 +172,19 @@ async fn write_loop(mut receiver: mpsc::Receiver<Snapshot>, conns: Arc<ConnPool>
         for snapshot in batch.drain(..) {
             newest.insert(snapshot.key().clone(), snapshot);
         }
+        let n = newest.len() as u64;
         // No connection or a failed write: these snapshots are dropped;
         // commands fold from the events (or an older snapshot) until a
         // later one is written.
-        let _ = save(&conns, newest.values()).await;
+        match save(&conns, newest.values()).await {
+            Ok(_) => {
+                counters.written.fetch_add(n, Relaxed);
+            }
+            Err(error) => {
+                let total = counters.dropped_write_failed.fetch_add(n, Relaxed) + n;
+                tracing::warn!(%error, snapshots = n, dropped = total, "snapshot write failed; the snapshots are dropped");
+            }
+        }
     }
 }
 

@@ -162,6 +162,14 @@ impl PostgresEventStore {
         self.notifier.listening()
     }
 
+    /// What the snapshot writer (shared by this store's clones) did:
+    /// snapshots written, and those dropped, by reason. A dropped snapshot
+    /// costs speed only; each drop is also a `tracing` warning (for a full
+    /// queue, at the 1st, 2nd, 4th, 8th... drop).
+    pub fn snapshot_stats(&self) -> crate::SnapshotStats {
+        self.snapshots.stats()
+    }
+
     /// Sessions kept by instances waiting for a subscription's lease.
     pub(crate) fn standby_sessions(
         &self,
@@ -699,9 +707,12 @@ fn record_from_row(
     let streams: Vec<String> = row.try_get(first + 1)?;
     let versions: Vec<i64> = row.try_get(first + 2)?;
     let events: i32 = row.try_get(first + 3)?;
-    let recorded_at = match row.try_get::<Option<i64>, _>(first + 4) {
-        Ok(Some(micros)) => from_micros(micros),
-        _ => UNIX_EPOCH,
+    // The append's reply has no time (its record only answers `repeat`
+    // and is never returned); a read's must: NULL or unreadable is an error.
+    let recorded_at = if row.len() > first + 4 {
+        from_micros(row.try_get::<i64, _>(first + 4)?)
+    } else {
+        UNIX_EPOCH
     };
     let bad = |what: &str| sqlx::Error::ColumnDecode {
         index: what.into(),

@@ -1956,3 +1956,74 @@ async fn stop_returns_within_its_grace_while_the_database_is_down() {
         "nothing was committed"
     );
 }
+
+/// A snapshot for the key `snap-{n}` over one stream.
+fn numbered_snapshot(n: u64) -> eventcore::Snapshot {
+    let key = eventcore::SnapshotKey::new("writer-test", "[]", &[stream(&format!("snap-{n}"))]);
+    eventcore::Snapshot::new(key, 1, vec![StreamVersion::new(n)], n.to_string())
+}
+
+/// Offers snapshots numbered from `*next` until `done` says the writer
+/// got there (each offer waits a little for the writer).
+async fn offer_until(
+    store: &PostgresEventStore,
+    next: &mut u64,
+    done: impl Fn(eventcore_postgres::SnapshotStats) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !done(store.snapshot_stats()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the snapshot writer never got there: {:?}",
+            store.snapshot_stats()
+        );
+        store.offer_snapshot(numbered_snapshot(*next));
+        *next += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Nothing the snapshot writer drops goes uncounted: a snapshot offered
+/// outside any runtime, a batch whose write fails; and a writer whose
+/// runtime ended is started again on the next one.
+#[test]
+fn the_snapshot_writer_counts_what_it_drops_and_outlives_its_runtime() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let store = first.block_on(support::fresh_store());
+    let mut next = 1;
+    first.block_on(offer_until(&store, &mut next, |s| s.written >= 1));
+    drop(first);
+
+    // No runtime at all: dropped, and counted.
+    store.offer_snapshot(numbered_snapshot(1_000));
+    assert_eq!(store.snapshot_stats().dropped_no_runtime, 1);
+
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let written = store.snapshot_stats().written;
+        offer_until(&store, &mut next, |s| s.written > written).await;
+        let stats = store.snapshot_stats();
+        assert_eq!(stats.writer_restarts, 1, "{stats:?}");
+
+        // A write that fails (the table gone for a moment): counted.
+        let sql = support::sql(&store);
+        sqlx::query("ALTER TABLE eventcore_snapshots RENAME TO eventcore_snapshots_away")
+            .execute(&sql)
+            .await
+            .unwrap();
+        offer_until(&store, &mut next, |s| s.dropped_write_failed >= 1).await;
+        sqlx::query("ALTER TABLE eventcore_snapshots_away RENAME TO eventcore_snapshots")
+            .execute(&sql)
+            .await
+            .unwrap();
+        let written = store.snapshot_stats().written;
+        offer_until(&store, &mut next, |s| s.written > written).await;
+        let stats = store.snapshot_stats();
+        assert_eq!(stats.dropped_queue_full, 0, "{stats:?}");
+        let last = store
+            .load_snapshot(numbered_snapshot(next - 1).key())
+            .await
+            .unwrap();
+        assert!(last.is_some(), "the writer writes again: {stats:?}");
+    });
+}

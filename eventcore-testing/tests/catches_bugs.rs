@@ -54,6 +54,8 @@ struct BrokenStore {
     log: Arc<Mutex<Vec<RecordedEvent>>>,
     commands: Arc<Mutex<HashMap<CommandId, CommandRecord>>>,
     checkpoints: eventcore_memory::InMemoryCheckpointStore,
+    cache: Arc<eventcore::StateCache>,
+    snapshots: Arc<Mutex<HashMap<eventcore::SnapshotKey, eventcore::Snapshot>>>,
 }
 
 impl BrokenStore {
@@ -63,6 +65,8 @@ impl BrokenStore {
             log: Arc::default(),
             commands: Arc::default(),
             checkpoints: eventcore_memory::InMemoryCheckpointStore::new(),
+            cache: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 }
@@ -290,6 +294,24 @@ impl EventStore for BrokenStore {
         let before = commands.len();
         commands.retain(|_, r| r.recorded_at >= cutoff);
         Ok((before - commands.len()) as u64)
+    }
+
+    fn state_cache(&self) -> Option<&eventcore::StateCache> {
+        Some(&self.cache)
+    }
+
+    async fn load_snapshot(
+        &self,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<Option<eventcore::Snapshot>, StoreError> {
+        Ok(self.snapshots.lock().unwrap().get(key).cloned())
+    }
+
+    fn offer_snapshot(&self, snapshot: eventcore::Snapshot) {
+        self.snapshots
+            .lock()
+            .unwrap()
+            .insert(snapshot.key().clone(), snapshot);
     }
 }
 
