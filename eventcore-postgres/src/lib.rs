@@ -41,7 +41,11 @@
 //!   and may be deleted; the immutability triggers cover events only.
 //! - **Append.** One call of the `eventcore_append` function, one round trip
 //!   and one implicit transaction. It takes a transaction-scoped advisory
-//!   lock per registered stream, in ascending order of lock key (so writers
+//!   lock per registered stream, on the two-integer form of the key (the
+//!   first names the schema and the purpose, so neither another eventcore
+//!   schema on the database nor an application's own advisory locks, which
+//!   usually take bigint keys, can collide with them; leases and the
+//!   migration lock are keyed the same way), in ascending order of lock key (so writers
 //!   over overlapping stream sets cannot deadlock, and writers to disjoint
 //!   streams never wait for each other), then checks every registered
 //!   stream's version, read-only participants included, and inserts all

@@ -56,11 +56,17 @@ const MIGRATIONS: &[Migration] = &[
         description: "fencing tokens of subscription leases",
         sql: include_str!("../migrations/0008_lease_tokens.sql"),
     },
+    Migration {
+        version: 9,
+        description: "advisory locks in a key space of their own",
+        sql: include_str!("../migrations/0009_lock_key_space.sql"),
+    },
 ];
 
-/// Advisory lock key that serialises concurrent migrations of one database
-/// ("eventcore" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6576_656e_7463_6f72;
+/// Advisory lock that serialises concurrent migrations of one database,
+/// on the two-integer form of the key (apart from the bigint keys
+/// applications use): "evco" and "migr" in ASCII.
+const MIGRATION_LOCK: (i32, i32) = (0x6576_636f, 0x6d69_6772);
 
 pub(crate) async fn migrate(
     conn: &mut PgConnection,
@@ -75,8 +81,9 @@ pub(crate) async fn migrate(
     };
     let setup = step(0, "lock and migration table");
     let mut tx = conn.begin().await.map_err(setup)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(MIGRATION_LOCK)
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(MIGRATION_LOCK.0)
+        .bind(MIGRATION_LOCK.1)
         .execute(&mut *tx)
         .await
         .map_err(step(0, "lock and migration table"))?;

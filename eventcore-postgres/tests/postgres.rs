@@ -129,7 +129,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
             .unwrap();
     assert_eq!(
         applied,
-        vec![1, 2, 3, 4, 5, 6, 7, 8],
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
         "each migration applied once"
     );
     stores[0]
@@ -160,7 +160,7 @@ async fn a_database_newer_than_the_crate_is_refused() {
             err,
             PostgresError::SchemaTooNew {
                 found: 999,
-                known: 8
+                known: 9
             }
         ),
         "{err:?}"
@@ -216,7 +216,7 @@ async fn hold_stream_lock(
     x: &eventcore::StreamId,
 ) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = support::sql(store).begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+    sqlx::query("SELECT eventcore_lock_streams(ARRAY[$1])")
         .bind(x.as_str())
         .execute(&mut *tx)
         .await
@@ -313,10 +313,10 @@ async fn an_exhausted_pool_is_transient() {
     )
     .await;
     let x = stream("x");
-    // Another session holds x's lock, so an append on the store's only
-    // connection waits: the store has no connection left for a read.
-    let other = support::fresh_store().await;
-    let holder = hold_stream_lock(&other, &x).await;
+    // Another session (the test's own, on the store's schema) holds x's
+    // lock, so an append on the store's only connection waits: the store
+    // has no connection left for a read.
+    let holder = hold_stream_lock(&store, &x).await;
     let (writer, wx) = (store.clone(), x.clone());
     let append = tokio::spawn(async move {
         let mut writes = StreamWrites::new();
@@ -1825,7 +1825,7 @@ async fn migrations_and_statements_are_traced() {
         .filter(|e| e.parent.as_deref() == Some("eventcore.migrate"))
         .map(|e| e.fields["version"].clone())
         .collect();
-    assert_eq!(applied, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+    assert_eq!(applied, ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
 
     let x = stream("traced");
     store.read_streams(std::slice::from_ref(&x)).await.unwrap();
@@ -2026,4 +2026,79 @@ fn the_snapshot_writer_counts_what_it_drops_and_outlives_its_runtime() {
             .unwrap();
         assert!(last.is_some(), "the writer writes again: {stats:?}");
     });
+}
+
+/// The store's advisory locks are its own: an application lock on the key
+/// the append used to take for a stream (a bigint), or the same stream
+/// locked in another schema, holds up neither appends nor leases, while
+/// the stream's lock in the same schema still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_locks_are_in_a_key_space_of_their_own() {
+    use sqlx::Connection;
+    let schema_a = support::unique_schema();
+    let a = support::store_with(support::config(schema_a.clone())).await;
+    let b = support::fresh_store().await;
+    let sql_a = support::sql(&a);
+    // The application's own locks on the keys the old code used: the
+    // stream's bigint key, and the old lease key.
+    let mut app = sql_a.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('shared-acct', 0))")
+        .execute(&mut *app)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_advisory_lock(hashtextextended(current_schema() || ':eventcore-subscription:' || 'locks', 0))",
+    )
+    .execute(&mut *app)
+    .await
+    .unwrap();
+    let credit = |store: PostgresEventStore| async move {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            execute(
+                &store,
+                Credit {
+                    account: stream("shared-acct"),
+                    amount: 1,
+                },
+            ),
+        )
+        .await
+    };
+    credit(a.clone())
+        .await
+        .expect("an application lock held up the append")
+        .unwrap();
+    let name = eventcore::SubscriptionName::try_new("locks").unwrap();
+    let lease = eventcore::SubscriptionLeases::try_acquire(&a, &name)
+        .await
+        .unwrap();
+    assert!(lease.is_some(), "an application lock held up the lease");
+    drop(lease);
+
+    // Schema A's lock on the stream, held in an open transaction.
+    let mut holder = sql_a.acquire().await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT eventcore_lock_streams(ARRAY['shared-acct'])")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    credit(b.clone())
+        .await
+        .expect("another schema's lock held up the append")
+        .unwrap();
+    // The same schema waits for it: the lock is real.
+    let waiting = tokio::spawn(credit(a.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the stream's lock was not taken");
+    tx.commit().await.unwrap();
+    waiting
+        .await
+        .unwrap()
+        .expect("the append waited past the lock's release")
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *app)
+        .await
+        .unwrap();
 }

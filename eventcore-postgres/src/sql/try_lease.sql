@@ -1,5 +1,5 @@
 WITH locked AS (
-    SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':eventcore-subscription:' || $1, 0)) AS got
+    SELECT pg_try_advisory_lock(hashtext(current_schema() || ':eventcore:lease'), hashtext($1)) AS got
 )
 INSERT INTO eventcore_leases AS l (name, token, holder_pid)
 SELECT $1, 1, pg_backend_pid() FROM locked WHERE locked.got
