@@ -486,15 +486,16 @@ fn cursor_param(
         .transpose()
 }
 
-/// The history, oldest first: `?after=c` pages forward from a cursor,
-/// `?before=c` backward; each page names the cursors around it (`next`
-/// for the events after it, `prev` for those before it), `null` at an
-/// end.
+/// The history, oldest first, as a JSON array of events: `?after=c` pages
+/// forward from a cursor, `?before=c` backward; the pages around it are in
+/// a `Link` header (RFC 8288), `rel="next"` for the events after it and
+/// `rel="prev"` for those before it, absent at an end.
 async fn account_events<S: EventStore + Clone + Send + Sync + 'static>(
     State(app): State<Arc<App<S>>>,
     Path(id): Path<String>,
+    uri: axum::http::Uri,
     raw: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<views::EventsPage>, Problem> {
+) -> Result<(HeaderMap, Json<Vec<views::EventView>>), Problem> {
     let account = account(&id)?;
     let query = query(raw, &["after", "before", "limit"])?;
     let limit = limit(&query)?;
@@ -553,13 +554,14 @@ async fn account_events<S: EventStore + Clone + Send + Sync + 'static>(
         ))),
         _ => None,
     };
-    Ok(Json(views::EventsPage {
-        account: id,
-        version: current.get(),
-        events: items,
-        next,
-        prev,
-    }))
+    let explicit_limit = query.contains_key("limit").then_some(limit);
+    let mut headers = HeaderMap::new();
+    if let Some(link) = views::page_links(uri.path(), explicit_limit, next, prev)
+        && let Ok(value) = HeaderValue::from_str(&link)
+    {
+        headers.insert(axum::http::header::LINK, value);
+    }
+    Ok((headers, Json(items)))
 }
 
 /// The read model, by account id: `?after=id&limit=n`.

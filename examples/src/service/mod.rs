@@ -36,8 +36,8 @@ use eventcore_postgres::PostgresEventStore;
 pub use problem::Problem;
 use tokio::{net::TcpListener, sync::Mutex};
 pub use views::{
-    AccountView, AccountsList, EventView, EventsPage, Health, TransferView, cursor, event_view,
-    parse_cursor, rfc3339,
+    AccountView, AccountsList, EventView, Health, TransferView, cursor, event_view, parse_cursor,
+    rfc3339,
 };
 
 /// The store the service runs on.

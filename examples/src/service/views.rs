@@ -115,21 +115,6 @@ pub fn event_view(recorded: &RecordedEvent, event: &BankEvent) -> EventView {
     view
 }
 
-/// A page of an account's history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventsPage {
-    /// The account.
-    pub account: String,
-    /// Its current version.
-    pub version: u64,
-    /// The page's events, oldest first.
-    pub events: Vec<EventView>,
-    /// The cursor of the events after this page (`?after=`), if any.
-    pub next: Option<String>,
-    /// The cursor of the events before this page (`?before=`), if any.
-    pub prev: Option<String>,
-}
-
 /// The two accounts of a transfer, after it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransferView {
@@ -166,6 +151,26 @@ fn dollars(amount: &crate::bank::domain::Amount) -> f64 {
 /// The cursor of a place in a history: opaque to clients.
 pub fn cursor(version: StreamVersion) -> String {
     format!("v{:x}", version.get())
+}
+
+/// The `Link` header (RFC 8288) of a page of `path`'s history: the page
+/// after it (`rel="next"`, `?after=`) and before it (`rel="prev"`,
+/// `?before=`), keeping the page size asked for; `None` when it has
+/// neither. Cursors are `v` and hex digits, so they need no escaping.
+pub fn page_links(
+    path: &str,
+    limit: Option<usize>,
+    next: Option<String>,
+    prev: Option<String>,
+) -> Option<String> {
+    let limit = limit.map(|l| format!("limit={l}&")).unwrap_or_default();
+    let links: Vec<String> = [(next, "after", "next"), (prev, "before", "prev")]
+        .into_iter()
+        .filter_map(|(cursor, param, rel)| {
+            cursor.map(|c| format!("<{path}?{limit}{param}={c}>; rel=\"{rel}\""))
+        })
+        .collect();
+    (!links.is_empty()).then(|| links.join(", "))
 }
 
 /// The version a cursor stands for, if `text` is one.
@@ -221,6 +226,28 @@ mod tests {
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789012Z");
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
         assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000000Z");
+    }
+
+    #[test]
+    fn page_links_name_the_pages_around() {
+        assert_eq!(page_links("/accounts/a/events", Some(2), None, None), None);
+        assert_eq!(
+            page_links(
+                "/accounts/a/events",
+                Some(2),
+                Some("v2".into()),
+                Some("v1".into())
+            )
+            .as_deref(),
+            Some(
+                "</accounts/a/events?limit=2&after=v2>; rel=\"next\", \
+                 </accounts/a/events?limit=2&before=v1>; rel=\"prev\""
+            )
+        );
+        assert_eq!(
+            page_links("/accounts/a/events", None, None, Some("v3".into())).as_deref(),
+            Some("</accounts/a/events?before=v3>; rel=\"prev\"")
+        );
     }
 
     #[test]

@@ -16,8 +16,28 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub replayed: bool,
+    /// The `Link` header, as sent.
+    pub link: Option<String>,
     pub text: String,
     pub json: Value,
+}
+
+impl Reply {
+    /// The target of the `Link` header's link with relation `rel`
+    /// (RFC 8288: `<target>; rel="rel"`, comma-separated).
+    pub fn link(&self, rel: &str) -> Option<String> {
+        let wanted = format!("rel=\"{rel}\"");
+        self.link.as_deref()?.split(',').find_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            params.split(';').any(|p| p.trim() == wanted).then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+        })
+    }
 }
 
 /// Sends one request on a new connection.
@@ -53,6 +73,11 @@ pub async fn send(
         .unwrap_or_default()
         .to_owned();
     let replayed = response.headers().contains_key("idempotent-replayed");
+    let link = response
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let bytes = response.into_body().collect().await?.to_bytes();
     let text = String::from_utf8(bytes.to_vec())?;
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -60,6 +85,7 @@ pub async fn send(
         status,
         content_type,
         replayed,
+        link,
         text,
         json,
     })

@@ -8,7 +8,7 @@ mod readme;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use client::{Service, postgres_store, sql};
+use client::{Reply, Service, postgres_store, sql};
 use eventcore::{Event, EventStore, StreamId, StreamVersion, StreamWrites};
 use eventcore_examples::{bank::domain::bank_invariant, service::Backend};
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
@@ -97,10 +97,10 @@ async fn every_endpoint_answers(service: &Service) {
     assert_eq!(r.json["to"]["balance"], json!(301.25));
     assert_eq!(r.json["to"]["version"], json!(12));
 
-    // The history, with the example's fields first.
+    // The history: a bare array of events, the example's fields first.
     let r = service.send("GET", "/accounts/acc-001/events", None).await;
     assert_eq!(r.status, 200);
-    let events = r.json["events"].as_array().expect("events");
+    let events = r.json.as_array().expect("the history is a JSON array");
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
@@ -123,55 +123,55 @@ async fn every_endpoint_answers(service: &Service) {
         assert!(e["correlation_id"].is_string());
         assert!(e["position"].as_u64().unwrap() >= 1);
     }
-    assert_eq!(
-        (&r.json["next"], &r.json["prev"]),
-        (&Value::Null, &Value::Null)
-    );
+    assert_eq!(r.link, None, "one page: no links");
 
-    // Paging: forward by threes through acc-002's 12 events, then back.
-    let mut seen = Vec::new();
-    let mut path = "/accounts/acc-002/events?limit=5".to_owned();
-    loop {
-        let r = service.send("GET", &path, None).await;
-        assert_eq!(r.status, 200, "{path}: {}", r.text);
-        seen.extend(
-            r.json["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["version"].as_u64().unwrap()),
-        );
-        match r.json["next"].as_str() {
-            Some(next) => path = format!("/accounts/acc-002/events?limit=5&after={next}"),
-            None => break,
-        }
-    }
-    assert_eq!(seen, (1..=12).collect::<Vec<u64>>());
-    let mut back = Vec::new();
-    let last_page = service
-        .send("GET", "/accounts/acc-002/events?limit=5&after=v7", None)
-        .await;
-    assert_eq!(last_page.json["events"].as_array().unwrap().len(), 5);
-    let mut prev = last_page.json["prev"].as_str().map(str::to_owned);
-    while let Some(cursor) = prev {
-        let r = service
-            .send(
-                "GET",
-                &format!("/accounts/acc-002/events?limit=5&before={cursor}"),
-                None,
-            )
-            .await;
-        let versions: Vec<u64> = r.json["events"]
+    let versions = |r: &Reply| -> Vec<u64> {
+        r.json
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("an array: {}", r.text))
             .iter()
             .map(|e| e["version"].as_u64().unwrap())
-            .collect();
-        back.splice(0..0, versions);
-        assert!(r.json["next"].is_string(), "a backward page points forward");
-        prev = r.json["prev"].as_str().map(str::to_owned);
+            .collect()
+    };
+    // Paging forward by fives through acc-002's 12 events, following the
+    // `Link` header's rel="next", then back by rel="prev".
+    let mut seen = Vec::new();
+    let mut path = "/accounts/acc-002/events?limit=5".to_owned();
+    let last_page = loop {
+        let r = service.send("GET", &path, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        seen.extend(versions(&r));
+        match r.link("next") {
+            Some(next) => {
+                assert!(
+                    next.starts_with("/accounts/acc-002/events?limit=5&after="),
+                    "{next}"
+                );
+                path = next;
+            }
+            None => break r,
+        }
+    };
+    assert_eq!(seen, (1..=12).collect::<Vec<u64>>());
+    assert_eq!(versions(&last_page), [11, 12]);
+    assert!(
+        last_page.link("prev").is_some(),
+        "the last page points back"
+    );
+    let mut back = versions(&last_page);
+    let mut prev = last_page.link("prev");
+    while let Some(path) = prev {
+        assert!(
+            path.starts_with("/accounts/acc-002/events?limit=5&before="),
+            "{path}"
+        );
+        let r = service.send("GET", &path, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        back.splice(0..0, versions(&r));
+        assert!(r.link("next").is_some(), "a backward page points forward");
+        prev = r.link("prev");
     }
-    assert_eq!(back, (1..=7).collect::<Vec<u64>>());
+    assert_eq!(back, (1..=12).collect::<Vec<u64>>());
 
     // The read model catches up with the write side.
     let list = wait_for_read_model(service, 2).await;
@@ -736,7 +736,7 @@ impl Event for FirstBank {
 async fn old_deposits_are_read(service: &Service) {
     let history = service.send("GET", "/accounts/old-1/events", None).await;
     assert_eq!(history.status, 200, "{}", history.text);
-    let events = history.json["events"].as_array().unwrap();
+    let events = history.json.as_array().unwrap();
     let amounts: Vec<(&Value, &Value)> = events[1..]
         .iter()
         .map(|e| (&e["amount"], &e["schema_version"]))
