@@ -12,7 +12,7 @@ use std::{
 };
 
 use eventcore::{
-    BoxError, EventContext, Handler, LogQuery, RetryPolicy, SubscriptionConfig, SubscriptionHandle,
+    BoxError, EventContext, LogQuery, RetryPolicy, SubscriptionConfig, SubscriptionHandle,
     SubscriptionName, subscribe,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
@@ -145,12 +145,13 @@ fn name() -> SubscriptionName {
     SubscriptionName::try_new(SUBSCRIPTION).unwrap_or_else(|_| unreachable!("a valid name"))
 }
 
-/// Applies events to the in-memory read model.
+/// Applies events to the in-memory read model, with the move of the
+/// checkpoint ([`eventcore_memory::ExactlyOnce`]).
 #[derive(Debug, Clone)]
-struct MemoryProjection(Arc<Mutex<BTreeMap<String, AccountRow>>>);
+struct MemoryRows(Arc<Mutex<BTreeMap<String, AccountRow>>>);
 
-impl Handler<BankEvent> for MemoryProjection {
-    async fn handle(&mut self, context: &EventContext, event: &BankEvent) -> Result<(), BoxError> {
+impl eventcore_memory::MemoryProjection<BankEvent> for MemoryRows {
+    fn apply(&mut self, context: &EventContext, event: &BankEvent) -> Result<(), BoxError> {
         let id = eventcore::Event::stream_id(event).as_str();
         let (owner, delta) = change(event);
         let mut rows = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,7 +180,11 @@ pub fn start_memory(
         store.clone(),
         checkpoints.clone(),
         name(),
-        MemoryProjection(rows.clone()),
+        eventcore_memory::ExactlyOnce::with_checkpoints(
+            checkpoints.clone(),
+            name(),
+            MemoryRows(rows.clone()),
+        ),
         config(),
     );
     (Accounts::Memory(rows), handle)

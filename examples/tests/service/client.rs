@@ -162,8 +162,15 @@ impl Service {
 
 /// A migrated PostgreSQL store in a schema of its own.
 pub async fn postgres_store() -> PostgresEventStore {
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run ./scripts/test");
     let schema = format!("bank_service_{}_{}", std::process::id(), fastrand::u32(..));
+    postgres_store_in(&schema).await
+}
+
+/// A migrated store on schema `schema`: called twice, two processes on one
+/// database.
+pub async fn postgres_store_in(schema: &str) -> PostgresEventStore {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run ./scripts/test");
+    let schema = schema.to_owned();
     let config = eventcore_postgres::PostgresConfig::default()
         .schema(eventcore_postgres::SchemaName::try_new(schema).expect("schema name"));
     let store = PostgresEventStore::connect_with(&url, config)

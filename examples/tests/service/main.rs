@@ -1132,3 +1132,88 @@ async fn shutdown_ends_within_its_grace_however_slow_a_client_is() {
         .expect("the service stopped within 10 s")
         .expect("a clean stop");
 }
+
+/// Two service instances on one database, as two processes would run: one
+/// holds the read model's lease, the other waits. The holder's lease
+/// session is killed again and again while deposits arrive through both,
+/// so the read model moves between them mid-page: every balance it shows
+/// still equals the write side's (nothing applied twice, nothing missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_database_keep_the_read_model_right_across_handovers() {
+    let schema = format!("bank_service_{}_{}", std::process::id(), fastrand::u32(..));
+    let first = client::postgres_store_in(&schema).await;
+    let a = Service::start(Backend::Postgres(first.clone())).await;
+    let b = Service::start(Backend::Postgres(client::postgres_store_in(&schema).await)).await;
+    let accounts = 8;
+    for i in 0..accounts {
+        let body = format!(r#"{{"type":"OpenAccount","owner":"owner {i}","initial_balance":10}}"#);
+        let r = a
+            .send("POST", &format!("/accounts/two-{i}"), Some(&body))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let pool = sql(&first).await;
+    let killer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut killed = 0;
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                let ended: Option<bool> = sqlx::query_scalar(
+                    "SELECT bool_or(pg_terminate_backend(holder_pid)) FROM eventcore_leases
+                     WHERE name = $1",
+                )
+                .bind(eventcore_examples::service::SUBSCRIPTION)
+                .fetch_one(&pool)
+                .await
+                .expect("end the lease's session");
+                killed += usize::from(ended == Some(true));
+            }
+            killed
+        })
+    };
+    // Deposits through both instances, 8 clients at once, so that pages
+    // of many events are under way when the lease moves.
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let clients: Vec<_> = (0..accounts)
+        .map(|i| {
+            let service = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for _ in 0..DEPOSITS {
+                    let r = service
+                        .send(
+                            "POST",
+                            &format!("/accounts/two-{i}"),
+                            Some(r#"{"type":"Deposit","amount":1}"#),
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{}", r.text);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let killed = killer.await.unwrap();
+    assert!(killed >= 2, "the lease moved only {killed} times");
+    let list = wait_for_read_model(&a, accounts).await;
+    let total: f64 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["balance"].as_f64().unwrap())
+        .sum();
+    let opened = f64::from(u32::try_from(accounts).unwrap());
+    assert_eq!(total, opened * (10.0 + f64::from(DEPOSITS)));
+    assert_eq!(wait_for_read_model(&b, accounts).await, list);
+    for service in [a, b] {
+        Arc::into_inner(service)
+            .expect("no client left")
+            .stop()
+            .await;
+    }
+}
+
+/// Deposits per account in the two-instance test.
+const DEPOSITS: u32 = 60;
