@@ -35,6 +35,22 @@ pub enum PostgresError {
         /// Highest version this crate ships.
         known: i64,
     },
+    /// A migration applied to the database is not the one this crate ships
+    /// under its number (its text was changed after it was released, or
+    /// the database was migrated by a fork): nothing was migrated.
+    #[error(
+        "migration {version} ({description}) applied to this database differs from the one this eventcore-postgres ships (checksum {found}, expected {expected}); refusing to migrate"
+    )]
+    MigrationChanged {
+        /// The migration's number.
+        version: i64,
+        /// What the migration does.
+        description: &'static str,
+        /// The checksum recorded when it was applied.
+        found: String,
+        /// The checksum of the text this crate ships.
+        expected: String,
+    },
 }
 
 /// SQLSTATEs after which the same statement may succeed: serialization

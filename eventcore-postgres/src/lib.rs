@@ -86,8 +86,17 @@
 //! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL in
 //!   one transaction under an advisory lock, recorded in its own
 //!   `eventcore_migrations` table (not sqlx's `_sqlx_migrations`, which the
-//!   application's own sqlx migrator owns). With
-//!   [`PostgresConfig::schema`] everything lives in that schema.
+//!   application's own sqlx migrator owns). Tables, indexes and triggers
+//!   are in numbered migrations that never change once released: each is
+//!   recorded with the SHA-256 of its text, and a database whose applied
+//!   migration differs from the one shipped under its number is refused
+//!   with [`PostgresError::MigrationChanged`]. Functions are defined once
+//!   each, in a file of their own (`functions/`), and made again, all of
+//!   them, whenever any text differs from the one recorded in
+//!   `eventcore_functions`, dropping older overloads first: a database
+//!   upgraded from any release ends with the same schema as a fresh one
+//!   (tested against the catalog). With [`PostgresConfig::schema`]
+//!   everything lives in that schema.
 //! - **Global order.** Positions come from an identity column, so writers do
 //!   not serialise on one global lock; but a position is taken before
 //!   commit, and a transaction can commit after one holding a higher

@@ -1,26 +1,13 @@
--- Advisory locks in a key space of their own (issue 20). The append's
--- stream locks were taken on one bigint key per stream id, the key space
--- applications use for their own advisory locks, and unqualified by
--- schema, so two eventcore schemas on one database, or an application's
--- lock, could collide with them. Every lock eventcore takes is now on the
--- two-integer form of the key, which PostgreSQL keeps apart from the
--- bigint one: the first integer names the schema and the purpose, the
--- second the stream (or the subscription, for leases).
-
-CREATE FUNCTION eventcore_lock_streams(p_streams text[]) RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    space integer := hashtext(current_schema() || ':eventcore:append');
-BEGIN
-    -- In one order, so that two appends over common streams cannot
-    -- deadlock.
-    PERFORM pg_advisory_xact_lock(space, l.key)
-    FROM (SELECT DISTINCT hashtext(s) AS key FROM unnest(p_streams) AS s ORDER BY 1) AS l;
-END
-$$;
-
--- As in 0007, with its locks taken by eventcore_lock_streams.
+-- Appends events to several streams atomically, if and only if every
+-- registered stream (p_streams, sorted and unique, read-only participants
+-- included) is at its expected version. The caller numbers the events
+-- (p_event_versions: expected version + 1, + 2, ... per stream, in order)
+-- and sends each event's id, metadata, correlation and causation ids and
+-- schema version. Returns at most one row: a version conflict
+-- (conflict_stream set) or, for a command id already recorded, its record
+-- (recorded_type set); either way nothing is written. Otherwise the command
+-- (p_command) is recorded with the events, in the same transaction. Stream
+-- locks are taken by eventcore_lock_streams.
 CREATE OR REPLACE FUNCTION eventcore_append(
     p_streams        text[],
     p_expected       bigint[],

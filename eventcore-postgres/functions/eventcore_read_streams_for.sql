@@ -1,0 +1,37 @@
+-- A read for a command with an id: the command's record if it is there
+-- (then the streams are not read), else the read, in one consistent view
+-- (a STABLE function sees one snapshot). A record row has no stream and
+-- its record in the last five columns: command type, streams, versions,
+-- events written, recorded_at in microseconds.
+CREATE OR REPLACE FUNCTION eventcore_read_streams_for(p_streams text[], p_command text)
+RETURNS TABLE (out_stream text, out_version bigint, out_position bigint, out_type text,
+               out_payload text, out_event_id uuid, out_recorded_at bigint,
+               out_correlation text, out_causation text, out_metadata text,
+               out_schema_version bigint,
+               out_command_type text, out_command_streams text[],
+               out_command_versions bigint[], out_command_events integer,
+               out_command_recorded_at bigint)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    RETURN QUERY
+        SELECT NULL::text, NULL::bigint, NULL::bigint, NULL::text, NULL::text, NULL::uuid,
+               NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bigint,
+               c.command_type, c.streams, c.versions, c.events_written,
+               (extract(epoch FROM c.recorded_at) * 1000000)::bigint
+        FROM eventcore_commands AS c
+        WHERE c.command_id = p_command;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT e.stream_id, e.stream_version, e.global_position, e.event_type, e.payload::text,
+               e.event_id, (extract(epoch FROM e.recorded_at) * 1000000)::bigint,
+               e.correlation_id, e.causation_id, e.metadata::text, e.schema_version,
+               NULL::text, NULL::text[], NULL::bigint[], NULL::integer, NULL::bigint
+        FROM eventcore_events AS e
+        WHERE e.stream_id = ANY (p_streams)
+        ORDER BY e.global_position;
+END
+$$;
