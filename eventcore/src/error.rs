@@ -241,13 +241,71 @@ pub enum StoreError {
     },
 }
 
+/// What kind of failure a [`StoreError`] is: the few cases a caller
+/// branches on, whatever variant (and detail) the error has.
+///
+/// ```
+/// use eventcore::{StoreError, StoreErrorKind};
+/// let error = StoreError::InvalidMetadata { reason: "too large" };
+/// assert_eq!(error.kind(), StoreErrorKind::InvalidInput);
+/// assert!(!error.is_retryable());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// A stream was not at the expected version: read again and retry.
+    Conflict,
+    /// The write (or a read's request) is refused as given: an undeclared
+    /// stream, a payload or name no store can keep, an event that would
+    /// not read back. Nothing was written; retrying the same input fails
+    /// the same way.
+    InvalidInput,
+    /// A stored event cannot be read as the requested type (it does not
+    /// deserialise, or its schema version has no upcaster). Never skipped.
+    Unreadable,
+    /// A command id already recorded for another command.
+    CommandIdReused,
+    /// A subscription's lease was taken over by another instance.
+    LeaseLost,
+    /// The store does not implement what was asked.
+    Unsupported,
+    /// A failure that may pass when tried again (a lost connection).
+    Transient,
+    /// Any other failure of the store's backend.
+    Backend,
+}
+
 impl StoreError {
+    /// The kind of failure: what a caller branches on.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::VersionConflict { .. } => StoreErrorKind::Conflict,
+            StoreError::UndeclaredStream { .. }
+            | StoreError::ConflictingExpectation { .. }
+            | StoreError::NulCharacter { .. }
+            | StoreError::InvalidEventType { .. }
+            | StoreError::InvalidMetadata { .. }
+            | StoreError::PayloadTooLarge { .. }
+            | StoreError::Serialize { .. }
+            | StoreError::WouldNotDecode { .. }
+            | StoreError::VersionOverflow { .. } => StoreErrorKind::InvalidInput,
+            StoreError::Deserialize { .. } | StoreError::Upcast { .. } => {
+                StoreErrorKind::Unreadable
+            }
+            StoreError::CommandIdReused { .. } => StoreErrorKind::CommandIdReused,
+            StoreError::LeaseLost { .. } => StoreErrorKind::LeaseLost,
+            StoreError::Unsupported { .. } => StoreErrorKind::Unsupported,
+            StoreError::Transient { .. } => StoreErrorKind::Transient,
+            StoreError::Backend { .. } => StoreErrorKind::Backend,
+        }
+    }
+
     /// Whether retrying the whole read-decide-append cycle may succeed:
     /// version conflicts and transient failures.
     pub fn is_retryable(&self) -> bool {
         matches!(
-            self,
-            StoreError::VersionConflict { .. } | StoreError::Transient { .. }
+            self.kind(),
+            StoreErrorKind::Conflict | StoreErrorKind::Transient
         )
     }
 }
@@ -365,4 +423,81 @@ pub enum ExecuteError<E = Refusal> {
     /// that cannot be stored).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreError, StoreErrorKind};
+    use crate::{StreamId, StreamVersion};
+
+    #[test]
+    fn kinds_sort_errors_into_what_callers_branch_on() {
+        let stream = StreamId::try_new("s").unwrap();
+        let cases = [
+            (
+                StoreError::VersionConflict {
+                    stream_id: stream.clone(),
+                    expected: StreamVersion::new(1),
+                    actual: StreamVersion::new(2),
+                },
+                StoreErrorKind::Conflict,
+                true,
+            ),
+            (
+                StoreError::PayloadTooLarge {
+                    stream_id: stream.clone(),
+                    event_type: "E".into(),
+                    size: 2,
+                    limit: 1,
+                },
+                StoreErrorKind::InvalidInput,
+                false,
+            ),
+            (
+                StoreError::VersionOverflow {
+                    stream_id: stream.clone(),
+                    version: StreamVersion::new(u64::MAX),
+                },
+                StoreErrorKind::InvalidInput,
+                false,
+            ),
+            (
+                StoreError::Upcast {
+                    stream_id: stream,
+                    version: StreamVersion::new(1),
+                    event_type: "E".into(),
+                    schema_version: 3,
+                    current: 2,
+                    source: "newer".into(),
+                },
+                StoreErrorKind::Unreadable,
+                false,
+            ),
+            (
+                StoreError::Unsupported { what: "snapshots" },
+                StoreErrorKind::Unsupported,
+                false,
+            ),
+            (
+                StoreError::Transient {
+                    operation: "read",
+                    source: "lost".into(),
+                },
+                StoreErrorKind::Transient,
+                true,
+            ),
+            (
+                StoreError::Backend {
+                    operation: "read",
+                    source: "disk".into(),
+                },
+                StoreErrorKind::Backend,
+                false,
+            ),
+        ];
+        for (error, kind, retryable) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.is_retryable(), retryable, "{error}");
+        }
+    }
 }

@@ -28,7 +28,7 @@ mod writes;
 pub use applied::{CommandLookup, CommandRecord};
 pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
-pub use error::{BoxError, ExecuteError, Refusal, StoreError};
+pub use error::{BoxError, ExecuteError, Refusal, StoreError, StoreErrorKind};
 pub use event::Event;
 
 /// Implements [`Event`] for an enum: each variant's stream is its field

@@ -5,7 +5,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use eventcore::{ExecuteError, StoreError};
+use eventcore::{ExecuteError, StoreError, StoreErrorKind};
 use serde::Serialize;
 
 use crate::bank::{domain::BankError, money};
@@ -67,16 +67,14 @@ impl Problem {
     /// reached or failed, 500 for anything else (an event that cannot be
     /// read, say).
     pub fn from_store(error: &StoreError) -> Self {
-        match error {
-            StoreError::Transient { .. } | StoreError::Backend { .. } => {
-                Problem::unavailable(error)
-            }
-            StoreError::CommandIdReused { .. } => Problem::new(
+        match error.kind() {
+            StoreErrorKind::Transient | StoreErrorKind::Backend => Problem::unavailable(error),
+            StoreErrorKind::CommandIdReused => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
                 "this Idempotency-Key was used for a different request",
             ),
-            other => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", chain(other)),
+            _ => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", chain(error)),
         }
     }
 
