@@ -7,9 +7,6 @@ use sqlx::{Connection, Row};
 
 use crate::{PostgresEventStore, conn::Session, error::store_error};
 
-/// Sessions of instances waiting for a lease, by subscription name.
-pub(crate) type Standby = std::collections::HashMap<SubscriptionName, Session>;
-
 const LOAD: &str = include_str!("sql/load_checkpoint.sql");
 const SAVE: &str = include_str!("sql/save_checkpoint.sql");
 const TRY_LEASE: &str = include_str!("sql/try_lease.sql");

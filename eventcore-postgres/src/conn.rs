@@ -81,6 +81,9 @@ impl Drop for SessionSlot {
     }
 }
 
+/// Sessions of instances waiting for a subscription's lease, by name.
+pub(crate) type Standby = std::collections::HashMap<eventcore::SubscriptionName, Session>;
+
 /// A connection of its own for a long-lived session, counted in the
 /// pool's size; closing it (dropping it) gives the slot back.
 #[derive(Debug)]

@@ -141,6 +141,7 @@ mod conn;
 mod error;
 mod notify;
 mod projection;
+mod rows;
 mod schema;
 mod snapshots;
 mod store;

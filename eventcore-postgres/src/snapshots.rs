@@ -259,7 +259,7 @@ pub(crate) async fn read_from_for(
                 .bind(command_id.as_str()),
         )
         .await?;
-    crate::store::lookup(command_id, &rows, 13, || decode_read_from(key, &rows))
+    crate::rows::lookup(command_id, &rows, 13, || decode_read_from(key, &rows))
         .map_err(|e| store_error("read_from_snapshot", e))
 }
 
@@ -294,7 +294,7 @@ fn decode_read_from(
                     after[i] = StreamVersion::new(u64::try_from(from).unwrap_or(0));
                 }
             }
-            (Some(_), Some(_)) => events.push(crate::store::decode_event_row(row, &mut versions)?),
+            (Some(_), Some(_)) => events.push(crate::rows::decode_event_row(row, &mut versions)?),
         }
     }
     Ok(SnapshotRead::new(

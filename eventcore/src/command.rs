@@ -341,6 +341,19 @@ macro_rules! require {
     };
 }
 
+/// Folds `events` into `state`; shared by both execute paths.
+pub(crate) fn fold<C: CommandLogic>(
+    command: &C,
+    mut state: C::State,
+    events: &[crate::RecordedEvent],
+) -> Result<C::State, crate::StoreError> {
+    for recorded in events {
+        let event: C::Event = recorded.decode()?;
+        state = command.apply(state, &event);
+    }
+    Ok(state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::own_name;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use crate::{
     CommandLogic, CommandLookup, EventStore, ExecuteError, ExecutionResult, Metadata, Snapshot,
     SnapshotKey, StateCache, StateKey, StoreError, StreamId, StreamVersion,
-    attempt::{Attempt, End, Target, retry_or_end},
     cache::{Count, Entry, EntryKey},
-    execute::fold,
+    command::fold,
+    target::{Attempt, End, Target, retry_or_end},
 };
 
 /// A declared command's state and what it covers.
@@ -176,7 +176,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                     if let Some(cache) = self.cache {
                         cache.remove(&self.entry_key);
                     }
-                    return Ok(Ok(crate::execute::appended(outcome)));
+                    return Ok(Ok(crate::target::appended(outcome)));
                 }
                 Ok(outcome) => {
                     let mut state = k.state;
@@ -192,7 +192,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                         sized: k.sized,
                     };
                     self.keep(self.maybe_snapshot(target.store, done));
-                    return Ok(Ok(crate::execute::appended(outcome)));
+                    return Ok(Ok(crate::target::appended(outcome)));
                 }
                 Err(StoreError::VersionConflict { .. }) if !k.verified => {
                     if let Err(e) = self.catch_up(target, command, &mut k).await? {

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::{
-    CausationId, CommandId, CommandLogic, CorrelationId, EventStore, ExecuteError, Metadata,
-    RetryPolicy, StreamId, StreamVersion,
-    attempt::{Attempt, End, Target, retry_or_end},
+    CausationId, CommandId, CommandLogic, CorrelationId, EventStore, ExecuteError, ExecutionResult,
+    Metadata, RetryPolicy, StreamId, StreamVersion,
+    command::fold,
     declared::Declared,
+    target::{Attempt, End, Target, appended, retry_or_end},
 };
 
 /// How [`execute_with`] runs a command: its [`RetryPolicy`], the
@@ -106,34 +107,6 @@ impl From<RetryPolicy> for ExecuteOptions {
 impl From<&RetryPolicy> for ExecuteOptions {
     fn from(policy: &RetryPolicy) -> Self {
         ExecuteOptions::new().with_policy(policy.clone())
-    }
-}
-
-/// What a successful [`execute`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ExecutionResult {
-    /// How many read-decide-append cycles ran (1 when no retry was needed).
-    pub attempts: u32,
-    /// Every declared stream with its version after the command, sorted by
-    /// stream id.
-    pub stream_versions: Vec<(StreamId, StreamVersion)>,
-    /// How many events the command appended (0 for an empty decision).
-    pub events_written: usize,
-    /// Whether the command's id ([`ExecuteOptions::with_command_id`]) was
-    /// already recorded for it: then this call wrote nothing, and
-    /// `stream_versions` and `events_written` are those of the execution
-    /// that recorded it.
-    pub already_applied: bool,
-}
-
-impl ExecutionResult {
-    /// The version of a declared stream after the command.
-    pub fn version_of(&self, stream_id: &StreamId) -> Option<StreamVersion> {
-        self.stream_versions
-            .binary_search_by(|(id, _)| id.cmp(stream_id))
-            .ok()
-            .map(|i| self.stream_versions[i].1)
     }
 }
 
@@ -373,16 +346,6 @@ where
     }
 }
 
-/// The result of an append, for `execute` to return.
-pub(crate) fn appended(outcome: crate::AppendOutcome) -> ExecutionResult {
-    ExecutionResult {
-        attempts: 0,
-        stream_versions: outcome.stream_versions,
-        events_written: outcome.events_written,
-        already_applied: outcome.already_applied,
-    }
-}
-
 /// How many rounds of reads [`CommandLogic::discover_streams`] may ask for
 /// in one attempt before `execute` gives up with
 /// [`ExecuteError::TooManyDiscoveryRounds`].
@@ -466,17 +429,4 @@ fn versions_of(streams: &[StreamId], read: &crate::StreamReads) -> Vec<(StreamId
         .iter()
         .map(|s| (s.clone(), read.version(s).unwrap_or(StreamVersion::INITIAL)))
         .collect()
-}
-
-/// Folds `events` into `state`; shared by both execute paths.
-pub(crate) fn fold<C: CommandLogic>(
-    command: &C,
-    mut state: C::State,
-    events: &[crate::RecordedEvent],
-) -> Result<C::State, crate::StoreError> {
-    for recorded in events {
-        let event: C::Event = recorded.decode()?;
-        state = command.apply(state, &event);
-    }
-    Ok(state)
 }

@@ -5,31 +5,32 @@
 #[doc(hidden)]
 #[path = "derive_support.rs"]
 pub mod __derive;
-mod applied;
-mod attempt;
 mod cache;
 mod command;
 mod declared;
 mod error;
 mod event;
 mod execute;
-mod gate;
+mod lease;
 mod log;
 mod metadata;
+mod queue;
 mod reads;
+mod record;
 mod retry;
 mod snapshot;
 mod state;
 mod store;
 mod stream;
 mod subscription;
+mod target;
 mod writes;
 
-pub use applied::{CommandLookup, CommandRecord};
 pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
 pub use error::{BoxError, ExecuteError, Refusal, StoreError, StoreErrorKind};
 pub use event::Event;
+pub use record::{CommandLookup, CommandRecord};
 
 /// Implements [`Event`] for an enum: each variant's stream is its field
 /// marked `#[stream]` (or, for every variant at once, the field named by
@@ -123,20 +124,22 @@ pub use eventcore_macros::Event;
 /// ```
 #[cfg(feature = "derive")]
 pub use eventcore_macros::Command;
-pub use execute::{ExecuteOptions, ExecutionResult, MAX_DISCOVERY_ROUNDS, execute, execute_with};
-pub use gate::CommandQueue;
+pub use execute::{ExecuteOptions, MAX_DISCOVERY_ROUNDS, execute, execute_with};
+pub use lease::{LeaseToken, SubscriptionName, SubscriptionNameError};
 pub use log::{EventLog, LogPage, LogQuery, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};
+pub use queue::CommandQueue;
 pub use reads::{Decode, RecordedEvent, StreamReads};
 pub use retry::RetryPolicy;
 pub use snapshot::{Snapshot, SnapshotKey, SnapshotRead};
 pub use state::StateKey;
-pub use store::{AppendOutcome, EventStore};
+pub use store::EventStore;
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};
 pub use subscription::{
-    CheckpointStore, EventContext, Handler, LeaseToken, OnHandlerError, SKIPPED_KEPT,
-    SubscriptionConfig, SubscriptionError, SubscriptionHandle, SubscriptionLeases,
-    SubscriptionName, SubscriptionNameError, SubscriptionReport, handler_fn, subscribe,
+    CheckpointStore, EventContext, Handler, OnHandlerError, SKIPPED_KEPT, SubscriptionConfig,
+    SubscriptionError, SubscriptionHandle, SubscriptionLeases, SubscriptionReport, handler_fn,
+    subscribe,
 };
+pub use target::ExecutionResult;
 pub use uuid::Uuid;
-pub use writes::{PendingEvent, StreamWrites};
+pub use writes::{AppendOutcome, PendingEvent, StreamWrites};

@@ -145,22 +145,6 @@ impl Metadata {
         Self::default()
     }
 
-    /// Metadata for what a handler writes because of `event`: the event's
-    /// correlation id (its own id if it has none) and the event's id as
-    /// causation id. Values are not carried over.
-    pub fn caused_by(event: &crate::RecordedEvent) -> Self {
-        let correlation_id = event
-            .metadata()
-            .correlation_id()
-            .cloned()
-            .unwrap_or_else(|| CorrelationId::from(event.event_id()));
-        Metadata {
-            correlation_id: Some(correlation_id),
-            causation_id: Some(CausationId::from(event.event_id())),
-            values: Map::new(),
-        }
-    }
-
     /// Sets the correlation id.
     pub fn with_correlation_id(mut self, id: CorrelationId) -> Self {
         self.correlation_id = Some(id);

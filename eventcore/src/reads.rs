@@ -253,3 +253,20 @@ impl StreamReads {
         (self.versions, self.events)
     }
 }
+/// What a recorded event hands on to what is written because of it. Here,
+/// with the event, so that metadata does not depend on reads.
+impl Metadata {
+    /// Metadata for what a handler writes because of `event`: the event's
+    /// correlation id (its own id if it has none) and the event's id as
+    /// causation id. Values are not carried over.
+    pub fn caused_by(event: &RecordedEvent) -> Self {
+        let correlation_id = event
+            .metadata()
+            .correlation_id()
+            .cloned()
+            .unwrap_or_else(|| crate::CorrelationId::from(event.event_id()));
+        Metadata::new()
+            .with_correlation_id(correlation_id)
+            .with_causation_id(crate::CausationId::from(event.event_id()))
+    }
+}

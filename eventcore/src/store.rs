@@ -3,35 +3,9 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use crate::{
-    CommandId, CommandLookup, CommandQueue, CommandRecord, Snapshot, SnapshotKey, SnapshotRead,
-    StateCache, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CommandId, CommandLookup, CommandQueue, CommandRecord, Snapshot, SnapshotKey,
+    SnapshotRead, StateCache, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
 };
-
-/// What a successful append did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AppendOutcome {
-    /// Every registered stream with its version after the append, sorted by
-    /// stream id (read-only participants keep their expected version).
-    pub stream_versions: Vec<(StreamId, StreamVersion)>,
-    /// How many events were appended.
-    pub events_written: usize,
-    /// Whether the write carried a command id that was already recorded for
-    /// the same command: then nothing was written, and the versions and
-    /// event count are those of the append that recorded it.
-    pub already_applied: bool,
-}
-
-impl AppendOutcome {
-    /// Assembles an outcome; for store implementations.
-    pub fn new(stream_versions: Vec<(StreamId, StreamVersion)>, events_written: usize) -> Self {
-        AppendOutcome {
-            stream_versions,
-            events_written,
-            already_applied: false,
-        }
-    }
-}
 
 /// A backend that stores event streams.
 ///

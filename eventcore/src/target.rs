@@ -1,5 +1,6 @@
-//! What one attempt of the execute loop may end in, and the store calls it
-//! makes, which look the command id up when there is one.
+//! The target of an execution: the store calls one attempt of the execute
+//! loop makes (which look the command id up when there is one), what an
+//! attempt may end in, and what a successful execution returns.
 
 use tracing::Instrument;
 
@@ -186,5 +187,43 @@ impl<S: EventStore> Target<'_, S> {
             span.record("error", tracing::field::display(e));
         }
         appended
+    }
+}
+
+/// What a successful [`execute`](crate::execute) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExecutionResult {
+    /// How many read-decide-append cycles ran (1 when no retry was needed).
+    pub attempts: u32,
+    /// Every declared stream with its version after the command, sorted by
+    /// stream id.
+    pub stream_versions: Vec<(StreamId, StreamVersion)>,
+    /// How many events the command appended (0 for an empty decision).
+    pub events_written: usize,
+    /// Whether the command's id ([`ExecuteOptions::with_command_id`](crate::ExecuteOptions::with_command_id)) was
+    /// already recorded for it: then this call wrote nothing, and
+    /// `stream_versions` and `events_written` are those of the execution
+    /// that recorded it.
+    pub already_applied: bool,
+}
+
+impl ExecutionResult {
+    /// The version of a declared stream after the command.
+    pub fn version_of(&self, stream_id: &StreamId) -> Option<StreamVersion> {
+        self.stream_versions
+            .binary_search_by(|(id, _)| id.cmp(stream_id))
+            .ok()
+            .map(|i| self.stream_versions[i].1)
+    }
+}
+
+/// The result of an append, for `execute` to return.
+pub(crate) fn appended(outcome: AppendOutcome) -> ExecutionResult {
+    ExecutionResult {
+        attempts: 0,
+        stream_versions: outcome.stream_versions,
+        events_written: outcome.events_written,
+        already_applied: outcome.already_applied,
     }
 }
