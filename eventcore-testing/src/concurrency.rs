@@ -242,7 +242,9 @@ impl<C: Debug> std::error::Error for ConcurrencyFailure<C> {}
 /// Stream versions, sorted by stream id.
 type Versions = Vec<(StreamId, StreamVersion)>;
 
-/// Wraps the store for one command: perturbs, and records the last read.
+/// Wraps the store for one command: perturbs, and records what the
+/// command decided on (its last read, or the versions its last append
+/// expects).
 struct Recorder<'a, S> {
     inner: &'a S,
     rng: Mutex<fastrand::Rng>,
@@ -282,12 +284,49 @@ async fn yields(n: u32) {
     }
 }
 
-impl<S: EventStore> EventStore for Recorder<'_, S> {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+impl<S> Recorder<'_, S> {
+    /// Records the versions a read saw (the state the command decides on).
+    fn observe(&self, versions: &[(StreamId, StreamVersion)]) {
+        *self.observed.lock().unwrap_or_else(|p| p.into_inner()) = versions.to_vec();
+    }
+
+    /// Records the versions of a read for a command id that found no record.
+    fn observe_lookup<T>(
+        &self,
+        found: &eventcore::CommandLookup<T>,
+        versions: impl Fn(&T) -> &[(StreamId, StreamVersion)],
+    ) {
+        if let eventcore::CommandLookup::NotRecorded(read) = found {
+            self.observe(versions(read));
+        }
+    }
+
+    /// The perturbation before a read.
+    async fn before_read(&self) {
         let (n, _) = self.draw_yields();
         yields(n).await;
+    }
+}
+
+/// Every method forwarded, so that commands run through the paths of the
+/// store under test (its state cache, its command queue, its reads for a
+/// command id, its snapshots); the lint catches one forgotten.
+#[deny(clippy::missing_trait_methods)]
+impl<S: EventStore> EventStore for Recorder<'_, S> {
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+        self.before_read().await;
         let read = self.inner.read_streams(streams).await?;
-        *self.observed.lock().unwrap_or_else(|p| p.into_inner()) = read.versions().to_vec();
+        self.observe(read.versions());
+        Ok(read)
+    }
+
+    async fn read_tails(
+        &self,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<StreamReads, StoreError> {
+        self.before_read().await;
+        let read = self.inner.read_tails(held).await?;
+        self.observe(read.versions());
         Ok(read)
     }
 
@@ -308,6 +347,11 @@ impl<S: EventStore> EventStore for Recorder<'_, S> {
                 .unwrap_or_else(|p| p.into_inner())
                 .push((writes.expected_versions().to_vec(), resulting));
         }
+        // What the decision was made on: every stream the append registers,
+        // at the version it expects. A command with a kept state appends
+        // without reading at all, and a discovering one read in rounds; the
+        // append names them all.
+        self.observe(writes.expected_versions());
         let outcome = self.inner.append(writes).await?;
         if self.draw_lost_reply() {
             return Err(StoreError::Transient {
@@ -323,6 +367,72 @@ impl<S: EventStore> EventStore for Recorder<'_, S> {
         command_id: &eventcore::CommandId,
     ) -> Result<Option<eventcore::CommandRecord>, StoreError> {
         self.inner.find_command(command_id).await
+    }
+
+    async fn read_streams_for(
+        &self,
+        command_id: &eventcore::CommandId,
+        streams: &[StreamId],
+    ) -> Result<eventcore::CommandLookup<StreamReads>, StoreError> {
+        self.before_read().await;
+        let found = self.inner.read_streams_for(command_id, streams).await?;
+        self.observe_lookup(&found, StreamReads::versions);
+        Ok(found)
+    }
+
+    async fn read_tails_for(
+        &self,
+        command_id: &eventcore::CommandId,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<eventcore::CommandLookup<StreamReads>, StoreError> {
+        self.before_read().await;
+        let found = self.inner.read_tails_for(command_id, held).await?;
+        self.observe_lookup(&found, StreamReads::versions);
+        Ok(found)
+    }
+
+    async fn read_from_snapshot_for(
+        &self,
+        command_id: &eventcore::CommandId,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<eventcore::CommandLookup<eventcore::SnapshotRead>, StoreError> {
+        self.before_read().await;
+        let found = self.inner.read_from_snapshot_for(command_id, key).await?;
+        self.observe_lookup(&found, |r: &eventcore::SnapshotRead| r.read.versions());
+        Ok(found)
+    }
+
+    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.inner.prune_commands(older_than).await
+    }
+
+    fn state_cache(&self) -> Option<&eventcore::StateCache> {
+        self.inner.state_cache()
+    }
+
+    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
+        self.inner.command_queue()
+    }
+
+    async fn load_snapshot(
+        &self,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<Option<eventcore::Snapshot>, StoreError> {
+        self.inner.load_snapshot(key).await
+    }
+
+    async fn read_from_snapshot(
+        &self,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<eventcore::SnapshotRead, StoreError> {
+        self.before_read().await;
+        let read = self.inner.read_from_snapshot(key).await?;
+        self.observe(read.read.versions());
+        Ok(read)
+    }
+
+    fn offer_snapshot(&self, snapshot: eventcore::Snapshot) {
+        self.inner.offer_snapshot(snapshot);
     }
 }
 

@@ -46,6 +46,9 @@ enum Flaw {
     /// A filtered page of the global log says it looked at the whole log
     /// even when it stopped at its limit.
     NextPastMatches,
+    /// Finds command records with `find_command`, but its reads for a
+    /// command id (the path `execute` takes) never do.
+    ReadsMissRecords,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +108,16 @@ impl eventcore::SubscriptionLeases for BrokenStore {
 
     async fn still_held(&self, lease: &mut Self::Lease) -> Result<bool, StoreError> {
         self.checkpoints.still_held(lease).await
+    }
+}
+
+impl BrokenStore {
+    /// The record a read for `command_id` finds: none with `ReadsMissRecords`.
+    fn record_seen_by_reads(&self, command_id: &CommandId) -> Option<CommandRecord> {
+        if self.flaw == Flaw::ReadsMissRecords {
+            return None;
+        }
+        self.commands.lock().unwrap().get(command_id).cloned()
     }
 }
 
@@ -208,7 +221,8 @@ impl EventStore for BrokenStore {
             | Flaw::DropsMetadata
             | Flaw::DropsSchemaVersions
             | Flaw::ForgetsCommands
-            | Flaw::NextPastMatches => {
+            | Flaw::NextPastMatches
+            | Flaw::ReadsMissRecords => {
                 let mut log = self.log.lock().unwrap();
                 let mut commands = self.commands.lock().unwrap();
                 if let Some((id, _)) = writes.command()
@@ -298,6 +312,45 @@ impl EventStore for BrokenStore {
 
     fn state_cache(&self) -> Option<&eventcore::StateCache> {
         Some(&self.cache)
+    }
+
+    async fn read_streams_for(
+        &self,
+        command_id: &CommandId,
+        streams: &[StreamId],
+    ) -> Result<eventcore::CommandLookup<StreamReads>, StoreError> {
+        if let Some(record) = self.record_seen_by_reads(command_id) {
+            return Ok(eventcore::CommandLookup::Recorded(record));
+        }
+        Ok(eventcore::CommandLookup::NotRecorded(
+            self.read_streams(streams).await?,
+        ))
+    }
+
+    async fn read_tails_for(
+        &self,
+        command_id: &CommandId,
+        held: &[(StreamId, StreamVersion)],
+    ) -> Result<eventcore::CommandLookup<StreamReads>, StoreError> {
+        if let Some(record) = self.record_seen_by_reads(command_id) {
+            return Ok(eventcore::CommandLookup::Recorded(record));
+        }
+        Ok(eventcore::CommandLookup::NotRecorded(
+            self.read_tails(held).await?,
+        ))
+    }
+
+    async fn read_from_snapshot_for(
+        &self,
+        command_id: &CommandId,
+        key: &eventcore::SnapshotKey,
+    ) -> Result<eventcore::CommandLookup<eventcore::SnapshotRead>, StoreError> {
+        if let Some(record) = self.record_seen_by_reads(command_id) {
+            return Ok(eventcore::CommandLookup::Recorded(record));
+        }
+        Ok(eventcore::CommandLookup::NotRecorded(
+            self.read_from_snapshot(key).await?,
+        ))
     }
 
     async fn load_snapshot(
@@ -439,6 +492,21 @@ where
     C: CommandLogic + Clone + std::fmt::Debug + 'static,
     F: Fn() -> S,
 {
+    checker_catches_with(&ConcurrencyConfig::default(), make_store, setup, batch).await
+}
+
+/// As [`checker_catches`], under `config`.
+async fn checker_catches_with<S, C, F>(
+    config: &ConcurrencyConfig,
+    make_store: F,
+    setup: Vec<C>,
+    batch: impl Strategy<Value = Vec<C>>,
+) -> Vec<String>
+where
+    S: EventStore + Clone + 'static,
+    C: CommandLogic + Clone + std::fmt::Debug + 'static,
+    F: Fn() -> S,
+{
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut runner = TestRunner::deterministic();
     let mut seed = 0;
@@ -453,7 +521,7 @@ where
             &setup,
             &commands,
             seed,
-            &ConcurrencyConfig::default(),
+            config,
             ledger_invariant,
         )
         .await
@@ -486,6 +554,47 @@ async fn losing_events_under_concurrency_is_caught() {
             .any(|v| lost_or_duplicated.iter().any(|m| v.contains(m))),
         "{violations:#?}"
     );
+}
+
+/// The checker runs commands through the store's own reads for a command
+/// id (not defaults built on `find_command`): a store whose reads miss the
+/// records that `find_command` finds applies a command twice after a lost
+/// reply, and is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_that_miss_command_records_are_caught() {
+    let config = ConcurrencyConfig::default()
+        .with_lost_reply_rate(0.3)
+        .with_command_ids(true);
+    let violations = checker_catches_with(
+        &config,
+        || BrokenStore::new(Flaw::ReadsMissRecords),
+        funded(4, 100),
+        ledger_batch(4, 40),
+    )
+    .await;
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.contains("belongs to no successful command") || v.contains("applied")),
+        "{violations:#?}"
+    );
+    // The control store, under the same faults, passes.
+    for seed in 0..5 {
+        let batch = ledger_batch(4, 40)
+            .new_tree(&mut TestRunner::deterministic())
+            .expect("a batch")
+            .current();
+        run_concurrently(
+            BrokenStore::new(Flaw::None),
+            &funded(4, 100),
+            &batch,
+            seed,
+            &config,
+            ledger_invariant,
+        )
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
