@@ -5,7 +5,7 @@
 -- and sends each event's id, metadata, correlation and causation ids and
 -- schema version. Returns at most one row: a version conflict
 -- (conflict_stream set) or, for a command id already recorded, its record
--- (recorded_type set); either way nothing is written. Otherwise the command
+-- (out_command_type set); either way nothing is written. Otherwise the command
 -- (p_command) is recorded with the events, in the same transaction. Stream
 -- locks are taken by eventcore_lock_streams.
 CREATE OR REPLACE FUNCTION eventcore_append(
@@ -24,8 +24,8 @@ CREATE OR REPLACE FUNCTION eventcore_append(
     p_resulting      bigint[],
     p_schema_versions bigint[]
 ) RETURNS TABLE (conflict_stream text, expected_version bigint, actual_version bigint,
-                 recorded_type text, recorded_streams text[], recorded_versions bigint[],
-                 recorded_events integer)
+                 out_command_type text, out_command_streams text[],
+                 out_command_versions bigint[], out_command_events integer)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$

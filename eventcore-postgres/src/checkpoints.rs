@@ -80,14 +80,14 @@ impl CheckpointStore for PostgresEventStore {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let part = |i: usize| -> Result<u64, StoreError> {
+        let part = |name: &str| -> Result<u64, StoreError> {
             let v: i64 = row
-                .try_get(i)
+                .try_get(name)
                 .map_err(|e| store_error("load_checkpoint", e))?;
             // Both parts were saved from u64s that fit in i64 (see `save`).
             Ok(u64::try_from(v).unwrap_or(0))
         };
-        Ok(Some(Position::new(part(0)?, part(1)?)))
+        Ok(Some(Position::new(part("commit_id")?, part("sequence")?)))
     }
 
     async fn save(

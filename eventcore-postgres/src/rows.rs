@@ -8,7 +8,70 @@ use eventcore::{
     AppendOutcome, CausationId, CommandId, CommandLookup, CommandRecord, CorrelationId, Metadata,
     RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
 };
-use sqlx::Row;
+use sqlx::{Column, Row, postgres::PgRow};
+
+/// Where an event's columns are in the rows of one answer, found by name
+/// once per answer (every read names them alike: `out_stream`,
+/// `out_version`, ...), so that a new column changes one definition and no
+/// position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventColumns {
+    stream: usize,
+    version: usize,
+    position: usize,
+    event_type: usize,
+    payload: usize,
+    event_id: usize,
+    recorded_at: usize,
+    correlation: usize,
+    causation: usize,
+    metadata: usize,
+    schema_version: usize,
+}
+
+/// The position of column `name` in `row`.
+pub(crate) fn column(row: &PgRow, name: &str) -> Result<usize, sqlx::Error> {
+    row.try_column(name).map(Column::ordinal)
+}
+
+impl EventColumns {
+    /// The event columns of the answer `row` belongs to.
+    pub(crate) fn of(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(EventColumns {
+            stream: column(row, "out_stream")?,
+            version: column(row, "out_version")?,
+            position: column(row, "out_position")?,
+            event_type: column(row, "out_type")?,
+            payload: column(row, "out_payload")?,
+            event_id: column(row, "out_event_id")?,
+            recorded_at: column(row, "out_recorded_at")?,
+            correlation: column(row, "out_correlation")?,
+            causation: column(row, "out_causation")?,
+            metadata: column(row, "out_metadata")?,
+            schema_version: column(row, "out_schema_version")?,
+        })
+    }
+
+    /// The stream id of `row`.
+    pub(crate) fn stream<'r>(&self, row: &'r PgRow) -> Result<Option<&'r str>, sqlx::Error> {
+        row.try_get(self.stream)
+    }
+
+    /// The version column of `row` (a stream's version on version rows).
+    pub(crate) fn version(&self, row: &PgRow) -> Result<Option<i64>, sqlx::Error> {
+        row.try_get(self.version)
+    }
+
+    /// The global position of `row` (none on version rows).
+    pub(crate) fn position(&self, row: &PgRow) -> Result<Option<i64>, sqlx::Error> {
+        row.try_get(self.position)
+    }
+}
+
+/// The event columns of an answer, if it has a row.
+fn event_columns(rows: &[PgRow]) -> Result<Option<EventColumns>, sqlx::Error> {
+    rows.first().map(EventColumns::of).transpose()
+}
 
 /// The rows of `read_streams.sql`: every event of the streams.
 pub(crate) fn decode_streams(
@@ -22,8 +85,10 @@ pub(crate) fn decode_streams(
     versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     versions.dedup_by(|a, b| a.0 == b.0);
     let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        events.push(decode_event_row(row, &mut versions)?);
+    if let Some(columns) = event_columns(rows)? {
+        for row in rows {
+            events.push(decode_event_row(row, &columns, &mut versions)?);
+        }
     }
     Ok(StreamReads::new(versions, events))
 }
@@ -39,33 +104,31 @@ pub(crate) fn decode_tails(
         .map(|(id, _)| (id, StreamVersion::INITIAL))
         .collect();
     let mut events = Vec::with_capacity(rows.len().saturating_sub(versions.len()));
+    let Some(columns) = event_columns(rows)? else {
+        return Ok(StreamReads::new(versions, events));
+    };
     for row in rows {
-        if row.try_get::<Option<i64>, _>(2)?.is_some() {
-            events.push(decode_event_row(row, &mut versions)?);
-        } else {
-            let id: &str = row.try_get(0)?;
-            let version: i64 = row.try_get(1)?;
-            if let Ok(i) = versions.binary_search_by(|(s, _)| s.as_str().cmp(id)) {
-                versions[i].1 = StreamVersion::new(from_bigint(version));
-            }
+        if columns.position(row)?.is_some() {
+            events.push(decode_event_row(row, &columns, &mut versions)?);
+        } else if let (Some(id), Some(version)) = (columns.stream(row)?, columns.version(row)?)
+            && let Ok(i) = versions.binary_search_by(|(s, _)| s.as_str().cmp(id))
+        {
+            versions[i].1 = StreamVersion::new(from_bigint(version));
         }
     }
     Ok(StreamReads::new(versions, events))
 }
 
-/// The command record among `rows`, if one row has it: columns from
-/// `first` on hold its type, streams, versions, event count and (except
-/// in the append's reply) recorded_at in microseconds.
-/// The command's record if `rows` hold one (its columns from `first` on),
-/// else what `decode` makes of them: the one answer of a read for a
-/// command with an id.
+/// The command's record if `rows` hold one (columns `out_command_type`,
+/// `_streams`, `_versions`, `_events` and, except in the append's reply,
+/// `_recorded_at` in microseconds), else what `decode` makes of them: the
+/// one answer of a read for a command with an id.
 pub(crate) fn lookup<T>(
     command_id: &CommandId,
     rows: &[sqlx::postgres::PgRow],
-    first: usize,
     decode: impl FnOnce() -> Result<T, sqlx::Error>,
 ) -> Result<CommandLookup<T>, sqlx::Error> {
-    match find_record(command_id, rows, first)? {
+    match find_record(command_id, rows)? {
         Some(record) => Ok(CommandLookup::Recorded(record)),
         None => decode().map(CommandLookup::NotRecorded),
     }
@@ -74,33 +137,59 @@ pub(crate) fn lookup<T>(
 pub(crate) fn find_record(
     command_id: &CommandId,
     rows: &[sqlx::postgres::PgRow],
-    first: usize,
 ) -> Result<Option<CommandRecord>, sqlx::Error> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let columns = RecordColumns::of(first)?;
     for row in rows {
-        if let Some(record) = record_from_row(command_id, row, first)? {
+        if let Some(record) = record_from_row(command_id, row, &columns)? {
             return Ok(Some(record));
         }
     }
     Ok(None)
 }
 
+/// Where a command record's columns are in an answer's rows, by name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordColumns {
+    command_type: usize,
+    streams: usize,
+    versions: usize,
+    events: usize,
+    /// None in the append's reply.
+    recorded_at: Option<usize>,
+}
+
+impl RecordColumns {
+    /// The record columns of the answer `row` belongs to.
+    pub(crate) fn of(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(RecordColumns {
+            command_type: column(row, "out_command_type")?,
+            streams: column(row, "out_command_streams")?,
+            versions: column(row, "out_command_versions")?,
+            events: column(row, "out_command_events")?,
+            recorded_at: column(row, "out_command_recorded_at").ok(),
+        })
+    }
+}
+
 pub(crate) fn record_from_row(
     command_id: &CommandId,
     row: &sqlx::postgres::PgRow,
-    first: usize,
+    columns: &RecordColumns,
 ) -> Result<Option<CommandRecord>, sqlx::Error> {
-    let Some(command_type) = row.try_get::<Option<String>, _>(first)? else {
+    let Some(command_type) = row.try_get::<Option<String>, _>(columns.command_type)? else {
         return Ok(None);
     };
-    let streams: Vec<String> = row.try_get(first + 1)?;
-    let versions: Vec<i64> = row.try_get(first + 2)?;
-    let events: i32 = row.try_get(first + 3)?;
+    let streams: Vec<String> = row.try_get(columns.streams)?;
+    let versions: Vec<i64> = row.try_get(columns.versions)?;
+    let events: i32 = row.try_get(columns.events)?;
     // The append's reply has no time (its record only answers `repeat`
     // and is never returned); a read's must: NULL or unreadable is an error.
-    let recorded_at = if row.len() > first + 4 {
-        from_micros(row.try_get::<i64, _>(first + 4)?)
-    } else {
-        UNIX_EPOCH
+    let recorded_at = match columns.recorded_at {
+        Some(at) => from_micros(row.try_get::<i64, _>(at)?),
+        None => UNIX_EPOCH,
     };
     let bad = |what: &str| sqlx::Error::ColumnDecode {
         index: what.into(),
@@ -137,72 +226,72 @@ pub(crate) fn from_micros(micros: i64) -> std::time::SystemTime {
     }
 }
 
-/// Decodes one event row of `read_streams.sql`, `read_tails.sql` or
-/// `read_from_snapshot.sql` (columns by position: stream, version, global
-/// position, type, payload) and raises its stream's entry in `versions`
-/// (sorted by id) to the row's version. The stream id is taken from
-/// `versions`, which the query matched exactly, rather than validated again.
+/// Decodes one event row (its columns as `columns` found them) and raises
+/// its stream's entry in `versions` (sorted by id) to the row's version.
+/// The stream id is taken from `versions`, which the query matched
+/// exactly, rather than validated again.
 pub(crate) fn decode_event_row(
-    row: &sqlx::postgres::PgRow,
+    row: &PgRow,
+    columns: &EventColumns,
     versions: &mut [(StreamId, StreamVersion)],
 ) -> Result<RecordedEvent, sqlx::Error> {
-    let raw_id: &str = row.try_get(0)?;
-    let version = StreamVersion::new(from_bigint(row.try_get(1)?));
+    let raw_id: &str = row.try_get(columns.stream)?;
+    let version = StreamVersion::new(from_bigint(row.try_get(columns.version)?));
     let stream_id = match versions.binary_search_by(|(id, _)| id.as_str().cmp(raw_id)) {
         Ok(i) => {
             versions[i].1 = versions[i].1.max(version);
             versions[i].0.clone()
         }
         Err(_) => StreamId::try_new(raw_id).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "stream_id".into(),
+            index: "out_stream".into(),
             source: Box::new(e),
         })?,
     };
-    let event = RecordedEvent::new(
-        stream_id,
-        version,
-        from_bigint(row.try_get(2)?),
-        row.try_get::<&str, _>(3)?,
-        row.try_get::<&str, _>(4)?,
-    );
-    with_metadata(event, row)
+    decode_event(row, columns, stream_id, version)
 }
 
-/// Reads the metadata columns (5 to 10: event id, recorded_at in
-/// microseconds, correlation id, causation id, key/values as JSON text,
-/// schema version) of an event row into `event`.
-pub(crate) fn with_metadata(
-    event: RecordedEvent,
-    row: &sqlx::postgres::PgRow,
+/// Decodes one event row whose stream and version are known.
+pub(crate) fn decode_event(
+    row: &PgRow,
+    columns: &EventColumns,
+    stream_id: StreamId,
+    version: StreamVersion,
 ) -> Result<RecordedEvent, sqlx::Error> {
     let decode =
         |index: &str, e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::ColumnDecode {
             index: index.into(),
             source: e,
         };
-    let recorded_at = from_micros(row.try_get(6)?);
+    let event = RecordedEvent::new(
+        stream_id,
+        version,
+        from_bigint(row.try_get(columns.position)?),
+        row.try_get::<&str, _>(columns.event_type)?,
+        row.try_get::<&str, _>(columns.payload)?,
+    );
+    let recorded_at = from_micros(row.try_get(columns.recorded_at)?);
     let mut metadata = Metadata::new();
-    if let Some(id) = row.try_get::<Option<&str>, _>(7)? {
+    if let Some(id) = row.try_get::<Option<&str>, _>(columns.correlation)? {
         metadata = metadata.with_correlation_id(
-            CorrelationId::try_new(id).map_err(|e| decode("correlation_id", Box::new(e)))?,
+            CorrelationId::try_new(id).map_err(|e| decode("out_correlation", Box::new(e)))?,
         );
     }
-    if let Some(id) = row.try_get::<Option<&str>, _>(8)? {
+    if let Some(id) = row.try_get::<Option<&str>, _>(columns.causation)? {
         metadata = metadata.with_causation_id(
-            CausationId::try_new(id).map_err(|e| decode("causation_id", Box::new(e)))?,
+            CausationId::try_new(id).map_err(|e| decode("out_causation", Box::new(e)))?,
         );
     }
-    let values: &str = row.try_get(9)?;
+    let values: &str = row.try_get(columns.metadata)?;
     if values != "{}" {
         let values: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(values).map_err(|e| decode("metadata", Box::new(e)))?;
+            serde_json::from_str(values).map_err(|e| decode("out_metadata", Box::new(e)))?;
         metadata = metadata.with_values(values);
     }
-    let schema_version = u32::try_from(row.try_get::<i64, _>(10)?)
-        .map_err(|e| decode("schema_version", Box::new(e)))?;
+    let schema_version = u32::try_from(row.try_get::<i64, _>(columns.schema_version)?)
+        .map_err(|e| decode("out_schema_version", Box::new(e)))?;
     Ok(event
         .with_schema_version(schema_version)
-        .with_event_id(row.try_get(5)?)
+        .with_event_id(row.try_get(columns.event_id)?)
         .with_recorded_at(recorded_at)
         .with_metadata(metadata))
 }

@@ -13,7 +13,11 @@ use eventcore::{
 use sqlx::Row;
 use tokio::sync::mpsc;
 
-use crate::{conn::ConnPool, error::store_error};
+use crate::{
+    conn::ConnPool,
+    error::store_error,
+    rows::{EventColumns, column, decode_event_row},
+};
 
 const LOAD_SNAPSHOT: &str = include_str!("sql/load_snapshot.sql");
 const SAVE_SNAPSHOT: &str = include_str!("sql/save_snapshot.sql");
@@ -259,7 +263,7 @@ pub(crate) async fn read_from_for(
                 .bind(command_id.as_str()),
         )
         .await?;
-    crate::rows::lookup(command_id, &rows, 13, || decode_read_from(key, &rows))
+    crate::rows::lookup(command_id, &rows, || decode_read_from(key, &rows))
         .map_err(|e| store_error("read_from_snapshot", e))
 }
 
@@ -275,26 +279,38 @@ fn decode_read_from(
     let mut after = vec![StreamVersion::INITIAL; streams.len()];
     let mut snapshot = None;
     let mut events = Vec::with_capacity(rows.len());
+    let Some(first) = rows.first() else {
+        return Ok(SnapshotRead::new(
+            snapshot,
+            after,
+            StreamReads::new(versions, events),
+        ));
+    };
+    let columns = EventColumns::of(first)?;
+    let (stored_at, after_at) = (
+        column(first, "out_snapshot_versions")?,
+        column(first, "out_after")?,
+    );
     for row in rows {
-        let stream: Option<&str> = row.try_get(0)?;
-        let position: Option<i64> = row.try_get(2)?;
-        match (stream, position) {
+        match (columns.stream(row)?, columns.position(row)?) {
+            // The snapshot's row: its schema version in `out_version`, its
+            // state in `out_payload`.
             (None, _) => {
-                let schema: i64 = row.try_get(1)?;
-                let stored: Vec<i64> = row.try_get(11)?;
-                let state: String = row.try_get(4)?;
+                let schema = columns.version(row)?.unwrap_or(0);
+                let stored: Vec<i64> = row.try_get(stored_at)?;
+                let state: String = row.try_get(column(row, "out_payload")?)?;
                 snapshot = snapshot_from(key, schema, stored, state);
             }
             (Some(id), None) => {
-                let current: i64 = row.try_get(1)?;
-                let from: i64 = row.try_get(12)?;
+                let current = columns.version(row)?.unwrap_or(0);
+                let from: i64 = row.try_get(after_at)?;
                 if let Ok(i) = streams.binary_search_by(|s| s.as_str().cmp(id)) {
                     let current = StreamVersion::new(u64::try_from(current).unwrap_or(0));
                     versions[i].1 = versions[i].1.max(current);
                     after[i] = StreamVersion::new(u64::try_from(from).unwrap_or(0));
                 }
             }
-            (Some(_), Some(_)) => events.push(crate::rows::decode_event_row(row, &mut versions)?),
+            (Some(_), Some(_)) => events.push(decode_event_row(row, &columns, &mut versions)?),
         }
     }
     Ok(SnapshotRead::new(
@@ -337,9 +353,9 @@ pub(crate) async fn load(
     let decoded = (|| -> Result<Option<Snapshot>, sqlx::Error> {
         Ok(snapshot_from(
             key,
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
+            row.try_get("schema_version")?,
+            row.try_get("versions")?,
+            row.try_get("state")?,
         ))
     })();
     decoded.map_err(|e| store_error("load_snapshot", e))

@@ -18,8 +18,8 @@ use crate::{
     error::{is_duplicate_version, store_error},
     notify::Notifier,
     rows::{
-        conflict_from_row, decode_streams, decode_tails, find_record, from_bigint, lookup,
-        record_from_row, with_metadata,
+        EventColumns, RecordColumns, conflict_from_row, decode_event, decode_streams, decode_tails,
+        find_record, from_bigint, lookup, record_from_row,
     },
     schema,
     snapshots::{self, SnapshotWriter},
@@ -239,7 +239,7 @@ impl EventStore for PostgresEventStore {
                     .bind(command_id.as_str()),
             )
             .await?;
-        lookup(command_id, &rows, 11, || decode_streams(streams, &rows))
+        lookup(command_id, &rows, || decode_streams(streams, &rows))
             .map_err(|e| store_error("read_streams", e))
     }
 
@@ -261,7 +261,7 @@ impl EventStore for PostgresEventStore {
                     .bind(command_id.as_str()),
             )
             .await?;
-        lookup(command_id, &rows, 11, || decode_tails(held, &rows))
+        lookup(command_id, &rows, || decode_tails(held, &rows))
             .map_err(|e| store_error("read_tails", e))
     }
 
@@ -286,7 +286,7 @@ impl EventStore for PostgresEventStore {
                 sqlx::query(FIND_COMMAND).bind(command_id.as_str()),
             )
             .await?;
-        find_record(command_id, &rows, 0).map_err(|e| store_error("find_command", e))
+        find_record(command_id, &rows).map_err(|e| store_error("find_command", e))
     }
 
     /// One `DELETE` of the records older than `older_than` by the server's
@@ -387,7 +387,9 @@ impl EventStore for PostgresEventStore {
             }
             Some(row) => {
                 let recorded = match command {
-                    Some((id, _)) => record_from_row(id, &row, 3),
+                    Some((id, _)) => {
+                        RecordColumns::of(&row).and_then(|c| record_from_row(id, &row, &c))
+                    }
                     None => Ok(None),
                 };
                 match recorded.map_err(|e| store_error("append", e))? {
@@ -489,7 +491,7 @@ fn channel_for(schema: Option<&SchemaName>) -> String {
 }
 
 /// The rows of `read_all.sql` (events), or of `read_all_filtered.sql`
-/// (events, then the last event looked at).
+/// (events, then the last event looked at, `out_kind` 1).
 fn decode_log_page(
     query: &LogQuery,
     filtered: bool,
@@ -497,16 +499,24 @@ fn decode_log_page(
 ) -> Result<LogPage, sqlx::Error> {
     let mut events = Vec::with_capacity(rows.len());
     let mut scanned_to = None;
-    for row in rows {
-        if filtered && row.try_get::<i32, _>(12)? == 1 {
-            let commit: &str = row.try_get(11)?;
-            let commit = commit.parse().map_err(|e| sqlx::Error::ColumnDecode {
-                index: "commit".into(),
-                source: Box::new(e),
-            })?;
-            scanned_to = Some(Position::new(commit, from_bigint(row.try_get(2)?)));
+    if let Some(first) = rows.first() {
+        let columns = EventColumns::of(first)?;
+        let commit_at = crate::rows::column(first, "out_commit")?;
+        let kind_at = if filtered {
+            Some(crate::rows::column(first, "out_kind")?)
         } else {
-            events.push(decode_log_row(row)?);
+            None
+        };
+        for row in rows {
+            let commit = decode_commit(row, commit_at)?;
+            if let Some(kind) = kind_at
+                && row.try_get::<i32, _>(kind)? == 1
+            {
+                let sequence = from_bigint(columns.position(row)?.unwrap_or(0));
+                scanned_to = Some(Position::new(commit, sequence));
+            } else {
+                events.push(decode_log_row(row, &columns, commit)?);
+            }
         }
     }
     // A full page ends at its last event: matching events may follow it
@@ -519,29 +529,30 @@ fn decode_log_page(
     Ok(LogPage::new(events, next))
 }
 
-/// Decodes one row of `read_all.sql`.
-fn decode_log_row(row: &sqlx::postgres::PgRow) -> Result<(Position, RecordedEvent), sqlx::Error> {
-    let stream_id =
-        StreamId::try_new(row.try_get::<&str, _>(0)?).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "stream_id".into(),
+/// The writing transaction of a log row, sent as text.
+fn decode_commit(row: &sqlx::postgres::PgRow, at: usize) -> Result<u64, sqlx::Error> {
+    row.try_get::<&str, _>(at)?
+        .parse()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: "out_commit".into(),
             source: Box::new(e),
-        })?;
-    let sequence = from_bigint(row.try_get(2)?);
-    let commit: u64 =
-        row.try_get::<&str, _>(11)?
-            .parse()
-            .map_err(|e| sqlx::Error::ColumnDecode {
-                index: "commit".into(),
-                source: Box::new(e),
-            })?;
-    let event = RecordedEvent::new(
-        stream_id,
-        StreamVersion::new(from_bigint(row.try_get(1)?)),
-        sequence,
-        row.try_get::<&str, _>(3)?,
-        row.try_get::<&str, _>(4)?,
-    );
-    Ok((Position::new(commit, sequence), with_metadata(event, row)?))
+        })
+}
+
+/// Decodes one event row of the global log.
+fn decode_log_row(
+    row: &sqlx::postgres::PgRow,
+    columns: &EventColumns,
+    commit: u64,
+) -> Result<(Position, RecordedEvent), sqlx::Error> {
+    let stream = columns.stream(row)?.unwrap_or_default();
+    let stream_id = StreamId::try_new(stream).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "out_stream".into(),
+        source: Box::new(e),
+    })?;
+    let version = StreamVersion::new(from_bigint(columns.version(row)?.unwrap_or(0)));
+    let event = decode_event(row, columns, stream_id, version)?;
+    Ok((Position::new(commit, event.global_sequence()), event))
 }
 
 impl PostgresEventStore {

@@ -7,11 +7,13 @@
 -- page starts. Subqueries rather than a shared CTE keep the index order
 -- known to the planner (no sort) and nothing spilled to disk.
 WITH matched AS (
-    SELECT stream_id, stream_version, global_position, event_type,
-           payload::text AS payload, event_id,
-           (extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_at,
-           correlation_id, causation_id, metadata::text AS metadata, schema_version,
-           transaction_id::text AS commit, 0 AS kind
+    SELECT stream_id AS out_stream, stream_version AS out_version,
+           global_position AS out_position, event_type AS out_type,
+           payload::text AS out_payload, event_id AS out_event_id,
+           (extract(epoch FROM recorded_at) * 1000000)::bigint AS out_recorded_at,
+           correlation_id AS out_correlation, causation_id AS out_causation,
+           metadata::text AS out_metadata, schema_version AS out_schema_version,
+           transaction_id::text AS out_commit, 0 AS out_kind
     FROM (SELECT *
           FROM eventcore_events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
