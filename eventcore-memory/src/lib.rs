@@ -168,6 +168,9 @@ impl InMemoryEventStore {
     fn append_now(&self, writes: &StreamWrites) -> Result<AppendOutcome, StoreError> {
         writes.check_payload_limit(self.max_payload_bytes)?;
         let stream_versions = writes.resulting_versions()?;
+        // Each event's version once the streams are found at their
+        // expected versions (checked below, under the lock).
+        let versions = writes.event_versions()?;
         let mut log = self.write_log();
         if let Some((id, _)) = writes.command()
             && let Some(record) = log.commands.get(id)
@@ -190,7 +193,7 @@ impl InMemoryEventStore {
             commands,
         } = &mut *log;
         let recorded_at = now_to_the_microsecond();
-        for pending in writes.events() {
+        for (pending, version) in writes.events().iter().zip(versions) {
             let index = events.len();
             // Look up before inserting: cloning the id only for a new stream.
             let positions = match streams.get_mut(pending.stream_id()) {
@@ -201,7 +204,7 @@ impl InMemoryEventStore {
             events.push(
                 RecordedEvent::new(
                     pending.stream_id().clone(),
-                    StreamVersion::new(positions.len() as u64),
+                    version,
                     index as u64 + 1,
                     pending.event_type(),
                     pending.payload(),

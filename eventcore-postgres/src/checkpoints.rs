@@ -5,7 +5,7 @@ use eventcore::{
 };
 use sqlx::{Connection, Row};
 
-use crate::{PostgresEventStore, conn::Session, error::store_error};
+use crate::{PostgresEventStore, conn::Session, error::store_error, rows::from_bigint};
 
 const LOAD: &str = include_str!("sql/load_checkpoint.sql");
 const SAVE: &str = include_str!("sql/save_checkpoint.sql");
@@ -47,7 +47,7 @@ impl SubscriptionLeases for PostgresEventStore {
             .await
             .map_err(|e| store_error("lease", e))?;
         if let Some(token) = token {
-            let token = LeaseToken::new(u64::try_from(token).unwrap_or(0));
+            let token = LeaseToken::new(from_bigint(token));
             Ok(Some(PostgresLease { session, token }))
         } else {
             self.standby_sessions().insert(name.clone(), session);
@@ -85,7 +85,7 @@ impl CheckpointStore for PostgresEventStore {
                 .try_get(name)
                 .map_err(|e| store_error("load_checkpoint", e))?;
             // Both parts were saved from u64s that fit in i64 (see `save`).
-            Ok(u64::try_from(v).unwrap_or(0))
+            Ok(from_bigint(v))
         };
         Ok(Some(Position::new(part("commit_id")?, part("sequence")?)))
     }
@@ -139,7 +139,7 @@ pub(crate) fn saved(
     let decode = |e| store_error("save_checkpoint", e);
     let newest: i64 = row.try_get("newest").map_err(decode)?;
     let moved: bool = row.try_get("moved").map_err(decode)?;
-    let newest = LeaseToken::new(u64::try_from(newest).unwrap_or(0));
+    let newest = LeaseToken::new(from_bigint(newest));
     if newest == token {
         Ok(moved)
     } else {

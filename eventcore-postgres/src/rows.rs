@@ -308,7 +308,21 @@ pub(crate) fn conflict_from_row(row: &sqlx::postgres::PgRow) -> Result<StoreErro
     })
 }
 
-/// Versions and positions are positive in the table (a CHECK and an identity).
+/// The store's one policy between u64 and PostgreSQL's bigint:
+/// - a value read back (a version, a position, a token, a count) cannot be
+///   negative in its column (a CHECK, an identity, a counter from 1), so a
+///   negative one reads as 0 ([`from_bigint`]);
+/// - a bound or limit sent (read after a version, at most n rows) past
+///   `i64::MAX` means "past everything" and is clamped to it
+///   ([`clamp_to_bigint`]);
+/// - a value to be stored that does not fit (a version, a checkpoint's
+///   position) is refused with a typed error before anything is written
+///   (`to_bigint` in the store, the checkpoint's save).
 pub(crate) fn from_bigint(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A bound or limit, sent as a bigint: see [`from_bigint`] for the policy.
+pub(crate) fn clamp_to_bigint(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }

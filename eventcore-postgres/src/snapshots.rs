@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::{
     conn::ConnPool,
     error::store_error,
-    rows::{EventColumns, column, decode_event_row},
+    rows::{EventColumns, column, decode_event_row, from_bigint},
 };
 
 const LOAD_SNAPSHOT: &str = include_str!("sql/load_snapshot.sql");
@@ -305,9 +305,9 @@ fn decode_read_from(
                 let current = columns.version(row)?.unwrap_or(0);
                 let from: i64 = row.try_get(after_at)?;
                 if let Ok(i) = streams.binary_search_by(|s| s.as_str().cmp(id)) {
-                    let current = StreamVersion::new(u64::try_from(current).unwrap_or(0));
+                    let current = StreamVersion::new(from_bigint(current));
                     versions[i].1 = versions[i].1.max(current);
-                    after[i] = StreamVersion::new(u64::try_from(from).unwrap_or(0));
+                    after[i] = StreamVersion::new(from_bigint(from));
                 }
             }
             (Some(_), Some(_)) => events.push(decode_event_row(row, &columns, &mut versions)?),

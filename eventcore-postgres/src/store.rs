@@ -18,8 +18,8 @@ use crate::{
     error::{is_duplicate_version, store_error},
     notify::Notifier,
     rows::{
-        EventColumns, RecordColumns, conflict_from_row, decode_event, decode_streams, decode_tails,
-        find_record, from_bigint, lookup, record_from_row,
+        EventColumns, RecordColumns, clamp_to_bigint, conflict_from_row, decode_event,
+        decode_streams, decode_tails, find_record, from_bigint, lookup, record_from_row,
     },
     schema,
     snapshots::{self, SnapshotWriter},
@@ -442,7 +442,7 @@ impl EventLog for PostgresEventStore {
     /// stopped ([`LogPage::next`]).
     async fn read_all(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
         let after = query.start().unwrap_or_default();
-        let limit = i64::try_from(query.limit()).unwrap_or(i64::MAX);
+        let limit = clamp_to_bigint(u64::try_from(query.limit()).unwrap_or(u64::MAX));
         let filtered = query.stream_prefix().is_some() || query.event_types().is_some();
         let statement = if filtered {
             sqlx::query(READ_ALL_FILTERED)
@@ -451,7 +451,7 @@ impl EventLog for PostgresEventStore {
         };
         let statement = statement
             .bind(after.commit().to_string())
-            .bind(i64::try_from(after.sequence()).unwrap_or(i64::MAX))
+            .bind(clamp_to_bigint(after.sequence()))
             .bind(query.stream_prefix())
             .bind(query.event_types())
             .bind(limit);
@@ -599,24 +599,14 @@ impl PostgresEventStore {
     }
 }
 
-/// Each event's version: its stream's expected version plus its place
-/// among that stream's events in the write.
+/// Each event's version ([`StreamWrites::event_versions`]), as bound.
 fn number_events(writes: &StreamWrites) -> Result<Vec<i64>, StoreError> {
-    let expected = writes.expected_versions();
-    let mut next: Vec<u64> = expected.iter().map(|(_, v)| v.get()).collect();
-    let mut versions = Vec::with_capacity(writes.events().len());
-    for event in writes.events() {
-        // StreamWrites only holds events of registered streams.
-        let Ok(i) = expected.binary_search_by(|(id, _)| id.cmp(event.stream_id())) else {
-            return Err(StoreError::UndeclaredStream {
-                stream_id: event.stream_id().clone(),
-                event_type: event.event_type().to_owned(),
-            });
-        };
-        next[i] += 1;
-        versions.push(to_bigint(event.stream_id(), StreamVersion::new(next[i]))?);
-    }
-    Ok(versions)
+    writes
+        .event_versions()?
+        .into_iter()
+        .zip(writes.events())
+        .map(|(version, event)| to_bigint(event.stream_id(), version))
+        .collect()
 }
 
 /// The parameters of a tail read: the held versions sorted and unique,
@@ -625,10 +615,7 @@ fn tail_params(held: &[(StreamId, StreamVersion)]) -> (Vec<(StreamId, StreamVers
     let mut held = held.to_vec();
     held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     held.dedup_by(|a, b| a.0 == b.0);
-    let after: Vec<i64> = held
-        .iter()
-        .map(|(_, v)| i64::try_from(v.get()).unwrap_or(i64::MAX))
-        .collect();
+    let after: Vec<i64> = held.iter().map(|(_, v)| clamp_to_bigint(v.get())).collect();
     (held, after)
 }
 

@@ -300,29 +300,55 @@ impl StreamWrites {
     /// # Errors
     /// [`StoreError::VersionOverflow`] if a stream would pass `u64::MAX`.
     pub fn resulting_versions(&self) -> Result<Vec<(StreamId, StreamVersion)>, StoreError> {
-        let mut added = vec![0u64; self.expected.len()];
+        let mut at: Vec<StreamVersion> = self.expected.iter().map(|(_, v)| *v).collect();
+        self.number(&mut at, |_| ())?;
+        Ok(self
+            .expected
+            .iter()
+            .zip(at)
+            .map(|((id, _), v)| (id.clone(), v))
+            .collect())
+    }
+
+    /// The version each event takes in its stream, in the order of
+    /// [`events`](Self::events): its stream's expected version plus its
+    /// place among that stream's events in this write. The one numbering
+    /// of events every store uses.
+    ///
+    /// # Errors
+    /// [`StoreError::VersionOverflow`] if a stream would pass `u64::MAX`.
+    pub fn event_versions(&self) -> Result<Vec<StreamVersion>, StoreError> {
+        let mut at: Vec<StreamVersion> = self.expected.iter().map(|(_, v)| *v).collect();
+        let mut versions = Vec::with_capacity(self.events.len());
+        self.number(&mut at, |v| versions.push(v))?;
+        Ok(versions)
+    }
+
+    /// Walks the events in order, moving each one's stream in `at` (the
+    /// registered streams' versions, in their order) one version on and
+    /// handing `each` the version the event takes.
+    fn number(
+        &self,
+        at: &mut [StreamVersion],
+        mut each: impl FnMut(StreamVersion),
+    ) -> Result<(), StoreError> {
         for event in &self.events {
             // Every event's stream was registered by `append`.
-            if let Ok(i) = self
+            let Ok(i) = self
                 .expected
                 .binary_search_by(|(id, _)| id.cmp(&event.stream_id))
-            {
-                added[i] += 1;
-            }
+            else {
+                continue;
+            };
+            at[i] = at[i]
+                .checked_add(1)
+                .ok_or_else(|| StoreError::VersionOverflow {
+                    stream_id: event.stream_id.clone(),
+                    version: self.expected[i].1,
+                })?;
+            each(at[i]);
         }
-        self.expected
-            .iter()
-            .zip(added)
-            .map(|((id, expected), added)| {
-                expected
-                    .checked_add(added)
-                    .map(|v| (id.clone(), v))
-                    .ok_or_else(|| StoreError::VersionOverflow {
-                        stream_id: id.clone(),
-                        version: *expected,
-                    })
-            })
-            .collect()
+        Ok(())
     }
 }
 
@@ -448,6 +474,56 @@ mod tests {
             })
             .unwrap();
         assert_eq!(writes.events().len(), 1, "only the valid event was added");
+    }
+
+    #[test]
+    fn events_are_numbered_from_their_streams_expected_versions() {
+        let (a, b) = (
+            StreamId::try_new("a").unwrap(),
+            StreamId::try_new("b").unwrap(),
+        );
+        let mut writes = StreamWrites::new();
+        writes.expect(a.clone(), StreamVersion::new(3)).unwrap();
+        writes.expect(b.clone(), StreamVersion::INITIAL).unwrap();
+        for stream in [&a, &b, &a, &b, &b] {
+            writes
+                .append(&Typed {
+                    stream: stream.clone(),
+                    kind: "E",
+                })
+                .unwrap();
+        }
+        let numbered: Vec<u64> = writes
+            .event_versions()
+            .unwrap()
+            .iter()
+            .map(|v| v.get())
+            .collect();
+        assert_eq!(numbered, [4, 1, 5, 2, 3]);
+        assert_eq!(
+            writes.resulting_versions().unwrap(),
+            vec![(a, StreamVersion::new(5)), (b, StreamVersion::new(3))]
+        );
+
+        let full = StreamId::try_new("full").unwrap();
+        let mut writes = StreamWrites::new();
+        writes
+            .expect(full.clone(), StreamVersion::new(u64::MAX))
+            .unwrap();
+        writes
+            .append(&Typed {
+                stream: full,
+                kind: "E",
+            })
+            .unwrap();
+        assert!(matches!(
+            writes.event_versions(),
+            Err(StoreError::VersionOverflow { .. })
+        ));
+        assert!(matches!(
+            writes.resulting_versions(),
+            Err(StoreError::VersionOverflow { .. })
+        ));
     }
 
     #[test]
