@@ -48,6 +48,41 @@ mod reads_and_appends_only {
     eventcore_testing::store_conformance_tests!(async { Minimal::default() });
     eventcore_testing::execute_conformance_tests!(async { Minimal::default() });
 
+    /// A command with an id on a store without command ids is refused with
+    /// a typed error naming what is missing, the call and the store, and
+    /// writes nothing.
+    #[tokio::test]
+    async fn a_missing_capability_is_unsupported_naming_the_store() {
+        let store = Minimal::default();
+        let id = eventcore::CommandId::try_new("needs-ids").unwrap();
+        let err = eventcore::execute_with(
+            &store,
+            eventcore_testing::fixtures::Credit {
+                account: eventcore_testing::fixtures::stream("unsupported"),
+                amount: 1,
+            },
+            eventcore::ExecuteOptions::new().with_command_id(id),
+        )
+        .await
+        .expect_err("no command ids here");
+        let eventcore::ExecuteError::Store(StoreError::Unsupported {
+            what,
+            operation,
+            store: named,
+        }) = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((*what, *operation), ("command ids", "find_command"));
+        assert!(named.ends_with("Minimal"), "{named}");
+        assert!(
+            err.to_string()
+                .contains("Minimal does not support command ids"),
+            "{err}"
+        );
+        assert!(store.0.all_events().is_empty(), "nothing written");
+    }
+
     /// A wrapper that forwards nothing optional does not pass the snapshot
     /// scenarios vacuously: each fails, naming the capability it lacks.
     #[tokio::test]

@@ -212,10 +212,14 @@ pub enum StoreError {
     /// The store does not implement something a caller asked for (for
     /// example command ids, on a store written before they existed).
     /// Nothing was written.
-    #[error("this store does not support {what}")]
+    #[error("{store} does not support {what} (asked for by {operation})")]
     Unsupported {
         /// What is not supported.
         what: &'static str,
+        /// The call that needed it.
+        operation: &'static str,
+        /// The store's type.
+        store: &'static str,
     },
 
     /// A failure that may pass if the operation is tried again (a lost
@@ -474,7 +478,11 @@ mod tests {
                 false,
             ),
             (
-                StoreError::Unsupported { what: "snapshots" },
+                StoreError::Unsupported {
+                    what: "snapshots",
+                    operation: "load_snapshot",
+                    store: "Minimal",
+                },
                 StoreErrorKind::Unsupported,
                 false,
             ),

@@ -121,6 +121,8 @@ pub trait EventStore: Send + Sync {
         async {
             Err(StoreError::Unsupported {
                 what: "command ids",
+                operation: "find_command",
+                store: std::any::type_name::<Self>(),
             })
         }
     }
@@ -206,6 +208,8 @@ pub trait EventStore: Send + Sync {
         async {
             Err(StoreError::Unsupported {
                 what: "command ids",
+                operation: "prune_commands",
+                store: std::any::type_name::<Self>(),
             })
         }
     }
