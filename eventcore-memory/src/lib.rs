@@ -7,7 +7,7 @@
 //! It passes the same conformance suite (`eventcore-testing`) as every store.
 //!
 //! ```
-//! use eventcore::{EventStore, StreamId};
+//! use eventcore::{EventStoreExt, StreamId};
 //! use eventcore_memory::InMemoryEventStore;
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -30,29 +30,27 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CacheConfig, CheckpointStore, CommandId, CommandLookup, CommandQueue,
-    CommandRecord, EventLog, EventStore, LeaseToken, LogPage, LogQuery, Position, RecordedEvent,
-    Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads,
-    StreamVersion, StreamWrites, SubscriptionLeases, SubscriptionName,
+    AppendOutcome, CheckpointStore, CommandId, CommandRecord, CommandRecords, EventLog, EventStore,
+    LeaseToken, LogPage, LogQuery, Position, ReadAnswer, ReadRequest, RecordedEvent, Snapshot,
+    SnapshotKey, StoreError, StoreIdentity, StreamId, StreamReads, StreamVersion, StreamWrites,
+    SubscriptionLeases, SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// An event store held in memory. Cheap to clone: clones share the events,
-/// the snapshots and the [`StateCache`].
-///
-/// [`with_cache`](Self::with_cache) gives a value that shares the events
-/// and snapshots but has a cache of its own: what a second process over
-/// the same database would have.
+/// the snapshots and the [identity](EventStore::identity) (so `execute` on
+/// any clone uses one cache and one queue; an
+/// [`Executor`](eventcore::Executor) with a cache of its own is what a
+/// second process over the same events would have).
 #[derive(Debug, Clone)]
 pub struct InMemoryEventStore {
     inner: Arc<RwLock<Log>>,
     appended: Arc<tokio::sync::Notify>,
     checkpoints: InMemoryCheckpointStore,
     snapshots: Arc<std::sync::Mutex<HashMap<SnapshotKey, Snapshot>>>,
-    cache: Arc<StateCache>,
-    queue: Arc<CommandQueue>,
+    identity: StoreIdentity,
     max_payload_bytes: usize,
 }
 
@@ -80,20 +78,9 @@ impl InMemoryEventStore {
             appended: Arc::default(),
             checkpoints: InMemoryCheckpointStore::default(),
             snapshots: Arc::default(),
-            cache: Arc::default(),
-            queue: Arc::default(),
+            identity: StoreIdentity::new(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
-    }
-
-    /// The same events and snapshots, with a new, empty [`StateCache`] of
-    /// these limits (the default is [`CacheConfig::default`]) and a
-    /// [`CommandQueue`] of its own: two values made this way from one store
-    /// behave as two processes would.
-    pub fn with_cache(mut self, config: CacheConfig) -> Self {
-        self.cache = Arc::new(StateCache::new(config));
-        self.queue = Arc::default();
-        self
     }
 
     /// Sets the largest serialised event accepted, in bytes.
@@ -128,29 +115,6 @@ impl InMemoryEventStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every named stream's current version and its events after the
-    /// given version (0: all), in global order; a stream named twice counts once.
-    fn read_after<'a>(
-        &self,
-        streams: impl ExactSizeIterator<Item = (&'a StreamId, StreamVersion)>,
-    ) -> StreamReads {
-        read_after(&self.read_log(), streams)
-    }
-
-    /// As [`read_after`](Self::read_after), unless `command_id` is recorded:
-    /// the look-up and the read under one lock.
-    fn read_after_for<'a>(
-        &self,
-        command_id: &CommandId,
-        streams: impl ExactSizeIterator<Item = (&'a StreamId, StreamVersion)>,
-    ) -> CommandLookup<StreamReads> {
-        let log = self.read_log();
-        match log.commands.get(command_id) {
-            Some(record) => CommandLookup::Recorded(record.clone()),
-            None => CommandLookup::NotRecorded(read_after(&log, streams)),
-        }
-    }
-
     /// Removes the command records made before `cutoff`.
     fn prune_before(&self, cutoff: SystemTime) -> u64 {
         let mut log = self.write_log();
@@ -165,7 +129,7 @@ impl InMemoryEventStore {
         self.snapshots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn append_now(&self, writes: &StreamWrites) -> Result<AppendOutcome, StoreError> {
+    fn append_now(&self, writes: &mut StreamWrites) -> Result<AppendOutcome, StoreError> {
         writes.check_payload_limit(self.max_payload_bytes)?;
         let stream_versions = writes.resulting_versions()?;
         // Each event's version once the streams are found at their
@@ -221,6 +185,10 @@ impl InMemoryEventStore {
         {
             commands.insert(record.command_id.clone(), record);
         }
+        drop(log);
+        if let Some(snapshot) = writes.take_snapshot() {
+            self.snapshots().insert(snapshot.key().clone(), snapshot);
+        }
         Ok(outcome)
     }
 }
@@ -264,90 +232,48 @@ fn now_to_the_microsecond() -> SystemTime {
 }
 
 impl EventStore for InMemoryEventStore {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        Ok(self.read_after(streams.iter().map(|s| (s, StreamVersion::INITIAL))))
+    /// The snapshot, the command's record and the events are read under
+    /// one lock: one consistent view.
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        let snapshot = request
+            .snapshot()
+            .and_then(|key| self.snapshots().get(key).cloned());
+        let log = self.read_log();
+        if let Some(id) = request.command_id()
+            && let Some(record) = log.commands.get(id)
+        {
+            return Ok(ReadAnswer::recorded(record.clone()));
+        }
+        let after = match snapshot.as_ref().and_then(Snapshot::stream_versions) {
+            Some(versions) => versions,
+            None => request.held().to_vec(),
+        };
+        let reads = read_after(&log, after.iter().map(|(s, v)| (s, *v)));
+        drop(log);
+        Ok(ReadAnswer::new(after, reads).with_snapshot(snapshot))
     }
 
-    async fn read_tails(
-        &self,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<StreamReads, StoreError> {
-        Ok(self.read_after(held.iter().map(|(s, v)| (s, *v))))
-    }
-
-    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
-        let outcome = self.append_now(&writes)?;
+    /// Keeps a snapshot the write carries at once: there is no I/O to wait
+    /// for.
+    async fn append(&self, mut writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        let outcome = self.append_now(&mut writes)?;
         if outcome.events_written > 0 {
             self.appended.notify_waiters();
         }
         Ok(outcome)
     }
 
-    async fn find_command(
-        &self,
-        command_id: &CommandId,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        Ok(self.read_log().commands.get(command_id).cloned())
+    fn identity(&self) -> &StoreIdentity {
+        &self.identity
     }
+}
 
-    async fn read_streams_for(
-        &self,
-        command_id: &CommandId,
-        streams: &[StreamId],
-    ) -> Result<CommandLookup<StreamReads>, StoreError> {
-        Ok(self.read_after_for(
-            command_id,
-            streams.iter().map(|s| (s, StreamVersion::INITIAL)),
-        ))
-    }
-
-    async fn read_tails_for(
-        &self,
-        command_id: &CommandId,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<CommandLookup<StreamReads>, StoreError> {
-        Ok(self.read_after_for(command_id, held.iter().map(|(s, v)| (s, *v))))
-    }
-
-    async fn read_from_snapshot_for(
-        &self,
-        command_id: &CommandId,
-        key: &SnapshotKey,
-    ) -> Result<CommandLookup<SnapshotRead>, StoreError> {
-        let snapshot = self.snapshots().get(key).cloned();
-        let held = snapshot.as_ref().and_then(Snapshot::stream_versions);
-        let after: Vec<StreamVersion> = match &held {
-            Some(held) => held.iter().map(|(_, v)| *v).collect(),
-            None => vec![StreamVersion::INITIAL; key.streams().len()],
-        };
-        let found =
-            self.read_after_for(command_id, key.streams().iter().zip(after.iter().copied()));
-        Ok(found.map(|read| SnapshotRead::new(snapshot, after, read)))
-    }
-
+impl CommandRecords for InMemoryEventStore {
     async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(UNIX_EPOCH);
         Ok(self.prune_before(cutoff))
-    }
-
-    fn state_cache(&self) -> Option<&StateCache> {
-        Some(&self.cache)
-    }
-
-    /// One queue per store value, shared by its clones.
-    fn command_queue(&self) -> Option<&CommandQueue> {
-        Some(&self.queue)
-    }
-
-    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.snapshots().get(key).cloned())
-    }
-
-    /// Kept at once: there is no I/O to wait for.
-    fn offer_snapshot(&self, snapshot: Snapshot) {
-        self.snapshots().insert(snapshot.key().clone(), snapshot);
     }
 }
 

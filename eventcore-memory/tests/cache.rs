@@ -2,7 +2,7 @@
 
 use std::num::NonZeroU64;
 
-use eventcore::CacheConfig;
+use eventcore::{CacheConfig, Executor};
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::cache::{Stores, check_cache_equivalence, two_processes_conserve_money};
 
@@ -18,10 +18,10 @@ fn kept_states_and_snapshots_change_no_outcome() {
         let shared = InMemoryEventStore::new();
         Stores {
             processes: [
-                shared.clone().with_cache(small()),
-                shared.with_cache(small()),
+                Executor::new(shared.clone()).with_cache(small()),
+                Executor::new(shared).with_cache(small()),
             ],
-            reference: InMemoryEventStore::new().with_cache(CacheConfig::disabled()),
+            reference: Executor::new(InMemoryEventStore::new()).with_cache(CacheConfig::disabled()),
         }
     });
 }
@@ -30,8 +30,8 @@ fn kept_states_and_snapshots_change_no_outcome() {
 async fn two_processes_see_each_other_and_conserve_money() {
     let shared = InMemoryEventStore::new();
     two_processes_conserve_money([
-        shared.clone().with_cache(CacheConfig::default()),
-        shared.with_cache(CacheConfig::default()),
+        Executor::new(shared.clone()).with_cache(CacheConfig::default()),
+        Executor::new(shared).with_cache(CacheConfig::default()),
     ])
     .await;
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use eventcore::{
-    BoxError, CacheConfig, CheckpointStore, EventContext, Handler, Position, SubscriptionConfig,
+    BoxError, CheckpointStore, EventContext, Handler, Position, SubscriptionConfig,
     SubscriptionHandle, SubscriptionName, Uuid, subscribe,
 };
 use eventcore_memory::{ExactlyOnce, InMemoryEventStore, MemoryProjection};
@@ -114,7 +114,7 @@ impl Handover for Memory {
         pace: Pace,
         page_size: usize,
     ) -> SubscriptionHandle {
-        let process = self.store.clone().with_cache(CacheConfig::default());
+        let process = self.store.clone();
         let config = SubscriptionConfig::default()
             .with_page_size(page_size)
             .with_poll_interval(Duration::from_millis(5));

@@ -28,13 +28,13 @@
 //!   version (a backward probe of the `(stream_id, stream_version)` index)
 //!   and the events above the versions the caller holds (a range scan of
 //!   the same index): its cost depends on the new events only.
-//! - **Kept states and snapshots.** Each store value owns a
-//!   [`StateCache`](eventcore::StateCache)
-//!   ([`PostgresEventStore::with_cache`]); with a kept state a command sends
-//!   only its append. Snapshots live in `eventcore_snapshots` (state name,
+//! - **Kept states and snapshots.** The executor keeps folded states
+//!   ([`Executor`](eventcore::Executor); `execute(&store, ..)` uses the
+//!   default one of the store's identity, shared by its clones); with a kept
+//!   state a command sends only its append. Snapshots live in `eventcore_snapshots` (state name,
 //!   key text with the command's fields and streams, schema version,
 //!   versions, state as text kept verbatim), unique on the name and the
-//!   key's md5. A miss loads one with one query; offered snapshots are queued
+//!   key's md5. A miss loads one with one query; snapshots carried by appends are queued
 //!   (1,024 at most, then dropped) and written by a task of the store's own
 //!   on a connection of its pool, newest per key, after the commands that
 //!   made them have returned. Snapshots are not events: rows are replaced

@@ -5,8 +5,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use eventcore::{
-    AppendOutcome, CausationId, CommandId, CommandLookup, CommandRecord, CorrelationId, Metadata,
-    RecordedEvent, StoreError, StreamId, StreamReads, StreamVersion,
+    AppendOutcome, CausationId, CommandId, CommandRecord, CorrelationId, Metadata, ReadAnswer,
+    RecordedEvent, StoreError, StreamId, StreamReads, StreamSet, StreamVersion,
 };
 use sqlx::{Column, Row, postgres::PgRow};
 
@@ -73,17 +73,16 @@ fn event_columns(rows: &[PgRow]) -> Result<Option<EventColumns>, sqlx::Error> {
     rows.first().map(EventColumns::of).transpose()
 }
 
-/// The rows of `read_streams.sql`: every event of the streams.
+/// The rows of `read_streams.sql`: every event of the streams (each once,
+/// sorted: a request's).
 pub(crate) fn decode_streams(
-    streams: &[StreamId],
+    streams: &StreamSet,
     rows: &[sqlx::postgres::PgRow],
 ) -> Result<StreamReads, sqlx::Error> {
     let mut versions: Vec<(StreamId, StreamVersion)> = streams
         .iter()
         .map(|s| (s.clone(), StreamVersion::INITIAL))
         .collect();
-    versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    versions.dedup_by(|a, b| a.0 == b.0);
     let mut events = Vec::with_capacity(rows.len());
     if let Some(columns) = event_columns(rows)? {
         for row in rows {
@@ -123,14 +122,14 @@ pub(crate) fn decode_tails(
 /// `_streams`, `_versions`, `_events` and, except in the append's reply,
 /// `_recorded_at` in microseconds), else what `decode` makes of them: the
 /// one answer of a read for a command with an id.
-pub(crate) fn lookup<T>(
+pub(crate) fn lookup(
     command_id: &CommandId,
     rows: &[sqlx::postgres::PgRow],
-    decode: impl FnOnce() -> Result<T, sqlx::Error>,
-) -> Result<CommandLookup<T>, sqlx::Error> {
+    decode: impl FnOnce() -> Result<ReadAnswer, sqlx::Error>,
+) -> Result<ReadAnswer, sqlx::Error> {
     match find_record(command_id, rows)? {
-        Some(record) => Ok(CommandLookup::Recorded(record)),
-        None => decode().map(CommandLookup::NotRecorded),
+        Some(record) => Ok(ReadAnswer::recorded(record)),
+        None => decode(),
     }
 }
 

@@ -7,8 +7,7 @@ use std::sync::{
 };
 
 use eventcore::{
-    CommandId, CommandLookup, Snapshot, SnapshotKey, SnapshotRead, StoreError, StreamId,
-    StreamReads, StreamVersion,
+    CommandId, ReadAnswer, Snapshot, SnapshotKey, StoreError, StreamId, StreamReads, StreamVersion,
 };
 use sqlx::Row;
 use tokio::sync::mpsc;
@@ -19,7 +18,6 @@ use crate::{
     rows::{EventColumns, column, decode_event_row, from_bigint},
 };
 
-const LOAD_SNAPSHOT: &str = include_str!("sql/load_snapshot.sql");
 const SAVE_SNAPSHOT: &str = include_str!("sql/save_snapshot.sql");
 const READ_FROM_SNAPSHOT: &str = include_str!("sql/read_from_snapshot.sql");
 const READ_FROM_SNAPSHOT_FOR: &str = include_str!("sql/read_from_snapshot_for.sql");
@@ -228,49 +226,40 @@ async fn save<'a>(
 
 /// The snapshot filed under `key` and the events of its streams after it,
 /// in one query: a row for the snapshot (if any), a row per stream with its
-/// current version and the version the events start after, then the events.
+/// current version and the version the events start after, then the events;
+/// with a command id, the command's record instead if it is recorded.
 pub(crate) async fn read_from(
     conns: &ConnPool,
     key: &SnapshotKey,
-) -> Result<SnapshotRead, StoreError> {
+    command_id: Option<&CommandId>,
+) -> Result<ReadAnswer, StoreError> {
     let ids: Vec<&str> = key.streams().iter().map(StreamId::as_str).collect();
-    let rows = conns
-        .fetch_all(
-            "read_from_snapshot",
-            sqlx::query(READ_FROM_SNAPSHOT)
-                .bind(key.name())
-                .bind(key.fields_and_streams())
-                .bind(&ids),
-        )
-        .await?;
-    decode_read_from(key, &rows).map_err(|e| store_error("read_from_snapshot", e))
-}
-
-/// As [`read_from`], unless the command id is recorded: one query.
-pub(crate) async fn read_from_for(
-    conns: &ConnPool,
-    command_id: &CommandId,
-    key: &SnapshotKey,
-) -> Result<CommandLookup<SnapshotRead>, StoreError> {
-    let ids: Vec<&str> = key.streams().iter().map(StreamId::as_str).collect();
-    let rows = conns
-        .fetch_all(
-            "read_from_snapshot",
-            sqlx::query(READ_FROM_SNAPSHOT_FOR)
-                .bind(key.name())
-                .bind(key.fields_and_streams())
-                .bind(&ids)
-                .bind(command_id.as_str()),
-        )
-        .await?;
-    crate::rows::lookup(command_id, &rows, || decode_read_from(key, &rows))
-        .map_err(|e| store_error("read_from_snapshot", e))
+    let query = match command_id {
+        None => sqlx::query(READ_FROM_SNAPSHOT),
+        Some(_) => sqlx::query(READ_FROM_SNAPSHOT_FOR),
+    }
+    .bind(key.name())
+    .bind(key.fields_and_streams())
+    .bind(&ids);
+    let decoded = match command_id {
+        None => {
+            let rows = conns.fetch_all("read_from_snapshot", query).await?;
+            decode_read_from(key, &rows)
+        }
+        Some(id) => {
+            let rows = conns
+                .fetch_all("read_from_snapshot", query.bind(id.as_str()))
+                .await?;
+            crate::rows::lookup(id, &rows, || decode_read_from(key, &rows))
+        }
+    };
+    decoded.map_err(|e| store_error("read_from_snapshot", e))
 }
 
 fn decode_read_from(
     key: &SnapshotKey,
     rows: &[sqlx::postgres::PgRow],
-) -> Result<SnapshotRead, sqlx::Error> {
+) -> Result<ReadAnswer, sqlx::Error> {
     let streams = key.streams();
     let mut versions: Vec<(StreamId, StreamVersion)> = streams
         .iter()
@@ -280,11 +269,7 @@ fn decode_read_from(
     let mut snapshot = None;
     let mut events = Vec::with_capacity(rows.len());
     let Some(first) = rows.first() else {
-        return Ok(SnapshotRead::new(
-            snapshot,
-            after,
-            StreamReads::new(versions, events),
-        ));
+        return Ok(answer(streams, after, snapshot, versions, events));
     };
     let columns = EventColumns::of(first)?;
     let (stored_at, after_at) = (
@@ -313,11 +298,18 @@ fn decode_read_from(
             (Some(_), Some(_)) => events.push(decode_event_row(row, &columns, &mut versions)?),
         }
     }
-    Ok(SnapshotRead::new(
-        snapshot,
-        after,
-        StreamReads::new(versions, events),
-    ))
+    Ok(answer(streams, after, snapshot, versions, events))
+}
+
+fn answer(
+    streams: &[StreamId],
+    after: Vec<StreamVersion>,
+    snapshot: Option<Snapshot>,
+    versions: Vec<(StreamId, StreamVersion)>,
+    events: Vec<eventcore::RecordedEvent>,
+) -> ReadAnswer {
+    let after = streams.iter().cloned().zip(after).collect();
+    ReadAnswer::new(after, StreamReads::new(versions, events)).with_snapshot(snapshot)
 }
 
 /// A snapshot from a row's values, or none if they cannot be one.
@@ -334,29 +326,4 @@ fn snapshot_from(
         .collect::<Result<Vec<_>, _>>()
         .ok()?;
     Some(Snapshot::new(key.clone(), schema_version, versions, state))
-}
-
-/// The snapshot filed under `key`, as stored. A row that cannot be a
-/// snapshot of this key (a schema version or version out of range) is
-/// returned as none: the command folds from the events instead.
-pub(crate) async fn load(
-    conns: &ConnPool,
-    key: &SnapshotKey,
-) -> Result<Option<Snapshot>, StoreError> {
-    let load = sqlx::query(LOAD_SNAPSHOT)
-        .bind(key.name())
-        .bind(key.fields_and_streams());
-    let rows = conns.fetch_all("load_snapshot", load).await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    let decoded = (|| -> Result<Option<Snapshot>, sqlx::Error> {
-        Ok(snapshot_from(
-            key,
-            row.try_get("schema_version")?,
-            row.try_get("versions")?,
-            row.try_get("state")?,
-        ))
-    })();
-    decoded.map_err(|e| store_error("load_snapshot", e))
 }

@@ -3,10 +3,9 @@
 use std::{sync::Arc, time::Duration};
 
 use eventcore::{
-    AppendOutcome, CacheConfig, CausationId, CommandId, CommandLookup, CommandQueue, CommandRecord,
-    CorrelationId, EventLog, EventStore, LogPage, LogQuery, Metadata, Position, RecordedEvent,
-    Snapshot, SnapshotKey, SnapshotRead, StateCache, StoreError, StreamId, StreamReads,
-    StreamVersion, StreamWrites,
+    AppendOutcome, CausationId, CommandRecords, CorrelationId, EventLog, EventStore, LogPage,
+    LogQuery, Metadata, Position, ReadAnswer, ReadRequest, RecordedEvent, StoreError,
+    StoreIdentity, StreamId, StreamSet, StreamVersion, StreamWrites,
 };
 use sqlx::{Row, postgres::PgConnectOptions};
 use uuid::Uuid;
@@ -41,7 +40,8 @@ const READ_STREAMS_FOR: &str = include_str!("sql/read_streams_for.sql");
 const READ_TAILS_FOR: &str = include_str!("sql/read_tails_for.sql");
 
 /// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the
-/// connections and the [`StateCache`].
+/// connections and the [identity](EventStore::identity), so `execute` on any
+/// clone uses one cache of kept states and one command queue.
 ///
 /// Reading a command's streams is one query, and appending is one call of
 /// the `eventcore_append` function in its own implicit transaction: one
@@ -52,8 +52,7 @@ const READ_TAILS_FOR: &str = include_str!("sql/read_tails_for.sql");
 pub struct PostgresEventStore {
     conns: Arc<ConnPool>,
     notifier: Arc<Notifier>,
-    cache: Arc<StateCache>,
-    queue: Arc<CommandQueue>,
+    identity: StoreIdentity,
     snapshots: Arc<SnapshotWriter>,
     max_payload_bytes: usize,
     schema: Option<SchemaName>,
@@ -120,8 +119,7 @@ impl PostgresEventStore {
         drop(probe);
         Ok(PostgresEventStore {
             snapshots: Arc::new(SnapshotWriter::new(conns.clone())),
-            cache: Arc::default(),
-            queue: Arc::default(),
+            identity: StoreIdentity::new(),
             notifier: Arc::new(Notifier::new(
                 channel_for(config.schema.as_ref()),
                 conns.clone(),
@@ -136,17 +134,6 @@ impl PostgresEventStore {
     /// Sets the largest serialised event accepted, in bytes.
     pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
         self.max_payload_bytes = limit;
-        self
-    }
-
-    /// The same database, pool and snapshots, with a new, empty
-    /// [`StateCache`] of these limits (the default is
-    /// [`CacheConfig::default`]) and a [`CommandQueue`] of its own. Two
-    /// values made this way from one store behave as two processes would:
-    /// each keeps its own states and queues its own commands.
-    pub fn with_cache(mut self, config: CacheConfig) -> Self {
-        self.cache = Arc::new(StateCache::new(config));
-        self.queue = Arc::default();
         self
     }
 
@@ -214,111 +201,76 @@ impl PostgresEventStore {
 }
 
 impl EventStore for PostgresEventStore {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
-        let rows = self
-            .conns
-            .fetch_all("read_streams", sqlx::query(READ_STREAMS).bind(&ids))
-            .await?;
-        decode_streams(streams, &rows).map_err(|e| store_error("read_streams", e))
-    }
-
-    /// One query: the command's record if there is one, else the events.
-    async fn read_streams_for(
-        &self,
-        command_id: &CommandId,
-        streams: &[StreamId],
-    ) -> Result<CommandLookup<StreamReads>, StoreError> {
-        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
-        let rows = self
-            .conns
-            .fetch_all(
-                "read_streams",
-                sqlx::query(READ_STREAMS_FOR)
-                    .bind(&ids)
-                    .bind(command_id.as_str()),
-            )
-            .await?;
-        lookup(command_id, &rows, || decode_streams(streams, &rows))
-            .map_err(|e| store_error("read_streams", e))
-    }
-
-    /// One query: the command's record if there is one, else the tails.
-    async fn read_tails_for(
-        &self,
-        command_id: &CommandId,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<CommandLookup<StreamReads>, StoreError> {
-        let (held, after) = tail_params(held);
+    /// One query whatever the request: the whole streams, or a row with
+    /// each stream's current version and then the events above the held
+    /// versions (from the `(stream_id, stream_version)` index), or the
+    /// snapshot row and the events after it; with a command id, the
+    /// command's record instead when it is recorded.
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        let command_id = request.command_id();
+        if let Some(key) = request.snapshot() {
+            return snapshots::read_from(&self.conns, key, command_id).await;
+        }
+        let held = request.held();
         let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
-        let rows = self
-            .conns
-            .fetch_all(
-                "read_tails",
-                sqlx::query(READ_TAILS_FOR)
+        if held.is_empty() {
+            let Some(id) = command_id else {
+                return Ok(ReadAnswer::default());
+            };
+            let rows = self
+                .conns
+                .fetch_all("find_command", sqlx::query(FIND_COMMAND).bind(id.as_str()))
+                .await?;
+            let record = find_record(id, &rows).map_err(|e| store_error("find_command", e))?;
+            return Ok(ReadAnswer::default().with_record(record));
+        }
+        if request.is_whole() {
+            let streams: StreamSet = held.iter().map(|(id, _)| id.clone()).collect();
+            let decode = |rows: &[sqlx::postgres::PgRow]| {
+                decode_streams(&streams, rows).map(|reads| ReadAnswer::new(held.to_vec(), reads))
+            };
+            let decoded = match command_id {
+                None => {
+                    let query = sqlx::query(READ_STREAMS).bind(&ids);
+                    let rows = self.conns.fetch_all("read_streams", query).await?;
+                    decode(&rows)
+                }
+                Some(id) => {
+                    let query = sqlx::query(READ_STREAMS_FOR).bind(&ids).bind(id.as_str());
+                    let rows = self.conns.fetch_all("read_streams", query).await?;
+                    lookup(id, &rows, || decode(&rows))
+                }
+            };
+            return decoded.map_err(|e| store_error("read_streams", e));
+        }
+        let after: Vec<i64> = held.iter().map(|(_, v)| clamp_to_bigint(v.get())).collect();
+        let decode = |rows: &[sqlx::postgres::PgRow]| {
+            decode_tails(held.to_vec(), rows).map(|reads| ReadAnswer::new(held.to_vec(), reads))
+        };
+        let decoded = match command_id {
+            None => {
+                let query = sqlx::query(READ_TAILS).bind(&ids).bind(&after);
+                let rows = self.conns.fetch_all("read_tails", query).await?;
+                decode(&rows)
+            }
+            Some(id) => {
+                let query = sqlx::query(READ_TAILS_FOR)
                     .bind(&ids)
                     .bind(&after)
-                    .bind(command_id.as_str()),
-            )
-            .await?;
-        lookup(command_id, &rows, || decode_tails(held, &rows))
-            .map_err(|e| store_error("read_tails", e))
+                    .bind(id.as_str());
+                let rows = self.conns.fetch_all("read_tails", query).await?;
+                lookup(id, &rows, || decode(&rows))
+            }
+        };
+        decoded.map_err(|e| store_error("read_tails", e))
     }
 
-    /// One query: the command's record if there is one, else as
-    /// [`read_from_snapshot`](EventStore::read_from_snapshot).
-    async fn read_from_snapshot_for(
-        &self,
-        command_id: &CommandId,
-        key: &SnapshotKey,
-    ) -> Result<CommandLookup<SnapshotRead>, StoreError> {
-        snapshots::read_from_for(&self.conns, command_id, key).await
-    }
-
-    async fn find_command(
-        &self,
-        command_id: &CommandId,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        let rows = self
-            .conns
-            .fetch_all(
-                "find_command",
-                sqlx::query(FIND_COMMAND).bind(command_id.as_str()),
-            )
-            .await?;
-        find_record(command_id, &rows).map_err(|e| store_error("find_command", e))
-    }
-
-    /// One `DELETE` of the records older than `older_than` by the server's
-    /// clock. It takes no lock that appends wait for, other than on the
-    /// rows it deletes.
-    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
-        let micros = i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX);
-        self.conns
-            .execute("prune_commands", sqlx::query(PRUNE_COMMANDS).bind(micros))
-            .await
-    }
-
-    /// One query: a row with each stream's current version, then the
-    /// events above the held versions, from the `(stream_id,
-    /// stream_version)` index.
-    async fn read_tails(
-        &self,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<StreamReads, StoreError> {
-        let (held, after) = tail_params(held);
-        let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
-        let rows = self
-            .conns
-            .fetch_all(
-                "read_tails",
-                sqlx::query(READ_TAILS).bind(&ids).bind(&after),
-            )
-            .await?;
-        decode_tails(held, &rows).map_err(|e| store_error("read_tails", e))
-    }
-
-    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+    /// One call of `eventcore_append`. A snapshot the write carries is
+    /// queued, after the commit, for a task of the store's own, which
+    /// writes the newest snapshot of each key on a connection of the
+    /// store's pool.
+    async fn append(&self, mut writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        let snapshot = writes.take_snapshot();
         writes.check_payload_limit(self.max_payload_bytes)?;
         let stream_versions = writes.resulting_versions()?;
 
@@ -383,6 +335,9 @@ impl EventStore for PostgresEventStore {
                 if !events.is_empty() {
                     self.notifier.committed();
                 }
+                if let Some(snapshot) = snapshot {
+                    self.snapshots.offer(snapshot);
+                }
                 Ok(AppendOutcome::new(stream_versions, events.len()))
             }
             Some(row) => {
@@ -400,29 +355,20 @@ impl EventStore for PostgresEventStore {
         }
     }
 
-    /// One queue per store value, shared by its clones.
-    fn command_queue(&self) -> Option<&CommandQueue> {
-        Some(&self.queue)
+    fn identity(&self) -> &StoreIdentity {
+        &self.identity
     }
+}
 
-    fn state_cache(&self) -> Option<&StateCache> {
-        Some(&self.cache)
-    }
-
-    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
-        snapshots::load(&self.conns, key).await
-    }
-
-    /// One query: the snapshot row, then the streams' versions and the
-    /// events after the snapshot (see `sql/read_from_snapshot.sql`).
-    async fn read_from_snapshot(&self, key: &SnapshotKey) -> Result<SnapshotRead, StoreError> {
-        snapshots::read_from(&self.conns, key).await
-    }
-
-    /// Queued for a task of the store's own, which writes the newest
-    /// snapshot of each key on a connection of the store's pool.
-    fn offer_snapshot(&self, snapshot: Snapshot) {
-        self.snapshots.offer(snapshot);
+impl CommandRecords for PostgresEventStore {
+    /// One `DELETE` of the records older than `older_than` by the server's
+    /// clock. It takes no lock that appends wait for, other than on the
+    /// rows it deletes.
+    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let micros = i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX);
+        self.conns
+            .execute("prune_commands", sqlx::query(PRUNE_COMMANDS).bind(micros))
+            .await
     }
 }
 
@@ -609,16 +555,6 @@ fn number_events(writes: &StreamWrites) -> Result<Vec<i64>, StoreError> {
         .collect()
 }
 
-/// The parameters of a tail read: the held versions sorted and unique,
-/// and the versions to bind.
-fn tail_params(held: &[(StreamId, StreamVersion)]) -> (Vec<(StreamId, StreamVersion)>, Vec<i64>) {
-    let mut held = held.to_vec();
-    held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    held.dedup_by(|a, b| a.0 == b.0);
-    let after: Vec<i64> = held.iter().map(|(_, v)| clamp_to_bigint(v.get())).collect();
-    (held, after)
-}
-
 /// The metadata columns of an append, one entry per event. Events of one
 /// command share their metadata (one `Arc`), so its JSON is made once.
 struct EventMetadataColumns<'a> {
@@ -682,7 +618,7 @@ mod tests {
     fn futures_are_send(store: PostgresEventStore) {
         assert_send(store.migrate());
         assert_send(PostgresEventStore::connect("postgres://localhost/x"));
-        assert_send(store.read_streams(&[]));
+        assert_send(store.read(eventcore::ReadRequest::default()));
         assert_send(store.append(StreamWrites::new()));
     }
 }

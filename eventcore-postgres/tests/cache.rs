@@ -1,11 +1,11 @@
-//! Kept states and snapshots on PostgreSQL change no outcome, and two store
-//! values over one database (two processes' caches) see each other's writes.
+//! Kept states and snapshots on PostgreSQL change no outcome, and two executors
+//! over one database (two processes' caches) see each other's writes.
 
 mod support;
 
 use std::num::NonZeroU64;
 
-use eventcore::CacheConfig;
+use eventcore::{CacheConfig, Executor};
 use eventcore_testing::cache::{Stores, check_cache_equivalence, two_processes_conserve_money};
 
 fn small() -> CacheConfig {
@@ -20,11 +20,10 @@ fn kept_states_and_snapshots_change_no_outcome() {
         let shared = support::fresh_store().await;
         Stores {
             processes: [
-                shared.clone().with_cache(small()),
-                shared.with_cache(small()),
+                Executor::new(shared.clone()).with_cache(small()),
+                Executor::new(shared).with_cache(small()),
             ],
-            reference: support::fresh_store()
-                .await
+            reference: Executor::new(support::fresh_store().await)
                 .with_cache(CacheConfig::disabled()),
         }
     });
@@ -34,8 +33,8 @@ fn kept_states_and_snapshots_change_no_outcome() {
 async fn two_processes_see_each_other_and_conserve_money() {
     let shared = support::fresh_store().await;
     two_processes_conserve_money([
-        shared.clone().with_cache(CacheConfig::default()),
-        shared.with_cache(CacheConfig::default()),
+        Executor::new(shared.clone()).with_cache(CacheConfig::default()),
+        Executor::new(shared).with_cache(CacheConfig::default()),
     ])
     .await;
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use eventcore::{EventStore, execute};
+use eventcore::{EventStoreExt, execute};
 use eventcore_postgres::{PostgresError, SchemaName};
 use eventcore_testing::fixtures::{Credit, stream};
 

@@ -1,7 +1,7 @@
 //! Proof that kept states and snapshots never change what a command does.
 //!
 //! [`check_cache_equivalence`] runs random histories of commands on two
-//! "processes" (store values over one log, each with its own small
+//! "processes" ([`Executor`]s over one log, each with its own small
 //! [`StateCache`](eventcore::StateCache), snapshots every few events),
 //! with writes that bypass both caches and restarts that empty one, and the
 //! same history on a reference store that keeps nothing. Every outcome and
@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use std::num::NonZeroU64;
-//! use eventcore::CacheConfig;
+//! use eventcore::{CacheConfig, Executor};
 //! use eventcore_memory::InMemoryEventStore;
 //! use eventcore_testing::cache::{Stores, check_cache_equivalence};
 //!
@@ -19,9 +19,10 @@
 //!     let small = CacheConfig::default()
 //!         .with_max_entries(2)
 //!         .with_snapshot_every(NonZeroU64::new(3));
+//!     let process = |config| Executor::new(shared.clone()).with_cache(config);
 //!     Stores {
-//!         processes: [shared.clone().with_cache(small.clone()), shared.with_cache(small)],
-//!         reference: InMemoryEventStore::new().with_cache(CacheConfig::disabled()),
+//!         processes: [process(small.clone()), process(small)],
+//!         reference: Executor::new(InMemoryEventStore::new()).with_cache(CacheConfig::disabled()),
 //!     }
 //! });
 //! ```
@@ -29,8 +30,8 @@
 use std::{fmt, future::Future, sync::Arc};
 
 use eventcore::{
-    CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, Refusal, RetryPolicy,
-    StateKey, StreamId, StreamWrites, execute_with, require,
+    CommandLogic, CommandStreams, EventStore, EventStoreExt, ExecuteError, Executor, NewEvents,
+    Refusal, RetryPolicy, StateKey, StreamId, StreamWrites, require,
 };
 use proptest::{
     prelude::*,
@@ -131,13 +132,13 @@ impl CommandLogic for Misdeclared {
     }
 }
 
-/// The stores one case runs on.
+/// The executors one case runs on.
 #[derive(Debug, Clone)]
 pub struct Stores<S> {
-    /// Two values over one log, each with its own cache (two processes).
-    pub processes: [S; 2],
-    /// A store of its own that keeps no state.
-    pub reference: S,
+    /// Two executors over one log, each with its own cache (two processes).
+    pub processes: [Executor<S>; 2],
+    /// An executor over a store of its own that keeps no state.
+    pub reference: Executor<S>,
 }
 
 /// One step of a generated history.
@@ -203,31 +204,32 @@ fn outcome<E: std::error::Error + 'static>(
     }
 }
 
-async fn run<S: EventStore>(store: &S, step: &Step, misdeclare: bool) -> Outcome {
+async fn run<S: EventStore>(executor: &Executor<S>, step: &Step, misdeclare: bool) -> Outcome {
     let policy = RetryPolicy::default();
+    let store = executor.store();
     match *step {
         Step::Credit(_, a, amount) => outcome(
-            execute_with(
-                store,
-                Credit {
-                    account: account(a),
-                    amount,
-                },
-                &policy,
-            )
-            .await,
+            executor
+                .execute_with(
+                    Credit {
+                        account: account(a),
+                        amount,
+                    },
+                    &policy,
+                )
+                .await,
         ),
         Step::Move(_, a, b, amount) => outcome(
-            execute_with(
-                store,
-                Move {
-                    from: account(a),
-                    to: account(b),
-                    amount,
-                },
-                &policy,
-            )
-            .await,
+            executor
+                .execute_with(
+                    Move {
+                        from: account(a),
+                        to: account(b),
+                        amount,
+                    },
+                    &policy,
+                )
+                .await,
         ),
         Step::Pay(_, a, b, amount) => {
             let pay = Pay {
@@ -236,9 +238,9 @@ async fn run<S: EventStore>(store: &S, step: &Step, misdeclare: bool) -> Outcome
                 amount,
             };
             outcome(if misdeclare {
-                execute_with(store, Misdeclared(pay), &policy).await
+                executor.execute_with(Misdeclared(pay), &policy).await
             } else {
-                execute_with(store, pay, &policy).await
+                executor.execute_with(pay, &policy).await
             })
         }
         Step::External(a, amount) => {
@@ -265,9 +267,7 @@ async fn run<S: EventStore>(store: &S, step: &Step, misdeclare: bool) -> Outcome
             }
         }
         Step::Restart(_) => {
-            if let Some(cache) = store.state_cache() {
-                cache.clear();
-            }
+            executor.cache().clear();
             Outcome::Wrote(0)
         }
     }
@@ -335,10 +335,10 @@ where
                     )));
                 }
             }
-            let cached = log_of(&stores.processes[0])
+            let cached = log_of(stores.processes[0].store())
                 .await
                 .map_err(TestCaseError::fail)?;
-            let reference = log_of(&stores.reference)
+            let reference = log_of(stores.reference.store())
                 .await
                 .map_err(TestCaseError::fail)?;
             if cached != reference {
@@ -358,7 +358,7 @@ where
     }
 }
 
-/// Two processes (store values over one log, each with its own cache):
+/// Two processes (executors over one log, each with its own cache):
 /// commands alternating between them decide on each other's writes; then
 /// 16 tasks released together pay among 8 accounts through either process.
 /// Afterwards money is conserved, no balance is negative, versions are
@@ -366,14 +366,13 @@ where
 ///
 /// # Panics
 /// When a guarantee does not hold.
-pub async fn two_processes_conserve_money<S>(processes: [S; 2])
+pub async fn two_processes_conserve_money<S>(processes: [Executor<S>; 2])
 where
     S: EventStore + Clone + 'static,
 {
     let [p0, p1] = processes;
     let (x, y) = (stream("alt-x"), stream("alt-y"));
-    execute_with(
-        &p0,
+    p0.execute_with(
         Credit {
             account: x.clone(),
             amount: 100,
@@ -387,17 +386,17 @@ where
     let mut holder = (x.clone(), y.clone());
     for i in 0..20 {
         let store = if i % 2 == 0 { &p1 } else { &p0 };
-        execute_with(
-            store,
-            Pay {
-                from: holder.0.clone(),
-                to: holder.1.clone(),
-                amount: 100,
-            },
-            &RetryPolicy::default(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("payment {i} on process {}: {e}", (i + 1) % 2));
+        store
+            .execute_with(
+                Pay {
+                    from: holder.0.clone(),
+                    to: holder.1.clone(),
+                    amount: 100,
+                },
+                &RetryPolicy::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("payment {i} on process {}: {e}", (i + 1) % 2));
         holder = (holder.1, holder.0);
     }
 
@@ -406,8 +405,7 @@ where
     const EACH: usize = 25;
     let accounts: Vec<StreamId> = (0..N).map(|i| stream(&format!("two-{i}"))).collect();
     for a in &accounts {
-        execute_with(
-            &p1,
+        p1.execute_with(
             Credit {
                 account: a.clone(),
                 amount: 100,
@@ -441,7 +439,7 @@ where
                     .with_max_attempts(
                         std::num::NonZeroU32::new(1_000).unwrap_or(std::num::NonZeroU32::MIN),
                     );
-                match execute_with(&store, pay, &policy).await {
+                match store.execute_with(pay, &policy).await {
                     Ok(done) => written += done.events_written,
                     Err(ExecuteError::Rejected(_)) => {}
                     Err(e) => panic!("task {t}: {e}"),
@@ -454,7 +452,7 @@ where
     for task in tasks {
         written += task.await.expect("task");
     }
-    let read = p0.read_streams(&accounts).await.expect("read");
+    let read = p0.store().read_streams(&accounts).await.expect("read");
     assert_eq!(
         read.events().len(),
         N + written,
@@ -501,10 +499,10 @@ mod tests {
             .with_snapshot_every(NonZeroU64::new(3));
         Stores {
             processes: [
-                shared.clone().with_cache(small.clone()),
-                shared.with_cache(small),
+                Executor::new(shared.clone()).with_cache(small.clone()),
+                Executor::new(shared).with_cache(small),
             ],
-            reference: InMemoryEventStore::new().with_cache(CacheConfig::disabled()),
+            reference: Executor::new(InMemoryEventStore::new()).with_cache(CacheConfig::disabled()),
         }
     }
 

@@ -39,8 +39,9 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandLogic, EventStore, ExecuteError, RecordedEvent, RetryPolicy, StoreError,
-    StreamId, StreamReads, StreamVersion, StreamWrites, execute_with,
+    AppendOutcome, CommandLogic, EventStore, EventStoreExt, ExecuteError, ReadAnswer, ReadRequest,
+    RecordedEvent, RetryPolicy, StoreError, StoreIdentity, StreamId, StreamVersion, StreamWrites,
+    execute_with,
 };
 use eventcore_memory::InMemoryEventStore;
 use proptest::{
@@ -290,17 +291,6 @@ impl<S> Recorder<'_, S> {
         *self.observed.lock().unwrap_or_else(|p| p.into_inner()) = versions.to_vec();
     }
 
-    /// Records the versions of a read for a command id that found no record.
-    fn observe_lookup<T>(
-        &self,
-        found: &eventcore::CommandLookup<T>,
-        versions: impl Fn(&T) -> &[(StreamId, StreamVersion)],
-    ) {
-        if let eventcore::CommandLookup::NotRecorded(read) = found {
-            self.observe(versions(read));
-        }
-    }
-
     /// The perturbation before a read.
     async fn before_read(&self) {
         let (n, _) = self.draw_yields();
@@ -309,25 +299,23 @@ impl<S> Recorder<'_, S> {
 }
 
 /// Every method forwarded, so that commands run through the paths of the
-/// store under test (its state cache, its command queue, its reads for a
-/// command id, its snapshots); the lint catches one forgotten.
+/// store under test (its reads for a command id, its snapshots; the
+/// executor's cache and queue, through the store's identity); the lint
+/// catches one forgotten.
 #[deny(clippy::missing_trait_methods)]
 impl<S: EventStore> EventStore for Recorder<'_, S> {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
         self.before_read().await;
-        let read = self.inner.read_streams(streams).await?;
-        self.observe(read.versions());
-        Ok(read)
+        let answer = self.inner.read(request).await?;
+        // A read that found the command's record decided nothing.
+        if answer.record.is_none() {
+            self.observe(answer.reads.versions());
+        }
+        Ok(answer)
     }
 
-    async fn read_tails(
-        &self,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<StreamReads, StoreError> {
-        self.before_read().await;
-        let read = self.inner.read_tails(held).await?;
-        self.observe(read.versions());
-        Ok(read)
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
@@ -361,79 +349,6 @@ impl<S: EventStore> EventStore for Recorder<'_, S> {
         }
         Ok(outcome)
     }
-
-    async fn find_command(
-        &self,
-        command_id: &eventcore::CommandId,
-    ) -> Result<Option<eventcore::CommandRecord>, StoreError> {
-        self.inner.find_command(command_id).await
-    }
-
-    async fn read_streams_for(
-        &self,
-        command_id: &eventcore::CommandId,
-        streams: &[StreamId],
-    ) -> Result<eventcore::CommandLookup<StreamReads>, StoreError> {
-        self.before_read().await;
-        let found = self.inner.read_streams_for(command_id, streams).await?;
-        self.observe_lookup(&found, StreamReads::versions);
-        Ok(found)
-    }
-
-    async fn read_tails_for(
-        &self,
-        command_id: &eventcore::CommandId,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<eventcore::CommandLookup<StreamReads>, StoreError> {
-        self.before_read().await;
-        let found = self.inner.read_tails_for(command_id, held).await?;
-        self.observe_lookup(&found, StreamReads::versions);
-        Ok(found)
-    }
-
-    async fn read_from_snapshot_for(
-        &self,
-        command_id: &eventcore::CommandId,
-        key: &eventcore::SnapshotKey,
-    ) -> Result<eventcore::CommandLookup<eventcore::SnapshotRead>, StoreError> {
-        self.before_read().await;
-        let found = self.inner.read_from_snapshot_for(command_id, key).await?;
-        self.observe_lookup(&found, |r: &eventcore::SnapshotRead| r.read.versions());
-        Ok(found)
-    }
-
-    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
-        self.inner.prune_commands(older_than).await
-    }
-
-    fn state_cache(&self) -> Option<&eventcore::StateCache> {
-        self.inner.state_cache()
-    }
-
-    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
-        self.inner.command_queue()
-    }
-
-    async fn load_snapshot(
-        &self,
-        key: &eventcore::SnapshotKey,
-    ) -> Result<Option<eventcore::Snapshot>, StoreError> {
-        self.inner.load_snapshot(key).await
-    }
-
-    async fn read_from_snapshot(
-        &self,
-        key: &eventcore::SnapshotKey,
-    ) -> Result<eventcore::SnapshotRead, StoreError> {
-        self.before_read().await;
-        let read = self.inner.read_from_snapshot(key).await?;
-        self.observe(read.read.versions());
-        Ok(read)
-    }
-
-    fn offer_snapshot(&self, snapshot: eventcore::Snapshot) {
-        self.inner.offer_snapshot(snapshot);
-    }
 }
 
 fn outcome_of<E: std::error::Error + 'static>(
@@ -465,11 +380,8 @@ fn options_for(config: &ConcurrencyConfig, seed: u64, name: &str) -> eventcore::
     }
 }
 
-fn declared_streams<C: CommandLogic>(commands: &[C]) -> Vec<StreamId> {
-    let mut all: Vec<StreamId> = commands.iter().flat_map(|c| c.streams()).collect();
-    all.sort_unstable();
-    all.dedup();
-    all
+fn declared_streams<C: CommandLogic>(commands: &[C]) -> eventcore::StreamSet {
+    commands.iter().flat_map(|c| c.streams()).collect()
 }
 
 /// Runs `setup` one by one, then `commands` concurrently, and checks the

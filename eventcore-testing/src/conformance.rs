@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use eventcore::{
-    EventLog, EventStore, ExecuteError, LogQuery, Position, RetryPolicy, StoreError, StreamId,
-    StreamVersion, StreamWrites, execute_with,
+    EventLog, EventStore, EventStoreExt, ExecuteError, LogQuery, Position, RetryPolicy, StoreError,
+    StreamId, StreamVersion, StreamWrites, execute_with,
 };
 use tokio::sync::Barrier;
 
@@ -1735,15 +1735,23 @@ pub async fn global_log_reader_misses_nothing_under_concurrent_writers<
     }
 }
 
-/// A store that is also its subscriptions' checkpoint and lease store, as
-/// both stores of this workspace are; what the subscription scenarios need.
+/// A store with every capability (command-record pruning, the global log,
+/// and its subscriptions' checkpoints and leases), as both stores of this
+/// workspace are; what [`run_suite`] and the subscription scenarios need.
 pub trait SubscribableStore:
-    EventStore + EventLog + eventcore::CheckpointStore + eventcore::SubscriptionLeases + Clone + 'static
+    EventStore
+    + eventcore::CommandRecords
+    + EventLog
+    + eventcore::CheckpointStore
+    + eventcore::SubscriptionLeases
+    + Clone
+    + 'static
 {
 }
 
 impl<S> SubscribableStore for S where
     S: EventStore
+        + eventcore::CommandRecords
         + EventLog
         + eventcore::CheckpointStore
         + eventcore::SubscriptionLeases

@@ -21,8 +21,8 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandId, CommandLookup, CommandRecord, EventStore, StoreError, StreamId,
-    StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, EventStore, ReadAnswer, ReadRequest, StoreError, StoreIdentity, StreamVersion,
+    StreamWrites,
 };
 
 /// One kind of injected fault.
@@ -199,108 +199,21 @@ fn transient(operation: &'static str, fault: Fault) -> StoreError {
 }
 
 /// Every method forwarded, so that a store under faults takes the paths it
-/// takes without them (its cache, queue and command-id reads); the lint
-/// catches one forgotten.
+/// takes without them (its command-id and snapshot reads; the executor's
+/// cache and queue, through the wrapped store's identity); the lint catches
+/// one forgotten.
 #[deny(clippy::missing_trait_methods)]
 impl<S: EventStore> EventStore for FaultyStore<S> {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
         self.maybe_delay().await;
         if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
-            return Err(transient("read_streams", Fault::TransientBeforeRead));
+            return Err(transient("read", Fault::TransientBeforeRead));
         }
-        self.inner.read_streams(streams).await
+        self.inner.read(request).await
     }
 
-    async fn read_tails(
-        &self,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<StreamReads, StoreError> {
-        self.maybe_delay().await;
-        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
-            return Err(transient("read_tails", Fault::TransientBeforeRead));
-        }
-        self.inner.read_tails(held).await
-    }
-
-    async fn find_command(
-        &self,
-        command_id: &CommandId,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        self.maybe_delay().await;
-        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
-            return Err(transient("find_command", Fault::TransientBeforeRead));
-        }
-        self.inner.find_command(command_id).await
-    }
-
-    async fn read_streams_for(
-        &self,
-        command_id: &CommandId,
-        streams: &[StreamId],
-    ) -> Result<CommandLookup<StreamReads>, StoreError> {
-        self.maybe_delay().await;
-        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
-            return Err(transient("read_streams", Fault::TransientBeforeRead));
-        }
-        self.inner.read_streams_for(command_id, streams).await
-    }
-
-    async fn read_tails_for(
-        &self,
-        command_id: &CommandId,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<CommandLookup<StreamReads>, StoreError> {
-        self.maybe_delay().await;
-        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
-            return Err(transient("read_tails", Fault::TransientBeforeRead));
-        }
-        self.inner.read_tails_for(command_id, held).await
-    }
-
-    async fn read_from_snapshot_for(
-        &self,
-        command_id: &CommandId,
-        key: &eventcore::SnapshotKey,
-    ) -> Result<CommandLookup<eventcore::SnapshotRead>, StoreError> {
-        self.maybe_delay().await;
-        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
-            return Err(transient("read_from_snapshot", Fault::TransientBeforeRead));
-        }
-        self.inner.read_from_snapshot_for(command_id, key).await
-    }
-
-    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
-        self.inner.prune_commands(older_than).await
-    }
-
-    fn state_cache(&self) -> Option<&eventcore::StateCache> {
-        self.inner.state_cache()
-    }
-
-    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
-        self.inner.command_queue()
-    }
-
-    async fn load_snapshot(
-        &self,
-        key: &eventcore::SnapshotKey,
-    ) -> Result<Option<eventcore::Snapshot>, StoreError> {
-        self.inner.load_snapshot(key).await
-    }
-
-    async fn read_from_snapshot(
-        &self,
-        key: &eventcore::SnapshotKey,
-    ) -> Result<eventcore::SnapshotRead, StoreError> {
-        self.maybe_delay().await;
-        if self.draw(Fault::TransientBeforeRead, self.plan.transient_before_read) {
-            return Err(transient("read_from_snapshot", Fault::TransientBeforeRead));
-        }
-        self.inner.read_from_snapshot(key).await
-    }
-
-    fn offer_snapshot(&self, snapshot: eventcore::Snapshot) {
-        self.inner.offer_snapshot(snapshot);
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
@@ -328,5 +241,12 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
             return Err(transient("append", Fault::TransientAfterAppend));
         }
         Ok(outcome)
+    }
+}
+
+/// Pruning goes straight to the wrapped store: no fault is injected.
+impl<S: eventcore::CommandRecords> eventcore::CommandRecords for FaultyStore<S> {
+    async fn prune_commands(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.inner.prune_commands(older_than).await
     }
 }

@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, fmt, future::Future};
 
-use eventcore::{EventStore, StoreError, StreamId, StreamVersion, StreamWrites};
+use eventcore::{EventStore, EventStoreExt, StoreError, StreamId, StreamVersion, StreamWrites};
 use proptest::{
     prelude::*,
     test_runner::{TestCaseError, TestError},

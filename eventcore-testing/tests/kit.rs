@@ -463,7 +463,7 @@ async fn execute_returns_the_command_s_own_error_to_match_on() {
         Err(ExecuteError::Rejected(SpendError::Short { held: 2, wanted: 3 })) => {}
         other => panic!("expected the typed refusal, got {other:?}"),
     }
-    let read = eventcore::EventStore::read_streams(&store, &[a])
+    let read = eventcore::EventStoreExt::read_streams(&store, &[a])
         .await
         .unwrap();
     assert_eq!(read.events().len(), 1, "nothing written on a refusal");

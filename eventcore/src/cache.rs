@@ -1,4 +1,4 @@
-//! The in-process cache of folded states, owned by a store value.
+//! The in-process cache of folded states, owned by an executor.
 
 use std::{
     any::{Any, TypeId},
@@ -155,12 +155,14 @@ impl CacheStats {
 
 /// Folded states of declared commands
 /// ([`CommandLogic::state_key`](crate::CommandLogic::state_key)), kept in
-/// process by the store value that owns it, least recently used out when
-/// over its entry or byte limit; and when to snapshot them.
+/// process by the [`Executor`](crate::Executor) that owns it, least
+/// recently used out when over its entry or byte limit; and when to
+/// snapshot them.
 ///
-/// A store hands its cache to `execute` through
-/// [`EventStore::state_cache`](crate::EventStore::state_cache); clones of a
-/// store share it, separate store values (two processes, two tenants) do not.
+/// Clones of an executor share its cache; the default executor of a store's
+/// [identity](crate::EventStore::identity) (what `execute(&store, ..)` uses)
+/// is shared by the store's clones, and separate store values (two
+/// processes, two tenants) do not share one.
 /// A kept state is a shortcut, never a source of truth: `execute` appends
 /// with the versions it covers, so a state made stale by another writer
 /// makes the append conflict, and `execute` then reads only the newer events.

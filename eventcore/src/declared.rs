@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::{
-    CommandLogic, CommandLookup, EventStore, ExecuteError, ExecutionResult, Metadata, Snapshot,
-    SnapshotKey, StateCache, StateKey, StoreError, StreamId, StreamVersion,
+    CommandLogic, EventStore, ExecuteError, ExecutionResult, Metadata, Snapshot, SnapshotKey,
+    StateCache, StateKey, StoreError, StreamId, StreamVersion,
     cache::{Count, Entry, EntryKey},
     command::fold,
     target::{Attempt, End, Target, retry_or_end},
@@ -168,6 +168,11 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             for event in decided.as_slice() {
                 writes.append(event)?;
             }
+            let planned = self.due_snapshot(command, &k, &writes, decided.as_slice());
+            let (writes, next) = match planned {
+                Some((next, snapshot)) => (writes.with_snapshot(snapshot), Some(next)),
+                None => (writes, None),
+            };
             self.count(Count::Append);
             match target.append(writes).await {
                 // The command was applied before, and its reply lost: the
@@ -179,11 +184,15 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                     return Ok(Ok(crate::target::appended(outcome)));
                 }
                 Ok(outcome) => {
-                    let mut state = k.state;
-                    for event in decided.as_slice() {
-                        state = command.apply(state, event);
-                    }
-                    let done = Known {
+                    let snapshotted = next.is_some();
+                    let state = match next {
+                        Some(next) => next,
+                        None => decided
+                            .as_slice()
+                            .iter()
+                            .fold(k.state, |state, event| command.apply(state, event)),
+                    };
+                    let mut done = Known {
                         state,
                         versions: outcome.stream_versions.clone(),
                         verified: true,
@@ -191,7 +200,12 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                         replace_snapshot: k.replace_snapshot,
                         sized: k.sized,
                     };
-                    self.keep(self.maybe_snapshot(target.store, done));
+                    if snapshotted {
+                        self.count(Count::SnapshotOffered);
+                        done.snapshot_base = total(&done.versions);
+                        done.replace_snapshot = false;
+                    }
+                    self.keep(done);
                     return Ok(Ok(crate::target::appended(outcome)));
                 }
                 Err(StoreError::VersionConflict { .. }) if !k.verified => {
@@ -274,8 +288,11 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         // it, the state is folded from the events instead.
         self.count(Count::SnapshotLoad);
         let found = match target.read_from_snapshot(&self.snapshot_key()).await {
-            Ok(CommandLookup::NotRecorded(found)) => found,
-            Ok(CommandLookup::Recorded(record)) => return Err(End::Recorded(Box::new(record))),
+            Ok(crate::ReadAnswer {
+                record: Some(record),
+                ..
+            }) => return Err(End::Recorded(Box::new(record))),
+            Ok(found) => found,
             Err(e) if e.is_retryable() => return Ok(Err(e)),
             // Perhaps the snapshots (not the events) cannot be read, say a
             // table not migrated yet: read the events alone.
@@ -296,9 +313,12 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                 k.versions
                     .iter()
                     .map(|(_, v)| *v)
-                    .eq(found.after.iter().copied())
+                    .eq(found.after.iter().map(|(_, v)| *v))
             });
-        let from_start = found.after.iter().all(|v| *v == StreamVersion::INITIAL);
+        let from_start = found
+            .after
+            .iter()
+            .all(|(_, v)| *v == StreamVersion::INITIAL);
         let used = usable.is_some();
         let (state, snapshot_base) = match usable {
             Some(k) => (k.state, k.snapshot_base),
@@ -314,12 +334,12 @@ impl<'c, S: Default + Send> Declared<'c, S> {
             .streams
             .iter()
             .zip(&found.after)
-            .any(|(id, after)| found.read.version(id).is_none_or(|now| now < *after));
+            .any(|(id, (_, after))| found.reads.version(id).is_none_or(|now| now < *after));
         if behind {
             self.count(Count::SnapshotIgnored);
             return self.replay(target, command, true).await;
         }
-        let state = fold(command, state, found.read.events())?;
+        let state = fold(command, state, found.reads.events())?;
         if used {
             self.count(Count::SnapshotUsed);
         } else if present {
@@ -327,7 +347,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         }
         Ok(Ok(Known {
             state,
-            versions: found.read.versions().to_vec(),
+            versions: found.reads.versions().to_vec(),
             verified: true,
             snapshot_base,
             replace_snapshot: present && !used,
@@ -414,29 +434,40 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         Ok(Ok(Tail::Current))
     }
 
-    /// Offers a snapshot when enough events were added since the last one.
-    fn maybe_snapshot<St: EventStore>(&self, store: &St, mut k: Known<S>) -> Known<S> {
-        let Some(every) = self.cache.and_then(|c| c.config().snapshot_every()) else {
-            return k;
-        };
-        let covered = total(&k.versions);
-        let due = k.replace_snapshot || covered.saturating_sub(k.snapshot_base) >= every.get();
+    /// The state after `writes` and a snapshot of it, when one is due once
+    /// they are appended: enough events since the last snapshot, or the
+    /// one found could not be used.
+    fn due_snapshot<C>(
+        &self,
+        command: &C,
+        k: &Known<S>,
+        writes: &crate::StreamWrites,
+        decided: &[C::Event],
+    ) -> Option<(S, Snapshot)>
+    where
+        C: CommandLogic<State = S>,
+    {
+        let every = self.cache.and_then(|c| c.config().snapshot_every())?;
+        let after = writes.resulting_versions().ok()?;
+        let due =
+            k.replace_snapshot || total(&after).saturating_sub(k.snapshot_base) >= every.get();
         if !due {
-            return k;
+            return None;
         }
-        if let Ok(state) = (self.key.codec().encode)(&k.state) {
-            let versions = k.versions.iter().map(|(_, v)| *v).collect();
-            store.offer_snapshot(Snapshot::new(
-                self.snapshot_key(),
-                self.key.schema_version(),
-                versions,
-                state,
-            ));
-            self.count(Count::SnapshotOffered);
-            k.snapshot_base = covered;
-            k.replace_snapshot = false;
-        }
-        k
+        let codec = self.key.codec();
+        let state = decided
+            .iter()
+            .fold((codec.clone)(&k.state), |state, event| {
+                command.apply(state, event)
+            });
+        let encoded = (codec.encode)(&state).ok()?;
+        let snapshot = Snapshot::new(
+            self.snapshot_key(),
+            self.key.schema_version(),
+            after.iter().map(|(_, v)| *v).collect(),
+            encoded,
+        );
+        Some((state, snapshot))
     }
 
     /// Keeps a state known to be current in the cache. Its size is measured

@@ -174,6 +174,18 @@ pub enum StoreError {
         version: StreamVersion,
     },
 
+    /// A snapshot whose versions do not give one version per stream of its
+    /// key. Nothing was written.
+    #[error("snapshot `{name}` has {versions} versions for {streams} streams")]
+    InvalidSnapshot {
+        /// The snapshot's name.
+        name: String,
+        /// How many streams its key names.
+        streams: usize,
+        /// How many versions it gives.
+        versions: usize,
+    },
+
     /// A command id already recorded for another command: another command
     /// type, or the same type over another set of streams. Nothing was
     /// written. A command id names one command; reusing it for a different
@@ -280,6 +292,17 @@ pub enum StoreErrorKind {
 }
 
 impl StoreError {
+    /// What a store that does not record command ids answers a read or an
+    /// append that carries one: [`StoreError::Unsupported`] naming the
+    /// operation and the store `S`.
+    pub fn command_ids_unsupported<S: ?Sized>(operation: &'static str) -> Self {
+        StoreError::Unsupported {
+            what: "command ids",
+            operation,
+            store: std::any::type_name::<S>(),
+        }
+    }
+
     /// The kind of failure: what a caller branches on.
     pub fn kind(&self) -> StoreErrorKind {
         match self {
@@ -292,7 +315,8 @@ impl StoreError {
             | StoreError::PayloadTooLarge { .. }
             | StoreError::Serialize { .. }
             | StoreError::WouldNotDecode { .. }
-            | StoreError::VersionOverflow { .. } => StoreErrorKind::InvalidInput,
+            | StoreError::VersionOverflow { .. }
+            | StoreError::InvalidSnapshot { .. } => StoreErrorKind::InvalidInput,
             StoreError::Deserialize { .. } | StoreError::Upcast { .. } => {
                 StoreErrorKind::Unreadable
             }
@@ -479,8 +503,8 @@ mod tests {
             ),
             (
                 StoreError::Unsupported {
-                    what: "snapshots",
-                    operation: "load_snapshot",
+                    what: "command ids",
+                    operation: "find_command",
                     store: "Minimal",
                 },
                 StoreErrorKind::Unsupported,

@@ -6,19 +6,20 @@ use tracing::Instrument;
 
 use crate::{
     CausationId, CommandId, CommandLogic, CorrelationId, EventStore, ExecuteError, ExecutionResult,
-    Metadata, RetryPolicy, StreamId, StreamVersion,
+    Metadata, RetryPolicy, StreamId, StreamSet, StreamVersion,
     command::fold,
     declared::Declared,
+    identity::InProcess,
     target::{Attempt, End, Target, appended, retry_or_end},
 };
 
-/// How [`execute_with`] runs a command: its [`RetryPolicy`], the
+/// How [`execute_with`](crate::execute_with) runs a command: its [`RetryPolicy`], the
 /// [`Metadata`] stored with its events and its [`CommandId`]. Built with
 /// the `with_` methods; new options arrive as new methods.
 ///
 /// ```
 /// use std::num::NonZeroU32;
-/// use eventcore::{ExecuteOptions, Metadata, RetryPolicy};
+/// use eventcore::{EventStoreExt, ExecuteOptions, Metadata, RetryPolicy};
 /// let three = NonZeroU32::new(3).unwrap();
 /// let options = ExecuteOptions::new()
 ///     .with_policy(RetryPolicy::default().with_max_attempts(three))
@@ -76,7 +77,7 @@ impl ExecuteOptions {
     ///
     /// Its events' causation id, if the metadata leaves it unset, is the
     /// command id. Records last until
-    /// [`prune_commands`](EventStore::prune_commands) removes them.
+    /// [`prune_commands`](crate::CommandRecords::prune_commands) removes them.
     pub fn with_command_id(mut self, command_id: CommandId) -> Self {
         self.command_id = Some(command_id);
         self
@@ -110,75 +111,18 @@ impl From<&RetryPolicy> for ExecuteOptions {
     }
 }
 
-/// Runs `command` against `store` with the default [`ExecuteOptions`].
-///
-/// # Errors
-/// See [`execute_with`].
-pub async fn execute<S, C>(store: S, command: C) -> Result<ExecutionResult, ExecuteError<C::Error>>
-where
-    S: EventStore,
-    C: CommandLogic,
-{
-    execute_with(store, command, ExecuteOptions::new()).await
-}
-
-/// Runs `command` against `store` with `options` (a [`RetryPolicy`]
-/// converts into them): reads the declared streams in one call,
-/// folds their events with [`CommandLogic::apply`], asks
-/// [`CommandLogic::handle`] for new events, and appends them with the
-/// version read of every declared stream as its expected version. On a
-/// version conflict or a transient store failure it waits (see
-/// [`RetryPolicy`]) and starts over from the read.
-///
-/// A command that declares its state ([`CommandLogic::state_key`]) starts
-/// from a state folded before when there is one: kept in the store's
-/// [`StateCache`](crate::StateCache) (then it decides at once and appends
-/// with the versions that state covers: one round trip), or else a
-/// [`Snapshot`](crate::Snapshot) (then it reads only the events after it).
-/// If the append conflicts, because a stream moved after that state, it
-/// reads only the newer events, folds them in and decides again. A refusal
-/// or an empty decision made on a kept state is confirmed the same way
-/// before it is returned, so no command is refused on a stale state.
-///
-/// # Errors
-/// - [`ExecuteError::NoStreams`] if the command declares no stream;
-/// - [`ExecuteError::InvalidStateName`] or [`ExecuteError::StateKeyField`]
-///   if its state key is malformed;
-/// - [`ExecuteError::Rejected`] as soon as `handle` refuses (no retry);
-/// - [`ExecuteError::RetriesExhausted`] when every allowed attempt met a
-///   conflict or transient failure;
-/// - [`ExecuteError::Store`] for any other store failure, an event the store
-///   cannot decode, or new events for an undeclared stream.
-///
-/// In every error case this command wrote nothing, except that a
-/// transient failure reported after the store committed (a connection lost
-/// during commit) cannot be told apart from one before it: without a
-/// command id ([`ExecuteOptions::with_command_id`]) the retry then applies
-/// the command a second time. With one, the retry finds the id recorded
-/// and returns the first outcome.
-///
-/// Every event appended carries `options`' [`Metadata`]; its correlation
-/// id, if unset, is one made up for this call, and its causation id, if
-/// unset, the command id.
-///
-/// # Tracing
-/// Each call is an `eventcore.execute` span (level INFO) with the fields
-/// `command` (its type), `command_id`, `streams`, `attempts`, `conflicts`,
-/// `events_written`, `outcome` (`applied`, `nothing`, `already_applied`,
-/// `rejected`, `gave_up`, `failed`) and `error`; each store call inside is
-/// an `eventcore.read`, `eventcore.read_tails` or `eventcore.append` span
-/// (DEBUG) with its streams, events and `elapsed_us`; a retry is a DEBUG
-/// event. Without a subscriber, spans cost a branch each.
-pub async fn execute_with<S, C>(
-    store: S,
+/// Runs `command` on `store` with the in-process state `local` (see
+/// [`Executor::execute_with`](crate::Executor::execute_with)), in its span.
+pub(crate) async fn run<S, C>(
+    store: &S,
+    local: &InProcess,
     command: C,
-    options: impl Into<ExecuteOptions>,
+    options: ExecuteOptions,
 ) -> Result<ExecutionResult, ExecuteError<C::Error>>
 where
     S: EventStore,
     C: CommandLogic,
 {
-    let options = options.into();
     let span = tracing::info_span!(
         "eventcore.execute",
         command = std::any::type_name::<C>(),
@@ -190,7 +134,7 @@ where
         outcome = tracing::field::Empty,
         error = tracing::field::Empty,
     );
-    let result = execute_traced(store, command, options)
+    let result = execute_traced(store, local, command, options)
         .instrument(span.clone())
         .await;
     match &result {
@@ -222,9 +166,10 @@ where
     result
 }
 
-/// [`execute_with`] inside its span.
+/// [`run`] inside its span.
 async fn execute_traced<S, C>(
-    store: S,
+    store: &S,
+    local: &InProcess,
     command: C,
     options: ExecuteOptions,
 ) -> Result<ExecutionResult, ExecuteError<C::Error>>
@@ -248,9 +193,7 @@ where
     }
     let metadata = Arc::new(metadata);
     crate::writes::check_metadata(&metadata)?;
-    let mut streams = command.streams();
-    streams.sort_unstable();
-    streams.dedup();
+    let streams: StreamSet = command.streams().into();
     if streams.is_empty() {
         return Err(ExecuteError::NoStreams);
     }
@@ -264,13 +207,13 @@ where
         });
     }
     let target = Target {
-        store: &store,
+        store,
         command: command_id.as_ref().zip(command_name.clone()),
     };
 
     let declared = match command.state_key() {
         None => None,
-        Some(key) => Some(Declared::new(key, &streams, store.state_cache())?),
+        Some(key) => Some(Declared::new(key, &streams, Some(&local.cache))?),
     };
     // A declared command's state, carried from a failed attempt to the next.
     let mut known = None;
@@ -278,22 +221,17 @@ where
     // Streams found by `discover_streams` in earlier attempts: they queue
     // with the declared ones from the next attempt on (all taken up front,
     // in one order, so the queue cannot deadlock).
-    let mut discovered: Vec<StreamId> = Vec::new();
+    let mut discovered = StreamSet::new();
 
     let mut attempt = 1;
     let mut conflicts: u32 = 0;
     loop {
-        let held = match store.command_queue() {
-            Some(queue) if policy.queues_in_process() => {
-                if discovered.is_empty() {
-                    Some(queue.enter(&streams).await)
-                } else {
-                    let mut all = streams.clone();
-                    all.extend(discovered.iter().cloned());
-                    Some(queue.enter(&all).await)
-                }
-            }
-            _ => None,
+        let held = if !policy.queues_in_process() {
+            None
+        } else if discovered.is_empty() {
+            Some(local.queue.enter(&streams).await)
+        } else {
+            Some(local.queue.enter(&streams.union(&discovered)).await)
         };
         let outcome = match &declared {
             None => attempt_once(&target, &command, &streams, &metadata, &mut discovered).await,
@@ -359,7 +297,7 @@ async fn attempt_once<S, C>(
     command: &C,
     streams: &[StreamId],
     metadata: &Arc<Metadata>,
-    discovered: &mut Vec<StreamId>,
+    discovered: &mut StreamSet,
 ) -> Attempt<ExecutionResult, C::Error>
 where
     S: EventStore,
@@ -373,10 +311,11 @@ where
     let mut versions = versions_of(streams, &read);
     let mut rounds = 0;
     loop {
-        let mut wanted = command.discover_streams(&state);
-        wanted.sort_unstable();
-        wanted.dedup();
-        wanted.retain(|id| versions.binary_search_by(|(s, _)| s.cmp(id)).is_err());
+        let wanted: StreamSet = command
+            .discover_streams(&state)
+            .into_iter()
+            .filter(|id| versions.binary_search_by(|(s, _)| s.cmp(id)).is_err())
+            .collect();
         if wanted.is_empty() {
             break;
         }
@@ -392,9 +331,7 @@ where
         versions.extend(versions_of(&wanted, &more));
         versions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for id in wanted {
-            if !discovered.contains(&id) {
-                discovered.push(id);
-            }
+            discovered.insert(id);
         }
     }
     let decided = command.handle(state).map_err(End::rejected)?;

@@ -8,11 +8,13 @@
 //! # The flow of a command
 //!
 //! ```text
-//! execute(&store, command)
+//! execute(&store, command)                       the store's default Executor (cache + queue)
 //!   streams = command.streams()                  CommandStreams (#[derive(Command)])
 //!   loop:
-//!     read   = store.read_streams(streams)       EventStore: one round trip
-//!     state  = fold(read, command.apply)         CommandLogic::apply, per event
+//!     answer = store.read(ReadRequest {          EventStore::read: one round trip, for what
+//!                streams + held versions,          is not kept; the command's record if
+//!                command id?, snapshot? })         it was applied before
+//!     state  = fold(answer, command.apply)       CommandLogic::apply, per event
 //!     more   = command.discover_streams(&state)  optional: read those too
 //!     events = command.handle(state)?            CommandLogic::handle: pure, typed refusals
 //!     store.append(StreamWrites { expected version of EVERY stream read, events })
@@ -22,18 +24,34 @@
 //!
 //! [`execute`] runs it with defaults, [`execute_with`] with
 //! [`ExecuteOptions`] (a [`RetryPolicy`], [`Metadata`], a [`CommandId`] that
-//! makes the command apply at most once). A command that declares its state
-//! ([`CommandLogic::state_key`], a [`StateKey`]) is folded once and kept
-//! ([`StateCache`]), with snapshots, so later commands read only new events.
+//! makes the command apply at most once). Both run on the default
+//! [`Executor`] of the store's [identity](EventStore::identity); an
+//! [`Executor`] of your own ([`Executor::with_cache`]) keeps its own states
+//! and queue (one per tenant). A command that declares its state
+//! ([`CommandLogic::state_key`], a [`StateKey`]) is folded once and kept in
+//! the executor's [`StateCache`], with snapshots carried by its appends, so
+//! later commands read only new events.
+//!
+//! # The store contract
+//!
+//! A backend implements three methods of [`EventStore`]:
+//! [`read`](EventStore::read) (a [`ReadRequest`] in, a [`ReadAnswer`] out),
+//! [`append`](EventStore::append) (a [`StreamWrites`]) and
+//! [`identity`](EventStore::identity). Conveniences over them are
+//! [`EventStoreExt`], for every store; capabilities a store may lack are
+//! traits of their own ([`CommandRecords`], [`EventLog`], [`CheckpointStore`],
+//! [`SubscriptionLeases`]). A wrapper forwards the three methods (check it
+//! with `#[deny(clippy::missing_trait_methods)]`) and takes every path of
+//! the store it wraps.
 //!
 //! # Where each part lives
 //!
 //! | you want | look at |
 //! |---|---|
-//! | events of your domain | [`Event`] (`#[derive(Event)]`), [`StreamId`], schema versions and [`Event::upcast`] |
+//! | events of your domain | [`Event`] (`#[derive(Event)]`), [`StreamId`], [`StreamSet`], schema versions and [`Event::upcast`] |
 //! | a command | [`CommandStreams`] (`#[derive(Command)]`, its stable [`command_name`](CommandStreams::command_name)), [`CommandLogic`], [`NewEvents`], [`require!`] |
-//! | running it | [`execute`], [`execute_with`], [`ExecuteOptions`], [`ExecutionResult`], [`ExecuteError`] |
-//! | a store | [`EventStore`] (reads, appends, command records, snapshots), implemented by `eventcore-memory` and `eventcore-postgres`, proven by `eventcore-testing`'s conformance suite |
+//! | running it | [`execute`], [`execute_with`], [`Executor`], [`ExecuteOptions`], [`ExecutionResult`], [`ExecuteError`] |
+//! | a store | [`EventStore`] ([`ReadRequest`], [`ReadAnswer`], [`StreamWrites`], [`StoreIdentity`]), [`EventStoreExt`], [`CommandRecords`]; implemented by `eventcore-memory` and `eventcore-postgres`, proven by `eventcore-testing`'s conformance suite |
 //! | what went wrong | [`StoreError`] and its [`kind`](StoreError::kind) ([`StoreErrorKind`]), [`ExecuteError`] |
 //! | the global log | [`EventLog`], [`LogQuery`], [`LogPage`], [`Position`] |
 //! | following it | [`subscribe`], [`Handler`] / [`handler_fn`], [`SubscriptionConfig`], [`CheckpointStore`], [`SubscriptionLeases`] |
@@ -87,12 +105,15 @@ mod declared;
 mod error;
 mod event;
 mod execute;
+mod executor;
+mod identity;
 mod lease;
 mod log;
 mod metadata;
 mod queue;
 mod reads;
 mod record;
+mod request;
 mod retry;
 mod snapshot;
 mod state;
@@ -106,7 +127,7 @@ pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
 pub use error::{BoxError, ExecuteError, Refusal, StoreError, StoreErrorKind};
 pub use event::Event;
-pub use record::{CommandLookup, CommandRecord};
+pub use record::CommandRecord;
 
 /// Implements [`Event`] for an enum: each variant's stream is its field
 /// marked `#[stream]` (or, for every variant at once, the field named by
@@ -200,17 +221,20 @@ pub use eventcore_macros::Event;
 /// ```
 #[cfg(feature = "derive")]
 pub use eventcore_macros::Command;
-pub use execute::{ExecuteOptions, MAX_DISCOVERY_ROUNDS, execute, execute_with};
+pub use execute::{ExecuteOptions, MAX_DISCOVERY_ROUNDS};
+pub use executor::{Executor, execute, execute_with};
+pub use identity::StoreIdentity;
 pub use lease::{LeaseToken, SubscriptionName, SubscriptionNameError};
 pub use log::{EventLog, LogPage, LogQuery, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};
 pub use queue::CommandQueue;
 pub use reads::{Decode, RecordedEvent, StreamReads};
+pub use request::{ReadAnswer, ReadRequest};
 pub use retry::RetryPolicy;
-pub use snapshot::{Snapshot, SnapshotKey, SnapshotRead};
+pub use snapshot::{Snapshot, SnapshotKey};
 pub use state::StateKey;
-pub use store::EventStore;
-pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamVersion};
+pub use store::{CommandRecords, EventStore, EventStoreExt};
+pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamSet, StreamVersion};
 pub use subscription::{
     CheckpointStore, EventContext, Handler, OnHandlerError, SKIPPED_KEPT, SubscriptionConfig,
     SubscriptionError, SubscriptionHandle, SubscriptionLeases, SubscriptionReport, handler_fn,

@@ -1,16 +1,16 @@
-//! Queueing of one store value's commands that touch the same streams.
+//! Queueing of one executor's commands that touch the same streams.
 //!
 //! Optimistic concurrency alone turns contention into conflicts: commands
 //! on a hot stream read, decide, collide, back off and read again, and at
 //! high concurrency most attempts are wasted (measured: 16 tasks on 10
 //! accounts fell to ~120 commands/s with a p99 of 600 ms). Within one
-//! store value there is no need to collide: before each attempt, `execute`
-//! takes an async lock per stripe of its streams in the store's
+//! executor there is no need to collide: before each attempt, `execute`
+//! takes an async lock per stripe of its streams in the executor's
 //! [`CommandQueue`], in ascending stripe order
 //! (so two commands can never wait on each other in a cycle), and releases
 //! them when the attempt ends. Commands on disjoint streams rarely share a
 //! stripe; commands on the same streams queue in FIFO order instead of
-//! conflicting. Other store values and other processes are still kept out
+//! conflicting. Other executors and other processes are still kept out
 //! by the store's version check, and their conflicts are retried as before.
 //! The queue was process-wide until issue 12: two stores in one process
 //! (two tenants, two schemas, two test stores) queued behind each other on
@@ -27,13 +27,13 @@ use crate::StreamId;
 
 const STRIPES: usize = 1024;
 
-/// The queue of commands on the same streams, for one store value and its
-/// clones (a store returns it from
-/// [`EventStore::command_queue`](crate::EventStore::command_queue)). Two
-/// store values, even on one database, queue separately: their commands on
-/// the same streams meet at the store's version check instead, which
-/// retries them. A stripe's lock is made on the first command that needs
-/// it (at most 1,024), so a new store value costs nothing until used.
+/// The queue of commands on the same streams, for one
+/// [`Executor`](crate::Executor) and its clones. Two executors with states
+/// of their own (or the default executors of two store values), even on
+/// one database, queue separately: their commands on the same streams meet
+/// at the store's version check instead, which retries them. A stripe's
+/// lock is made on the first command that needs it (at most 1,024), so a
+/// new executor costs nothing until used.
 #[derive(Debug, Default)]
 pub struct CommandQueue {
     stripes: Plain<HashMap<usize, Arc<Mutex<()>>>>,

@@ -1,5 +1,4 @@
-//! Commands applied once: what a store records for a command id, and what
-//! a read finds when it looks one up.
+//! Commands applied once: what a store records for a command id.
 
 use std::{borrow::Cow, time::SystemTime};
 
@@ -143,27 +142,6 @@ impl CommandRecord {
                 .collect(),
             command_type: command_type.to_owned(),
             streams: streams.into_iter().cloned().collect(),
-        }
-    }
-}
-
-/// What a read that also looks up a command id found: the command's record
-/// (then the streams may not have been read), or the read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandLookup<T> {
-    /// The command id is recorded.
-    Recorded(CommandRecord),
-    /// The command id is not recorded; the read. The look-up saw every
-    /// record committed before the read's view.
-    NotRecorded(T),
-}
-
-impl<T> CommandLookup<T> {
-    /// Applies `f` to the read, if there is one.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> CommandLookup<U> {
-        match self {
-            CommandLookup::Recorded(record) => CommandLookup::Recorded(record),
-            CommandLookup::NotRecorded(read) => CommandLookup::NotRecorded(f(read)),
         }
     }
 }

@@ -65,16 +65,14 @@ impl RetryPolicy {
         self
     }
 
-    /// Whether commands that share a stream and a store value (or its
-    /// clones) wait for each other instead of racing (on by default). Each
-    /// attempt holds an async lock per stream (striped, taken in one global
-    /// order) of the store's [`CommandQueue`](crate::CommandQueue) from its
-    /// read to the end of its append, so contention within one store value
-    /// queues instead of conflicting; other store values and other
-    /// processes are kept out by the store's version check. A store without
-    /// a queue ([`EventStore::command_queue`](crate::EventStore::command_queue)
-    /// is `None`) never queues. Turn it off to let every attempt race, for
-    /// example to test a store under real conflicts.
+    /// Whether commands that share a stream and an executor (or its clones)
+    /// wait for each other instead of racing (on by default). Each attempt
+    /// holds an async lock per stream (striped, taken in one global order)
+    /// of the executor's [`CommandQueue`](crate::CommandQueue) from its read
+    /// to the end of its append, so contention within one executor queues
+    /// instead of conflicting; other executors and other processes are kept
+    /// out by the store's version check. Turn it off to let every attempt
+    /// race, for example to test a store under real conflicts.
     pub fn with_queue_in_process(mut self, queue: bool) -> Self {
         self.queue_in_process = queue;
         self

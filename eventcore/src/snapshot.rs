@@ -1,6 +1,6 @@
 //! Persisted snapshots of declared states: what a store keeps.
 
-use crate::{StreamId, StreamVersion};
+use crate::{StreamId, StreamSet, StreamVersion};
 
 /// What a snapshot is filed under: a declared state's name and fields
 /// ([`StateKey`](crate::StateKey)) and the streams its command reads,
@@ -10,19 +10,16 @@ use crate::{StreamId, StreamVersion};
 pub struct SnapshotKey {
     name: String,
     params: String,
-    streams: Vec<StreamId>,
+    streams: StreamSet,
 }
 
 impl SnapshotKey {
     /// Assembles a key; `streams` are sorted and deduplicated.
     pub fn new(name: impl Into<String>, params: impl Into<String>, streams: &[StreamId]) -> Self {
-        let mut streams = streams.to_vec();
-        streams.sort_unstable();
-        streams.dedup();
         SnapshotKey {
             name: name.into(),
             params: params.into(),
-            streams,
+            streams: streams.into(),
         }
     }
 
@@ -110,37 +107,5 @@ impl Snapshot {
                 .zip(self.versions.iter().copied())
                 .collect()
         })
-    }
-}
-
-/// What [`EventStore::read_from_snapshot`](crate::EventStore::read_from_snapshot)
-/// returns: the snapshot filed under a key (if any), and a read of the
-/// key's streams holding every stream's current version and the events
-/// after `after`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SnapshotRead {
-    /// The snapshot found, as stored.
-    pub snapshot: Option<Snapshot>,
-    /// For each stream of the key, in the key's order, the version whose
-    /// events the read leaves out: the snapshot's when the store used it,
-    /// 0 otherwise (then the read holds every event).
-    pub after: Vec<StreamVersion>,
-    /// The streams' current versions and the events after `after`.
-    pub read: crate::StreamReads,
-}
-
-impl SnapshotRead {
-    /// Assembles the answer; for store implementations.
-    pub fn new(
-        snapshot: Option<Snapshot>,
-        after: Vec<StreamVersion>,
-        read: crate::StreamReads,
-    ) -> Self {
-        SnapshotRead {
-            snapshot,
-            after,
-            read,
-        }
     }
 }

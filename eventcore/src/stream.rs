@@ -143,6 +143,112 @@ impl From<u64> for StreamVersion {
     }
 }
 
+/// A set of stream ids, sorted and each once: what a command reads, what a
+/// snapshot covers, what a read asks for. Made from any list of ids (sorted
+/// and deduplicated once, here), so code that takes one never sorts again.
+///
+/// ```
+/// use eventcore::{StreamId, StreamSet};
+/// let id = |s: &str| StreamId::try_new(s).unwrap();
+/// let set: StreamSet = [id("b"), id("a"), id("b")].into_iter().collect();
+/// assert_eq!(set.as_slice(), &[id("a"), id("b")]);
+/// assert!(set.contains(&id("b")));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct StreamSet(Vec<StreamId>);
+
+impl StreamSet {
+    /// The empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The ids, sorted, each once.
+    pub fn as_slice(&self) -> &[StreamId] {
+        &self.0
+    }
+
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: &StreamId) -> bool {
+        self.0.binary_search(id).is_ok()
+    }
+
+    /// How many ids the set holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set holds no id.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `id`; returns whether it was new.
+    pub fn insert(&mut self, id: StreamId) -> bool {
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, id);
+                true
+            }
+        }
+    }
+
+    /// The ids of `self` and `other`.
+    pub fn union(&self, other: &StreamSet) -> StreamSet {
+        self.iter().chain(other).cloned().collect()
+    }
+
+    /// The ids in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, StreamId> {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<StreamId> for StreamSet {
+    fn from_iter<I: IntoIterator<Item = StreamId>>(ids: I) -> Self {
+        let mut ids: Vec<StreamId> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        StreamSet(ids)
+    }
+}
+
+impl From<Vec<StreamId>> for StreamSet {
+    fn from(ids: Vec<StreamId>) -> Self {
+        ids.into_iter().collect()
+    }
+}
+
+impl From<&[StreamId]> for StreamSet {
+    fn from(ids: &[StreamId]) -> Self {
+        ids.iter().cloned().collect()
+    }
+}
+
+impl std::ops::Deref for StreamSet {
+    type Target = [StreamId];
+    fn deref(&self) -> &[StreamId] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a StreamSet {
+    type Item = &'a StreamId;
+    type IntoIter = std::slice::Iter<'a, StreamId>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for StreamSet {
+    type Item = StreamId;
+    type IntoIter = std::vec::IntoIter<StreamId>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@
 use tracing::Instrument;
 
 use crate::{
-    AppendOutcome, CommandId, CommandLookup, CommandRecord, EventStore, ExecuteError, SnapshotKey,
-    SnapshotRead, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
+    AppendOutcome, CommandId, CommandRecord, EventStore, ExecuteError, ReadAnswer, ReadRequest,
+    SnapshotKey, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites,
 };
 
 /// Why an attempt ends the command instead of being retried; `E` is the
@@ -51,10 +51,13 @@ pub(crate) fn retry_or_end<T, E>(error: StoreError) -> Attempt<T, E> {
 }
 
 /// Sorts a read that looked a command id up.
-pub(crate) fn settle<T, E>(read: Result<CommandLookup<T>, StoreError>) -> Attempt<T, E> {
+pub(crate) fn settle<E>(read: Result<ReadAnswer, StoreError>) -> Attempt<ReadAnswer, E> {
     match read {
-        Ok(CommandLookup::NotRecorded(read)) => Ok(Ok(read)),
-        Ok(CommandLookup::Recorded(record)) => Err(End::Recorded(Box::new(record))),
+        Ok(ReadAnswer {
+            record: Some(record),
+            ..
+        }) => Err(End::Recorded(Box::new(record))),
+        Ok(answer) => Ok(Ok(answer)),
         Err(e) => retry_or_end(e),
     }
 }
@@ -73,15 +76,15 @@ fn record_elapsed(span: &tracing::Span, started: Option<std::time::Instant>) {
     }
 }
 
-/// Records a read's event count (or the record it found) and time.
+/// Records a read's event count and time.
 fn record_read(
     span: &tracing::Span,
     started: Option<std::time::Instant>,
-    read: &Result<CommandLookup<StreamReads>, StoreError>,
+    read: &Result<ReadAnswer, StoreError>,
 ) {
     record_elapsed(span, started);
-    if let Ok(CommandLookup::NotRecorded(read)) = read {
-        span.record("events", read.events().len());
+    if let Ok(answer) = read {
+        span.record("events", answer.reads.events().len());
     }
 }
 
@@ -93,6 +96,14 @@ pub(crate) struct Target<'a, S> {
 }
 
 impl<S: EventStore> Target<'_, S> {
+    /// `request`, with the command id when there is one.
+    fn request(&self, request: ReadRequest) -> ReadRequest {
+        match self.command {
+            None => request,
+            Some((id, _)) => request.with_command_id(id.clone()),
+        }
+    }
+
     pub(crate) async fn read_streams<E>(&self, streams: &[StreamId]) -> Attempt<StreamReads, E> {
         let span = tracing::debug_span!(
             "eventcore.read",
@@ -101,22 +112,10 @@ impl<S: EventStore> Target<'_, S> {
             elapsed_us = tracing::field::Empty,
         );
         let started = start(&span);
-        let read = match self.command {
-            None => self
-                .store
-                .read_streams(streams)
-                .instrument(span.clone())
-                .await
-                .map(CommandLookup::NotRecorded),
-            Some((id, _)) => {
-                self.store
-                    .read_streams_for(id, streams)
-                    .instrument(span.clone())
-                    .await
-            }
-        };
+        let request = self.request(ReadRequest::streams(streams.iter().cloned()));
+        let read = self.store.read(request).instrument(span.clone()).await;
         record_read(&span, started, &read);
-        settle(read)
+        Ok(settle(read)?.map(|answer| answer.reads))
     }
 
     pub(crate) async fn read_tails<E>(
@@ -130,37 +129,28 @@ impl<S: EventStore> Target<'_, S> {
             elapsed_us = tracing::field::Empty,
         );
         let started = start(&span);
-        let read = match self.command {
-            None => self
-                .store
-                .read_tails(held)
-                .instrument(span.clone())
-                .await
-                .map(CommandLookup::NotRecorded),
-            Some((id, _)) => {
-                self.store
-                    .read_tails_for(id, held)
-                    .instrument(span.clone())
-                    .await
-            }
-        };
+        let request = self.request(ReadRequest::tails(held.iter().cloned()));
+        let read = self.store.read(request).instrument(span.clone()).await;
         record_read(&span, started, &read);
-        settle(read)
+        Ok(settle(read)?.map(|answer| answer.reads))
     }
 
     /// Not sorted: a failed snapshot read is not a failed command.
     pub(crate) async fn read_from_snapshot(
         &self,
         key: &SnapshotKey,
-    ) -> Result<CommandLookup<SnapshotRead>, StoreError> {
-        match self.command {
-            None => self
-                .store
-                .read_from_snapshot(key)
-                .await
-                .map(CommandLookup::NotRecorded),
-            Some((id, _)) => self.store.read_from_snapshot_for(id, key).await,
-        }
+    ) -> Result<ReadAnswer, StoreError> {
+        let span = tracing::debug_span!(
+            "eventcore.read_from_snapshot",
+            streams = key.streams().len(),
+            events = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        let started = start(&span);
+        let request = self.request(ReadRequest::from_snapshot(key.clone()));
+        let read = self.store.read(request).instrument(span.clone()).await;
+        record_read(&span, started, &read);
+        read
     }
 
     /// An empty write for this execution's events.

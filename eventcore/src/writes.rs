@@ -91,12 +91,33 @@ pub struct StreamWrites {
     metadata: Arc<Metadata>,
     /// The command these writes apply, by id and type, if it has an id.
     command: Option<(CommandId, Cow<'static, str>)>,
+    /// A snapshot to keep once the append succeeds.
+    snapshot: Option<crate::Snapshot>,
 }
 
 impl StreamWrites {
     /// An empty write that registers no stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Carries `snapshot` for the store to keep once the append succeeds
+    /// (not when it finds the command already applied): the state after
+    /// these events, which `execute` attaches every so many events. A store
+    /// may drop it; the append never waits on it.
+    pub fn with_snapshot(mut self, snapshot: crate::Snapshot) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
+    /// The snapshot carried, if any.
+    pub fn snapshot(&self) -> Option<&crate::Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// Takes the snapshot carried out of the write, for a store to keep.
+    pub fn take_snapshot(&mut self) -> Option<crate::Snapshot> {
+        self.snapshot.take()
     }
 
     /// Registers `stream_id`, which must be at `version` when the write is

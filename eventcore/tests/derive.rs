@@ -357,7 +357,7 @@ async fn a_derived_command_executes_and_its_events_read_back() {
     .await
     .unwrap();
     assert_eq!(done.events_written, 2);
-    let read = eventcore::EventStore::read_streams(&store, &[a.clone(), b.clone()])
+    let read = eventcore::EventStoreExt::read_streams(&store, &[a.clone(), b.clone()])
         .await
         .unwrap();
     let types: Vec<&str> = read.events().iter().map(|e| e.event_type()).collect();

@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use eventcore::{
-    Command, CommandLogic, Event, EventStore, ExecuteError, NewEvents, Refusal, RetryPolicy,
-    StateKey, StreamId, StreamVersion, StreamWrites, execute, execute_with,
+    Command, CommandLogic, Event, EventStore, EventStoreExt, ExecuteError, NewEvents, Refusal,
+    RetryPolicy, StateKey, StreamId, StreamVersion, StreamWrites, execute, execute_with,
 };
 use eventcore_memory::InMemoryEventStore;
 use serde::{Deserialize, Serialize};

@@ -11,9 +11,9 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, Refusal,
-    RetryPolicy, StoreError, StreamId, StreamReads, StreamVersion, StreamWrites, execute,
-    execute_with,
+    AppendOutcome, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, ReadAnswer,
+    ReadRequest, Refusal, RetryPolicy, StoreError, StoreIdentity, StreamId, StreamVersion,
+    StreamWrites, execute, execute_with,
 };
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::fixtures::{Credit, LedgerEvent, Move, Note, stream};
@@ -42,9 +42,13 @@ impl Flaky {
 }
 
 impl EventStore for Flaky {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_streams(streams).await
+        self.inner.read(request).await
+    }
+
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
@@ -336,8 +340,8 @@ struct CountingStore {
 }
 
 impl EventStore for CountingStore {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        let read = self.inner.read_streams(streams).await;
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        let read = self.inner.read(request).await;
         // Widen the window between read and append.
         tokio::task::yield_now().await;
         read
@@ -351,9 +355,10 @@ impl EventStore for CountingStore {
         result
     }
 
-    /// A wrapper forwards the queue, or its commands never queue.
-    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
-        self.inner.command_queue()
+    /// The queue comes with the identity: forwarded, the wrapper's
+    /// commands queue with the wrapped store's.
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 }
 

@@ -1,5 +1,7 @@
-//! The in-process queue belongs to a store value: clones share it, other
-//! store values (another tenant, another schema, another test's store) do
+//! The in-process queue belongs to an executor: the default executor of a
+//! store's identity is shared by the store's clones and by wrappers that
+//! forward the identity; other store values (another tenant, another
+//! schema, another test's store) and executors with a state of their own do
 //! not wait behind it.
 
 use std::{
@@ -11,8 +13,8 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandQueue, EventStore, RetryPolicy, StoreError, StreamId, StreamReads,
-    StreamWrites, execute, execute_with,
+    AppendOutcome, CacheConfig, EventStore, EventStoreExt, Executor, ReadAnswer, ReadRequest,
+    RetryPolicy, StoreError, StoreIdentity, StreamId, StreamWrites, execute, execute_with,
 };
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::fixtures::{Credit, stream};
@@ -47,8 +49,12 @@ impl Gated {
 }
 
 impl EventStore for Gated {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        self.inner.read_streams(streams).await
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        self.inner.read(request).await
+    }
+
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
@@ -57,10 +63,6 @@ impl EventStore for Gated {
         let permit = self.gate.acquire().await;
         drop(permit);
         self.inner.append(writes).await
-    }
-
-    fn command_queue(&self) -> Option<&CommandQueue> {
-        self.inner.command_queue()
     }
 }
 
@@ -102,21 +104,36 @@ async fn another_store_value_does_not_wait_behind_a_stuck_command() {
         .expect("another store value's command does not wait")
         .expect("applied");
 
+    // An executor with a state of its own over the stuck store: not queued
+    // behind it either (its append meets the version check instead).
+    let own = Executor::new(stuck.clone()).with_cache(CacheConfig::default());
+    let own_command = tokio::spawn({
+        let x = x.clone();
+        async move { own.execute(credit(&x)).await }
+    });
+    stuck
+        .reached(2, "an executor of its own reads and appends at once")
+        .await;
+
     // A clone of the stuck store shares its queue: it waits its turn.
     let second = start(&stuck, &x, RetryPolicy::default());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         stuck.at_gate.load(Ordering::SeqCst),
-        1,
+        2,
         "a clone queues behind the first, before its read"
     );
     assert!(!second.is_finished() && !first.is_finished());
 
-    stuck.gate.add_permits(2);
+    stuck.gate.add_permits(8);
     first.await.unwrap().expect("the first lands");
     second.await.unwrap().expect("then the second");
+    own_command
+        .await
+        .unwrap()
+        .expect("and the own executor's, after a retry");
     let read = stuck.inner.read_streams(&[x]).await.unwrap();
-    assert_eq!(read.events().len(), 2);
+    assert_eq!(read.events().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

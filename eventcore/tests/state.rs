@@ -7,9 +7,9 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CommandLogic, CommandStreams, EventStore, ExecuteError, NewEvents, Refusal,
-    Snapshot, SnapshotKey, StateCache, StateKey, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites, execute,
+    AppendOutcome, CommandLogic, CommandStreams, EventStore, EventStoreExt, ExecuteError, Executor,
+    NewEvents, ReadAnswer, ReadRequest, Refusal, StateKey, StoreError, StoreIdentity, StreamId,
+    StreamVersion, StreamWrites, execute,
 };
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::fixtures::{Credit, LedgerEvent, Move, stream};
@@ -32,17 +32,15 @@ impl Calls {
 }
 
 impl EventStore for Calls {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        self.note("read_streams");
-        self.inner.read_streams(streams).await
-    }
-
-    async fn read_tails(
-        &self,
-        held: &[(StreamId, StreamVersion)],
-    ) -> Result<StreamReads, StoreError> {
-        self.note("read_tails");
-        self.inner.read_tails(held).await
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        self.note(if request.snapshot().is_some() {
+            "read_from_snapshot"
+        } else if request.is_whole() {
+            "read_streams"
+        } else {
+            "read_tails"
+        });
+        self.inner.read(request).await
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
@@ -50,21 +48,8 @@ impl EventStore for Calls {
         self.inner.append(writes).await
     }
 
-    fn state_cache(&self) -> Option<&StateCache> {
-        self.inner.state_cache()
-    }
-
-    fn command_queue(&self) -> Option<&eventcore::CommandQueue> {
-        self.inner.command_queue()
-    }
-
-    async fn load_snapshot(&self, key: &SnapshotKey) -> Result<Option<Snapshot>, StoreError> {
-        self.note("load_snapshot");
-        self.inner.load_snapshot(key).await
-    }
-
-    fn offer_snapshot(&self, snapshot: Snapshot) {
-        self.inner.offer_snapshot(snapshot);
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 }
 
@@ -97,8 +82,8 @@ async fn a_kept_state_costs_one_store_call() {
     execute(&store, transfer("a", "b", 1)).await.unwrap();
     assert_eq!(
         store.take(),
-        vec!["load_snapshot", "read_streams", "append"],
-        "a miss looks for a snapshot, folds the streams, appends"
+        vec!["read_from_snapshot", "append"],
+        "a miss reads the streams from a snapshot if there is one, in one call, and appends"
     );
     let done = execute(&store, transfer("a", "b", 1)).await.unwrap();
     assert_eq!(store.take(), vec!["append"], "a hit only appends");
@@ -154,7 +139,7 @@ async fn a_state_moved_through_another_kept_state_reads_the_tail_first() {
         "no append doomed to conflict"
     );
     assert_eq!(done.version_of(&stream("a")), Some(StreamVersion::new(4)));
-    assert_eq!(store.state_cache().unwrap().stats().stale_hits, 1);
+    assert_eq!(Executor::new(&store).cache().stats().stale_hits, 1);
 }
 
 #[tokio::test]
@@ -178,7 +163,7 @@ async fn an_undeclared_command_never_uses_the_cache() {
         store.take(),
         vec!["read_streams", "append", "read_streams", "append"]
     );
-    assert!(store.state_cache().unwrap().is_empty());
+    assert!(Executor::new(&store).cache().is_empty());
 }
 
 /// A command whose key is chosen by the test.

@@ -10,8 +10,9 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, EventStore, RetryPolicy, StoreError, StreamId, StreamReads, StreamWrites,
-    SubscriptionConfig, SubscriptionName, execute, execute_with, handler_fn, subscribe,
+    AppendOutcome, EventStore, ReadAnswer, ReadRequest, RetryPolicy, StoreError, StoreIdentity,
+    StreamWrites, SubscriptionConfig, SubscriptionName, execute, execute_with, handler_fn,
+    subscribe,
 };
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::{
@@ -27,8 +28,12 @@ struct ConflictsOnce {
 }
 
 impl EventStore for ConflictsOnce {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        self.inner.read_streams(streams).await
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        self.inner.read(request).await
+    }
+
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {

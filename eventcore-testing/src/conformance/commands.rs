@@ -4,8 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use eventcore::{
-    CommandId, CommandLookup, EventStore, ExecuteError, ExecuteOptions, ExecutionResult,
-    RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
+    CommandId, CommandRecords, EventStore, EventStoreExt, ExecuteError, ExecuteOptions,
+    ExecutionResult, ReadRequest, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites,
+    execute_with,
 };
 use tokio::sync::Barrier;
 
@@ -156,29 +157,29 @@ pub async fn repeat_after_a_lost_reply_finds_the_record_before_deciding<
 
     let id = command_id("lost-1");
     let found = store
-        .read_streams_for(&id, &[from.clone(), to.clone()])
+        .read(ReadRequest::streams([from.clone(), to.clone()]).with_command_id(id.clone()))
         .await
         .expect("read for");
-    assert!(matches!(found, CommandLookup::Recorded(_)), "{found:?}");
+    assert!(found.record.is_some(), "{found:?}");
     let found = store
-        .read_tails_for(&id, &[(from.clone(), StreamVersion::new(1))])
+        .read(ReadRequest::tails([(from.clone(), StreamVersion::new(1))]).with_command_id(id))
         .await
         .expect("tail read for");
-    assert!(matches!(found, CommandLookup::Recorded(_)), "{found:?}");
+    assert!(found.record.is_some(), "{found:?}");
     let other = store
-        .read_tails_for(
-            &command_id("lost-2"),
-            &[(from.clone(), StreamVersion::new(1))],
+        .read(
+            ReadRequest::tails([(from.clone(), StreamVersion::new(1))])
+                .with_command_id(command_id("lost-2")),
         )
         .await
         .expect("tail read for another id");
-    match other {
-        CommandLookup::NotRecorded(read) => {
-            assert_eq!(read.version(&from), Some(StreamVersion::new(2)));
-            assert_eq!(read.events().len(), 1, "the tail after version 1");
-        }
-        CommandLookup::Recorded(r) => panic!("another id is not recorded: {r:?}"),
-    }
+    assert!(
+        other.record.is_none(),
+        "another id is not recorded: {other:?}"
+    );
+    assert_eq!(other.reads.version(&from), Some(StreamVersion::new(2)));
+    assert_eq!(other.reads.events().len(), 1, "the tail after version 1");
+    assert_eq!(other.after, vec![(from.clone(), StreamVersion::new(1))]);
 
     let retry = Move {
         from: from.clone(),
@@ -348,7 +349,7 @@ pub async fn concurrent_executions_of_one_command_id_apply_once<S: EventStore + 
 /// Records last until pruned: pruning with an age limit removes only
 /// older records, and a pruned command id counts as new (the command is
 /// applied again, as the documentation warns).
-pub async fn pruned_command_ids_count_as_new<S: EventStore + Clone + 'static>(store: &S) {
+pub async fn pruned_command_ids_count_as_new<S: CommandRecords + Clone + 'static>(store: &S) {
     let a = stream("prune-a");
     let credit = Credit {
         account: a.clone(),

@@ -7,9 +7,9 @@ use std::sync::{
 };
 
 use eventcore::{
-    AppendOutcome, Command, CommandLogic, CommandQueue, Event, EventStore, ExecuteError,
-    MAX_DISCOVERY_ROUNDS, NewEvents, StoreError, StreamId, StreamReads, StreamVersion,
-    StreamWrites, execute, require,
+    AppendOutcome, Command, CommandLogic, Event, EventStore, EventStoreExt, ExecuteError,
+    MAX_DISCOVERY_ROUNDS, NewEvents, ReadAnswer, ReadRequest, StoreError, StoreIdentity, StreamId,
+    StreamVersion, StreamWrites, execute, require,
 };
 use serde::{Deserialize, Serialize};
 
@@ -195,9 +195,10 @@ struct TakesTheLastSeat<S> {
     appends: Arc<AtomicU32>,
 }
 
+#[deny(clippy::missing_trait_methods)]
 impl<S: EventStore> EventStore for TakesTheLastSeat<S> {
-    async fn read_streams(&self, streams: &[StreamId]) -> Result<StreamReads, StoreError> {
-        self.inner.read_streams(streams).await
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        self.inner.read(request).await
     }
 
     async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
@@ -218,8 +219,8 @@ impl<S: EventStore> EventStore for TakesTheLastSeat<S> {
         self.inner.append(writes).await
     }
 
-    fn command_queue(&self) -> Option<&CommandQueue> {
-        self.inner.command_queue()
+    fn identity(&self) -> &StoreIdentity {
+        self.inner.identity()
     }
 }
 

@@ -4,8 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use eventcore::{
-    CausationId, CorrelationId, EventLog, EventStore, ExecuteError, ExecuteOptions, LogQuery,
-    Metadata, RecordedEvent, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
+    CausationId, CorrelationId, EventLog, EventStore, EventStoreExt, ExecuteError, ExecuteOptions,
+    LogQuery, Metadata, RecordedEvent, StoreError, StreamId, StreamVersion, StreamWrites,
+    execute_with,
 };
 use serde_json::json;
 

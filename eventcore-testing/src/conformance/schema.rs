@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use eventcore::{
-    BoxError, Command, CommandLogic, Event, EventLog, EventStore, ExecuteError, LogQuery,
-    NewEvents, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
+    BoxError, Command, CommandLogic, Event, EventLog, EventStore, EventStoreExt, ExecuteError,
+    LogQuery, NewEvents, RetryPolicy, StoreError, StreamId, StreamVersion, StreamWrites,
+    execute_with,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

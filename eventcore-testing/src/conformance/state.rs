@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use eventcore::{
-    EventStore, ExecuteError, RetryPolicy, Snapshot, SnapshotKey, StreamId, StreamVersion,
-    StreamWrites, execute_with,
+    EventStore, EventStoreExt, ExecuteError, Executor, RetryPolicy, Snapshot, SnapshotKey,
+    StreamId, StreamVersion, StreamWrites, execute_with,
 };
 
 use crate::fixtures::{BALANCES, Balances, Credit, LedgerEvent, Move, Note, stream};
@@ -202,31 +202,34 @@ pub async fn refusal_on_a_kept_state_is_confirmed_first<S: EventStore + Clone + 
 }
 
 /// How many events a declared state takes before it is snapshotted, from
-/// the store's cache. A store in the snapshot scenarios must have both: a
-/// missing one fails, naming what is missing (a wrapper that does not
-/// forward `state_cache` is caught here, not passed).
+/// the cache of the store's default executor. A store in the snapshot
+/// scenarios must have snapshots on: if not, this fails, naming what is
+/// missing.
 fn snapshot_every<S: EventStore>(store: &S) -> std::num::NonZeroU64 {
-    let Some(cache) = store.state_cache() else {
+    let Some(every) = Executor::new(store).cache().config().snapshot_every() else {
         panic!(
-            "the snapshot scenarios need a state cache: EventStore::state_cache returned None \
-             (a wrapper store must forward it); a store without kept states and snapshots runs \
-             store_conformance_tests! and execute_conformance_tests! instead"
-        );
-    };
-    let Some(every) = cache.config().snapshot_every() else {
-        panic!(
-            "the snapshot scenarios need snapshots: the state cache's \
+            "the snapshot scenarios need snapshots: the executor's \
              CacheConfig::snapshot_every is None"
         );
     };
     every
 }
 
-/// Offers `snapshot` and waits until the store returns it.
+/// Has the store keep `snapshot`, whatever it holds (an append of no
+/// events that carries it, expecting its streams' current versions), and
+/// waits until the store returns it.
 async fn plant<S: EventStore>(store: &S, snapshot: Snapshot) {
     snapshot_every(store);
     let key = snapshot.key().clone();
-    store.offer_snapshot(snapshot.clone());
+    let now = store.read_streams(key.streams()).await.expect("read");
+    let mut writes = StreamWrites::new();
+    for (stream, version) in now.versions() {
+        writes.expect(stream.clone(), *version).expect("register");
+    }
+    store
+        .append(writes.with_snapshot(snapshot.clone()))
+        .await
+        .expect("an empty write carrying a snapshot");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if store.load_snapshot(&key).await.expect("load snapshot") == Some(snapshot.clone()) {
@@ -234,16 +237,14 @@ async fn plant<S: EventStore>(store: &S, snapshot: Snapshot) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "an offered snapshot was not kept within 10 s"
+            "a snapshot carried by an append was not kept within 10 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 fn forget_kept_states<S: EventStore>(store: &S) {
-    if let Some(cache) = store.state_cache() {
-        cache.clear();
-    }
+    Executor::new(store).cache().clear();
 }
 
 /// After enough events a declared state is snapshotted; with the kept
@@ -277,12 +278,12 @@ pub async fn snapshot_is_saved_and_used_after_a_restart<S: EventStore + Clone + 
     );
     credit(store, &a, 5).await;
     forget_kept_states(store);
-    let used_before = store.state_cache().map_or(0, |c| c.stats().snapshots_used);
+    let used_before = Executor::new(store).cache().stats().snapshots_used;
     let err = move_money(store, &a, &b, every.get() + 5)
         .await
         .expect_err("a holds every - 1 + 5");
     assert!(matches!(err, ExecuteError::Rejected(_)));
-    let used = store.state_cache().map_or(0, |c| c.stats().snapshots_used);
+    let used = Executor::new(store).cache().stats().snapshots_used;
     assert_eq!(
         used,
         used_before + 1,

@@ -2,8 +2,8 @@
 //! could not come back is never written.
 
 use eventcore::{
-    Event, EventStore, ExecuteError, ExecuteOptions, StoreError, StreamId, StreamVersion,
-    StreamWrites, execute_with,
+    Event, EventStore, EventStoreExt, ExecuteError, ExecuteOptions, StoreError, StreamId,
+    StreamVersion, StreamWrites, execute_with,
 };
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! What a workload's clients saw succeed, and the invariant checks that
 //! compare it with what the store holds.
 
-use eventcore::{EventStore, ExecuteError, ExecutionResult, StoreError, StreamId};
+use eventcore::{EventStore, EventStoreExt, ExecuteError, ExecutionResult, StoreError, StreamId};
 use serde::Serialize;
 
 use super::domain::{Account, BankError, BankEvent};

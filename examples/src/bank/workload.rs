@@ -10,7 +10,7 @@ use std::{
 };
 
 use eventcore::{
-    CheckpointStore, CommandId, EventLog, EventStore, ExecuteError, ExecuteOptions,
+    CheckpointStore, CommandId, EventLog, EventStore, EventStoreExt, ExecuteError, ExecuteOptions,
     ExecutionResult, Metadata, RetryPolicy, StreamId, SubscriptionLeases, SubscriptionName,
     execute_with,
 };

@@ -130,7 +130,8 @@ where
     let mut levels = Vec::new();
     for (l, &concurrency) in config.concurrency.iter().enumerate() {
         let deadline = Instant::now() + config.duration;
-        let cache_before = store.state_cache().map(eventcore::StateCache::stats);
+        // The cache of the store's default executor, which `execute` uses.
+        let cache_before = eventcore::Executor::new(&store).cache().stats();
         let mut tasks = Vec::new();
         for w in 0..concurrency.max(1) {
             let (store, accounts) = (store.clone(), accounts.clone());
@@ -179,10 +180,10 @@ where
         }
         let elapsed = level_start.elapsed().as_secs_f64().max(1e-9);
         ticker.abort();
-        let cache = match (store.state_cache(), cache_before) {
-            (Some(cache), Some(before)) => cache.stats().since(&before),
-            _ => eventcore::CacheStats::default(),
-        };
+        let cache = eventcore::Executor::new(&store)
+            .cache()
+            .stats()
+            .since(&cache_before);
         latencies.sort_unstable();
         levels.push(LevelReport {
             concurrency,

@@ -16,8 +16,8 @@ use axum::{
     routing::{get, post},
 };
 use eventcore::{
-    CommandId, CommandLogic, EventStore, ExecuteOptions, ExecutionResult, Metadata, StreamId,
-    StreamVersion, execute_with,
+    CommandId, CommandLogic, EventStore, EventStoreExt, ExecuteOptions, ExecutionResult, Metadata,
+    StreamId, StreamVersion, execute_with,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -9,7 +9,7 @@ mod readme;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use client::{Reply, Service, postgres_store, sql};
-use eventcore::{Event, EventStore, StreamId, StreamVersion, StreamWrites};
+use eventcore::{Event, EventStore, EventStoreExt, StreamId, StreamVersion, StreamWrites};
 use eventcore_examples::{bank::domain::bank_invariant, service::Backend};
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use serde::{Deserialize, Serialize};
