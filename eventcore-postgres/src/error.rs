@@ -13,8 +13,10 @@ pub enum PostgresError {
     /// No connection could be opened.
     #[error("could not connect to PostgreSQL")]
     Connect(#[source] sqlx::Error),
-    /// A migration failed; the transaction was rolled back, so the schema is
-    /// as it was before.
+    /// A migration failed; its transaction was rolled back, so the schema
+    /// holds the migrations before it (each commits on its own) and none of
+    /// this one. A step that runs outside a transaction is written so that
+    /// running it again is safe.
     #[error("migration {version} ({description}) failed")]
     Migrate {
         /// The migration's number.

@@ -83,8 +83,12 @@
 //!   use a pool of its own, built from
 //!   [`PostgresEventStore::connect_options`] if it should see eventcore's
 //!   schema.
-//! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL in
-//!   one transaction under an advisory lock, recorded in its own
+//! - **Migrations.** [`PostgresEventStore::migrate`] applies embedded SQL
+//!   under a session advisory lock (polled, so that a waiting migrator holds
+//!   no snapshot an index build would wait for), each migration in a
+//!   transaction of its own or, when marked so, outside one (an index built
+//!   `CONCURRENTLY` on a live log, which never holds a lock that appends
+//!   wait for), then the functions in one transaction; recorded in its own
 //!   `eventcore_migrations` table (not sqlx's `_sqlx_migrations`, which the
 //!   application's own sqlx migrator owns). Tables, indexes and triggers
 //!   are in numbered migrations that never change once released: each is

@@ -176,7 +176,9 @@ impl PostgresEventStore {
 
     /// Creates or upgrades eventcore's tables (and the configured schema).
     /// Safe to call from several processes at once: they take turns on an
-    /// advisory lock, and each migration runs in one transaction.
+    /// advisory lock. Each migration commits on its own (one that fails
+    /// leaves those before it applied), then the functions are made in one
+    /// transaction.
     ///
     /// # Errors
     /// [`PostgresError::Connect`], [`PostgresError::Migrate`] or
