@@ -54,6 +54,10 @@ enum Flaw {
     /// streams' events from the start: a command folds them onto the
     /// snapshot's state a second time.
     SnapshotReadsFromStart,
+    /// Answers a tail read (the path a kept state takes after a conflict)
+    /// with the streams' current versions but none of the events after the
+    /// held ones.
+    TailsMissEvents,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +235,10 @@ impl EventStore for BrokenStore {
             .collect();
         let events = log
             .iter()
+            .filter(|_| {
+                let tail = request.snapshot().is_none() && !request.is_whole();
+                !(tail && self.flaw == Flaw::TailsMissEvents)
+            })
             .filter(|e| {
                 from.iter()
                     .any(|(s, v)| s == e.stream_id() && e.version() > *v)
@@ -257,7 +265,8 @@ impl EventStore for BrokenStore {
             | Flaw::ForgetsCommands
             | Flaw::NextPastMatches
             | Flaw::ReadsMissRecords
-            | Flaw::SnapshotReadsFromStart => {
+            | Flaw::SnapshotReadsFromStart
+            | Flaw::TailsMissEvents => {
                 let mut log = self.log.lock().unwrap();
                 let mut commands = self.commands.lock().unwrap();
                 if let Some((id, _)) = writes.command()
@@ -509,6 +518,28 @@ where
         }
     }
     panic!("the concurrency checker did not catch the flaw within 30 s");
+}
+
+/// The checker runs commands through the executor's kept states, as
+/// `execute` does: a store whose tail reads (what a kept state reads after
+/// its append conflicts) miss the new events lets a command decide on a
+/// stale state and append it with current versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tail_reads_that_miss_events_are_caught() {
+    let violations = checker_catches(
+        || BrokenStore::new(Flaw::TailsMissEvents),
+        funded(4, 100),
+        ledger_batch(4, 40),
+    )
+    .await;
+    // A decision on a stale state: replayed in commit order it differs,
+    // or the ledger goes negative.
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.contains("not serializable") || v.contains("went to -")),
+        "{violations:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
