@@ -448,12 +448,14 @@ impl<'c, S: Default + Send> Declared<'c, S> {
         C: CommandLogic<State = S>,
     {
         let every = self.cache.and_then(|c| c.config().snapshot_every())?;
-        let after = writes.resulting_versions().ok()?;
-        let due =
-            k.replace_snapshot || total(&after).saturating_sub(k.snapshot_base) >= every.get();
+        // Every event is of a registered stream: the events covered after
+        // the append, counted without building the versions.
+        let covered = total(&k.versions).saturating_add(decided.len() as u64);
+        let due = k.replace_snapshot || covered.saturating_sub(k.snapshot_base) >= every.get();
         if !due {
             return None;
         }
+        let after = writes.resulting_versions().ok()?;
         let codec = self.key.codec();
         let state = decided
             .iter()

@@ -63,7 +63,7 @@ impl<S: EventStore> Executor<S> {
     /// An executor over `store` with the default state of the store's
     /// [identity](EventStore::identity): the one [`execute`] uses.
     pub fn new(store: S) -> Self {
-        let local = store.identity().in_process();
+        let local = store.identity().in_process().clone();
         Executor { store, local }
     }
 
@@ -164,7 +164,7 @@ where
     S: EventStore,
     C: CommandLogic,
 {
-    Executor::new(store).execute(command).await
+    execute_with(store, command, ExecuteOptions::new()).await
 }
 
 /// Runs `command` against `store` with `options` (a
@@ -182,5 +182,7 @@ where
     S: EventStore,
     C: CommandLogic,
 {
-    Executor::new(store).execute_with(command, options).await
+    // The store's default state, borrowed: no executor value to make.
+    let local = store.identity().in_process();
+    run(&store, local, command, options.into()).await
 }

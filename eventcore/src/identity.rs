@@ -13,8 +13,15 @@ use crate::{CacheConfig, CommandQueue, StateCache};
 /// states and command queue of the store's identity, made on first use, so
 /// that every value showing the same events shares them and no two sets of
 /// events ever do.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StoreIdentity(Arc<OnceLock<Arc<InProcess>>>);
+
+/// The identity's address, not the states kept for it.
+impl std::fmt::Debug for StoreIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreIdentity({:p})", Arc::as_ptr(&self.0))
+    }
+}
 
 impl StoreIdentity {
     /// A new identity, unlike every other.
@@ -28,19 +35,27 @@ impl StoreIdentity {
     }
 
     /// The default in-process state of these events.
-    pub(crate) fn in_process(&self) -> Arc<InProcess> {
+    pub(crate) fn in_process(&self) -> &Arc<InProcess> {
         self.0
             .get_or_init(|| Arc::new(InProcess::new(CacheConfig::default())))
-            .clone()
     }
 }
 
 /// What an executor keeps in process: folded states and the queue of
 /// commands on the same streams.
-#[derive(Debug)]
 pub(crate) struct InProcess {
     pub(crate) cache: StateCache,
     pub(crate) queue: CommandQueue,
+}
+
+/// The limits and how many states are kept, not the states.
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("config", self.cache.config())
+            .field("kept", &self.cache.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl InProcess {
