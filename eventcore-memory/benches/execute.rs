@@ -73,7 +73,7 @@ impl CommandLogic for CountedDeposit {
         count + 1
     }
 
-    fn handle(&self, _: u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, &_: &u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
         Ok(vec![LedgerEvent::Credited {
             account: self.0.clone(),
             amount: 1,

@@ -75,7 +75,7 @@ impl CommandLogic for Pay {
         }
     }
 
-    fn handle(&self, balance: i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, &balance: &i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
         require!(self.from != self.to, "cannot pay oneself");
         require!(
             balance >= i128::from(self.amount),
@@ -123,8 +123,8 @@ impl CommandLogic for Misdeclared {
         self.0.apply(balance, event)
     }
 
-    fn handle(&self, balance: i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        self.0.handle(balance)
+    fn handle(&self, &balance: &i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        self.0.handle(&balance)
     }
 
     fn state_key(&self) -> Option<StateKey<i128>> {

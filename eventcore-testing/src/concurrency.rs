@@ -761,7 +761,7 @@ where
             }
         }
     }
-    let again = match r.command.handle(state) {
+    let again = match r.command.handle(&state) {
         Ok(events) if events.is_empty() => Outcome::NoOp,
         Ok(_) => Outcome::Applied {
             attempts: 1,

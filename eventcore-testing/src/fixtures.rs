@@ -98,7 +98,7 @@ impl CommandLogic for Credit {
         state
     }
 
-    fn handle(&self, _state: ()) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, _state: &()) -> Result<NewEvents<LedgerEvent>, Refusal> {
         if self.amount == 0 {
             return Ok(NewEvents::none());
         }
@@ -169,7 +169,7 @@ impl CommandLogic for Move {
         Some(StateKey::new(BALANCES, 1))
     }
 
-    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, state: &Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
         let available = state.of(&self.from);
         require!(
             available >= i128::from(self.amount),
@@ -216,7 +216,7 @@ impl CommandLogic for Stray {
         state
     }
 
-    fn handle(&self, _state: ()) -> Result<NewEvents<Note>, Refusal> {
+    fn handle(&self, _state: &()) -> Result<NewEvents<Note>, Refusal> {
         Ok(vec![Note::new(&self.declared, 1), Note::new(&self.stray, 2)].into())
     }
 }
@@ -258,9 +258,9 @@ impl CommandLogic for LedgerCommand {
         Some(StateKey::new(BALANCES, 1))
     }
 
-    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, state: &Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
         match self {
-            LedgerCommand::Credit(c) => c.handle(()),
+            LedgerCommand::Credit(c) => c.handle(&()),
             LedgerCommand::Move(m) => m.handle(state),
         }
     }

@@ -55,7 +55,7 @@ impl<E: Event + Debug> Given<E> {
             });
             state = command.apply(state, &back);
         }
-        let outcome = command.handle(state).map(|events| events.into_vec());
+        let outcome = command.handle(&state).map(|events| events.into_vec());
         When {
             given: self.events,
             command,

@@ -660,7 +660,7 @@ impl CommandLogic for ForgetsDebits {
         state
     }
 
-    fn handle(&self, state: Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, state: &Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
         self.0.handle(state)
     }
 }

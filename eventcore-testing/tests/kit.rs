@@ -394,7 +394,7 @@ impl eventcore::CommandLogic for Spend {
         }
     }
 
-    fn handle(&self, held: i128) -> Result<eventcore::NewEvents<LedgerEvent>, SpendError> {
+    fn handle(&self, &held: &i128) -> Result<eventcore::NewEvents<LedgerEvent>, SpendError> {
         eventcore::require!(
             held >= i128::from(self.amount),
             SpendError::Short {

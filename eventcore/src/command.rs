@@ -119,7 +119,7 @@ pub(crate) fn own_name(type_name: &str) -> String {
 ///         }
 ///     }
 ///
-///     fn handle(&self, balance: u64) -> Result<NewEvents<Ev>, Overdraft> {
+///     fn handle(&self, &balance: &u64) -> Result<NewEvents<Ev>, Overdraft> {
 ///         require!(balance >= self.amount, Overdraft { balance, wanted: self.amount });
 ///         Ok(vec![Ev::Withdrawn { account: self.account.clone(), amount: self.amount }].into())
 ///     }
@@ -139,12 +139,13 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     /// Folds one event into the state.
     fn apply(&self, state: Self::State, event: &Self::Event) -> Self::State;
 
-    /// Decides which events to append, or refuses.
+    /// Decides which events to append, or refuses, on a borrowed state: a
+    /// command deciding on a kept state costs no copy of it.
     ///
     /// # Errors
     /// The command's [`Error`](Self::Error) when a business rule does not
     /// hold; the execute loop returns it without retrying.
-    fn handle(&self, state: Self::State) -> Result<NewEvents<Self::Event>, Self::Error>;
+    fn handle(&self, state: &Self::State) -> Result<NewEvents<Self::Event>, Self::Error>;
 
     /// Declares what this command's state is, so that `execute` can reuse a
     /// state folded before (kept by the store's
@@ -202,8 +203,8 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     ///     fn discover_streams(&self, warehouse: &Option<StreamId>) -> Vec<StreamId> {
     ///         warehouse.iter().cloned().collect()
     ///     }
-    ///     fn handle(&self, warehouse: Option<StreamId>) -> Result<NewEvents<Shop>, Refusal> {
-    ///         let warehouse = warehouse.ok_or_else(|| Refusal::new("no such order"))?;
+    ///     fn handle(&self, warehouse: &Option<StreamId>) -> Result<NewEvents<Shop>, Refusal> {
+    ///         let warehouse = warehouse.clone().ok_or_else(|| Refusal::new("no such order"))?;
     ///         Ok(vec![Shop::Reserved { warehouse, order: self.order.clone() }].into())
     ///     }
     /// }

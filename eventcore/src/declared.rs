@@ -135,7 +135,7 @@ impl<'c, S: Default + Send> Declared<'c, S> {
                     }
                     .into());
                 }
-                let decision = command.handle((self.key.codec().clone)(&k.state));
+                let decision = command.handle(&k.state);
                 match decision {
                     Ok(events) if !events.is_empty() => break events,
                     // A refusal or an empty decision is final only on a

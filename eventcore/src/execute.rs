@@ -334,7 +334,7 @@ where
             discovered.insert(id);
         }
     }
-    let decided = command.handle(state).map_err(End::rejected)?;
+    let decided = command.handle(&state).map_err(End::rejected)?;
 
     if decided.is_empty() {
         return Ok(Ok(ExecutionResult {

@@ -34,7 +34,7 @@ use crate::{
 /// # impl CommandLogic for Note {
 /// #     type Event = Noted; type State = (); type Error = std::convert::Infallible;
 /// #     fn apply(&self, s: (), _: &Noted) {}
-/// #     fn handle(&self, _: ()) -> Result<NewEvents<Noted>, Self::Error> {
+/// #     fn handle(&self, _: &()) -> Result<NewEvents<Noted>, Self::Error> {
 /// #         Ok(vec![Noted::Noted { stream: self.stream.clone() }].into())
 /// #     }
 /// # }

@@ -16,7 +16,7 @@
 //!                command id?, snapshot? })         it was applied before
 //!     state  = fold(answer, command.apply)       CommandLogic::apply, per event
 //!     more   = command.discover_streams(&state)  optional: read those too
-//!     events = command.handle(state)?            CommandLogic::handle: pure, typed refusals
+//!     events = command.handle(&state)?           CommandLogic::handle: pure, borrows, typed refusals
 //!     store.append(StreamWrites { expected version of EVERY stream read, events })
 //!       Ok(outcome)   -> ExecutionResult
 //!       Err(conflict) -> back off (RetryPolicy, jittered), read again

@@ -53,7 +53,7 @@ use serde::{Serialize, de::DeserializeOwned};
 ///         }
 ///     }
 ///
-///     fn handle(&self, balance: i64) -> Result<NewEvents<Ledger>, Refusal> {
+///     fn handle(&self, &balance: &i64) -> Result<NewEvents<Ledger>, Refusal> {
 ///         require!(balance >= self.amount, "{} holds only {balance}", self.from);
 ///         # Ok(NewEvents::none())
 ///     }

@@ -294,7 +294,7 @@ impl CommandLogic for Transfer {
         }
     }
 
-    fn handle(&self, balance: u64) -> Result<NewEvents<Ledger>, Refusal> {
+    fn handle(&self, &balance: &u64) -> Result<NewEvents<Ledger>, Refusal> {
         require!(balance >= self.amount, "{} holds only {balance}", self.from);
         Ok(vec![
             Ledger::Debited {
@@ -324,7 +324,7 @@ impl CommandLogic for Fund {
 
     fn apply(&self, (): (), _: &Ledger) {}
 
-    fn handle(&self, (): ()) -> Result<NewEvents<Ledger>, Refusal> {
+    fn handle(&self, (): &()) -> Result<NewEvents<Ledger>, Refusal> {
         Ok(vec![Ledger::Credited {
             account: self.account.clone(),
             amount: self.amount,

@@ -51,8 +51,8 @@ impl CommandLogic for TouchBoth {
         partner.iter().cloned().collect()
     }
 
-    fn handle(&self, partner: Option<StreamId>) -> Result<NewEvents<Linked>, Refusal> {
-        let partner = partner.ok_or_else(|| Refusal::new("no partner"))?;
+    fn handle(&self, partner: &Option<StreamId>) -> Result<NewEvents<Linked>, Refusal> {
+        let partner = partner.clone().ok_or_else(|| Refusal::new("no partner"))?;
         Ok(vec![
             Linked::Touched {
                 stream: self.start.clone(),
@@ -143,7 +143,7 @@ impl CommandLogic for KeptAndDiscovering {
         partner.iter().cloned().collect()
     }
 
-    fn handle(&self, _: Option<StreamId>) -> Result<NewEvents<Linked>, Refusal> {
+    fn handle(&self, _: &Option<StreamId>) -> Result<NewEvents<Linked>, Refusal> {
         Ok(vec![Linked::Touched {
             stream: self.start.clone(),
         }]

@@ -188,7 +188,7 @@ impl CommandLogic for Decide {
     type State = ();
     type Error = eventcore::Refusal;
     fn apply(&self, _: (), _: &Note) {}
-    fn handle(&self, _: ()) -> Result<NewEvents<Note>, Refusal> {
+    fn handle(&self, _: &()) -> Result<NewEvents<Note>, Refusal> {
         Ok(self.emit.clone().into())
     }
 }
@@ -434,8 +434,8 @@ impl eventcore::CommandLogic for Unnamed {
         self.0.apply((), event);
     }
 
-    fn handle(&self, (): ()) -> Result<eventcore::NewEvents<LedgerEvent>, eventcore::Refusal> {
-        self.0.handle(())
+    fn handle(&self, (): &()) -> Result<eventcore::NewEvents<LedgerEvent>, eventcore::Refusal> {
+        self.0.handle(&())
     }
 }
 

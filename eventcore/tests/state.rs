@@ -188,7 +188,7 @@ impl CommandLogic for Keyed {
         n + 1
     }
 
-    fn handle(&self, _: u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, &_: &u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
         Ok(vec![LedgerEvent::Debited {
             account: self.account.clone(),
             amount: 1,

@@ -439,7 +439,7 @@ mod deploys {
 
         fn apply(&self, (): (), _: &LedgerEvent) {}
 
-        fn handle(&self, (): ()) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        fn handle(&self, (): &()) -> Result<NewEvents<LedgerEvent>, Refusal> {
             credit(&self.account, self.amount)
         }
     }
@@ -451,7 +451,7 @@ mod deploys {
 
         fn apply(&self, (): (), _: &LedgerEvent) {}
 
-        fn handle(&self, (): ()) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        fn handle(&self, (): &()) -> Result<NewEvents<LedgerEvent>, Refusal> {
             credit(&self.account, self.amount)
         }
     }

@@ -85,8 +85,8 @@ impl CommandLogic for Enrol {
         state.course.iter().cloned().collect()
     }
 
-    fn handle(&self, state: Enrolment) -> Result<NewEvents<School>, EnrolError> {
-        let course = state.course.ok_or(EnrolError::NoCourse)?;
+    fn handle(&self, state: &Enrolment) -> Result<NewEvents<School>, EnrolError> {
+        let course = state.course.clone().ok_or(EnrolError::NoCourse)?;
         require!(
             state.seats_taken < self.capacity,
             EnrolError::Full(course.clone())
@@ -299,7 +299,7 @@ impl CommandLogic for Follow {
         last.iter().cloned().collect()
     }
 
-    fn handle(&self, _: Option<StreamId>) -> Result<NewEvents<School>, eventcore::Refusal> {
+    fn handle(&self, _: &Option<StreamId>) -> Result<NewEvents<School>, eventcore::Refusal> {
         Ok(NewEvents::none())
     }
 }

@@ -259,7 +259,7 @@ impl CommandLogic for Reprice {
         }
     }
 
-    fn handle(&self, state: Current) -> Result<NewEvents<Catalogue>, eventcore::Refusal> {
+    fn handle(&self, state: &Current) -> Result<NewEvents<Catalogue>, eventcore::Refusal> {
         let now = state.0.ok_or_else(|| eventcore::Refusal::new("no price"))?;
         Ok(vec![price(&self.item, now + self.by)].into())
     }

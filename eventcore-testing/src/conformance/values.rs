@@ -186,7 +186,7 @@ impl eventcore::CommandLogic for RecordNan {
         state
     }
 
-    fn handle(&self, _state: ()) -> Result<eventcore::NewEvents<Measured>, eventcore::Refusal> {
+    fn handle(&self, _state: &()) -> Result<eventcore::NewEvents<Measured>, eventcore::Refusal> {
         Ok(vec![measured(&self.0, f64::NAN, vec![])].into())
     }
 }

@@ -230,7 +230,7 @@ impl CommandLogic for OpenAccount {
         Some(account_state())
     }
 
-    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &Account) -> Result<NewEvents<BankEvent>, BankError> {
         require!(!state.open, BankError::AlreadyOpen(self.account.clone()));
         Ok(vec![BankEvent::Opened {
             account: self.account.clone(),
@@ -264,7 +264,7 @@ impl CommandLogic for Deposit {
         Some(account_state())
     }
 
-    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &Account) -> Result<NewEvents<BankEvent>, BankError> {
         state.require_open(&self.account)?;
         Ok(vec![BankEvent::Deposited {
             account: self.account.clone(),
@@ -297,7 +297,7 @@ impl CommandLogic for Withdraw {
         Some(account_state())
     }
 
-    fn handle(&self, state: Account) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &Account) -> Result<NewEvents<BankEvent>, BankError> {
         state.require_open(&self.account)?;
         state.require_funds(&self.account, self.amount)?;
         Ok(vec![BankEvent::Withdrawn {
@@ -353,7 +353,7 @@ impl CommandLogic for Transfer {
         )
     }
 
-    fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
         require!(
             self.from != self.to,
             BankError::SameAccount(self.from.clone())
@@ -417,12 +417,12 @@ impl CommandLogic for BankCommand {
         Some(StateKey::new("bank-accounts", 1))
     }
 
-    fn handle(&self, state: Accounts) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &Accounts) -> Result<NewEvents<BankEvent>, BankError> {
         match self {
-            BankCommand::Open(c) => c.handle(state.of(&c.account)),
-            BankCommand::Deposit(c) => c.handle(state.of(&c.account)),
-            BankCommand::Withdraw(c) => c.handle(state.of(&c.account)),
-            BankCommand::Transfer(c) => c.handle(TransferState {
+            BankCommand::Open(c) => c.handle(&state.of(&c.account)),
+            BankCommand::Deposit(c) => c.handle(&state.of(&c.account)),
+            BankCommand::Withdraw(c) => c.handle(&state.of(&c.account)),
+            BankCommand::Transfer(c) => c.handle(&TransferState {
                 from: state.of(&c.from),
                 to: state.of(&c.to),
             }),

@@ -129,7 +129,7 @@ impl CommandLogic for FanoutTransfer {
         self.transfer.apply(state, event)
     }
 
-    fn handle(&self, state: TransferState) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
         self.transfer.handle(state)
     }
 
