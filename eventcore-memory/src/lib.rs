@@ -49,7 +49,7 @@ pub struct InMemoryEventStore {
     inner: Arc<RwLock<Log>>,
     appended: Arc<tokio::sync::Notify>,
     checkpoints: InMemoryCheckpointStore,
-    snapshots: Arc<std::sync::Mutex<HashMap<SnapshotKey, Snapshot>>>,
+    snapshots: Arc<std::sync::Mutex<HashMap<SnapshotKey, Kept>>>,
     identity: StoreIdentity,
     max_payload_bytes: usize,
 }
@@ -124,7 +124,7 @@ impl InMemoryEventStore {
         (before - log.commands.len()) as u64
     }
 
-    fn snapshots(&self) -> std::sync::MutexGuard<'_, HashMap<SnapshotKey, Snapshot>> {
+    fn snapshots(&self) -> std::sync::MutexGuard<'_, HashMap<SnapshotKey, Kept>> {
         // A map of plain values: a panic elsewhere cannot leave it inconsistent.
         self.snapshots.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -185,12 +185,42 @@ impl InMemoryEventStore {
         {
             commands.insert(record.command_id.clone(), record);
         }
-        drop(log);
         if let Some(snapshot) = writes.take_snapshot() {
-            self.snapshots().insert(snapshot.key().clone(), snapshot);
+            let event_ids = folded_last(&log, &snapshot);
+            self.snapshots().insert(
+                snapshot.key().clone(),
+                Kept {
+                    snapshot,
+                    event_ids,
+                },
+            );
         }
         Ok(outcome)
     }
+}
+
+/// A snapshot as kept: with the id of the event at each of its versions
+/// when it was kept (the last it folded; none at version 0, or past the
+/// stream's end).
+#[derive(Debug, Clone)]
+struct Kept {
+    snapshot: Snapshot,
+    event_ids: Vec<Option<eventcore::Uuid>>,
+}
+
+/// The id of the event at each of `snapshot`'s versions, stream by stream.
+fn folded_last(log: &Log, snapshot: &Snapshot) -> Vec<Option<eventcore::Uuid>> {
+    snapshot
+        .key()
+        .streams()
+        .iter()
+        .zip(snapshot.versions())
+        .map(|(stream, version)| {
+            let at = usize::try_from(version.get()).ok()?.checked_sub(1)?;
+            let index = *log.streams.get(stream)?.get(at)?;
+            log.events.get(index).map(RecordedEvent::event_id)
+        })
+        .collect()
 }
 
 /// Every named stream's current version and its events after the given
@@ -235,7 +265,7 @@ impl EventStore for InMemoryEventStore {
     /// The snapshot, the command's record and the events are read under
     /// one lock: one consistent view.
     async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
-        let snapshot = request
+        let kept = request
             .snapshot()
             .and_then(|key| self.snapshots().get(key).cloned());
         let log = self.read_log();
@@ -244,10 +274,13 @@ impl EventStore for InMemoryEventStore {
         {
             return Ok(ReadAnswer::recorded(record.clone()));
         }
-        let after = match snapshot.as_ref().and_then(Snapshot::stream_versions) {
-            Some(versions) => versions,
-            None => request.held().to_vec(),
-        };
+        // Used only while the events at its versions are the ones it folded.
+        let usable = kept
+            .as_ref()
+            .filter(|k| folded_last(&log, &k.snapshot) == k.event_ids)
+            .and_then(|k| k.snapshot.stream_versions());
+        let after = usable.unwrap_or_else(|| request.held().to_vec());
+        let snapshot = kept.map(|k| k.snapshot);
         let reads = read_after(&log, after.iter().map(|(s, v)| (s, *v)));
         drop(log);
         Ok(ReadAnswer::new(after, reads).with_snapshot(snapshot))
@@ -347,5 +380,69 @@ impl SubscriptionLeases for InMemoryEventStore {
 
     async fn still_held(&self, lease: &mut InMemoryLease) -> Result<bool, StoreError> {
         self.checkpoints.still_held(lease).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eventcore::{
+        CacheConfig, EventStoreExt, ExecuteError, Executor, ReadRequest, SnapshotKey, StreamId,
+        execute,
+    };
+    use eventcore_testing::fixtures::{BALANCES, Credit, Move};
+
+    use super::*;
+
+    /// A kept snapshot is used only while the events at its versions are
+    /// the ones it folded: one whose recorded ids are another log's is read
+    /// from the start, and an overdraft it would allow is refused.
+    #[tokio::test]
+    async fn a_snapshot_of_other_events_is_not_used() {
+        let store = InMemoryEventStore::new();
+        let id = |s: &str| StreamId::try_new(s).unwrap();
+        let (a, b) = (id("tied-a"), id("tied-b"));
+        execute(
+            &store,
+            Credit {
+                account: a.clone(),
+                amount: 3,
+            },
+        )
+        .await
+        .unwrap();
+        let key = SnapshotKey::new(BALANCES, "[]", &[a.clone(), b.clone()]);
+        let rich = format!(r#"{{"{a}":1000000}}"#);
+        let versions = vec![StreamVersion::new(1), StreamVersion::INITIAL];
+        store
+            .offer_snapshot(Snapshot::new(key.clone(), 1, versions, rich))
+            .await
+            .unwrap();
+        let after = |answer: ReadAnswer| -> Vec<u64> {
+            answer.after.iter().map(|(_, v)| v.get()).collect()
+        };
+        let read = store.read(ReadRequest::from_snapshot(key.clone())).await;
+        assert_eq!(after(read.unwrap()), vec![1, 0], "its own events: used");
+
+        // As if restored from another log: the same versions, other events.
+        if let Some(kept) = store.snapshots().get_mut(&key) {
+            kept.event_ids = vec![Some(eventcore::Uuid::now_v7()), None];
+        }
+        let read = store.read(ReadRequest::from_snapshot(key.clone())).await;
+        let read = read.unwrap();
+        assert!(
+            read.snapshot.is_some(),
+            "returned, for the caller to replace"
+        );
+        assert_eq!(after(read), vec![0, 0], "read from the start");
+        let fresh = Executor::new(store.clone()).with_cache(CacheConfig::default());
+        let err = fresh
+            .execute(Move {
+                from: a,
+                to: b,
+                amount: 4,
+            })
+            .await
+            .expect_err("a holds 3 whatever the snapshot says");
+        assert!(matches!(err, ExecuteError::Rejected(_)), "{err:?}");
     }
 }

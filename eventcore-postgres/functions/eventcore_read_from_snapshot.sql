@@ -1,7 +1,8 @@
 -- The snapshot filed under (p_name, p_key), if any, as one row with a NULL
 -- stream; then, per stream of p_streams (the key's, in its order), its
 -- current version and the version its events are read after (the
--- snapshot's when it holds one non-negative version per stream, else 0;
+-- snapshot's when it holds one non-negative version per stream and the
+-- events at those versions still have the ids it recorded, else 0;
 -- for a stream read from 0 the version row says 0 and the caller takes the
 -- highest version among its events); then those events, in global order.
 CREATE OR REPLACE FUNCTION eventcore_read_from_snapshot(p_name text, p_key text, p_streams text[])
@@ -17,9 +18,11 @@ DECLARE
     s_schema   bigint;
     s_versions bigint[];
     s_state    text;
+    s_ids      uuid[];
     v_after    bigint[];
 BEGIN
-    SELECT s.schema_version, s.versions, s.state INTO s_schema, s_versions, s_state
+    SELECT s.schema_version, s.versions, s.state, s.event_ids
+    INTO s_schema, s_versions, s_state, s_ids
     FROM eventcore_snapshots AS s
     WHERE s.state_name = p_name AND md5(s.state_key) = md5(p_key) AND s.state_key = p_key;
     IF FOUND THEN
@@ -28,7 +31,14 @@ BEGIN
                             s_versions,
                             NULL::bigint;
     END IF;
-    IF cardinality(s_versions) = cardinality(p_streams) AND 0 <= ALL (s_versions) THEN
+    -- Arrays compare NULL elements as equal: a stream at version 0 matches.
+    IF cardinality(s_versions) = cardinality(p_streams) AND 0 <= ALL (s_versions)
+       AND s_ids IS NOT NULL
+       AND s_ids = ARRAY(SELECT ev.event_id
+                         FROM unnest(p_streams, s_versions) WITH ORDINALITY AS r(sid, v, n)
+                         LEFT JOIN eventcore_events AS ev
+                                ON ev.stream_id = r.sid AND ev.stream_version = r.v
+                         ORDER BY r.n) THEN
         v_after := s_versions;
     ELSE
         v_after := array_fill(0::bigint, ARRAY[cardinality(p_streams)]);

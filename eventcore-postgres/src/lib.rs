@@ -33,8 +33,10 @@
 //!   default one of the store's identity, shared by its clones); with a kept
 //!   state a command sends only its append. Snapshots live in `eventcore_snapshots` (state name,
 //!   key text with the command's fields and streams, schema version,
-//!   versions, state as text kept verbatim), unique on the name and the
-//!   key's md5. A miss loads one with one query; snapshots carried by appends are queued
+//!   versions, state as text kept verbatim, and the id of the event at
+//!   each version, looked up when the row is written), unique on the name
+//!   and the key's md5; a row whose ids are not those of the events at its
+//!   versions is returned but not started from. A miss loads one with one query; snapshots carried by appends are queued
 //!   (1,024 at most, then dropped) and written by a task of the store's own
 //!   on a connection of its pool, newest per key, after the commands that
 //!   made them have returned. Snapshots are not events: rows are replaced

@@ -87,6 +87,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0008_lease_tokens.sql"),
         step: Step::InTransaction,
     },
+    Migration {
+        version: 9,
+        description: "the ids of the events each snapshot folded last",
+        sql: include_str!("../migrations/0009_snapshot_event_ids.sql"),
+        step: Step::InTransaction,
+    },
 ];
 
 /// Advisory lock that serialises concurrent migrations of one database,

@@ -195,7 +195,8 @@ async fn save<'a>(
     snapshots: impl ExactSizeIterator<Item = &'a Snapshot>,
 ) -> Result<u64, StoreError> {
     let n = snapshots.len();
-    let (mut names, mut keys, mut schemas, mut versions, mut states) = (
+    let (mut names, mut keys, mut schemas, mut versions, mut states, mut streams) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -214,13 +215,17 @@ async fn save<'a>(
             .collect();
         versions.push(format!("{{{}}}", listed.join(",")));
         states.push(snapshot.state());
+        let ids: Vec<&str> = key.streams().iter().map(StreamId::as_str).collect();
+        // A list of strings always serialises; "[]" would match no event.
+        streams.push(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned()));
     }
     let query = sqlx::query(SAVE_SNAPSHOT)
         .bind(&names)
         .bind(&keys)
         .bind(&schemas)
         .bind(&versions)
-        .bind(&states);
+        .bind(&states)
+        .bind(&streams);
     conns.execute("save_snapshot", query).await
 }
 

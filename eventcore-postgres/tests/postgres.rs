@@ -129,7 +129,7 @@ async fn concurrent_migrations_from_separate_pools_all_succeed() {
             .unwrap();
     assert_eq!(
         applied,
-        vec![1, 2, 3, 4, 5, 6, 7, 8],
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
         "each migration applied once"
     );
     stores[0]
@@ -160,7 +160,7 @@ async fn a_database_newer_than_the_crate_is_refused() {
             err,
             PostgresError::SchemaTooNew {
                 found: 999,
-                known: 8
+                known: 9
             }
         ),
         "{err:?}"
@@ -1825,7 +1825,7 @@ async fn migrations_and_statements_are_traced() {
         .filter(|e| e.parent.as_deref() == Some("eventcore.migrate"))
         .map(|e| e.fields["version"].clone())
         .collect();
-    assert_eq!(applied, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+    assert_eq!(applied, ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
 
     let x = stream("traced");
     store.read_streams(std::slice::from_ref(&x)).await.unwrap();
@@ -2105,4 +2105,106 @@ async fn advisory_locks_are_in_a_key_space_of_their_own() {
         .execute(&mut *app)
         .await
         .unwrap();
+}
+
+/// Waits until the snapshot writer has saved a snapshot under `key`.
+async fn saved_snapshot(store: &PostgresEventStore, key: &eventcore::SnapshotKey) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.load_snapshot(key).await.unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot saved");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A snapshot is tied to the events it folded: the row records the id of
+/// the event at each of its versions, and is used only while those events
+/// are still there. A row restored from another database (other ids) or
+/// written by hand (no ids) that claims a balance far above the true one is
+/// ignored, so an overdraft is still refused; the row the store saved
+/// itself is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
+    use eventcore::{ReadRequest, Snapshot, SnapshotKey};
+    let store = support::fresh_store().await;
+    let sql = support::sql(&store);
+    let (a, b) = (stream("tied-a"), stream("tied-b"));
+    execute(
+        &store,
+        Credit {
+            account: a.clone(),
+            amount: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let key = SnapshotKey::new(
+        eventcore_testing::fixtures::BALANCES,
+        "[]",
+        &[a.clone(), b.clone()],
+    );
+    // A snapshot at the streams' true versions with a wrong state.
+    let rich = format!(r#"{{"{a}":1000000}}"#);
+    let versions = vec![StreamVersion::new(1), StreamVersion::INITIAL];
+    store
+        .offer_snapshot(Snapshot::new(key.clone(), 1, versions.clone(), rich))
+        .await
+        .unwrap();
+    saved_snapshot(&store, &key).await;
+    let after = |answer: eventcore::ReadAnswer| -> Vec<u64> {
+        assert!(answer.snapshot.is_some(), "the row is returned");
+        answer.after.iter().map(|(_, v)| v.get()).collect()
+    };
+    assert_eq!(
+        after(
+            store
+                .read(ReadRequest::from_snapshot(key.clone()))
+                .await
+                .unwrap()
+        ),
+        vec![1, 0],
+        "the row the store saved matches its streams"
+    );
+
+    let cases = [
+        (
+            "restored from another database",
+            "ARRAY[gen_random_uuid(), NULL]::uuid[]",
+        ),
+        ("written by hand", "NULL"),
+    ];
+    for (what, ids) in cases {
+        sqlx::query(&format!(
+            "UPDATE eventcore_snapshots SET event_ids = {ids} WHERE state_name = $1"
+        ))
+        .bind(key.name())
+        .execute(&sql)
+        .await
+        .unwrap();
+        assert_eq!(
+            after(
+                store
+                    .read(ReadRequest::from_snapshot(key.clone()))
+                    .await
+                    .unwrap()
+            ),
+            vec![0, 0],
+            "{what}: read from the start"
+        );
+        // A process without kept states starts from the store's answer.
+        let fresh =
+            eventcore::Executor::new(store.clone()).with_cache(eventcore::CacheConfig::default());
+        let err = fresh
+            .execute(Move {
+                from: a.clone(),
+                to: b.clone(),
+                amount: 4,
+            })
+            .await
+            .expect_err("a holds 3 whatever the row says");
+        assert!(
+            matches!(err, eventcore::ExecuteError::Rejected(_)),
+            "{what}: {err:?}"
+        );
+        assert_eq!(fresh.cache().stats().snapshots_used, 0, "{what}");
+    }
 }

@@ -32,7 +32,10 @@ use crate::{
 /// - With a [snapshot key](ReadRequest::snapshot), the answer carries the
 ///   snapshot last kept under the key (or an older one, or none), byte for
 ///   byte, and may start each stream after the snapshot's versions
-///   instead, saying so in [`ReadAnswer::after`]. Snapshots are not events:
+///   instead, saying so in [`ReadAnswer::after`], but only while the events
+///   at those versions are the ones the snapshot was kept with (a store
+///   records their ids when it keeps it): a snapshot restored from another
+///   database, or written by hand, is not started from. Snapshots are not events:
 ///   they may be replaced, dropped and deleted, and a command's outcome
 ///   never depends on them.
 /// - With a [command id](ReadRequest::command_id), the answer carries the
