@@ -963,18 +963,22 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll_even_after_
     assert_eq!(report.store_retries, 0, "the subscription saw no failure");
 }
 
-/// Rows of `eventcore_snapshots` written by hand, as a damaged table or a
-/// careless migration would leave them: each is ignored and the command
-/// decides on the events.
-#[tokio::test]
-async fn damaged_snapshot_rows_are_ignored() {
-    use eventcore::{ExecuteError, SnapshotKey};
-    use eventcore_testing::fixtures::{BALANCES, Move};
-
-    let store = support::fresh_store().await;
-    let (a, b) = (stream("row-a"), stream("row-b"));
+/// Accounts `{prefix}-a` holding 3 and `{prefix}-b` empty, and the key of
+/// the balances state over both (what the snapshot-row tests plant under).
+async fn holding_three(
+    store: &PostgresEventStore,
+    prefix: &str,
+) -> (
+    eventcore::StreamId,
+    eventcore::StreamId,
+    eventcore::SnapshotKey,
+) {
+    let (a, b) = (
+        stream(&format!("{prefix}-a")),
+        stream(&format!("{prefix}-b")),
+    );
     execute(
-        &store,
+        store,
         Credit {
             account: a.clone(),
             amount: 3,
@@ -982,7 +986,25 @@ async fn damaged_snapshot_rows_are_ignored() {
     )
     .await
     .unwrap();
-    let key = SnapshotKey::new(BALANCES, "[]", &[a.clone(), b.clone()]).fields_and_streams();
+    let key = eventcore::SnapshotKey::new(
+        eventcore_testing::fixtures::BALANCES,
+        "[]",
+        &[a.clone(), b.clone()],
+    );
+    (a, b, key)
+}
+
+/// Rows of `eventcore_snapshots` written by hand, as a damaged table or a
+/// careless migration would leave them: each is ignored and the command
+/// decides on the events.
+#[tokio::test]
+async fn damaged_snapshot_rows_are_ignored() {
+    use eventcore::ExecuteError;
+    use eventcore_testing::fixtures::{BALANCES, Move};
+
+    let store = support::fresh_store().await;
+    let (a, b, key) = holding_three(&store, "row").await;
+    let key = key.fields_and_streams();
     let rich = format!(r#"{{"{a}":1000000}}"#);
     let rows: [(i64, &str, &str); 4] = [
         (1, "{-5,0}", rich.as_str()),          // negative version
@@ -2124,24 +2146,10 @@ async fn saved_snapshot(store: &PostgresEventStore, key: &eventcore::SnapshotKey
 /// itself is used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
-    use eventcore::{ReadRequest, Snapshot, SnapshotKey};
+    use eventcore::{ReadRequest, Snapshot};
     let store = support::fresh_store().await;
     let sql = support::sql(&store);
-    let (a, b) = (stream("tied-a"), stream("tied-b"));
-    execute(
-        &store,
-        Credit {
-            account: a.clone(),
-            amount: 3,
-        },
-    )
-    .await
-    .unwrap();
-    let key = SnapshotKey::new(
-        eventcore_testing::fixtures::BALANCES,
-        "[]",
-        &[a.clone(), b.clone()],
-    );
+    let (a, b, key) = holding_three(&store, "tied").await;
     // A snapshot at the streams' true versions with a wrong state.
     let rich = format!(r#"{{"{a}":1000000}}"#);
     let versions = vec![StreamVersion::new(1), StreamVersion::INITIAL];
