@@ -2138,6 +2138,17 @@ async fn saved_snapshot(store: &PostgresEventStore, key: &eventcore::SnapshotKey
     }
 }
 
+/// The versions a read from the snapshot under `key` starts after (the
+/// snapshot's if the store uses it, else 0); the row must be returned.
+async fn started_after(store: &PostgresEventStore, key: &eventcore::SnapshotKey) -> Vec<u64> {
+    let answer = store
+        .read(eventcore::ReadRequest::from_snapshot(key.clone()))
+        .await
+        .unwrap();
+    assert!(answer.snapshot.is_some(), "the row is returned");
+    answer.after.iter().map(|(_, v)| v.get()).collect()
+}
+
 /// A snapshot is tied to the events it folded: the row records the id of
 /// the event at each of its versions, and is used only while those events
 /// are still there. A row restored from another database (other ids) or
@@ -2146,7 +2157,7 @@ async fn saved_snapshot(store: &PostgresEventStore, key: &eventcore::SnapshotKey
 /// itself is used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
-    use eventcore::{ReadRequest, Snapshot};
+    use eventcore::Snapshot;
     let store = support::fresh_store().await;
     let sql = support::sql(&store);
     let (a, b, key) = holding_three(&store, "tied").await;
@@ -2158,17 +2169,8 @@ async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
         .await
         .unwrap();
     saved_snapshot(&store, &key).await;
-    let after = |answer: eventcore::ReadAnswer| -> Vec<u64> {
-        assert!(answer.snapshot.is_some(), "the row is returned");
-        answer.after.iter().map(|(_, v)| v.get()).collect()
-    };
     assert_eq!(
-        after(
-            store
-                .read(ReadRequest::from_snapshot(key.clone()))
-                .await
-                .unwrap()
-        ),
+        started_after(&store, &key).await,
         vec![1, 0],
         "the row the store saved matches its streams"
     );
@@ -2189,12 +2191,7 @@ async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
         .await
         .unwrap();
         assert_eq!(
-            after(
-                store
-                    .read(ReadRequest::from_snapshot(key.clone()))
-                    .await
-                    .unwrap()
-            ),
+            started_after(&store, &key).await,
             vec![0, 0],
             "{what}: read from the start"
         );
