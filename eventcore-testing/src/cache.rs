@@ -30,8 +30,8 @@
 use std::{fmt, future::Future, sync::Arc};
 
 use eventcore::{
-    CommandLogic, CommandStreams, EventStore, EventStoreExt, ExecuteError, Executor, NewEvents,
-    Refusal, RetryPolicy, StateKey, StreamId, StreamWrites, require,
+    CommandLogic, CommandStreams, Decide, EventStore, EventStoreExt, ExecuteError, Executor, Fold,
+    NewEvents, Refusal, RetryPolicy, StateKey, StreamId, StreamWrites, require,
 };
 use proptest::{
     prelude::*,
@@ -132,6 +132,60 @@ impl CommandLogic for Misdeclared {
     }
 }
 
+/// An account's balance, folded from its stream alone: what [`Transfer`]
+/// decides on, kept per account and shared by every command that folds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Balance(pub i128);
+
+impl Fold for Balance {
+    type Event = LedgerEvent;
+    const NAME: &'static str = "kit-balance";
+
+    fn apply(&mut self, event: &LedgerEvent) {
+        match event {
+            LedgerEvent::Credited { amount, .. } => self.0 += i128::from(*amount),
+            LedgerEvent::Debited { amount, .. } => self.0 -= i128::from(*amount),
+        }
+    }
+}
+
+/// Pays from one account to another on the [`Balance`] folds of both: the
+/// kept state that cannot be declared wrong.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The payer.
+    pub from: StreamId,
+    /// The payee.
+    pub to: StreamId,
+    /// How much.
+    pub amount: u64,
+}
+
+impl CommandStreams for Transfer {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.from.clone(), self.to.clone()]
+    }
+}
+
+impl Decide for Transfer {
+    type Event = LedgerEvent;
+    type State = (Arc<Balance>, Arc<Balance>);
+    type Error = Refusal;
+
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        (&self.from, &self.to)
+    }
+
+    fn handle(&self, (from, _): &Self::State) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        Pay {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            amount: self.amount,
+        }
+        .handle(&from.0)
+    }
+}
+
 /// The executors one case runs on.
 #[derive(Debug, Clone)]
 pub struct Stores<S> {
@@ -150,6 +204,9 @@ pub enum Step {
     Move(usize, usize, usize, u64),
     /// Process `0` or `1` executes a [`Pay`] (state: the payer's balance).
     Pay(usize, usize, usize, u64),
+    /// Process `0` or `1` executes a [`Transfer`] (state: the [`Balance`]
+    /// folds of both accounts).
+    Transfer(usize, usize, usize, u64),
     /// A debit appended by neither process's `execute` (another program).
     External(usize, u64),
     /// Process `0` or `1` restarts: its kept states are gone.
@@ -167,6 +224,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(p, a, b, n)| Step::Move(p, a, b, n)),
         4 => (p.clone(), acct.clone(), acct.clone(), 1..30u64)
             .prop_map(|(p, a, b, n)| Step::Pay(p, a, b, n)),
+        4 => (p.clone(), acct.clone(), acct.clone(), 1..30u64)
+            .prop_map(|(p, a, b, n)| Step::Transfer(p, a, b, n)),
         1 => (acct, 1..10u64).prop_map(|(a, n)| Step::External(a, n)),
         1 => p.prop_map(Step::Restart),
     ]
@@ -243,6 +302,18 @@ async fn run<S: EventStore>(executor: &Executor<S>, step: &Step, misdeclare: boo
                 executor.execute_with(pay, &policy).await
             })
         }
+        Step::Transfer(_, a, b, amount) => outcome(
+            executor
+                .execute_with(
+                    Transfer {
+                        from: account(a),
+                        to: account(b),
+                        amount,
+                    },
+                    &policy,
+                )
+                .await,
+        ),
         Step::External(a, amount) => {
             let id = account(a);
             let read = match store.read_streams(std::slice::from_ref(&id)).await {
@@ -323,7 +394,10 @@ where
             let stores = factory().await;
             for (n, s) in steps.iter().enumerate() {
                 let process = match *s {
-                    Step::Credit(p, ..) | Step::Move(p, ..) | Step::Pay(p, ..) => p,
+                    Step::Credit(p, ..)
+                    | Step::Move(p, ..)
+                    | Step::Pay(p, ..)
+                    | Step::Transfer(p, ..) => p,
                     Step::Restart(p) => p,
                     Step::External(..) => 0,
                 };
@@ -399,6 +473,23 @@ where
             .unwrap_or_else(|e| panic!("payment {i} on process {}: {e}", (i + 1) % 2));
         holder = (holder.1, holder.0);
     }
+    // The same on per-account folds: each process's kept folds are stale
+    // after every payment the other one made.
+    for i in 0..20 {
+        let store = if i % 2 == 0 { &p1 } else { &p0 };
+        store
+            .execute_with(
+                Transfer {
+                    from: holder.0.clone(),
+                    to: holder.1.clone(),
+                    amount: 100,
+                },
+                &RetryPolicy::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("transfer {i} on process {}: {e}", (i + 1) % 2));
+        holder = (holder.1, holder.0);
+    }
 
     const N: usize = 8;
     const TASKS: usize = 16;
@@ -427,11 +518,7 @@ where
             for _ in 0..EACH {
                 let a = rng.usize(..N);
                 let b = (a + 1 + rng.usize(..N - 1)) % N;
-                let pay = Pay {
-                    from: accounts[a].clone(),
-                    to: accounts[b].clone(),
-                    amount: rng.u64(1..60),
-                };
+                let (from, to, amount) = (accounts[a].clone(), accounts[b].clone(), rng.u64(1..60));
                 // Without the in-process queue, so the processes' own
                 // commands race too.
                 let policy = RetryPolicy::default()
@@ -439,7 +526,16 @@ where
                     .with_max_attempts(
                         std::num::NonZeroU32::new(1_000).unwrap_or(std::num::NonZeroU32::MIN),
                     );
-                match store.execute_with(pay, &policy).await {
+                // Half the tasks decide on per-account folds, half on
+                // declared states: both kinds of kept state race.
+                let result = if t % 4 < 2 {
+                    store
+                        .execute_with(Transfer { from, to, amount }, &policy)
+                        .await
+                } else {
+                    store.execute_with(Pay { from, to, amount }, &policy).await
+                };
+                match result {
                     Ok(done) => written += done.events_written,
                     Err(ExecuteError::Rejected(_)) => {}
                     Err(e) => panic!("task {t}: {e}"),

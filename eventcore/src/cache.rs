@@ -2,6 +2,8 @@
 
 use std::{
     any::{Any, TypeId},
+    borrow::Borrow,
+    hash::{Hash, Hasher},
     num::NonZeroU64,
     sync::{
         Arc, Mutex,
@@ -11,7 +13,10 @@ use std::{
 
 use lru::LruCache;
 
-use crate::{StreamId, StreamVersion};
+use crate::{
+    StreamId, StreamVersion, Uuid,
+    fold::{FoldKind, Part},
+};
 
 /// Limits of a [`StateCache`] and how often it snapshots.
 ///
@@ -176,6 +181,9 @@ pub struct StateCache {
 #[derive(Debug)]
 struct Lru {
     map: LruCache<EntryKey, Entry>,
+    /// Per-stream folds of [`Decide`](crate::Decide) commands.
+    folds: LruCache<FoldKey, FoldEntry>,
+    /// Bytes of both maps.
     bytes: usize,
     /// The newest version of each stream that a kept state of this cache
     /// covered: a kept state behind it is known stale without asking the
@@ -216,6 +224,104 @@ pub(crate) struct EntryKey {
     pub(crate) streams: Vec<StreamId>,
 }
 
+/// What a kept fold is filed under: its type and schema version, and its
+/// stream. Looked up through [`FoldProbe`], which borrows the stream, so a
+/// hit allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct FoldKey {
+    type_id: TypeId,
+    schema_version: u32,
+    stream: StreamId,
+}
+
+/// A kept fold's identity, owned or borrowed.
+trait FoldIdentity {
+    fn identity(&self) -> (TypeId, u32, &str);
+}
+
+impl FoldIdentity for FoldKey {
+    fn identity(&self) -> (TypeId, u32, &str) {
+        (self.type_id, self.schema_version, self.stream.as_str())
+    }
+}
+
+/// A fold's identity with its stream borrowed.
+struct FoldProbe<'a> {
+    type_id: TypeId,
+    schema_version: u32,
+    stream: &'a str,
+}
+
+impl FoldIdentity for FoldProbe<'_> {
+    fn identity(&self) -> (TypeId, u32, &str) {
+        (self.type_id, self.schema_version, self.stream)
+    }
+}
+
+impl Hash for dyn FoldIdentity + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.identity().hash(state);
+    }
+}
+
+impl PartialEq for dyn FoldIdentity + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for dyn FoldIdentity + '_ {}
+
+impl Hash for FoldKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn FoldIdentity).hash(state);
+    }
+}
+
+impl PartialEq for FoldKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for FoldKey {}
+
+impl<'a> Borrow<dyn FoldIdentity + 'a> for FoldKey {
+    fn borrow(&self) -> &(dyn FoldIdentity + 'a) {
+        self
+    }
+}
+
+fn probe<'a>(kind: &FoldKind, stream: &'a StreamId) -> FoldProbe<'a> {
+    FoldProbe {
+        type_id: kind.type_id,
+        schema_version: kind.schema_version,
+        stream: stream.as_str(),
+    }
+}
+
+/// A kept fold: the version of its stream it covers, the id of the event
+/// at that version, and the fold.
+#[derive(Clone)]
+pub(crate) struct FoldEntry {
+    pub(crate) version: StreamVersion,
+    pub(crate) last_event: Option<Uuid>,
+    pub(crate) part: Part,
+    pub(crate) bytes: usize,
+    /// Updates since `bytes` was measured.
+    pub(crate) unsized_updates: u32,
+}
+
+impl std::fmt::Debug for FoldEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoldEntry")
+            .field("version", &self.version)
+            .field("last_event", &self.last_event)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A kept state and the versions of its streams it covers.
 #[derive(Clone)]
 pub(crate) struct Entry {
@@ -241,6 +347,9 @@ impl std::fmt::Debug for Entry {
 /// What a counter counts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Count {
+    Hit,
+    Miss,
+    StaleHit,
     TailRead,
     FullRead,
     SnapshotUsed,
@@ -248,6 +357,21 @@ pub(crate) enum Count {
     SnapshotOffered,
     SnapshotLoad,
     Append,
+}
+
+impl Lru {
+    /// Notes that a kept state or fold covers `stream` at `version`.
+    fn saw(&mut self, stream: &StreamId, version: StreamVersion) {
+        match self.seen.get_mut(stream) {
+            Some(newest) => *newest = (*newest).max(version),
+            None => {
+                self.seen.put(stream.clone(), version);
+                if self.seen.len() > self.seen_max {
+                    self.seen.pop_lru();
+                }
+            }
+        }
+    }
 }
 
 impl Default for StateCache {
@@ -264,6 +388,7 @@ impl StateCache {
             config,
             lru: Mutex::new(Lru {
                 map: LruCache::unbounded(),
+                folds: LruCache::unbounded(),
                 bytes: 0,
                 seen: LruCache::unbounded(),
                 seen_max,
@@ -295,9 +420,10 @@ impl StateCache {
         }
     }
 
-    /// How many states are kept.
+    /// How many states (and per-stream folds) are kept.
     pub fn len(&self) -> usize {
-        self.lru().map.len()
+        let lru = self.lru();
+        lru.map.len() + lru.folds.len()
     }
 
     /// Whether no state is kept.
@@ -314,6 +440,7 @@ impl StateCache {
     pub fn clear(&self) {
         let mut lru = self.lru();
         lru.map.clear();
+        lru.folds.clear();
         lru.bytes = 0;
         lru.seen.clear();
     }
@@ -327,6 +454,9 @@ impl StateCache {
     pub(crate) fn count(&self, what: Count) {
         let c = &self.counters;
         let counter = match what {
+            Count::Hit => &c.hits,
+            Count::Miss => &c.misses,
+            Count::StaleHit => &c.stale_hits,
             Count::TailRead => &c.tail_reads,
             Count::FullRead => &c.full_reads,
             Count::SnapshotUsed => &c.snapshots_used,
@@ -395,15 +525,7 @@ impl StateCache {
         }
         let mut lru = self.lru();
         for (id, version) in &entry.versions {
-            match lru.seen.get_mut(id) {
-                Some(newest) => *newest = (*newest).max(*version),
-                None => {
-                    lru.seen.put(id.clone(), *version);
-                    if lru.seen.len() > lru.seen_max {
-                        lru.seen.pop_lru();
-                    }
-                }
-            }
+            lru.saw(id, *version);
         }
         let added = entry.bytes;
         let replaced = match lru.map.get_mut(key) {
@@ -424,12 +546,82 @@ impl StateCache {
             }
         };
         lru.bytes = lru.bytes - replaced.unwrap_or(0) + added;
-        while lru.map.len() > self.config.max_entries || lru.bytes > self.config.max_bytes {
-            let Some((_, out)) = lru.map.pop_lru() else {
-                break;
+        while lru.map.len() + lru.folds.len() > self.config.max_entries
+            || lru.bytes > self.config.max_bytes
+        {
+            let out = match lru.map.pop_lru() {
+                Some((_, out)) => out.bytes,
+                None => match lru.folds.pop_lru() {
+                    Some((_, out)) => out.bytes,
+                    None => break,
+                },
             };
-            lru.bytes -= out.bytes;
+            lru.bytes -= out;
             self.counters.evictions.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The kept fold of `kind` over `stream`, if any, and whether it is
+    /// known stale (another kept state or fold of this cache covers a newer
+    /// version of the stream). Counts nothing: the execute loop counts per
+    /// command.
+    pub(crate) fn get_fold(&self, kind: &FoldKind, stream: &StreamId) -> Option<(FoldEntry, bool)> {
+        let probe = probe(kind, stream);
+        let mut lru = self.lru();
+        let entry = lru.folds.get(&probe as &dyn FoldIdentity)?.clone();
+        let stale = lru
+            .seen
+            .peek(stream)
+            .is_some_and(|newest| *newest > entry.version);
+        Some((entry, stale))
+    }
+
+    /// Keeps the fold of `kind` over `stream`, unless the one kept covers a
+    /// newer version; then evicts the least recently used folds until
+    /// within the limits.
+    pub(crate) fn put_fold(&self, kind: &FoldKind, stream: &StreamId, entry: FoldEntry) {
+        if self.config.max_entries == 0 || entry.bytes > self.config.max_bytes {
+            return;
+        }
+        let mut lru = self.lru();
+        lru.saw(stream, entry.version);
+        let added = entry.bytes;
+        let probe = probe(kind, stream);
+        let replaced = match lru.folds.get_mut(&probe as &dyn FoldIdentity) {
+            Some(old) if old.version > entry.version => return,
+            Some(old) => Some(std::mem::replace(old, entry).bytes),
+            None => {
+                let key = FoldKey {
+                    type_id: kind.type_id,
+                    schema_version: kind.schema_version,
+                    stream: stream.clone(),
+                };
+                lru.folds.put(key, entry);
+                None
+            }
+        };
+        lru.bytes = lru.bytes - replaced.unwrap_or(0) + added;
+        while lru.map.len() + lru.folds.len() > self.config.max_entries
+            || lru.bytes > self.config.max_bytes
+        {
+            let out = match lru.folds.pop_lru() {
+                Some((_, out)) => out.bytes,
+                None => match lru.map.pop_lru() {
+                    Some((_, out)) => out.bytes,
+                    None => break,
+                },
+            };
+            lru.bytes -= out;
+            self.counters.evictions.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Forgets the fold of `kind` over `stream`.
+    pub(crate) fn remove_fold(&self, kind: &FoldKind, stream: &StreamId) {
+        let probe = probe(kind, stream);
+        let mut lru = self.lru();
+        if let Some(old) = lru.folds.pop(&probe as &dyn FoldIdentity) {
+            lru.bytes -= old.bytes;
         }
     }
 

@@ -227,6 +227,14 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
         let _ = state;
         Vec::new()
     }
+
+    /// How `execute` builds the state of a command made of per-stream
+    /// folds; implemented for every [`Decide`](crate::Decide) command, and
+    /// by a wrapper of commands by forwarding it.
+    #[doc(hidden)]
+    fn fold_plan(&self) -> Option<crate::fold::FoldPlan<Self::State>> {
+        None
+    }
 }
 
 /// The events a command decided to append, in order. Empty means "nothing

@@ -9,6 +9,7 @@ use crate::{
     Metadata, RetryPolicy, StreamId, StreamSet, StreamVersion,
     command::fold,
     declared::Declared,
+    folded::Folded,
     identity::InProcess,
     target::{Attempt, End, Target, appended, retry_or_end},
 };
@@ -193,7 +194,15 @@ where
     }
     let metadata = Arc::new(metadata);
     crate::writes::check_metadata(&metadata)?;
-    let streams: StreamSet = command.streams().into();
+    let mut streams: StreamSet = command.streams().into();
+    let folded = match command.fold_plan() {
+        None => None,
+        Some(plan) => {
+            let folded = Folded::new::<C, _>(plan, &streams, &local.cache)?;
+            streams = folded.streams().clone();
+            Some(folded)
+        }
+    };
     if streams.is_empty() {
         return Err(ExecuteError::NoStreams);
     }
@@ -212,11 +221,13 @@ where
     };
 
     let declared = match command.state_key() {
-        None => None,
-        Some(key) => Some(Declared::new(key, &streams, Some(&local.cache))?),
+        Some(key) if folded.is_none() => Some(Declared::new(key, &streams, Some(&local.cache))?),
+        _ => None,
     };
-    // A declared command's state, carried from a failed attempt to the next.
+    // A declared or folded command's state, carried from a failed attempt
+    // to the next.
     let mut known = None;
+    let mut known_folds = None;
 
     // Streams found by `discover_streams` in earlier attempts: they queue
     // with the declared ones from the next attempt on (all taken up front,
@@ -233,12 +244,19 @@ where
         } else {
             Some(local.queue.enter(&streams.union(&discovered)).await)
         };
-        let outcome = match &declared {
-            None => attempt_once(&target, &command, &streams, &metadata, &mut discovered).await,
-            Some(declared) => {
+        let outcome = match (&folded, &declared) {
+            (Some(folded), _) => {
+                folded
+                    .attempt(&target, &command, &metadata, &mut known_folds)
+                    .await
+            }
+            (None, Some(declared)) => {
                 declared
                     .attempt(&target, &command, &metadata, &mut known)
                     .await
+            }
+            (None, None) => {
+                attempt_once(&target, &command, &streams, &metadata, &mut discovered).await
             }
         };
         drop(held);

@@ -106,6 +106,8 @@ mod error;
 mod event;
 mod execute;
 mod executor;
+mod fold;
+mod folded;
 mod identity;
 mod lease;
 mod log;
@@ -127,6 +129,9 @@ pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
 pub use error::{BoxError, ExecuteError, Refusal, StoreError, StoreErrorKind};
 pub use event::Event;
+pub use fold::{Decide, Fold, FoldState};
+#[doc(hidden)]
+pub use fold::{ErasedFold, FoldKind, FoldPlan, Part, Slot};
 pub use record::CommandRecord;
 
 /// Implements [`Event`] for an enum: each variant's stream is its field

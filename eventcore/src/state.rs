@@ -187,14 +187,18 @@ where
             erase: |s| Arc::new(s),
             view: |any| any.downcast_ref::<S>(),
             type_id: std::any::TypeId::of::<S>,
-            size: |s| {
-                let mut counter = ByteCounter(0);
-                match serde_json::to_writer(&mut counter, s) {
-                    Ok(()) => counter.0 + std::mem::size_of::<S>(),
-                    Err(_) => std::mem::size_of::<S>(),
-                }
-            },
+            size: |s| json_size(s) + std::mem::size_of::<S>(),
         }
+    }
+}
+
+/// The length of `value`'s JSON form (0 if it cannot be serialised),
+/// counted without keeping it.
+pub(crate) fn json_size<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = ByteCounter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
     }
 }
 

@@ -1,0 +1,573 @@
+//! State made of per-stream folds: small states, each folded from the
+//! events of one stream, that know nothing of the command deciding on them.
+
+use std::{
+    any::{Any, TypeId},
+    sync::Arc,
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    CommandLogic, CommandStreams, Event, NewEvents, PendingEvent, RecordedEvent, StoreError,
+    StreamId, StreamVersion,
+};
+
+/// A state folded from the events of **one** stream: an account's balance,
+/// an order's lines, a course's seats.
+///
+/// A fold's identity is its type, its [`NAME`](Self::NAME) and
+/// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION), and the stream it is folded
+/// from. Nothing of a command enters it: [`apply`](Self::apply) sees the
+/// fold and one event, so a fold cannot depend on who asks, and one kept
+/// fold of an account serves every command that reads that account (a
+/// deposit, a withdrawal, either side of a transfer). A type that holds a
+/// reference to a command is refused by the compiler (a fold is `'static`
+/// and deserialisable).
+///
+/// Each fold decodes its own event type, so a command over an order and two
+/// warehouses needs no event enum spanning both.
+///
+/// ```
+/// use eventcore::{Event, Fold, StreamId};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// enum Ledger {
+///     Credited { #[stream] account: StreamId, amount: u64 },
+///     Debited { #[stream] account: StreamId, amount: u64 },
+/// }
+///
+/// /// What an account holds.
+/// #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// struct Balance(u64);
+///
+/// impl Fold for Balance {
+///     type Event = Ledger;
+///     const NAME: &'static str = "ledger-balance";
+///
+///     fn apply(&mut self, event: &Ledger) {
+///         match event {
+///             Ledger::Credited { amount, .. } => self.0 += amount,
+///             Ledger::Debited { amount, .. } => self.0 = self.0.saturating_sub(*amount),
+///         }
+///     }
+/// }
+/// ```
+pub trait Fold: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The events of the stream, decoded (and upcast) for this fold.
+    type Event: Event;
+
+    /// A stable name for this fold (1 to 255 characters, no control
+    /// characters), kept with its snapshots.
+    const NAME: &'static str;
+
+    /// Bump it whenever the fold's type or its `apply` changes: kept folds
+    /// and snapshots of another version are never used.
+    const SCHEMA_VERSION: u32 = 1;
+
+    /// Folds one event of the stream into the state.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// A command whose state is made of per-stream [`Fold`]s: the one kind of
+/// kept state that cannot be declared wrong.
+///
+/// [`folds`](Self::folds) names the stream of each fold of the
+/// [`State`](Self::State) (a fold type, held in an `Arc`, or a tuple of up
+/// to eight of them); `execute` keeps each fold per stream in the
+/// executor's [`StateCache`](crate::StateCache), shared by every command
+/// that folds that stream the same way. A command whose folds are all kept
+/// decides at once and appends with their versions: one round trip. A fold
+/// made stale by another writer costs a conflict, then a read of the tails
+/// of the streams. A command that implements `Decide` is a
+/// [`CommandLogic`] (do not implement both).
+///
+/// ```
+/// use std::sync::Arc;
+/// use eventcore::{Command, Decide, Event, Fold, NewEvents, Refusal, StreamId, execute, require};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// enum Ledger {
+///     Credited { #[stream] account: StreamId, amount: u64 },
+///     Debited { #[stream] account: StreamId, amount: u64 },
+/// }
+///
+/// #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// struct Balance(u64);
+///
+/// impl Fold for Balance {
+///     type Event = Ledger;
+///     const NAME: &'static str = "ledger-balance";
+///     fn apply(&mut self, event: &Ledger) {
+///         match event {
+///             Ledger::Credited { amount, .. } => self.0 += amount,
+///             Ledger::Debited { amount, .. } => self.0 = self.0.saturating_sub(*amount),
+///         }
+///     }
+/// }
+///
+/// #[derive(Command)]
+/// struct Transfer { #[stream] from: StreamId, #[stream] to: StreamId, amount: u64 }
+///
+/// impl Decide for Transfer {
+///     type Event = Ledger;
+///     type State = (Arc<Balance>, Arc<Balance>);
+///     type Error = Refusal;
+///
+///     fn folds(&self) -> (&StreamId, &StreamId) {
+///         (&self.from, &self.to)
+///     }
+///
+///     fn handle(&self, (from, _to): &Self::State) -> Result<NewEvents<Ledger>, Refusal> {
+///         require!(from.0 >= self.amount, "{} holds only {}", self.from, from.0);
+///         Ok(vec![
+///             Ledger::Debited { account: self.from.clone(), amount: self.amount },
+///             Ledger::Credited { account: self.to.clone(), amount: self.amount },
+///         ]
+///         .into())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use eventcore::{EventStore, StreamVersion, StreamWrites};
+/// let store = eventcore_memory::InMemoryEventStore::new();
+/// let (alice, bob) = (StreamId::try_new("alice").unwrap(), StreamId::try_new("bob").unwrap());
+/// # let mut writes = StreamWrites::new();
+/// # writes.expect(alice.clone(), StreamVersion::INITIAL).unwrap();
+/// # writes.append(&Ledger::Credited { account: alice.clone(), amount: 10 }).unwrap();
+/// # store.append(writes).await.unwrap();
+/// let pay = |amount| Transfer { from: alice.clone(), to: bob.clone(), amount };
+/// execute(&store, pay(6)).await.unwrap();
+/// // Decided on the kept folds of both accounts: no read.
+/// assert!(execute(&store, pay(6)).await.is_err(), "alice holds only 4");
+/// # }
+/// ```
+pub trait Decide: CommandStreams + Send + Sync {
+    /// The events this command writes.
+    type Event: Event;
+    /// The folds it decides on: `Arc<F>` for one fold, a tuple of
+    /// `Arc`s for several.
+    type State: FoldState;
+    /// Why the command refuses (see [`CommandLogic::Error`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The stream each fold of the state is folded from, in the state's
+    /// order: `&self.account` for one, `(&self.from, &self.to)` for two.
+    /// Two folds may read the same stream. Every declared stream
+    /// ([`CommandStreams::streams`]) is read and version-checked; a fold's
+    /// stream that is not declared is read and checked too.
+    fn folds(&self) -> <Self::State as FoldState>::Streams<'_>;
+
+    /// Decides which events to append, or refuses, on the folds (see
+    /// [`CommandLogic::handle`]).
+    ///
+    /// # Errors
+    /// The command's [`Error`](Self::Error) when a business rule does not
+    /// hold.
+    fn handle(&self, state: &Self::State) -> Result<NewEvents<Self::Event>, Self::Error>;
+}
+
+impl<C: Decide> CommandLogic for C {
+    type Event = C::Event;
+    type State = C::State;
+    type Error = C::Error;
+
+    /// Applies `event` to every fold of its stream; `execute` does not call
+    /// it (it folds each stream's events with the fold's own event type),
+    /// but the test kit's replay does.
+    fn apply(&self, mut state: Self::State, event: &Self::Event) -> Self::State {
+        state.apply_event(self.folds(), event);
+        state
+    }
+
+    fn handle(&self, state: &Self::State) -> Result<NewEvents<Self::Event>, Self::Error> {
+        Decide::handle(self, state)
+    }
+
+    fn fold_plan(&self) -> Option<FoldPlan<Self::State>> {
+        let mut slots = Vec::new();
+        C::State::slots(self.folds(), &mut slots);
+        Some(FoldPlan {
+            slots,
+            assemble: C::State::assemble,
+        })
+    }
+}
+
+/// A state made of folds, each over a stream named by the command: a fold
+/// in an `Arc` (`Arc<Balance>`), or a tuple of them (`(Arc<Balance>,
+/// Arc<Balance>)`). The folds are shared with the executor's cache, so a
+/// command deciding on kept folds copies none of them.
+pub trait FoldState: Default + Send + Sync + Sized + 'static {
+    /// The stream of each fold: `&StreamId`, or a tuple of them.
+    type Streams<'a>;
+
+    /// Appends one slot per fold, in order; for `execute`.
+    #[doc(hidden)]
+    fn slots(streams: Self::Streams<'_>, out: &mut Vec<Slot>);
+
+    /// The state from one folded part per slot; `None` if a part is of
+    /// another type (never, for parts made from the slots).
+    #[doc(hidden)]
+    fn assemble(parts: &[Part]) -> Option<Self>;
+
+    /// Applies a command's event to the folds of its stream (converted
+    /// through its JSON form when a fold reads another event type).
+    #[doc(hidden)]
+    fn apply_event<E: Event>(&mut self, streams: Self::Streams<'_>, event: &E);
+}
+
+/// A folded part of a state, shared between the cache and commands.
+#[doc(hidden)]
+pub type Part = Arc<dyn ErasedFold>;
+
+/// How the execute loop builds a folded command's state.
+#[doc(hidden)]
+pub struct FoldPlan<S> {
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) assemble: fn(&[Part]) -> Option<S>,
+}
+
+impl<S> std::fmt::Debug for FoldPlan<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoldPlan")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One fold of a state and the stream it is folded from.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub(crate) stream: StreamId,
+    pub(crate) kind: FoldKind,
+}
+
+impl Slot {
+    /// A slot for fold `F` over `stream`.
+    pub fn of<F: Fold>(stream: &StreamId) -> Self {
+        Slot {
+            stream: stream.clone(),
+            kind: FoldKind::of::<F>(),
+        }
+    }
+
+    /// A slot that folds nothing: a declared stream no fold reads, kept for
+    /// its version alone.
+    pub(crate) fn version_only(stream: StreamId) -> Self {
+        Slot {
+            stream,
+            kind: FoldKind {
+                type_id: TypeId::of::<VersionOnly>(),
+                event_type_id: TypeId::of::<()>(),
+                name: "eventcore-version",
+                schema_version: 1,
+                make: || Box::new(VersionOnly),
+            },
+        }
+    }
+}
+
+/// What identifies a fold type, and how to make an empty one.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct FoldKind {
+    pub(crate) type_id: TypeId,
+    pub(crate) event_type_id: TypeId,
+    pub(crate) name: &'static str,
+    pub(crate) schema_version: u32,
+    pub(crate) make: fn() -> Box<dyn ErasedFold>,
+}
+
+impl std::fmt::Debug for FoldKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoldKind")
+            .field("name", &self.name)
+            .field("schema_version", &self.schema_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FoldKind {
+    fn of<F: Fold>() -> Self {
+        FoldKind {
+            type_id: TypeId::of::<F>(),
+            event_type_id: TypeId::of::<F::Event>(),
+            name: F::NAME,
+            schema_version: F::SCHEMA_VERSION,
+            make: || Box::new(F::default()),
+        }
+    }
+}
+
+/// A fold with its type erased, for the cache and the execute loop.
+#[doc(hidden)]
+pub trait ErasedFold: Any + Send + Sync {
+    /// Folds a stored event in, decoded as the fold's event type.
+    fn apply_recorded(&mut self, event: &RecordedEvent) -> Result<(), StoreError>;
+
+    /// Folds in an event a command just appended: `event` itself when it
+    /// is of the fold's event type, else decoded from `pending`.
+    fn apply_written(
+        &mut self,
+        event: &dyn Any,
+        pending: Option<&PendingEvent>,
+    ) -> Result<(), StoreError>;
+
+    /// A copy to fold more events into.
+    fn clone_box(&self) -> Box<dyn ErasedFold>;
+
+    /// The fold as `Any`, to get its type back.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+
+    /// About how many bytes the fold takes: the length of its JSON form.
+    fn size(&self) -> usize;
+}
+
+impl<F: Fold> ErasedFold for F {
+    fn apply_recorded(&mut self, event: &RecordedEvent) -> Result<(), StoreError> {
+        let event: F::Event = event.decode()?;
+        self.apply(&event);
+        Ok(())
+    }
+
+    fn apply_written(
+        &mut self,
+        event: &dyn Any,
+        pending: Option<&PendingEvent>,
+    ) -> Result<(), StoreError> {
+        if let Some(event) = event.downcast_ref::<F::Event>() {
+            self.apply(event);
+            return Ok(());
+        }
+        let Some(pending) = pending else {
+            return Err(StoreError::Unsupported {
+                what: "folding an event of another type without its payload",
+                operation: "apply_written",
+                store: "the execute loop",
+            });
+        };
+        let recorded = RecordedEvent::new(
+            pending.stream_id().clone(),
+            StreamVersion::INITIAL,
+            0,
+            pending.event_type().to_owned(),
+            pending.payload().to_owned(),
+        )
+        .with_schema_version(pending.schema_version());
+        self.apply_recorded(&recorded)
+    }
+
+    fn clone_box(&self) -> Box<dyn ErasedFold> {
+        Box::new(self.clone())
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn size(&self) -> usize {
+        crate::state::json_size(self) + std::mem::size_of::<F>()
+    }
+}
+
+/// The fold of a declared stream that no fold of the state reads.
+#[derive(Debug, Clone, Copy)]
+struct VersionOnly;
+
+impl ErasedFold for VersionOnly {
+    fn apply_recorded(&mut self, _: &RecordedEvent) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn apply_written(&mut self, _: &dyn Any, _: Option<&PendingEvent>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn clone_box(&self) -> Box<dyn ErasedFold> {
+        Box::new(*self)
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn size(&self) -> usize {
+        0
+    }
+}
+
+/// `part` as the fold `F`, sharing it.
+fn downcast<F: Fold>(part: &Part) -> Option<Arc<F>> {
+    Arc::clone(part).into_any().downcast::<F>().ok()
+}
+
+/// Applies a command's event to one fold if it is of the fold's stream.
+fn apply_to<F: Fold, E: Event>(fold: &mut Arc<F>, stream: &StreamId, event: &E) {
+    if event.stream_id() != stream {
+        return;
+    }
+    let converted;
+    let event: &F::Event = match (event as &dyn Any).downcast_ref::<F::Event>() {
+        Some(same) => same,
+        None => match serde_json::to_value(event).and_then(serde_json::from_value) {
+            Ok(other) => {
+                converted = other;
+                &converted
+            }
+            // Not an event of this fold's type: nothing it folds.
+            Err(_) => return,
+        },
+    };
+    Arc::make_mut(fold).apply(event);
+}
+
+impl<F: Fold> FoldState for Arc<F> {
+    type Streams<'a> = &'a StreamId;
+
+    fn slots(stream: &StreamId, out: &mut Vec<Slot>) {
+        out.push(Slot::of::<F>(stream));
+    }
+
+    fn assemble(parts: &[Part]) -> Option<Self> {
+        match parts {
+            [part] => downcast(part),
+            _ => None,
+        }
+    }
+
+    fn apply_event<E: Event>(&mut self, stream: &StreamId, event: &E) {
+        apply_to(self, stream, event);
+    }
+}
+
+macro_rules! tuple_fold_state {
+    ($($fold:ident $index:tt),+) => {
+        impl<$($fold: Fold),+> FoldState for ($(Arc<$fold>,)+) {
+            type Streams<'a> = ($(tuple_fold_state!(@stream $fold),)+);
+
+            fn slots(streams: Self::Streams<'_>, out: &mut Vec<Slot>) {
+                $(out.push(Slot::of::<$fold>(streams.$index));)+
+            }
+
+            fn assemble(parts: &[Part]) -> Option<Self> {
+                Some(($(downcast::<$fold>(parts.get($index)?)?,)+))
+            }
+
+            fn apply_event<Ev: Event>(&mut self, streams: Self::Streams<'_>, event: &Ev) {
+                $(apply_to(&mut self.$index, streams.$index, event);)+
+            }
+        }
+    };
+    (@stream $fold:ident) => { &'a StreamId };
+}
+
+tuple_fold_state!(A 0);
+tuple_fold_state!(A 0, B 1);
+tuple_fold_state!(A 0, B 1, C 2);
+tuple_fold_state!(A 0, B 1, C 2, D 3);
+tuple_fold_state!(A 0, B 1, C 2, D 3, E 4);
+tuple_fold_state!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_fold_state!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_fold_state!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    enum Ev {
+        Added { stream: StreamId, n: u64 },
+    }
+
+    impl Event for Ev {
+        fn stream_id(&self) -> &StreamId {
+            match self {
+                Ev::Added { stream, .. } => stream,
+            }
+        }
+        fn event_type(&self) -> &'static str {
+            "Added"
+        }
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    struct Sum(u64);
+
+    impl Fold for Sum {
+        type Event = Ev;
+        const NAME: &'static str = "sum";
+        fn apply(&mut self, Ev::Added { n, .. }: &Ev) {
+            self.0 += n;
+        }
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    struct Count(u64);
+
+    impl Fold for Count {
+        type Event = Ev;
+        const NAME: &'static str = "count";
+        const SCHEMA_VERSION: u32 = 3;
+        fn apply(&mut self, _: &Ev) {
+            self.0 += 1;
+        }
+    }
+
+    fn id(s: &str) -> StreamId {
+        StreamId::try_new(s).unwrap()
+    }
+
+    #[test]
+    fn a_tuple_names_one_slot_per_fold_in_order() {
+        let (a, b) = (id("a"), id("b"));
+        let mut slots = Vec::new();
+        <(Arc<Sum>, Arc<Count>)>::slots((&a, &b), &mut slots);
+        let named: Vec<_> = slots
+            .iter()
+            .map(|s| (s.stream.as_str(), s.kind.name, s.kind.schema_version))
+            .collect();
+        assert_eq!(named, [("a", "sum", 1), ("b", "count", 3)]);
+    }
+
+    #[test]
+    fn parts_assemble_into_the_state_they_were_made_for() {
+        let parts: Vec<Part> = vec![Arc::new(Sum(4)), Arc::new(Count(2))];
+        let (sum, count) = <(Arc<Sum>, Arc<Count>)>::assemble(&parts).unwrap();
+        assert_eq!((sum.0, count.0), (4, 2));
+        assert!(<(Arc<Count>, Arc<Sum>)>::assemble(&parts).is_none());
+        assert!(<Arc<Sum>>::assemble(&parts).is_none(), "one part per slot");
+    }
+
+    #[test]
+    fn a_commands_event_reaches_only_the_folds_of_its_stream() {
+        let (a, b) = (id("a"), id("b"));
+        let mut state = <(Arc<Sum>, Arc<Sum>)>::default();
+        state.apply_event(
+            (&a, &b),
+            &Ev::Added {
+                stream: b.clone(),
+                n: 5,
+            },
+        );
+        assert_eq!((state.0.0, state.1.0), (0, 5));
+    }
+
+    #[test]
+    fn an_appended_event_is_folded_without_its_payload_when_the_types_match() {
+        let mut sum = Sum(1);
+        let event = Ev::Added {
+            stream: id("a"),
+            n: 2,
+        };
+        ErasedFold::apply_written(&mut sum, &event, None).unwrap();
+        assert_eq!(sum, Sum(3));
+        let other = 7u8;
+        assert!(ErasedFold::apply_written(&mut sum, &other, None).is_err());
+    }
+}

@@ -1,0 +1,581 @@
+//! Commands made of per-stream folds ([`Decide`]): what is kept, what is
+//! read, and that a kept fold never makes a command decide on a wrong state.
+
+use std::sync::Arc;
+
+use eventcore::{
+    CacheConfig, CacheStats, Command, Decide, Event, EventStore, EventStoreExt, Executor, Fold,
+    NewEvents, Refusal, StreamId, StreamVersion, StreamWrites, require,
+};
+use eventcore_memory::InMemoryEventStore;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+enum Ledger {
+    Credited {
+        #[stream]
+        account: StreamId,
+        amount: u64,
+    },
+    Debited {
+        #[stream]
+        account: StreamId,
+        amount: u64,
+    },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Balance(u64);
+
+impl Fold for Balance {
+    type Event = Ledger;
+    const NAME: &'static str = "test-balance";
+    fn apply(&mut self, event: &Ledger) {
+        match event {
+            Ledger::Credited { amount, .. } => self.0 += amount,
+            Ledger::Debited { amount, .. } => self.0 = self.0.saturating_sub(*amount),
+        }
+    }
+}
+
+/// How many events an account's stream holds: a second fold of one stream.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Entries(u64);
+
+impl Fold for Entries {
+    type Event = Ledger;
+    const NAME: &'static str = "test-entries";
+    fn apply(&mut self, _: &Ledger) {
+        self.0 += 1;
+    }
+}
+
+#[derive(Command)]
+struct Deposit {
+    #[stream]
+    account: StreamId,
+    amount: u64,
+}
+
+impl Decide for Deposit {
+    type Event = Ledger;
+    type State = Arc<Balance>;
+    type Error = Refusal;
+    fn folds(&self) -> &StreamId {
+        &self.account
+    }
+    fn handle(&self, _: &Arc<Balance>) -> Result<NewEvents<Ledger>, Refusal> {
+        Ok(vec![Ledger::Credited {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
+        .into())
+    }
+}
+
+#[derive(Command)]
+struct Transfer {
+    #[stream]
+    from: StreamId,
+    #[stream]
+    to: StreamId,
+    amount: u64,
+}
+
+impl Decide for Transfer {
+    type Event = Ledger;
+    type State = (Arc<Balance>, Arc<Balance>);
+    type Error = Refusal;
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        (&self.from, &self.to)
+    }
+    fn handle(&self, (from, _): &Self::State) -> Result<NewEvents<Ledger>, Refusal> {
+        require!(
+            from.0 >= self.amount,
+            "{} holds {}, cannot pay {}",
+            self.from,
+            from.0,
+            self.amount
+        );
+        Ok(vec![
+            Ledger::Debited {
+                account: self.from.clone(),
+                amount: self.amount,
+            },
+            Ledger::Credited {
+                account: self.to.clone(),
+                amount: self.amount,
+            },
+        ]
+        .into())
+    }
+}
+
+fn id(s: &str) -> StreamId {
+    StreamId::try_new(s).unwrap()
+}
+
+fn reads(stats: &CacheStats) -> u64 {
+    stats.full_reads + stats.tail_reads
+}
+
+async fn balance_of<S: EventStore>(store: &S, account: &StreamId) -> u64 {
+    let read = store
+        .read_streams(std::slice::from_ref(account))
+        .await
+        .unwrap();
+    let mut balance = Balance::default();
+    for e in read.events() {
+        balance.apply(&e.decode().unwrap());
+    }
+    balance.0
+}
+
+#[tokio::test]
+async fn a_transfer_on_kept_folds_appends_without_reading() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let (alice, bob) = (id("alice"), id("bob"));
+    for account in [&alice, &bob] {
+        executor
+            .execute(Deposit {
+                account: account.clone(),
+                amount: 50,
+            })
+            .await
+            .unwrap();
+    }
+    let before = executor.cache().stats();
+    let pay = |from: &StreamId, to: &StreamId| Transfer {
+        from: from.clone(),
+        to: to.clone(),
+        amount: 20,
+    };
+    // The deposits kept both accounts' balance folds: the transfers share them.
+    executor.execute(pay(&alice, &bob)).await.unwrap();
+    executor.execute(pay(&bob, &alice)).await.unwrap();
+    let done = executor.cache().stats().since(&before);
+    assert_eq!(reads(&done), 0, "no read: {done:?}");
+    assert_eq!((done.appends, done.hits, done.misses), (2, 2, 0));
+    assert_eq!(balance_of(executor.store(), &alice).await, 50);
+    assert_eq!(balance_of(executor.store(), &bob).await, 50);
+}
+
+#[tokio::test]
+async fn a_fold_not_kept_is_read_with_the_tails_of_the_others_in_one_read() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let (alice, bob) = (id("alice"), id("bob"));
+    executor
+        .execute(Deposit {
+            account: alice.clone(),
+            amount: 30,
+        })
+        .await
+        .unwrap();
+    // Bob's fold was never kept.
+    let before = executor.cache().stats();
+    executor
+        .execute(Transfer {
+            from: alice.clone(),
+            to: bob.clone(),
+            amount: 30,
+        })
+        .await
+        .unwrap();
+    let done = executor.cache().stats().since(&before);
+    assert_eq!((done.misses, done.tail_reads, done.full_reads), (1, 1, 0));
+    assert_eq!(done.appends, 1);
+}
+
+#[tokio::test]
+async fn a_fold_made_stale_by_another_process_never_decides() {
+    let store = InMemoryEventStore::new();
+    let one = Executor::new(store.clone()).with_cache(CacheConfig::default());
+    let two = Executor::new(store.clone()).with_cache(CacheConfig::default());
+    let (alice, bob) = (id("alice"), id("bob"));
+    one.execute(Deposit {
+        account: alice.clone(),
+        amount: 100,
+    })
+    .await
+    .unwrap();
+    let pay = |amount| Transfer {
+        from: alice.clone(),
+        to: bob.clone(),
+        amount,
+    };
+    // One keeps alice at 100; two spends 70 of it.
+    one.execute(pay(0)).await.unwrap();
+    two.execute(pay(70)).await.unwrap();
+    // On its kept fold one would pay 50 more: the append conflicts, the
+    // tails are read, and the true balance (30) refuses it.
+    let before = one.cache().stats();
+    let refused = one.execute(pay(50)).await.unwrap_err();
+    assert!(refused.to_string().contains("holds 30"), "{refused}");
+    let done = one.cache().stats().since(&before);
+    assert_eq!((done.appends, done.tail_reads), (1, 1), "{done:?}");
+    // A refusal on a kept fold is confirmed by a read before it is returned.
+    two.execute(Deposit {
+        account: alice.clone(),
+        amount: 40,
+    })
+    .await
+    .unwrap();
+    one.execute(pay(60)).await.unwrap();
+    assert_eq!(balance_of(&store, &alice).await, 10);
+    assert_eq!(balance_of(&store, &bob).await, 130);
+}
+
+#[tokio::test]
+async fn a_write_that_bypasses_the_executor_is_seen() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let (alice, bob) = (id("alice"), id("bob"));
+    executor
+        .execute(Deposit {
+            account: alice.clone(),
+            amount: 10,
+        })
+        .await
+        .unwrap();
+    let mut writes = StreamWrites::new();
+    writes.expect(alice.clone(), StreamVersion::new(1)).unwrap();
+    writes
+        .append(&Ledger::Debited {
+            account: alice.clone(),
+            amount: 10,
+        })
+        .unwrap();
+    executor.store().append(writes).await.unwrap();
+    let refused = executor
+        .execute(Transfer {
+            from: alice.clone(),
+            to: bob,
+            amount: 5,
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("holds 0"), "{refused}");
+}
+
+/// Two folds of one stream, and a declared stream no fold reads.
+#[derive(Command)]
+struct Audit {
+    #[stream]
+    account: StreamId,
+    #[stream]
+    lock: StreamId,
+}
+
+impl Decide for Audit {
+    type Event = Ledger;
+    type State = (Arc<Balance>, Arc<Entries>);
+    type Error = Refusal;
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        (&self.account, &self.account)
+    }
+    fn handle(&self, (balance, entries): &Self::State) -> Result<NewEvents<Ledger>, Refusal> {
+        // A fee of one per entry so far, while the balance allows it.
+        let fee = entries.0.min(balance.0);
+        Ok(vec![Ledger::Debited {
+            account: self.account.clone(),
+            amount: fee,
+        }]
+        .into())
+    }
+}
+
+#[tokio::test]
+async fn two_folds_of_a_stream_and_an_unfolded_declared_stream_are_all_version_checked() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let (account, lock) = (id("acct"), id("lock"));
+    executor
+        .execute(Deposit {
+            account: account.clone(),
+            amount: 10,
+        })
+        .await
+        .unwrap();
+    let audit = || Audit {
+        account: account.clone(),
+        lock: lock.clone(),
+    };
+    executor.execute(audit()).await.unwrap(); // fee 1: 9 left, 2 entries
+    // Another writer moves the declared stream that no fold reads.
+    let mut writes = StreamWrites::new();
+    writes.expect(lock.clone(), StreamVersion::INITIAL).unwrap();
+    writes
+        .append(&Ledger::Credited {
+            account: lock.clone(),
+            amount: 1,
+        })
+        .unwrap();
+    executor.store().append(writes).await.unwrap();
+    let before = executor.cache().stats();
+    let done = executor.execute(audit()).await.unwrap(); // fee 2: 7 left
+    let stats = executor.cache().stats().since(&before);
+    assert_eq!(
+        (stats.appends, stats.tail_reads),
+        (2, 1),
+        "the kept version of the lock conflicted: {stats:?}"
+    );
+    assert_eq!(done.version_of(&lock), Some(StreamVersion::new(1)));
+    assert_eq!(done.version_of(&account), Some(StreamVersion::new(3)));
+    assert_eq!(balance_of(executor.store(), &account).await, 7);
+}
+
+// A command over two kinds of stream, each fold decoding its own event type.
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+enum OrderEvent {
+    Placed {
+        #[stream]
+        order: StreamId,
+        quantity: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+enum StockEvent {
+    Stocked {
+        #[stream]
+        warehouse: StreamId,
+        quantity: u64,
+    },
+    Reserved {
+        #[stream]
+        warehouse: StreamId,
+        quantity: u64,
+    },
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Ordered(u64);
+
+impl Fold for Ordered {
+    type Event = OrderEvent;
+    const NAME: &'static str = "test-ordered";
+    fn apply(&mut self, OrderEvent::Placed { quantity, .. }: &OrderEvent) {
+        self.0 += quantity;
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct OnHand(u64);
+
+impl Fold for OnHand {
+    type Event = StockEvent;
+    const NAME: &'static str = "test-on-hand";
+    fn apply(&mut self, event: &StockEvent) {
+        match event {
+            StockEvent::Stocked { quantity, .. } => self.0 += quantity,
+            StockEvent::Reserved { quantity, .. } => self.0 -= quantity,
+        }
+    }
+}
+
+/// What the reserving command writes: the warehouse's events, under
+/// another Rust type than the fold reads them as.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+enum Reservation {
+    Reserved {
+        #[stream]
+        warehouse: StreamId,
+        quantity: u64,
+    },
+}
+
+#[derive(Command)]
+struct Reserve {
+    #[stream]
+    order: StreamId,
+    #[stream]
+    warehouse: StreamId,
+}
+
+impl Decide for Reserve {
+    type Event = Reservation;
+    type State = (Arc<Ordered>, Arc<OnHand>);
+    type Error = Refusal;
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        (&self.order, &self.warehouse)
+    }
+    fn handle(&self, (ordered, on_hand): &Self::State) -> Result<NewEvents<Reservation>, Refusal> {
+        require!(
+            on_hand.0 >= ordered.0,
+            "{} on hand, {} ordered",
+            on_hand.0,
+            ordered.0
+        );
+        Ok(vec![Reservation::Reserved {
+            warehouse: self.warehouse.clone(),
+            quantity: ordered.0,
+        }]
+        .into())
+    }
+}
+
+#[tokio::test]
+async fn each_fold_decodes_its_own_event_type_and_folds_what_was_written() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let (order, warehouse) = (id("order-1"), id("warehouse-1"));
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(order.clone(), StreamVersion::INITIAL)
+        .unwrap();
+    writes
+        .expect(warehouse.clone(), StreamVersion::INITIAL)
+        .unwrap();
+    writes
+        .append(&OrderEvent::Placed {
+            order: order.clone(),
+            quantity: 2,
+        })
+        .unwrap();
+    writes
+        .append(&StockEvent::Stocked {
+            warehouse: warehouse.clone(),
+            quantity: 5,
+        })
+        .unwrap();
+    executor.store().append(writes).await.unwrap();
+    let reserve = || Reserve {
+        order: order.clone(),
+        warehouse: warehouse.clone(),
+    };
+    executor.execute(reserve()).await.unwrap(); // 3 left
+    let before = executor.cache().stats();
+    // Decided on the kept folds, the warehouse's holding the reservation
+    // just written (decoded from its payload as a StockEvent).
+    executor.execute(reserve()).await.unwrap(); // 1 left
+    let done = executor.cache().stats().since(&before);
+    assert_eq!((reads(&done), done.appends), (0, 1), "{done:?}");
+    let refused = executor.execute(reserve()).await.unwrap_err();
+    assert!(refused.to_string().contains("1 on hand"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_cleared_cache_reads_the_streams_again() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let alice = id("alice");
+    let deposit = || Deposit {
+        account: alice.clone(),
+        amount: 1,
+    };
+    executor.execute(deposit()).await.unwrap();
+    executor.cache().clear();
+    let before = executor.cache().stats();
+    executor.execute(deposit()).await.unwrap();
+    let done = executor.cache().stats().since(&before);
+    assert_eq!((done.misses, done.full_reads), (1, 1));
+    assert_eq!(balance_of(executor.store(), &alice).await, 2);
+}
+
+#[tokio::test]
+async fn an_invalid_fold_name_is_refused_before_anything_is_read() {
+    #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+    struct Nameless;
+    impl Fold for Nameless {
+        type Event = Ledger;
+        const NAME: &'static str = "";
+        fn apply(&mut self, _: &Ledger) {}
+    }
+    #[derive(Command)]
+    struct Touch {
+        #[stream]
+        account: StreamId,
+    }
+    impl Decide for Touch {
+        type Event = Ledger;
+        type State = Arc<Nameless>;
+        type Error = Refusal;
+        fn folds(&self) -> &StreamId {
+            &self.account
+        }
+        fn handle(&self, _: &Arc<Nameless>) -> Result<NewEvents<Ledger>, Refusal> {
+            Ok(NewEvents::none())
+        }
+    }
+    let executor = Executor::new(InMemoryEventStore::new());
+    let error = executor
+        .execute(Touch {
+            account: id("alice"),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            eventcore::ExecuteError::InvalidStateName { name: "" }
+        ),
+        "{error}"
+    );
+    assert_eq!(reads(&executor.cache().stats()), 0);
+}
+
+#[tokio::test]
+async fn concurrent_transfers_on_kept_folds_conserve_money() {
+    const ACCOUNTS: usize = 6;
+    const TASKS: usize = 16;
+    let store = InMemoryEventStore::new();
+    // Two processes, each with its own kept folds.
+    let processes = [
+        Executor::new(store.clone()).with_cache(CacheConfig::default()),
+        Executor::new(store.clone()).with_cache(CacheConfig::default()),
+    ];
+    let accounts: Vec<StreamId> = (0..ACCOUNTS).map(|i| id(&format!("c-{i}"))).collect();
+    for a in &accounts {
+        processes[0]
+            .execute(Deposit {
+                account: a.clone(),
+                amount: 100,
+            })
+            .await
+            .unwrap();
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let executor = processes[t % 2].clone();
+        let (barrier, accounts) = (barrier.clone(), accounts.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(t as u64);
+            barrier.wait().await;
+            for _ in 0..40 {
+                let a = rng.usize(..ACCOUNTS);
+                let b = (a + 1 + rng.usize(..ACCOUNTS - 1)) % ACCOUNTS;
+                let pay = Transfer {
+                    from: accounts[a].clone(),
+                    to: accounts[b].clone(),
+                    amount: rng.u64(1..80),
+                };
+                let policy = eventcore::RetryPolicy::default()
+                    .with_queue_in_process(false)
+                    .with_max_attempts(std::num::NonZeroU32::new(1_000).unwrap());
+                match executor.execute_with(pay, &policy).await {
+                    Ok(_) | Err(eventcore::ExecuteError::Rejected(_)) => {}
+                    Err(e) => panic!("task {t}: {e}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let read = store.read_streams(&accounts).await.unwrap();
+    let mut balances = [0i128; ACCOUNTS];
+    for e in read.events() {
+        let i = accounts.iter().position(|a| a == e.stream_id()).unwrap();
+        match e.decode::<Ledger>().unwrap() {
+            Ledger::Credited { amount, .. } => balances[i] += i128::from(amount),
+            Ledger::Debited { amount, .. } => balances[i] -= i128::from(amount),
+        }
+        assert!(
+            balances[i] >= 0,
+            "{} overdrawn at {}",
+            e.stream_id(),
+            e.version()
+        );
+    }
+    assert_eq!(balances.iter().sum::<i128>(), 100 * ACCOUNTS as i128);
+    let hits: u64 = processes.iter().map(|p| p.cache().stats().hits).sum();
+    assert!(hits > 0, "the processes decided on kept folds");
+}
