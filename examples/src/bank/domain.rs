@@ -1,6 +1,8 @@
 //! The bank's events and commands.
 
-use eventcore::{BoxError, Command, CommandLogic, Event, NewEvents, StateKey, StreamId, require};
+use std::sync::Arc;
+
+use eventcore::{BoxError, Command, Decide, Event, Fold, NewEvents, StreamId, require};
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -145,8 +147,8 @@ pub struct Account {
 }
 
 impl Account {
-    /// Folds one of this account's events.
-    pub fn apply(mut self, event: &BankEvent) -> Self {
+    /// The account after one of its events.
+    pub fn after(mut self, event: &BankEvent) -> Self {
         match event {
             BankEvent::Opened {
                 initial_balance, ..
@@ -166,7 +168,7 @@ impl Account {
 
     /// Folds a whole stream.
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a BankEvent>) -> Self {
-        events.into_iter().fold(Account::default(), Account::apply)
+        events.into_iter().fold(Account::default(), Account::after)
     }
 
     fn require_open(&self, account: &StreamId) -> Result<(), BankError> {
@@ -188,10 +190,15 @@ impl Account {
     }
 }
 
-/// The state of one account, shared by the one-account commands: their fold
-/// (`Account::apply`) reads no field of the command.
-fn account_state() -> StateKey<Account> {
-    StateKey::new("bank-account", 1)
+/// An account's fold: every bank command decides on the `Account` folds of
+/// the accounts it touches, kept per account and shared by all of them.
+impl Fold for Account {
+    type Event = BankEvent;
+    const NAME: &'static str = "bank-account";
+
+    fn apply(&mut self, event: &BankEvent) {
+        *self = self.after(event);
+    }
 }
 
 /// Opens an account; refuses if it is open already.
@@ -217,20 +224,16 @@ impl OpenAccount {
     }
 }
 
-impl CommandLogic for OpenAccount {
+impl Decide for OpenAccount {
     type Event = BankEvent;
-    type State = Account;
+    type State = Arc<Account>;
     type Error = BankError;
 
-    fn apply(&self, state: Account, event: &BankEvent) -> Account {
-        state.apply(event)
+    fn folds(&self) -> &StreamId {
+        &self.account
     }
 
-    fn state_key(&self) -> Option<StateKey<Account>> {
-        Some(account_state())
-    }
-
-    fn handle(&self, state: &Account) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &Arc<Account>) -> Result<NewEvents<BankEvent>, BankError> {
         require!(!state.open, BankError::AlreadyOpen(self.account.clone()));
         Ok(vec![BankEvent::Opened {
             account: self.account.clone(),
@@ -251,20 +254,16 @@ pub struct Deposit {
     pub amount: Amount,
 }
 
-impl CommandLogic for Deposit {
+impl Decide for Deposit {
     type Event = BankEvent;
-    type State = Account;
+    type State = Arc<Account>;
     type Error = BankError;
 
-    fn apply(&self, state: Account, event: &BankEvent) -> Account {
-        state.apply(event)
+    fn folds(&self) -> &StreamId {
+        &self.account
     }
 
-    fn state_key(&self) -> Option<StateKey<Account>> {
-        Some(account_state())
-    }
-
-    fn handle(&self, state: &Account) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &Arc<Account>) -> Result<NewEvents<BankEvent>, BankError> {
         state.require_open(&self.account)?;
         Ok(vec![BankEvent::Deposited {
             account: self.account.clone(),
@@ -284,20 +283,16 @@ pub struct Withdraw {
     pub amount: Amount,
 }
 
-impl CommandLogic for Withdraw {
+impl Decide for Withdraw {
     type Event = BankEvent;
-    type State = Account;
+    type State = Arc<Account>;
     type Error = BankError;
 
-    fn apply(&self, state: Account, event: &BankEvent) -> Account {
-        state.apply(event)
+    fn folds(&self) -> &StreamId {
+        &self.account
     }
 
-    fn state_key(&self) -> Option<StateKey<Account>> {
-        Some(account_state())
-    }
-
-    fn handle(&self, state: &Account) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, state: &Arc<Account>) -> Result<NewEvents<BankEvent>, BankError> {
         state.require_open(&self.account)?;
         state.require_funds(&self.account, self.amount)?;
         Ok(vec![BankEvent::Withdrawn {
@@ -321,46 +316,26 @@ pub struct Transfer {
     pub amount: Amount,
 }
 
-/// What a [`Transfer`] knows about its two accounts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TransferState {
-    /// The payer.
-    pub from: Account,
-    /// The payee.
-    pub to: Account,
-}
+/// What a [`Transfer`] decides on: the folds of the payer and the payee.
+pub type TransferState = (Arc<Account>, Arc<Account>);
 
-impl CommandLogic for Transfer {
+impl Decide for Transfer {
     type Event = BankEvent;
     type State = TransferState;
     type Error = BankError;
 
-    fn apply(&self, mut state: TransferState, event: &BankEvent) -> TransferState {
-        if event.stream_id() == &self.from {
-            state.from = state.from.apply(event);
-        } else if event.stream_id() == &self.to {
-            state.to = state.to.apply(event);
-        }
-        state
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        (&self.from, &self.to)
     }
 
-    /// The fold sorts events by `from` and `to`: both are in the key.
-    fn state_key(&self) -> Option<StateKey<TransferState>> {
-        Some(
-            StateKey::new("bank-transfer", 1)
-                .with(&self.from)
-                .with(&self.to),
-        )
-    }
-
-    fn handle(&self, state: &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(&self, (from, to): &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
         require!(
             self.from != self.to,
             BankError::SameAccount(self.from.clone())
         );
-        state.from.require_open(&self.from)?;
-        state.to.require_open(&self.to)?;
-        state.from.require_funds(&self.from, self.amount)?;
+        from.require_open(&self.from)?;
+        to.require_open(&self.to)?;
+        from.require_funds(&self.from, self.amount)?;
         Ok(vec![
             BankEvent::TransferredOut {
                 account: self.from.clone(),
@@ -392,40 +367,27 @@ pub enum BankCommand {
     Transfer(Transfer),
 }
 
-/// Every account a [`BankCommand`] read, folded.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Accounts(pub std::collections::HashMap<StreamId, Account>);
-
-impl Accounts {
-    fn of(&self, account: &StreamId) -> Account {
-        self.0.get(account).copied().unwrap_or_default()
-    }
-}
-
-impl CommandLogic for BankCommand {
+impl Decide for BankCommand {
     type Event = BankEvent;
-    type State = Accounts;
+    /// The folds of the command's accounts: a one-account command's twice.
+    type State = TransferState;
     type Error = BankError;
 
-    fn apply(&self, mut state: Accounts, event: &BankEvent) -> Accounts {
-        let account = state.0.entry(event.stream_id().clone()).or_default();
-        *account = account.apply(event);
-        state
-    }
-
-    fn state_key(&self) -> Option<StateKey<Accounts>> {
-        Some(StateKey::new("bank-accounts", 1))
-    }
-
-    fn handle(&self, state: &Accounts) -> Result<NewEvents<BankEvent>, BankError> {
+    fn folds(&self) -> (&StreamId, &StreamId) {
         match self {
-            BankCommand::Open(c) => c.handle(&state.of(&c.account)),
-            BankCommand::Deposit(c) => c.handle(&state.of(&c.account)),
-            BankCommand::Withdraw(c) => c.handle(&state.of(&c.account)),
-            BankCommand::Transfer(c) => c.handle(&TransferState {
-                from: state.of(&c.from),
-                to: state.of(&c.to),
-            }),
+            BankCommand::Open(OpenAccount { account, .. })
+            | BankCommand::Deposit(Deposit { account, .. })
+            | BankCommand::Withdraw(Withdraw { account, .. }) => (account, account),
+            BankCommand::Transfer(c) => (&c.from, &c.to),
+        }
+    }
+
+    fn handle(&self, state: &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
+        match self {
+            BankCommand::Open(c) => Decide::handle(c, &state.0),
+            BankCommand::Deposit(c) => Decide::handle(c, &state.0),
+            BankCommand::Withdraw(c) => Decide::handle(c, &state.0),
+            BankCommand::Transfer(c) => Decide::handle(c, state),
         }
     }
 }
@@ -453,7 +415,7 @@ pub fn bank_invariant(log: &[eventcore::RecordedEvent]) -> Result<(), String> {
             BankEvent::TransferredIn { amount, .. } => received += i128::from(amount.into_inner()),
             BankEvent::Deposited { .. } | BankEvent::Withdrawn { .. } => {}
         }
-        *account = account.apply(&event);
+        *account = account.after(&event);
         if account.balance < 0 {
             return Err(format!(
                 "{} overdrawn: {}",

@@ -127,7 +127,7 @@ pub async fn verify<S: EventStore>(
             let mut state = Account::default();
             for (i, recorded) in read.events_of(account).enumerate() {
                 versions_gap_free &= recorded.version().get() == i as u64 + 1;
-                state = state.apply(&recorded.decode::<BankEvent>()?);
+                state = state.after(&recorded.decode::<BankEvent>()?);
                 lowest = lowest.min(state.balance);
             }
             balances.push(state.balance);

@@ -50,7 +50,7 @@ impl Handler<BankEvent> for BalancesProjection {
             open: true,
             balance: before,
         }
-        .apply(event)
+        .after(event)
         .balance;
         state
             .accounts

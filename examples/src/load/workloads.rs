@@ -1,8 +1,8 @@
 //! The workloads: their accounts and their commands.
 
 use eventcore::{
-    CommandLogic, CommandStreams, EventStore, ExecuteError, ExecuteOptions, ExecutionResult,
-    NewEvents, StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
+    CommandStreams, Decide, EventStore, ExecuteError, ExecuteOptions, ExecutionResult, NewEvents,
+    StoreError, StreamId, StreamVersion, StreamWrites, execute_with,
 };
 use serde::Serialize;
 
@@ -120,23 +120,19 @@ impl CommandStreams for FanoutTransfer {
     }
 }
 
-impl CommandLogic for FanoutTransfer {
+impl Decide for FanoutTransfer {
     type Event = BankEvent;
     type State = TransferState;
     type Error = BankError;
 
-    fn apply(&self, state: TransferState, event: &BankEvent) -> TransferState {
-        self.transfer.apply(state, event)
+    /// The transfer's two folds; the watched accounts are read and checked
+    /// for their versions alone.
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        self.transfer.folds()
     }
 
     fn handle(&self, state: &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
-        self.transfer.handle(state)
-    }
-
-    /// The same fold as the transfer's, over more streams (the key holds
-    /// the streams too, so it never meets a plain transfer's state).
-    fn state_key(&self) -> Option<eventcore::StateKey<TransferState>> {
-        self.transfer.state_key()
+        Decide::handle(&self.transfer, state)
     }
 }
 

@@ -59,7 +59,7 @@ fn change(event: &BankEvent) -> (Option<&str>, i128) {
         open: true,
         balance: 0,
     };
-    (owner, from_zero.apply(event).balance)
+    (owner, from_zero.after(event).balance)
 }
 
 /// One page of accounts, by id.

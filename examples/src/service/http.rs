@@ -307,7 +307,7 @@ async fn account_view<S: EventStore>(
         if let BankEvent::Opened { owner, .. } = &event {
             folded.owner.clone_from(owner);
         }
-        folded.state = folded.state.apply(&event);
+        folded.state = folded.state.after(&event);
         folded.version = recorded.version();
     }
     let view = folded.state.open.then(|| {
