@@ -186,6 +186,47 @@ impl Decide for Transfer {
     }
 }
 
+/// Takes money out of one account on its [`Balance`] fold alone: a
+/// one-fold command, which may start from the fold's snapshot.
+#[derive(Debug, Clone)]
+pub struct Withdraw {
+    /// The account.
+    pub account: StreamId,
+    /// How much.
+    pub amount: u64,
+}
+
+impl CommandStreams for Withdraw {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.account.clone()]
+    }
+}
+
+impl Decide for Withdraw {
+    type Event = LedgerEvent;
+    type State = Arc<Balance>;
+    type Error = Refusal;
+
+    fn folds(&self) -> &StreamId {
+        &self.account
+    }
+
+    fn handle(&self, balance: &Arc<Balance>) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        require!(
+            balance.0 >= i128::from(self.amount),
+            "{} holds {}, cannot withdraw {}",
+            self.account,
+            balance.0,
+            self.amount
+        );
+        Ok(vec![LedgerEvent::Debited {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
+        .into())
+    }
+}
+
 /// The executors one case runs on.
 #[derive(Debug, Clone)]
 pub struct Stores<S> {
@@ -207,6 +248,9 @@ pub enum Step {
     /// Process `0` or `1` executes a [`Transfer`] (state: the [`Balance`]
     /// folds of both accounts).
     Transfer(usize, usize, usize, u64),
+    /// Process `0` or `1` executes a [`Withdraw`] (state: the account's
+    /// [`Balance`] fold, or its snapshot).
+    Withdraw(usize, usize, u64),
     /// A debit appended by neither process's `execute` (another program).
     External(usize, u64),
     /// Process `0` or `1` restarts: its kept states are gone.
@@ -226,6 +270,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(p, a, b, n)| Step::Pay(p, a, b, n)),
         4 => (p.clone(), acct.clone(), acct.clone(), 1..30u64)
             .prop_map(|(p, a, b, n)| Step::Transfer(p, a, b, n)),
+        3 => (p.clone(), acct.clone(), 1..15u64).prop_map(|(p, a, n)| Step::Withdraw(p, a, n)),
         1 => (acct, 1..10u64).prop_map(|(a, n)| Step::External(a, n)),
         1 => p.prop_map(Step::Restart),
     ]
@@ -308,6 +353,17 @@ async fn run<S: EventStore>(executor: &Executor<S>, step: &Step, misdeclare: boo
                     Transfer {
                         from: account(a),
                         to: account(b),
+                        amount,
+                    },
+                    &policy,
+                )
+                .await,
+        ),
+        Step::Withdraw(_, a, amount) => outcome(
+            executor
+                .execute_with(
+                    Withdraw {
+                        account: account(a),
                         amount,
                     },
                     &policy,
@@ -397,7 +453,8 @@ where
                     Step::Credit(p, ..)
                     | Step::Move(p, ..)
                     | Step::Pay(p, ..)
-                    | Step::Transfer(p, ..) => p,
+                    | Step::Transfer(p, ..)
+                    | Step::Withdraw(p, ..) => p,
                     Step::Restart(p) => p,
                     Step::External(..) => 0,
                 };

@@ -307,6 +307,8 @@ pub(crate) struct FoldEntry {
     pub(crate) version: StreamVersion,
     pub(crate) last_event: Option<Uuid>,
     pub(crate) part: Part,
+    /// The version of the newest snapshot of the fold known to exist.
+    pub(crate) snapshot_base: StreamVersion,
     pub(crate) bytes: usize,
     /// Updates since `bytes` was measured.
     pub(crate) unsized_updates: u32,

@@ -267,6 +267,7 @@ impl Slot {
                 name: "eventcore-version",
                 schema_version: 1,
                 make: || Box::new(VersionOnly),
+                decode: |_| None,
             },
         }
     }
@@ -281,6 +282,9 @@ pub struct FoldKind {
     pub(crate) name: &'static str,
     pub(crate) schema_version: u32,
     pub(crate) make: fn() -> Box<dyn ErasedFold>,
+    /// A fold from a snapshot's JSON form; `None` if it does not decode
+    /// (or the fold is never snapshotted).
+    pub(crate) decode: fn(&str) -> Option<Box<dyn ErasedFold>>,
 }
 
 impl std::fmt::Debug for FoldKind {
@@ -293,6 +297,12 @@ impl std::fmt::Debug for FoldKind {
 }
 
 impl FoldKind {
+    /// Whether this is a fold of the state (not a declared stream kept for
+    /// its version alone).
+    pub(crate) fn folds(&self) -> bool {
+        self.type_id != TypeId::of::<VersionOnly>()
+    }
+
     fn of<F: Fold>() -> Self {
         FoldKind {
             type_id: TypeId::of::<F>(),
@@ -300,6 +310,11 @@ impl FoldKind {
             name: F::NAME,
             schema_version: F::SCHEMA_VERSION,
             make: || Box::new(F::default()),
+            decode: |json| {
+                serde_json::from_str::<F>(json)
+                    .ok()
+                    .map(|f| Box::new(f) as Box<dyn ErasedFold>)
+            },
         }
     }
 }
@@ -326,6 +341,10 @@ pub trait ErasedFold: Any + Send + Sync {
 
     /// About how many bytes the fold takes: the length of its JSON form.
     fn size(&self) -> usize;
+
+    /// The fold's JSON form, for a snapshot; `None` for a fold that is
+    /// never snapshotted.
+    fn encode(&self) -> Option<String>;
 }
 
 impl<F: Fold> ErasedFold for F {
@@ -373,6 +392,10 @@ impl<F: Fold> ErasedFold for F {
     fn size(&self) -> usize {
         crate::state::json_size(self) + std::mem::size_of::<F>()
     }
+
+    fn encode(&self) -> Option<String> {
+        serde_json::to_string(self).ok()
+    }
 }
 
 /// The fold of a declared stream that no fold of the state reads.
@@ -398,6 +421,10 @@ impl ErasedFold for VersionOnly {
 
     fn size(&self) -> usize {
         0
+    }
+
+    fn encode(&self) -> Option<String> {
+        None
     }
 }
 

@@ -5,8 +5,8 @@
 use std::{any::Any, sync::Arc};
 
 use crate::{
-    CommandLogic, EventStore, ExecuteError, ExecutionResult, Metadata, PendingEvent, StateCache,
-    StoreError, StreamId, StreamSet, StreamVersion, Uuid,
+    CommandLogic, EventStore, ExecuteError, ExecutionResult, Metadata, PendingEvent, ReadAnswer,
+    Snapshot, SnapshotKey, StateCache, StoreError, StreamId, StreamSet, StreamVersion, Uuid,
     cache::{Count, FoldEntry},
     fold::{FoldPlan, Part, Slot},
     target::{Attempt, End, Target, appended, retry_or_end},
@@ -38,12 +38,18 @@ struct Meta {
     last_event: Option<Uuid>,
     /// The kept entry's measured size and updates since, if it was kept.
     sized: Option<(usize, u32)>,
+    /// The version of the newest snapshot of the fold known to exist.
+    snapshot_base: StreamVersion,
+    /// Whether a snapshot of it was found unusable: replace it soon.
+    replace_snapshot: bool,
 }
 
 const EMPTY: Meta = Meta {
     version: StreamVersion::INITIAL,
     last_event: None,
     sized: None,
+    snapshot_base: StreamVersion::INITIAL,
+    replace_snapshot: false,
 };
 
 /// A folded command's state and what it covers: one part per slot, all
@@ -194,6 +200,21 @@ impl<'c, S> Folded<'c, S> {
             }
             let ids: Vec<Uuid> = writes.events().iter().map(PendingEvent::event_id).collect();
             let pending = self.decode_written.then(|| writes.events().to_vec());
+            // The folds once the append succeeds, and a snapshot of one
+            // of them if one is due, to travel with the append.
+            let next = self.fold_written(
+                &k,
+                &Written {
+                    events: decided.as_slice(),
+                    ids: &ids,
+                    pending: pending.as_deref(),
+                },
+            );
+            let snapshot = next.as_ref().ok().and_then(|n| self.due_snapshot(n));
+            let (writes, snapshotted) = match snapshot {
+                Some((slot, snapshot)) => (writes.with_snapshot(snapshot), Some(slot)),
+                None => (writes, None),
+            };
             self.cache.count(Count::Append);
             match target.append(writes).await {
                 // Applied before, its reply lost: the kept folds do not
@@ -203,14 +224,16 @@ impl<'c, S> Folded<'c, S> {
                     return Ok(Ok(appended(outcome)));
                 }
                 Ok(outcome) => {
-                    let written = Written {
-                        events: decided.as_slice(),
-                        ids: &ids,
-                        pending: pending.as_deref(),
-                        versions: &outcome.stream_versions,
-                    };
-                    match self.fold_written(&mut k, &written) {
-                        Ok(()) => self.keep(k),
+                    match next {
+                        Ok(mut next) => {
+                            if let Some(slot) = snapshotted {
+                                self.cache.count(Count::SnapshotOffered);
+                                let m = &mut next.meta[slot];
+                                m.snapshot_base = m.version;
+                                m.replace_snapshot = false;
+                            }
+                            self.keep(next);
+                        }
                         // A fold cannot read what was written: the next
                         // command reads the stream and reports it.
                         Err(_) => self.forget(),
@@ -250,6 +273,8 @@ impl<'c, S> Folded<'c, S> {
                         version: entry.version,
                         last_event: entry.last_event,
                         sized: Some((entry.bytes, entry.unsized_updates)),
+                        snapshot_base: entry.snapshot_base,
+                        replace_snapshot: false,
                     });
                 }
                 None => {
@@ -261,6 +286,9 @@ impl<'c, S> Folded<'c, S> {
         }
         if missing {
             self.cache.count(Count::Miss);
+            if self.snapshots_on() && self.slots.len() == 1 && self.cache.look_for_snapshot() {
+                return self.start_from_snapshot(target).await;
+            }
         } else {
             self.cache.count(Count::Hit);
             // Folds of one stream kept at different versions need a read
@@ -391,12 +419,15 @@ impl<'c, S> Folded<'c, S> {
         }))
     }
 
-    /// Folds a successful append's events into the folds of their streams.
+    /// The folds after `written` is appended: each slot's events folded
+    /// in, at the version its stream will have.
     fn fold_written<E: crate::Event>(
         &self,
-        k: &mut Known,
+        k: &Known,
         written: &Written<'_, E>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Known, StoreError> {
+        let mut parts = k.parts.clone();
+        let mut meta = k.meta.clone();
         for (j, slot) in self.slots.iter().enumerate() {
             let mine = || {
                 written
@@ -405,24 +436,147 @@ impl<'c, S> Folded<'c, S> {
                     .enumerate()
                     .filter(|(_, e)| e.stream_id() == &slot.stream)
             };
-            if mine().next().is_some() {
-                let mut fold = k.parts[j].clone_box();
-                for (i, event) in mine() {
-                    let pending = written.pending.and_then(|p| p.get(i));
-                    fold.apply_written(event as &dyn Any, pending)?;
-                    k.meta[j].last_event = written.ids.get(i).copied();
-                }
-                k.parts[j] = Part::from(fold);
+            if mine().next().is_none() {
+                continue;
             }
-            if let Ok(at) = written
-                .versions
-                .binary_search_by(|(id, _)| id.cmp(&slot.stream))
-            {
-                k.meta[j].version = written.versions[at].1;
+            let mut fold = parts[j].clone_box();
+            for (i, event) in mine() {
+                let pending = written.pending.and_then(|p| p.get(i));
+                fold.apply_written(event as &dyn Any, pending)?;
+                meta[j].last_event = written.ids.get(i).copied();
+                meta[j].version = StreamVersion::new(meta[j].version.get().saturating_add(1));
+            }
+            parts[j] = Part::from(fold);
+        }
+        Ok(Known {
+            parts,
+            meta,
+            verified: true,
+        })
+    }
+
+    fn snapshots_on(&self) -> bool {
+        self.cache.config().snapshot_every().is_some()
+    }
+
+    /// A snapshot of the first fold of `k` that is due one: enough events
+    /// since its last, or the one found could not be used.
+    fn due_snapshot(&self, k: &Known) -> Option<(usize, Snapshot)> {
+        let every = self.cache.config().snapshot_every()?.get();
+        let (slot, (part, m)) = self
+            .slots
+            .iter()
+            .zip(k.parts.iter().zip(&k.meta))
+            .enumerate()
+            .find(|(_, (slot, (_, m)))| {
+                slot.kind.folds()
+                    && (m.replace_snapshot
+                        || m.version.get().saturating_sub(m.snapshot_base.get()) >= every)
+            })
+            .map(|(i, (_, found))| (i, found))?;
+        let of = &self.slots[slot];
+        let snapshot = Snapshot::new(
+            SnapshotKey::of_fold(of.kind.name, &of.stream),
+            of.kind.schema_version,
+            vec![m.version],
+            part.encode()?,
+        );
+        Some((slot, snapshot))
+    }
+
+    /// A single fold's state from its snapshot and the events after it;
+    /// from its whole stream when the snapshot cannot be used.
+    async fn start_from_snapshot<St: EventStore, E>(
+        &self,
+        target: &Target<'_, St>,
+    ) -> Attempt<Known, E> {
+        let slot = &self.slots[0];
+        let key = SnapshotKey::of_fold(slot.kind.name, &slot.stream);
+        self.cache.count(Count::SnapshotLoad);
+        // A snapshot may only make a command faster: whatever is wrong
+        // with it, the fold is made from the events instead.
+        let found = match target.read_from_snapshot(&key).await {
+            Ok(ReadAnswer {
+                record: Some(record),
+                ..
+            }) => return Err(End::Recorded(Box::new(record))),
+            Ok(found) => found,
+            Err(e) if e.is_retryable() => return Ok(Err(e)),
+            Err(_) => return self.read_whole(target, true).await,
+        };
+        let present = found.snapshot.is_some();
+        self.cache.looked_for_snapshot(present);
+        let after = found
+            .after
+            .first()
+            .map_or(StreamVersion::INITIAL, |(_, v)| *v);
+        let usable = found
+            .snapshot
+            .as_ref()
+            .filter(|s| {
+                s.schema_version() == slot.kind.schema_version
+                    && s.key() == &key
+                    && s.versions() == [after]
+            })
+            .and_then(|s| (slot.kind.decode)(s.state()));
+        let used = usable.is_some();
+        let mut fold = match usable {
+            Some(fold) => fold,
+            None if after == StreamVersion::INITIAL => (slot.kind.make)(),
+            // The store started after a snapshot this fold cannot use.
+            None => return self.read_whole(target, true).await,
+        };
+        let now = found.reads.version(&slot.stream).unwrap_or_default();
+        if now < after {
+            return self.read_whole(target, true).await;
+        }
+        let mut last_event = None;
+        for event in found.reads.events_of(&slot.stream) {
+            if event.version() > after {
+                fold.apply_recorded(event)?;
+                last_event = Some(event.event_id());
             }
         }
-        k.verified = true;
-        Ok(())
+        self.cache.count(if used {
+            Count::SnapshotUsed
+        } else if present {
+            Count::SnapshotIgnored
+        } else {
+            Count::FullRead
+        });
+        Ok(Ok(Known {
+            parts: vec![Part::from(fold)],
+            meta: vec![Meta {
+                version: now,
+                last_event,
+                sized: None,
+                snapshot_base: if used { after } else { StreamVersion::INITIAL },
+                replace_snapshot: present && !used,
+            }],
+            verified: true,
+        }))
+    }
+
+    /// Every fold from its whole stream; with `replace`, a snapshot found
+    /// unusable is replaced at the next append.
+    async fn read_whole<St: EventStore, E>(
+        &self,
+        target: &Target<'_, St>,
+        replace: bool,
+    ) -> Attempt<Known, E> {
+        if replace {
+            self.cache.count(Count::SnapshotIgnored);
+        }
+        let n = self.slots.len();
+        match self.read(target, vec![None; n], vec![EMPTY; n]).await? {
+            Ok(mut k) => {
+                for m in &mut k.meta {
+                    m.replace_snapshot = replace;
+                }
+                Ok(Ok(k))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Keeps folds known to be current. A fold's size is measured (by
@@ -441,6 +595,7 @@ impl<'c, S> Folded<'c, S> {
                     version: m.version,
                     last_event: m.last_event,
                     part,
+                    snapshot_base: m.snapshot_base,
                     bytes,
                     unsized_updates,
                 },
@@ -456,10 +611,9 @@ impl<'c, S> Folded<'c, S> {
     }
 }
 
-/// What a successful append wrote, to fold into the kept folds.
+/// What an append writes, to fold into the kept folds.
 struct Written<'a, E> {
     events: &'a [E],
     ids: &'a [Uuid],
     pending: Option<&'a [PendingEvent]>,
-    versions: &'a [(StreamId, StreamVersion)],
 }

@@ -23,6 +23,15 @@ impl SnapshotKey {
         }
     }
 
+    /// The key of the snapshots of fold `name` over `stream`.
+    pub fn of_fold(name: &str, stream: &StreamId) -> Self {
+        SnapshotKey {
+            name: name.to_owned(),
+            params: String::from("[]"),
+            streams: std::slice::from_ref(stream).into(),
+        }
+    }
+
     /// The declared state's name.
     pub fn name(&self) -> &str {
         &self.name

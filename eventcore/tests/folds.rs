@@ -579,3 +579,115 @@ async fn concurrent_transfers_on_kept_folds_conserve_money() {
     let hits: u64 = processes.iter().map(|p| p.cache().stats().hits).sum();
     assert!(hits > 0, "the processes decided on kept folds");
 }
+
+fn snapshotting(every: u64) -> CacheConfig {
+    CacheConfig::default().with_snapshot_every(std::num::NonZeroU64::new(every))
+}
+
+#[tokio::test]
+async fn a_cold_process_starts_a_long_stream_from_its_folds_snapshot() {
+    let store = InMemoryEventStore::new();
+    let warm = Executor::new(store.clone()).with_cache(snapshotting(10));
+    let (alice, bob) = (id("alice"), id("bob"));
+    for _ in 0..25 {
+        warm.execute(Deposit {
+            account: alice.clone(),
+            amount: 2,
+        })
+        .await
+        .unwrap();
+    }
+    assert!(warm.cache().stats().snapshots_offered >= 2);
+    // Another process: alice's fold from its snapshot and the events after.
+    let cold = Executor::new(store.clone()).with_cache(snapshotting(10));
+    cold.execute(Deposit {
+        account: alice.clone(),
+        amount: 2,
+    })
+    .await
+    .unwrap();
+    let stats = cold.cache().stats();
+    assert_eq!(
+        (stats.snapshot_loads, stats.snapshots_used),
+        (1, 1),
+        "{stats:?}"
+    );
+    // The snapshot of the fold serves every command on the account: the
+    // cold process decides a transfer of all of it on the kept fold.
+    cold.execute(Transfer {
+        from: alice.clone(),
+        to: bob.clone(),
+        amount: 52,
+    })
+    .await
+    .unwrap();
+    assert_eq!(balance_of(&store, &alice).await, 0);
+    assert_eq!(balance_of(&store, &bob).await, 52);
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_schema_version_of_the_fold_is_not_used() {
+    /// `Balance` at schema version 2: doubled, to tell it apart.
+    #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+    struct Doubled(u64);
+    impl Fold for Doubled {
+        type Event = Ledger;
+        const NAME: &'static str = "test-balance";
+        const SCHEMA_VERSION: u32 = 2;
+        fn apply(&mut self, event: &Ledger) {
+            if let Ledger::Credited { amount, .. } = event {
+                self.0 += 2 * amount;
+            }
+        }
+    }
+    #[derive(Command)]
+    struct Check {
+        #[stream]
+        account: StreamId,
+        expect: u64,
+    }
+    impl Decide for Check {
+        type Event = Ledger;
+        type State = Arc<Doubled>;
+        type Error = Refusal;
+        fn folds(&self) -> &StreamId {
+            &self.account
+        }
+        fn handle(&self, state: &Arc<Doubled>) -> Result<NewEvents<Ledger>, Refusal> {
+            require!(
+                state.0 == self.expect,
+                "folded {}, expected {}",
+                state.0,
+                self.expect
+            );
+            Ok(NewEvents::none())
+        }
+    }
+    let store = InMemoryEventStore::new();
+    let alice = id("alice");
+    let first = Executor::new(store.clone()).with_cache(snapshotting(5));
+    for _ in 0..6 {
+        first
+            .execute(Deposit {
+                account: alice.clone(),
+                amount: 1,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(first.cache().stats().snapshots_offered, 1);
+    let second = Executor::new(store).with_cache(snapshotting(5));
+    second
+        .execute(Check {
+            account: alice.clone(),
+            expect: 12,
+        })
+        .await
+        .unwrap();
+    let stats = second.cache().stats();
+    assert_eq!(
+        (stats.snapshots_used, stats.snapshots_ignored),
+        (0, 1),
+        "{stats:?}"
+    );
+}
