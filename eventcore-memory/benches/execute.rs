@@ -2,12 +2,15 @@
 //! a two-stream transfer, and a command on a stream that already holds
 //! 1,000 or 10,000 events (read and fold cost, which grows with length).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use eventcore::{
-    CommandLogic, CommandStreams, EventStore, NewEvents, Refusal, StateKey, StreamId,
-    StreamVersion, StreamWrites, execute,
+    CommandStreams, Decide, EventStore, Fold, NewEvents, Refusal, StreamId, StreamVersion,
+    StreamWrites, execute,
 };
 use eventcore_memory::InMemoryEventStore;
 use eventcore_testing::fixtures::{Credit, LedgerEvent, Move, stream};
@@ -54,8 +57,20 @@ fn store_with_stream(rt: &Runtime, events: u64) -> InMemoryEventStore {
     store
 }
 
-/// A deposit that declares its state (the stream's event count), so that
-/// `execute` starts from the kept state.
+/// How many events a stream holds: the fold a [`CountedDeposit`] decides on.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+struct Count(u64);
+
+impl Fold for Count {
+    type Event = LedgerEvent;
+    const NAME: &'static str = "bench-count";
+
+    fn apply(&mut self, _: &LedgerEvent) {
+        self.0 += 1;
+    }
+}
+
+/// A deposit on its stream's kept [`Count`] fold.
 struct CountedDeposit(StreamId);
 
 impl CommandStreams for CountedDeposit {
@@ -64,26 +79,22 @@ impl CommandStreams for CountedDeposit {
     }
 }
 
-impl CommandLogic for CountedDeposit {
+impl Decide for CountedDeposit {
     type Event = LedgerEvent;
-    type State = u64;
+    type State = Arc<Count>;
     type Error = eventcore::Refusal;
 
-    fn apply(&self, count: u64, _: &LedgerEvent) -> u64 {
-        count + 1
+    fn folds(&self) -> &StreamId {
+        &self.0
     }
 
-    fn handle(&self, &_: &u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn handle(&self, _: &Arc<Count>) -> Result<NewEvents<LedgerEvent>, Refusal> {
         Ok(vec![LedgerEvent::Credited {
             account: self.0.clone(),
             amount: 1,
             from: None,
         }]
         .into())
-    }
-
-    fn state_key(&self) -> Option<StateKey<u64>> {
-        Some(StateKey::new("bench-count", 1))
     }
 }
 
@@ -159,7 +170,8 @@ fn benches(c: &mut Criterion) {
 
 fn declared(c: &mut Criterion) {
     let rt = runtime();
-    // The same transfer as above on a long-lived store: the state is kept.
+    // The same transfer as above on a long-lived store: both accounts'
+    // folds are kept.
     let store = store_with_stream(&rt, 1);
     let flip = AtomicU64::new(0);
     c.bench_function("execute/two_stream_transfer_kept_state", |b| {

@@ -206,7 +206,7 @@ async fn save<'a>(
     for snapshot in snapshots {
         let key = snapshot.key();
         names.push(key.name());
-        keys.push(key.fields_and_streams());
+        keys.push(key.streams_text());
         schemas.push(i64::from(snapshot.schema_version()));
         let listed: Vec<String> = snapshot
             .versions()
@@ -244,7 +244,7 @@ pub(crate) async fn read_from(
         Some(_) => sqlx::query(READ_FROM_SNAPSHOT_FOR),
     }
     .bind(key.name())
-    .bind(key.fields_and_streams())
+    .bind(key.streams_text())
     .bind(&ids);
     let decoded = match command_id {
         None => {

@@ -963,20 +963,13 @@ async fn new_events_wake_a_subscription_without_waiting_for_its_poll_even_after_
     assert_eq!(report.store_retries, 0, "the subscription saw no failure");
 }
 
-/// Accounts `{prefix}-a` holding 3 and `{prefix}-b` empty, and the key of
-/// the balances state over both (what the snapshot-row tests plant under).
+/// Account `{prefix}-a` holding 3, and the key of its balance fold's
+/// snapshots (what the snapshot-row tests plant under).
 async fn holding_three(
     store: &PostgresEventStore,
     prefix: &str,
-) -> (
-    eventcore::StreamId,
-    eventcore::StreamId,
-    eventcore::SnapshotKey,
-) {
-    let (a, b) = (
-        stream(&format!("{prefix}-a")),
-        stream(&format!("{prefix}-b")),
-    );
+) -> (eventcore::StreamId, eventcore::SnapshotKey) {
+    let a = stream(&format!("{prefix}-a"));
     execute(
         store,
         Credit {
@@ -986,12 +979,31 @@ async fn holding_three(
     )
     .await
     .unwrap();
-    let key = eventcore::SnapshotKey::new(
-        eventcore_testing::fixtures::BALANCES,
-        "[]",
-        &[a.clone(), b.clone()],
+    let key = eventcore::SnapshotKey::of_fold(
+        <eventcore_testing::fixtures::Balance as eventcore::Fold>::NAME,
+        &a,
     );
-    (a, b, key)
+    (a, key)
+}
+
+/// A withdrawal of `amount` from `account`, by a process with no kept folds.
+async fn withdraw_cold(
+    store: &PostgresEventStore,
+    account: &eventcore::StreamId,
+    amount: u64,
+) -> (
+    Result<eventcore::ExecutionResult, eventcore::ExecuteError>,
+    eventcore::CacheStats,
+) {
+    let fresh =
+        eventcore::Executor::new(store.clone()).with_cache(eventcore::CacheConfig::default());
+    let done = fresh
+        .execute(eventcore_testing::fixtures::Withdraw {
+            account: account.clone(),
+            amount,
+        })
+        .await;
+    (done, fresh.cache().stats())
 }
 
 /// Rows of `eventcore_snapshots` written by hand, as a damaged table or a
@@ -1000,17 +1012,15 @@ async fn holding_three(
 #[tokio::test]
 async fn damaged_snapshot_rows_are_ignored() {
     use eventcore::ExecuteError;
-    use eventcore_testing::fixtures::{BALANCES, Move};
 
     let store = support::fresh_store().await;
-    let (a, b, key) = holding_three(&store, "row").await;
-    let key = key.fields_and_streams();
-    let rich = format!(r#"{{"{a}":1000000}}"#);
+    let (a, key) = holding_three(&store, "row").await;
+    let rich = "1000000";
     let rows: [(i64, &str, &str); 4] = [
-        (1, "{-5,0}", rich.as_str()),          // negative version
-        (1 << 40, "{1,0}", rich.as_str()),     // schema version out of range
-        (1, "{1,0,7}", rich.as_str()),         // one version too many
-        (1, "{1,0}", "\"not a balance map\""), // state of another shape
+        (1, "{-5}", rich),               // negative version
+        (1 << 40, "{1}", rich),          // schema version out of range
+        (1, "{1,7}", rich),              // one version too many
+        (1, "{1}", "\"not a balance\""), // state of another shape
     ];
     for (schema_version, versions, state) in rows {
         sqlx::query("DELETE FROM eventcore_snapshots")
@@ -1021,25 +1031,16 @@ async fn damaged_snapshot_rows_are_ignored() {
             "INSERT INTO eventcore_snapshots (state_name, state_key, schema_version, versions, state)
              VALUES ($1, $2, $3, $4::bigint[], $5)",
         )
-        .bind(BALANCES)
-        .bind(&key)
+        .bind(key.name())
+        .bind(key.streams_text())
         .bind(schema_version)
         .bind(versions)
         .bind(state)
         .execute(&support::sql(&store))
         .await
         .unwrap();
-        eventcore::Executor::new(&store).cache().clear();
-        let err = execute(
-            &store,
-            Move {
-                from: a.clone(),
-                to: b.clone(),
-                amount: 4,
-            },
-        )
-        .await
-        .expect_err("a holds 3 whatever the row says");
+        let (done, _) = withdraw_cold(&store, &a, 4).await;
+        let err = done.expect_err("a holds 3 whatever the row says");
         assert!(
             matches!(err, ExecuteError::Rejected(_)),
             "{versions} {state}: {err:?}"
@@ -1981,7 +1982,7 @@ async fn stop_returns_within_its_grace_while_the_database_is_down() {
 
 /// A snapshot for the key `snap-{n}` over one stream.
 fn numbered_snapshot(n: u64) -> eventcore::Snapshot {
-    let key = eventcore::SnapshotKey::new("writer-test", "[]", &[stream(&format!("snap-{n}"))]);
+    let key = eventcore::SnapshotKey::new("writer-test", &[stream(&format!("snap-{n}"))]);
     // At version 0: the stream holds no events, so the append that carries
     // the snapshot finds it there.
     eventcore::Snapshot::new(key, 1, vec![StreamVersion::INITIAL], n.to_string())
@@ -2160,10 +2161,10 @@ async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
     use eventcore::Snapshot;
     let store = support::fresh_store().await;
     let sql = support::sql(&store);
-    let (a, b, key) = holding_three(&store, "tied").await;
-    // A snapshot at the streams' true versions with a wrong state.
-    let rich = format!(r#"{{"{a}":1000000}}"#);
-    let versions = vec![StreamVersion::new(1), StreamVersion::INITIAL];
+    let (a, key) = holding_three(&store, "tied").await;
+    // A snapshot at the stream's true version with a wrong state.
+    let rich = "1000000";
+    let versions = vec![StreamVersion::new(1)];
     store
         .offer_snapshot(Snapshot::new(key.clone(), 1, versions.clone(), rich))
         .await
@@ -2171,14 +2172,16 @@ async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
     saved_snapshot(&store, &key).await;
     assert_eq!(
         started_after(&store, &key).await,
-        vec![1, 0],
-        "the row the store saved matches its streams"
+        vec![1],
+        "the row the store saved matches its stream"
     );
+    let (_, stats) = withdraw_cold(&store, &a, 0).await;
+    assert_eq!(stats.snapshots_used, 1, "and a cold process starts from it");
 
     let cases = [
         (
             "restored from another database",
-            "ARRAY[gen_random_uuid(), NULL]::uuid[]",
+            "ARRAY[gen_random_uuid()]::uuid[]",
         ),
         ("written by hand", "NULL"),
     ];
@@ -2192,24 +2195,16 @@ async fn a_snapshot_row_that_does_not_match_its_stream_is_ignored() {
         .unwrap();
         assert_eq!(
             started_after(&store, &key).await,
-            vec![0, 0],
+            vec![0],
             "{what}: read from the start"
         );
-        // A process without kept states starts from the store's answer.
-        let fresh =
-            eventcore::Executor::new(store.clone()).with_cache(eventcore::CacheConfig::default());
-        let err = fresh
-            .execute(Move {
-                from: a.clone(),
-                to: b.clone(),
-                amount: 4,
-            })
-            .await
-            .expect_err("a holds 3 whatever the row says");
+        // A process without kept folds starts from the store's answer.
+        let (done, stats) = withdraw_cold(&store, &a, 4).await;
+        let err = done.expect_err("a holds 3 whatever the row says");
         assert!(
             matches!(err, eventcore::ExecuteError::Rejected(_)),
             "{what}: {err:?}"
         );
-        assert_eq!(fresh.cache().stats().snapshots_used, 0, "{what}");
+        assert_eq!(stats.snapshots_used, 0, "{what}");
     }
 }

@@ -30,202 +30,14 @@
 use std::{fmt, future::Future, sync::Arc};
 
 use eventcore::{
-    CommandLogic, CommandStreams, Decide, EventStore, EventStoreExt, ExecuteError, Executor, Fold,
-    NewEvents, Refusal, RetryPolicy, StateKey, StreamId, StreamWrites, require,
+    EventStore, EventStoreExt, ExecuteError, Executor, RetryPolicy, StreamId, StreamWrites,
 };
 use proptest::{
     prelude::*,
     test_runner::{TestCaseError, TestError},
 };
 
-use crate::fixtures::{Credit, LedgerEvent, Move, stream};
-
-/// Pays from one account to another; its state is the payer's balance
-/// only, so its fold depends on `from`, which its state key declares.
-#[derive(Debug, Clone)]
-pub struct Pay {
-    /// The payer.
-    pub from: StreamId,
-    /// The payee.
-    pub to: StreamId,
-    /// How much.
-    pub amount: u64,
-}
-
-impl CommandStreams for Pay {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.from.clone(), self.to.clone()]
-    }
-}
-
-impl CommandLogic for Pay {
-    type Event = LedgerEvent;
-    type State = i128;
-    type Error = eventcore::Refusal;
-
-    fn apply(&self, balance: i128, event: &LedgerEvent) -> i128 {
-        match event {
-            LedgerEvent::Credited {
-                account, amount, ..
-            } if *account == self.from => balance + i128::from(*amount),
-            LedgerEvent::Debited { account, amount } if *account == self.from => {
-                balance - i128::from(*amount)
-            }
-            _ => balance,
-        }
-    }
-
-    fn handle(&self, &balance: &i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        require!(self.from != self.to, "cannot pay oneself");
-        require!(
-            balance >= i128::from(self.amount),
-            "{} holds {balance}, cannot pay {}",
-            self.from,
-            self.amount
-        );
-        Ok(vec![
-            LedgerEvent::Debited {
-                account: self.from.clone(),
-                amount: self.amount,
-            },
-            LedgerEvent::Credited {
-                account: self.to.clone(),
-                amount: self.amount,
-                from: Some(self.from.clone()),
-            },
-        ]
-        .into())
-    }
-
-    fn state_key(&self) -> Option<StateKey<i128>> {
-        Some(StateKey::new("payer-balance", 1).with(&self.from))
-    }
-}
-
-/// [`Pay`] with a wrong declaration: the payer left out of the key, so a
-/// payment from Alice to Bob and one from Bob to Alice share a state. For
-/// the test that proves [`check_cache_equivalence`] catches it.
-#[derive(Debug, Clone)]
-struct Misdeclared(Pay);
-
-impl CommandStreams for Misdeclared {
-    fn streams(&self) -> Vec<StreamId> {
-        self.0.streams()
-    }
-}
-
-impl CommandLogic for Misdeclared {
-    type Event = LedgerEvent;
-    type State = i128;
-    type Error = eventcore::Refusal;
-
-    fn apply(&self, balance: i128, event: &LedgerEvent) -> i128 {
-        self.0.apply(balance, event)
-    }
-
-    fn handle(&self, &balance: &i128) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        self.0.handle(&balance)
-    }
-
-    fn state_key(&self) -> Option<StateKey<i128>> {
-        Some(StateKey::new("payer-balance", 1))
-    }
-}
-
-/// An account's balance, folded from its stream alone: what [`Transfer`]
-/// decides on, kept per account and shared by every command that folds it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Balance(pub i128);
-
-impl Fold for Balance {
-    type Event = LedgerEvent;
-    const NAME: &'static str = "kit-balance";
-
-    fn apply(&mut self, event: &LedgerEvent) {
-        match event {
-            LedgerEvent::Credited { amount, .. } => self.0 += i128::from(*amount),
-            LedgerEvent::Debited { amount, .. } => self.0 -= i128::from(*amount),
-        }
-    }
-}
-
-/// Pays from one account to another on the [`Balance`] folds of both: the
-/// kept state that cannot be declared wrong.
-#[derive(Debug, Clone)]
-pub struct Transfer {
-    /// The payer.
-    pub from: StreamId,
-    /// The payee.
-    pub to: StreamId,
-    /// How much.
-    pub amount: u64,
-}
-
-impl CommandStreams for Transfer {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.from.clone(), self.to.clone()]
-    }
-}
-
-impl Decide for Transfer {
-    type Event = LedgerEvent;
-    type State = (Arc<Balance>, Arc<Balance>);
-    type Error = Refusal;
-
-    fn folds(&self) -> (&StreamId, &StreamId) {
-        (&self.from, &self.to)
-    }
-
-    fn handle(&self, (from, _): &Self::State) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        Pay {
-            from: self.from.clone(),
-            to: self.to.clone(),
-            amount: self.amount,
-        }
-        .handle(&from.0)
-    }
-}
-
-/// Takes money out of one account on its [`Balance`] fold alone: a
-/// one-fold command, which may start from the fold's snapshot.
-#[derive(Debug, Clone)]
-pub struct Withdraw {
-    /// The account.
-    pub account: StreamId,
-    /// How much.
-    pub amount: u64,
-}
-
-impl CommandStreams for Withdraw {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.account.clone()]
-    }
-}
-
-impl Decide for Withdraw {
-    type Event = LedgerEvent;
-    type State = Arc<Balance>;
-    type Error = Refusal;
-
-    fn folds(&self) -> &StreamId {
-        &self.account
-    }
-
-    fn handle(&self, balance: &Arc<Balance>) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        require!(
-            balance.0 >= i128::from(self.amount),
-            "{} holds {}, cannot withdraw {}",
-            self.account,
-            balance.0,
-            self.amount
-        );
-        Ok(vec![LedgerEvent::Debited {
-            account: self.account.clone(),
-            amount: self.amount,
-        }]
-        .into())
-    }
-}
+use crate::fixtures::{Credit, LedgerEvent, Move, Withdraw, stream};
 
 /// The executors one case runs on.
 #[derive(Debug, Clone)]
@@ -241,15 +53,11 @@ pub struct Stores<S> {
 pub enum Step {
     /// Process `0` or `1` executes a credit.
     Credit(usize, usize, u64),
-    /// Process `0` or `1` executes a [`Move`] (state: every balance).
+    /// Process `0` or `1` executes a [`Move`] (state: the
+    /// [`Balance`](crate::fixtures::Balance) folds of both accounts).
     Move(usize, usize, usize, u64),
-    /// Process `0` or `1` executes a [`Pay`] (state: the payer's balance).
-    Pay(usize, usize, usize, u64),
-    /// Process `0` or `1` executes a [`Transfer`] (state: the [`Balance`]
-    /// folds of both accounts).
-    Transfer(usize, usize, usize, u64),
     /// Process `0` or `1` executes a [`Withdraw`] (state: the account's
-    /// [`Balance`] fold, or its snapshot).
+    /// fold, or its snapshot).
     Withdraw(usize, usize, u64),
     /// A debit appended by neither process's `execute` (another program).
     External(usize, u64),
@@ -266,10 +74,6 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (p.clone(), acct.clone(), 1..20u64).prop_map(|(p, a, n)| Step::Credit(p, a, n)),
         4 => (p.clone(), acct.clone(), acct.clone(), 1..30u64)
             .prop_map(|(p, a, b, n)| Step::Move(p, a, b, n)),
-        4 => (p.clone(), acct.clone(), acct.clone(), 1..30u64)
-            .prop_map(|(p, a, b, n)| Step::Pay(p, a, b, n)),
-        4 => (p.clone(), acct.clone(), acct.clone(), 1..30u64)
-            .prop_map(|(p, a, b, n)| Step::Transfer(p, a, b, n)),
         3 => (p.clone(), acct.clone(), 1..15u64).prop_map(|(p, a, n)| Step::Withdraw(p, a, n)),
         1 => (acct, 1..10u64).prop_map(|(a, n)| Step::External(a, n)),
         1 => p.prop_map(Step::Restart),
@@ -308,7 +112,7 @@ fn outcome<E: std::error::Error + 'static>(
     }
 }
 
-async fn run<S: EventStore>(executor: &Executor<S>, step: &Step, misdeclare: bool) -> Outcome {
+async fn run<S: EventStore>(executor: &Executor<S>, step: &Step) -> Outcome {
     let policy = RetryPolicy::default();
     let store = executor.store();
     match *step {
@@ -327,30 +131,6 @@ async fn run<S: EventStore>(executor: &Executor<S>, step: &Step, misdeclare: boo
             executor
                 .execute_with(
                     Move {
-                        from: account(a),
-                        to: account(b),
-                        amount,
-                    },
-                    &policy,
-                )
-                .await,
-        ),
-        Step::Pay(_, a, b, amount) => {
-            let pay = Pay {
-                from: account(a),
-                to: account(b),
-                amount,
-            };
-            outcome(if misdeclare {
-                executor.execute_with(Misdeclared(pay), &policy).await
-            } else {
-                executor.execute_with(pay, &policy).await
-            })
-        }
-        Step::Transfer(_, a, b, amount) => outcome(
-            executor
-                .execute_with(
-                    Transfer {
                         from: account(a),
                         to: account(b),
                         amount,
@@ -433,33 +213,18 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Stores<S>>,
 {
-    check(cases, factory, false);
-}
-
-/// The check; with `misdeclare`, the processes run payments with the
-/// wrong declaration and the reference the right one.
-fn check<S, F, Fut>(cases: u32, factory: F, misdeclare: bool)
-where
-    S: EventStore,
-    F: Fn() -> Fut,
-    Fut: Future<Output = Stores<S>>,
-{
     let (mut runner, runtime) = crate::cases::runner(cases);
     let result = runner.run(&proptest::collection::vec(step(), 1..60), |steps| {
         runtime.block_on(async {
             let stores = factory().await;
             for (n, s) in steps.iter().enumerate() {
                 let process = match *s {
-                    Step::Credit(p, ..)
-                    | Step::Move(p, ..)
-                    | Step::Pay(p, ..)
-                    | Step::Transfer(p, ..)
-                    | Step::Withdraw(p, ..) => p,
+                    Step::Credit(p, ..) | Step::Move(p, ..) | Step::Withdraw(p, ..) => p,
                     Step::Restart(p) => p,
                     Step::External(..) => 0,
                 };
-                let cached = run(&stores.processes[process], s, misdeclare).await;
-                let reference = run(&stores.reference, s, false).await;
+                let cached = run(&stores.processes[process], s).await;
+                let reference = run(&stores.reference, s).await;
                 if cached != reference {
                     return Err(TestCaseError::fail(format!(
                         "step {n} {s:?}: with kept states {cached:?}, without {reference:?}"
@@ -519,7 +284,7 @@ where
         let store = if i % 2 == 0 { &p1 } else { &p0 };
         store
             .execute_with(
-                Pay {
+                Move {
                     from: holder.0.clone(),
                     to: holder.1.clone(),
                     amount: 100,
@@ -530,23 +295,16 @@ where
             .unwrap_or_else(|e| panic!("payment {i} on process {}: {e}", (i + 1) % 2));
         holder = (holder.1, holder.0);
     }
-    // The same on per-account folds: each process's kept folds are stale
-    // after every payment the other one made.
-    for i in 0..20 {
-        let store = if i % 2 == 0 { &p1 } else { &p0 };
-        store
-            .execute_with(
-                Transfer {
-                    from: holder.0.clone(),
-                    to: holder.1.clone(),
-                    amount: 100,
-                },
-                &RetryPolicy::default(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("transfer {i} on process {}: {e}", (i + 1) % 2));
-        holder = (holder.1, holder.0);
-    }
+    // A one-fold command on the other process sees the last payment.
+    p1.execute_with(
+        Withdraw {
+            account: holder.0.clone(),
+            amount: 100,
+        },
+        &RetryPolicy::default(),
+    )
+    .await
+    .expect("the holder holds 100");
 
     const N: usize = 8;
     const TASKS: usize = 16;
@@ -583,15 +341,7 @@ where
                     .with_max_attempts(
                         std::num::NonZeroU32::new(1_000).unwrap_or(std::num::NonZeroU32::MIN),
                     );
-                // Half the tasks decide on per-account folds, half on
-                // declared states: both kinds of kept state race.
-                let result = if t % 4 < 2 {
-                    store
-                        .execute_with(Transfer { from, to, amount }, &policy)
-                        .await
-                } else {
-                    store.execute_with(Pay { from, to, amount }, &policy).await
-                };
+                let result = store.execute_with(Move { from, to, amount }, &policy).await;
                 match result {
                     Ok(done) => written += done.events_written,
                     Err(ExecuteError::Rejected(_)) => {}
@@ -634,34 +384,4 @@ where
         100 * N as i128,
         "money conserved"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use std::num::NonZeroU64;
-
-    use eventcore::CacheConfig;
-    use eventcore_memory::InMemoryEventStore;
-
-    use super::*;
-
-    fn stores() -> Stores<InMemoryEventStore> {
-        let shared = InMemoryEventStore::new();
-        let small = CacheConfig::default()
-            .with_max_entries(2)
-            .with_snapshot_every(NonZeroU64::new(3));
-        Stores {
-            processes: [
-                Executor::new(shared.clone()).with_cache(small.clone()),
-                Executor::new(shared).with_cache(small),
-            ],
-            reference: Executor::new(InMemoryEventStore::new()).with_cache(CacheConfig::disabled()),
-        }
-    }
-
-    #[test]
-    #[should_panic(expected = "kept states changed an outcome")]
-    fn a_key_without_a_field_the_fold_reads_is_caught() {
-        check(64, || async { stores() }, true);
-    }
 }

@@ -1,7 +1,9 @@
 //! Events and commands the conformance scenarios use.
 
+use std::sync::Arc;
+
 use eventcore::{
-    CommandLogic, CommandStreams, Event, NewEvents, Refusal, StateKey, StreamId, require,
+    CommandLogic, CommandStreams, Decide, Event, Fold, NewEvents, Refusal, StreamId, require,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,10 +124,8 @@ pub struct Move {
     pub amount: u64,
 }
 
-/// The name under which [`Move`] and [`LedgerCommand`] declare their state.
-pub const BALANCES: &str = "ledger-balances";
-
-/// Balance of every account a [`Move`] reads.
+/// Balance of every account of a log, for invariants and reference folds
+/// (no command decides on it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balances(pub std::collections::HashMap<StreamId, i128>);
 
@@ -148,29 +148,45 @@ impl Balances {
     }
 }
 
+/// An account's balance, folded from its stream alone: what [`Move`],
+/// [`Withdraw`] and [`LedgerCommand`] decide on, kept per account and
+/// shared by all of them. Signed, so a broken store's overdraft shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance(pub i128);
+
+impl Fold for Balance {
+    type Event = LedgerEvent;
+    const NAME: &'static str = "kit-balance";
+
+    fn apply(&mut self, event: &LedgerEvent) {
+        match event {
+            LedgerEvent::Credited { amount, .. } => self.0 += i128::from(*amount),
+            LedgerEvent::Debited { amount, .. } => self.0 -= i128::from(*amount),
+        }
+    }
+}
+
+/// The folds of the two accounts a ledger command reads (a one-account
+/// command's twice).
+pub type Pair = (Arc<Balance>, Arc<Balance>);
+
 impl CommandStreams for Move {
     fn streams(&self) -> Vec<StreamId> {
         vec![self.from.clone(), self.to.clone()]
     }
 }
 
-impl CommandLogic for Move {
+impl Decide for Move {
     type Event = LedgerEvent;
-    type State = Balances;
+    type State = Pair;
     type Error = eventcore::Refusal;
 
-    fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
-        state.apply(event);
-        state
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        (&self.from, &self.to)
     }
 
-    /// The fold reads no field of the command: the name alone identifies it.
-    fn state_key(&self) -> Option<StateKey<Balances>> {
-        Some(StateKey::new(BALANCES, 1))
-    }
-
-    fn handle(&self, state: &Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        let available = state.of(&self.from);
+    fn handle(&self, (from, _): &Pair) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        let available = from.0;
         require!(
             available >= i128::from(self.amount),
             "{} holds {available}, cannot move {}",
@@ -188,6 +204,47 @@ impl CommandLogic for Move {
                 from: Some(self.from.clone()),
             },
         ]
+        .into())
+    }
+}
+
+/// Takes money out of one account on its [`Balance`] fold alone: a
+/// one-fold command, which may start from the fold's snapshot.
+#[derive(Debug, Clone)]
+pub struct Withdraw {
+    /// The account.
+    pub account: StreamId,
+    /// How much.
+    pub amount: u64,
+}
+
+impl CommandStreams for Withdraw {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.account.clone()]
+    }
+}
+
+impl Decide for Withdraw {
+    type Event = LedgerEvent;
+    type State = Arc<Balance>;
+    type Error = Refusal;
+
+    fn folds(&self) -> &StreamId {
+        &self.account
+    }
+
+    fn handle(&self, balance: &Arc<Balance>) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        require!(
+            balance.0 >= i128::from(self.amount),
+            "{} holds {}, cannot withdraw {}",
+            self.account,
+            balance.0,
+            self.amount
+        );
+        Ok(vec![LedgerEvent::Debited {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
         .into())
     }
 }
@@ -244,24 +301,22 @@ impl CommandStreams for LedgerCommand {
     }
 }
 
-impl CommandLogic for LedgerCommand {
+impl Decide for LedgerCommand {
     type Event = LedgerEvent;
-    type State = Balances;
+    type State = Pair;
     type Error = eventcore::Refusal;
 
-    fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
-        state.apply(event);
-        state
-    }
-
-    fn state_key(&self) -> Option<StateKey<Balances>> {
-        Some(StateKey::new(BALANCES, 1))
-    }
-
-    fn handle(&self, state: &Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
+    fn folds(&self) -> (&StreamId, &StreamId) {
         match self {
-            LedgerCommand::Credit(c) => c.handle(&()),
-            LedgerCommand::Move(m) => m.handle(state),
+            LedgerCommand::Credit(c) => (&c.account, &c.account),
+            LedgerCommand::Move(m) => m.folds(),
+        }
+    }
+
+    fn handle(&self, state: &Pair) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        match self {
+            LedgerCommand::Credit(c) => CommandLogic::handle(c, &()),
+            LedgerCommand::Move(m) => Decide::handle(m, state),
         }
     }
 }

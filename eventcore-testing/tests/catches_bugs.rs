@@ -17,7 +17,7 @@ use eventcore::{
 use eventcore_testing::{
     concurrency::{ConcurrencyConfig, run_concurrently},
     conformance::run_suite,
-    fixtures::{Balances, LedgerCommand, LedgerEvent, ledger_invariant},
+    fixtures::{Balance, LedgerCommand, LedgerEvent, ledger_invariant},
     strategies::{funded, ledger_batch},
 };
 use proptest::{
@@ -650,20 +650,33 @@ impl CommandStreams for ForgetsDebits {
     }
 }
 
-impl CommandLogic for ForgetsDebits {
+/// The balance fold [`ForgetsDebits`] decides on: debits are left out.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+struct Forgetful(i128);
+
+impl eventcore::Fold for Forgetful {
     type Event = LedgerEvent;
-    type State = Balances;
+    const NAME: &'static str = "forgetful-balance";
+
+    fn apply(&mut self, event: &LedgerEvent) {
+        if let LedgerEvent::Credited { amount, .. } = event {
+            self.0 += i128::from(*amount);
+        }
+    }
+}
+
+impl eventcore::Decide for ForgetsDebits {
+    type Event = LedgerEvent;
+    type State = (Arc<Forgetful>, Arc<Forgetful>);
     type Error = eventcore::Refusal;
 
-    fn apply(&self, mut state: Balances, event: &LedgerEvent) -> Balances {
-        if !matches!(event, LedgerEvent::Debited { .. }) {
-            state.apply(event);
-        }
-        state
+    fn folds(&self) -> (&StreamId, &StreamId) {
+        eventcore::Decide::folds(&self.0)
     }
 
-    fn handle(&self, state: &Balances) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        self.0.handle(state)
+    fn handle(&self, (a, b): &Self::State) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        let believed = (Arc::new(Balance(a.0)), Arc::new(Balance(b.0)));
+        eventcore::Decide::handle(&self.0, &believed)
     }
 }
 

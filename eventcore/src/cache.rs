@@ -1,12 +1,12 @@
 //! The in-process cache of folded states, owned by an executor.
 
 use std::{
-    any::{Any, TypeId},
+    any::TypeId,
     borrow::Borrow,
     hash::{Hash, Hasher},
     num::NonZeroU64,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
 };
@@ -50,7 +50,7 @@ impl Default for CacheConfig {
 
 impl CacheConfig {
     /// No in-process states and no snapshots: every command folds its
-    /// streams' whole history (a declared command still keeps its state
+    /// streams' whole history (a folded command still keeps its folds
     /// across the retries of one execution).
     pub fn disabled() -> Self {
         CacheConfig {
@@ -101,19 +101,19 @@ impl CacheConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Executions that started from a kept state.
+    /// Executions of folded commands that found every fold kept.
     pub hits: u64,
-    /// Executions of declared commands that found no kept state.
+    /// Executions of folded commands that found a fold not kept.
     pub misses: u64,
-    /// Hits on a state known stale (a stream moved through another kept
-    /// state of this cache): they read the tail before deciding.
+    /// Hits on a fold known stale (its stream moved through another kept
+    /// fold of this cache): they read the tails before deciding.
     pub stale_hits: u64,
-    /// Kept states dropped to respect the limits.
+    /// Kept folds dropped to respect the limits.
     pub evictions: u64,
     /// Reads of only the events after a known state (after a conflict, to
     /// confirm a refusal, or after a snapshot).
     pub tail_reads: u64,
-    /// Reads of declared commands' whole streams.
+    /// Reads of folded commands' whole streams.
     pub full_reads: u64,
     /// Snapshots a command started from.
     pub snapshots_used: u64,
@@ -124,7 +124,7 @@ pub struct CacheStats {
     pub snapshots_offered: u64,
     /// Snapshot look-ups (one per miss while snapshots are on).
     pub snapshot_loads: u64,
-    /// Appends of declared commands (a stale kept state costs two).
+    /// Appends of folded commands (a stale kept fold costs two).
     pub appends: u64,
 }
 
@@ -158,18 +158,17 @@ impl CacheStats {
     }
 }
 
-/// Folded states of declared commands
-/// ([`CommandLogic::state_key`](crate::CommandLogic::state_key)), kept in
-/// process by the [`Executor`](crate::Executor) that owns it, least
-/// recently used out when over its entry or byte limit; and when to
-/// snapshot them.
+/// The per-stream folds of [`Decide`](crate::Decide) commands, kept in
+/// process by the [`Executor`](crate::Executor) that owns it under each
+/// fold's type, schema version and stream, least recently used out when
+/// over its entry or byte limit; and when to snapshot them.
 ///
 /// Clones of an executor share its cache; the default executor of a store's
 /// [identity](crate::EventStore::identity) (what `execute(&store, ..)` uses)
 /// is shared by the store's clones, and separate store values (two
 /// processes, two tenants) do not share one.
-/// A kept state is a shortcut, never a source of truth: `execute` appends
-/// with the versions it covers, so a state made stale by another writer
+/// A kept fold is a shortcut, never a source of truth: `execute` appends
+/// with the versions it covers, so a fold made stale by another writer
 /// makes the append conflict, and `execute` then reads only the newer events.
 #[derive(Debug)]
 pub struct StateCache {
@@ -180,10 +179,8 @@ pub struct StateCache {
 
 #[derive(Debug)]
 struct Lru {
-    map: LruCache<EntryKey, Entry>,
     /// Per-stream folds of [`Decide`](crate::Decide) commands.
     folds: LruCache<FoldKey, FoldEntry>,
-    /// Bytes of both maps.
     bytes: usize,
     /// The newest version of each stream that a kept state of this cache
     /// covered: a kept state behind it is known stale without asking the
@@ -212,16 +209,6 @@ struct Counters {
     snapshots_offered: AtomicU64,
     snapshot_loads: AtomicU64,
     appends: AtomicU64,
-}
-
-/// What a kept state is filed under.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct EntryKey {
-    pub(crate) type_id: TypeId,
-    pub(crate) name: &'static str,
-    pub(crate) schema_version: u32,
-    pub(crate) params: String,
-    pub(crate) streams: Vec<StreamId>,
 }
 
 /// What a kept fold is filed under: its type and schema version, and its
@@ -324,28 +311,6 @@ impl std::fmt::Debug for FoldEntry {
     }
 }
 
-/// A kept state and the versions of its streams it covers.
-#[derive(Clone)]
-pub(crate) struct Entry {
-    pub(crate) versions: Vec<(StreamId, StreamVersion)>,
-    pub(crate) state: Arc<dyn Any + Send + Sync>,
-    /// The events covered by the newest snapshot known to exist.
-    pub(crate) snapshot_base: u64,
-    pub(crate) bytes: usize,
-    /// Updates since `bytes` was measured (measuring serialises the state).
-    pub(crate) unsized_updates: u32,
-}
-
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry")
-            .field("versions", &self.versions)
-            .field("snapshot_base", &self.snapshot_base)
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
-}
-
 /// What a counter counts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Count {
@@ -389,7 +354,6 @@ impl StateCache {
         StateCache {
             config,
             lru: Mutex::new(Lru {
-                map: LruCache::unbounded(),
                 folds: LruCache::unbounded(),
                 bytes: 0,
                 seen: LruCache::unbounded(),
@@ -424,8 +388,7 @@ impl StateCache {
 
     /// How many states (and per-stream folds) are kept.
     pub fn len(&self) -> usize {
-        let lru = self.lru();
-        lru.map.len() + lru.folds.len()
+        self.lru().folds.len()
     }
 
     /// Whether no state is kept.
@@ -441,7 +404,6 @@ impl StateCache {
     /// Drops every kept state (snapshots stay in the store).
     pub fn clear(&self) {
         let mut lru = self.lru();
-        lru.map.clear();
         lru.folds.clear();
         lru.bytes = 0;
         lru.seen.clear();
@@ -496,73 +458,6 @@ impl StateCache {
         }
     }
 
-    /// The kept state under `key`, if any, and whether it is known stale;
-    /// counts a hit or a miss.
-    pub(crate) fn get(&self, key: &EntryKey) -> Option<(Entry, bool)> {
-        let mut lru = self.lru();
-        let Some(entry) = lru.map.get(key).cloned() else {
-            drop(lru);
-            self.counters.misses.fetch_add(1, Relaxed);
-            return None;
-        };
-        let stale = entry
-            .versions
-            .iter()
-            .any(|(id, v)| lru.seen.peek(id).is_some_and(|newest| newest > v));
-        drop(lru);
-        self.counters.hits.fetch_add(1, Relaxed);
-        if stale {
-            self.counters.stale_hits.fetch_add(1, Relaxed);
-        }
-        Some((entry, stale))
-    }
-
-    /// Keeps `entry` under `key`, unless the state kept there already covers
-    /// newer versions of some stream (a slower task must not roll it back);
-    /// then evicts the least recently used states until within the limits.
-    /// The key is cloned only for a new entry.
-    pub(crate) fn put(&self, key: &EntryKey, entry: Entry) {
-        if self.config.max_entries == 0 || entry.bytes > self.config.max_bytes {
-            return;
-        }
-        let mut lru = self.lru();
-        for (id, version) in &entry.versions {
-            lru.saw(id, *version);
-        }
-        let added = entry.bytes;
-        let replaced = match lru.map.get_mut(key) {
-            Some(old) => {
-                let older = entry
-                    .versions
-                    .iter()
-                    .zip(&old.versions)
-                    .any(|((_, new), (_, kept))| new < kept);
-                if older {
-                    return;
-                }
-                Some(std::mem::replace(old, entry).bytes)
-            }
-            None => {
-                lru.map.put(key.clone(), entry);
-                None
-            }
-        };
-        lru.bytes = lru.bytes - replaced.unwrap_or(0) + added;
-        while lru.map.len() + lru.folds.len() > self.config.max_entries
-            || lru.bytes > self.config.max_bytes
-        {
-            let out = match lru.map.pop_lru() {
-                Some((_, out)) => out.bytes,
-                None => match lru.folds.pop_lru() {
-                    Some((_, out)) => out.bytes,
-                    None => break,
-                },
-            };
-            lru.bytes -= out;
-            self.counters.evictions.fetch_add(1, Relaxed);
-        }
-    }
-
     /// The kept fold of `kind` over `stream`, if any, and whether it is
     /// known stale (another kept state or fold of this cache covers a newer
     /// version of the stream). Counts nothing: the execute loop counts per
@@ -603,17 +498,11 @@ impl StateCache {
             }
         };
         lru.bytes = lru.bytes - replaced.unwrap_or(0) + added;
-        while lru.map.len() + lru.folds.len() > self.config.max_entries
-            || lru.bytes > self.config.max_bytes
-        {
-            let out = match lru.folds.pop_lru() {
-                Some((_, out)) => out.bytes,
-                None => match lru.map.pop_lru() {
-                    Some((_, out)) => out.bytes,
-                    None => break,
-                },
+        while lru.folds.len() > self.config.max_entries || lru.bytes > self.config.max_bytes {
+            let Some((_, out)) = lru.folds.pop_lru() else {
+                break;
             };
-            lru.bytes -= out;
+            lru.bytes -= out.bytes;
             self.counters.evictions.fetch_add(1, Relaxed);
         }
     }
@@ -626,35 +515,62 @@ impl StateCache {
             lru.bytes -= old.bytes;
         }
     }
-
-    /// Forgets the state under `key` (it proved wrong for the store).
-    pub(crate) fn remove(&self, key: &EntryKey) {
-        let mut lru = self.lru();
-        if let Some(old) = lru.map.pop(key) {
-            lru.bytes -= old.bytes;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    fn key(n: u32) -> EntryKey {
-        EntryKey {
-            type_id: TypeId::of::<u64>(),
-            name: "n",
-            schema_version: 1,
-            params: n.to_string(),
-            streams: vec![StreamId::try_new("s").unwrap()],
+    use super::*;
+    use crate::fold::{FoldKind, Slot};
+
+    /// Two fold types over one event type.
+    #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+    struct Seen(u64);
+
+    #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+    struct Other(u64);
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Ev(StreamId);
+
+    impl crate::Event for Ev {
+        fn stream_id(&self) -> &StreamId {
+            &self.0
+        }
+        fn event_type(&self) -> &'static str {
+            "Ev"
         }
     }
 
-    fn entry(version: u64, bytes: usize) -> Entry {
-        Entry {
-            versions: vec![(StreamId::try_new("s").unwrap(), StreamVersion::new(version))],
-            state: Arc::new(version),
-            snapshot_base: 0,
+    impl crate::Fold for Seen {
+        type Event = Ev;
+        const NAME: &'static str = "seen";
+        fn apply(&mut self, _: &Ev) {
+            self.0 += 1;
+        }
+    }
+
+    impl crate::Fold for Other {
+        type Event = Ev;
+        const NAME: &'static str = "other";
+        fn apply(&mut self, _: &Ev) {}
+    }
+
+    fn kind<F: crate::Fold>() -> FoldKind {
+        Slot::of::<F>(&id("any")).kind
+    }
+
+    fn id(s: &str) -> StreamId {
+        StreamId::try_new(s).unwrap()
+    }
+
+    fn entry(version: u64, bytes: usize) -> FoldEntry {
+        FoldEntry {
+            version: StreamVersion::new(version),
+            last_event: None,
+            part: Arc::new(Seen(version)),
+            snapshot_base: StreamVersion::INITIAL,
             bytes,
             unsized_updates: 0,
         }
@@ -663,63 +579,85 @@ mod tests {
     #[test]
     fn least_recently_used_goes_first_when_over_the_entry_limit() {
         let cache = StateCache::new(CacheConfig::default().with_max_entries(2));
-        cache.put(&key(1), entry(1, 10));
-        cache.put(&key(2), entry(1, 10));
-        assert!(cache.get(&key(1)).is_some());
-        cache.put(&key(3), entry(1, 10));
-        assert!(cache.get(&key(2)).is_none(), "2 was least recently used");
-        assert!(cache.get(&key(1)).is_some() && cache.get(&key(3)).is_some());
-        let stats = cache.stats();
-        assert_eq!((stats.hits, stats.misses, stats.evictions), (3, 1, 1));
+        let seen = kind::<Seen>();
+        cache.put_fold(&seen, &id("a"), entry(1, 10));
+        cache.put_fold(&seen, &id("b"), entry(1, 10));
+        assert!(cache.get_fold(&seen, &id("a")).is_some());
+        cache.put_fold(&seen, &id("c"), entry(1, 10));
+        assert!(
+            cache.get_fold(&seen, &id("b")).is_none(),
+            "b was least recently used"
+        );
+        assert!(cache.get_fold(&seen, &id("a")).is_some());
+        assert!(cache.get_fold(&seen, &id("c")).is_some());
+        assert_eq!(cache.stats().evictions, 1);
+    }
+
+    #[test]
+    fn folds_are_kept_by_type_and_stream() {
+        let cache = StateCache::default();
+        cache.put_fold(&kind::<Seen>(), &id("a"), entry(3, 10));
+        assert!(cache.get_fold(&kind::<Other>(), &id("a")).is_none());
+        assert!(cache.get_fold(&kind::<Seen>(), &id("b")).is_none());
+        let (kept, stale) = cache.get_fold(&kind::<Seen>(), &id("a")).unwrap();
+        assert_eq!((kept.version, stale), (StreamVersion::new(3), false));
     }
 
     #[test]
     fn the_byte_limit_evicts_too() {
         let cache = StateCache::new(CacheConfig::default().with_max_bytes(25));
-        cache.put(&key(1), entry(1, 10));
-        cache.put(&key(2), entry(1, 10));
-        cache.put(&key(3), entry(1, 10));
+        let seen = kind::<Seen>();
+        for s in ["a", "b", "c"] {
+            cache.put_fold(&seen, &id(s), entry(1, 10));
+        }
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.bytes(), 20);
-        cache.put(&key(4), entry(1, 26));
-        assert_eq!(cache.len(), 2, "a state over the whole limit is not kept");
+        cache.put_fold(&seen, &id("d"), entry(1, 26));
+        assert_eq!(cache.len(), 2, "a fold over the whole limit is not kept");
     }
 
     #[test]
-    fn an_older_state_never_replaces_a_newer_one() {
+    fn an_older_fold_never_replaces_a_newer_one() {
         let cache = StateCache::default();
-        cache.put(&key(1), entry(5, 10));
-        cache.put(&key(1), entry(4, 10));
-        let (kept, stale) = cache.get(&key(1)).unwrap();
-        assert_eq!(kept.versions[0].1, StreamVersion::new(5));
+        let seen = kind::<Seen>();
+        cache.put_fold(&seen, &id("a"), entry(5, 10));
+        cache.put_fold(&seen, &id("a"), entry(4, 10));
+        let (kept, stale) = cache.get_fold(&seen, &id("a")).unwrap();
+        assert_eq!(kept.version, StreamVersion::new(5));
         assert!(!stale);
-        cache.put(&key(1), entry(6, 12));
+        cache.put_fold(&seen, &id("a"), entry(6, 12));
         assert_eq!(cache.bytes(), 12);
     }
 
     #[test]
-    fn a_state_behind_another_kept_state_of_its_stream_is_known_stale() {
+    fn a_fold_behind_another_kept_fold_of_its_stream_is_known_stale() {
         let cache = StateCache::default();
-        cache.put(&key(1), entry(5, 10));
-        cache.put(&key(2), entry(7, 10));
+        cache.put_fold(&kind::<Seen>(), &id("a"), entry(5, 10));
+        cache.put_fold(&kind::<Other>(), &id("a"), entry(7, 10));
         assert!(
-            cache.get(&key(1)).unwrap().1,
-            "stream s moved to 7 via key 2"
+            cache.get_fold(&kind::<Seen>(), &id("a")).unwrap().1,
+            "stream a moved to 7 through the other fold"
         );
-        assert!(!cache.get(&key(2)).unwrap().1);
-        assert_eq!(cache.stats().stale_hits, 1);
+        assert!(!cache.get_fold(&kind::<Other>(), &id("a")).unwrap().1);
     }
 
     #[test]
     fn the_streams_remembered_for_staleness_are_bounded() {
         let cache = StateCache::new(CacheConfig::default().with_max_entries(1));
         for n in 0..3000u32 {
-            let mut e = entry(1, 1);
-            e.versions[0].0 = StreamId::try_new(format!("s-{n}")).unwrap();
-            cache.put(&key(n), e);
+            cache.put_fold(&kind::<Seen>(), &id(&format!("s-{n}")), entry(1, 1));
         }
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.lru().seen.len(), 1024, "at least 1,024, 4 per entry");
+    }
+
+    #[test]
+    fn a_removed_fold_is_gone_with_its_bytes() {
+        let cache = StateCache::default();
+        cache.put_fold(&kind::<Seen>(), &id("a"), entry(1, 10));
+        cache.remove_fold(&kind::<Seen>(), &id("a"));
+        assert!(cache.is_empty());
+        assert_eq!(cache.bytes(), 0);
     }
 
     #[test]
@@ -741,7 +679,7 @@ mod tests {
     #[test]
     fn a_disabled_cache_keeps_nothing() {
         let cache = StateCache::new(CacheConfig::disabled());
-        cache.put(&key(1), entry(1, 1));
+        cache.put_fold(&kind::<Seen>(), &id("a"), entry(1, 1));
         assert!(cache.is_empty());
     }
 }

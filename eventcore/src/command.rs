@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::{Event, StateKey, StreamId};
+use crate::{Event, StreamId};
 
 /// The streams a command reads, and may write.
 ///
@@ -147,19 +147,6 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     /// hold; the execute loop returns it without retrying.
     fn handle(&self, state: &Self::State) -> Result<NewEvents<Self::Event>, Self::Error>;
 
-    /// Declares what this command's state is, so that `execute` can reuse a
-    /// state folded before (kept by the store's
-    /// [`StateCache`](crate::StateCache), or saved as a
-    /// [`Snapshot`](crate::Snapshot)) and read only the events after it.
-    /// `None` (the default) folds the streams' whole history every time.
-    ///
-    /// The key must hold every field of the command that
-    /// [`apply`](Self::apply) reads; see [`StateKey`] for the rule and what a
-    /// wrong declaration does.
-    fn state_key(&self) -> Option<StateKey<Self::State>> {
-        None
-    }
-
     /// Streams to read besides the declared ones, named from what the
     /// command has learnt so far: a student's current course, an order's
     /// warehouse. After folding the declared streams `execute` asks for
@@ -171,10 +158,9 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     /// write conflicts and the command runs again. On a retry the streams
     /// discovered before queue with the declared ones.
     ///
-    /// None by default. A command with a [`state_key`](Self::state_key)
-    /// cannot discover streams (a kept state could not follow them):
-    /// `execute` fails with
-    /// [`ExecuteError::DiscoveryWithDeclaredState`](crate::ExecuteError::DiscoveryWithDeclaredState).
+    /// None by default. A command of per-stream folds
+    /// ([`Decide`](crate::Decide)) names all its streams up front and
+    /// discovers none.
     ///
     /// ```
     /// use eventcore::{Command, CommandLogic, Event, NewEvents, Refusal, StreamId, execute};

@@ -379,24 +379,13 @@ pub enum ExecuteError<E = Refusal> {
     #[error("command declared no streams")]
     NoStreams,
 
-    /// The command's [`StateKey`](crate::StateKey) names its state with an
-    /// empty name, one over 255 characters, or one holding a control
-    /// character; nothing was read or written.
-    #[error("state name {name:?} must be 1 to 255 characters without control characters")]
-    InvalidStateName {
-        /// The declared name.
+    /// A [`Fold`](crate::Fold) of the command's state has an empty
+    /// [`NAME`](crate::Fold::NAME), one over 255 characters, or one holding
+    /// a control character; nothing was read or written.
+    #[error("fold name {name:?} must be 1 to 255 characters without control characters")]
+    InvalidFoldName {
+        /// The fold's name.
         name: &'static str,
-    },
-
-    /// A field added to the command's [`StateKey`](crate::StateKey) could
-    /// not be serialised; nothing was read or written.
-    #[error("a field of state key `{name}` could not be serialised")]
-    StateKeyField {
-        /// The declared name.
-        name: &'static str,
-        /// The serde error.
-        #[source]
-        source: std::sync::Arc<serde_json::Error>,
     },
 
     /// The command's [`command_name`](crate::CommandStreams::command_name),
@@ -416,18 +405,6 @@ pub enum ExecuteError<E = Refusal> {
     TooManyDiscoveryRounds {
         /// The rounds read.
         rounds: u32,
-    },
-
-    /// A command with a declared state
-    /// ([`state_key`](crate::CommandLogic::state_key)) named streams to
-    /// discover; nothing was written.
-    #[error(
-        "command with declared state `{name}` named streams to discover: a kept state cannot \
-         follow them; drop state_key or declare the streams"
-    )]
-    DiscoveryWithDeclaredState {
-        /// The declared state's name.
-        name: &'static str,
     },
 
     /// The command's `handle` refused with its own error; nothing was

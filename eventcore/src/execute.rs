@@ -8,7 +8,6 @@ use crate::{
     CausationId, CommandId, CommandLogic, CorrelationId, EventStore, ExecuteError, ExecutionResult,
     Metadata, RetryPolicy, StreamId, StreamSet, StreamVersion,
     command::fold,
-    declared::Declared,
     folded::Folded,
     identity::InProcess,
     target::{Attempt, End, Target, appended, retry_or_end},
@@ -220,14 +219,8 @@ where
         command: command_id.as_ref().zip(command_name.clone()),
     };
 
-    let declared = match command.state_key() {
-        Some(key) if folded.is_none() => Some(Declared::new(key, &streams, Some(&local.cache))?),
-        _ => None,
-    };
-    // A declared or folded command's state, carried from a failed attempt
-    // to the next.
+    // A folded command's state, carried from a failed attempt to the next.
     let mut known = None;
-    let mut known_folds = None;
 
     // Streams found by `discover_streams` in earlier attempts: they queue
     // with the declared ones from the next attempt on (all taken up front,
@@ -244,20 +237,13 @@ where
         } else {
             Some(local.queue.enter(&streams.union(&discovered)).await)
         };
-        let outcome = match (&folded, &declared) {
-            (Some(folded), _) => {
+        let outcome = match &folded {
+            Some(folded) => {
                 folded
-                    .attempt(&target, &command, &metadata, &mut known_folds)
-                    .await
-            }
-            (None, Some(declared)) => {
-                declared
                     .attempt(&target, &command, &metadata, &mut known)
                     .await
             }
-            (None, None) => {
-                attempt_once(&target, &command, &streams, &metadata, &mut discovered).await
-            }
+            None => attempt_once(&target, &command, &streams, &metadata, &mut discovered).await,
         };
         drop(held);
         let error = match outcome {

@@ -9,9 +9,9 @@ use crate::{
     StateCache, execute::run, identity::InProcess,
 };
 
-/// Runs commands over a store, keeping what runs in process: the folded
-/// states of declared commands ([`StateCache`], with the snapshots it
-/// writes) and the queue in which commands on the same streams wait for
+/// Runs commands over a store, keeping what runs in process: the
+/// per-stream folds of [`Decide`](crate::Decide) commands ([`StateCache`],
+/// with the snapshots it writes) and the queue in which commands on the same streams wait for
 /// each other instead of colliding ([`CommandQueue`](crate::CommandQueue)).
 /// Cheap to clone: clones share both.
 ///
@@ -103,20 +103,20 @@ impl<S: EventStore> Executor<S> {
     /// version conflict or a transient store failure it waits (see
     /// [`RetryPolicy`](crate::RetryPolicy)) and starts over from the read.
     ///
-    /// A command that declares its state ([`CommandLogic::state_key`]) starts
-    /// from a state folded before when there is one: kept in the
-    /// executor's [`StateCache`] (then it decides at once and appends
-    /// with the versions that state covers: one round trip), or else a
-    /// [`Snapshot`](crate::Snapshot) (then it reads only the events after it).
-    /// If the append conflicts, because a stream moved after that state, it
-    /// reads only the newer events, folds them in and decides again. A refusal
-    /// or an empty decision made on a kept state is confirmed the same way
-    /// before it is returned, so no command is refused on a stale state.
+    /// A command of per-stream folds ([`Decide`](crate::Decide)) starts from
+    /// the folds kept in the executor's [`StateCache`]: when all are kept it
+    /// decides at once and appends with the versions they cover (one round
+    /// trip); otherwise it reads, in one call, the tails after the kept
+    /// folds and the whole of the others (a one-fold command from the
+    /// fold's [`Snapshot`](crate::Snapshot) when there is one). If the
+    /// append conflicts, because a stream moved after a kept fold, it reads
+    /// only the newer events, folds them in and decides again. A refusal or
+    /// an empty decision made on kept folds is confirmed the same way before
+    /// it is returned, so no command is refused on a stale state.
     ///
     /// # Errors
     /// - [`ExecuteError::NoStreams`] if the command declares no stream;
-    /// - [`ExecuteError::InvalidStateName`] or [`ExecuteError::StateKeyField`]
-    ///   if its state key is malformed;
+    /// - [`ExecuteError::InvalidFoldName`] if a fold's name is malformed;
     /// - [`ExecuteError::Rejected`] as soon as `handle` refuses (no retry);
     /// - [`ExecuteError::RetriesExhausted`] when every allowed attempt met a
     ///   conflict or transient failure;

@@ -390,11 +390,35 @@ impl<F: Fold> ErasedFold for F {
     }
 
     fn size(&self) -> usize {
-        crate::state::json_size(self) + std::mem::size_of::<F>()
+        json_size(self) + std::mem::size_of::<F>()
     }
 
     fn encode(&self) -> Option<String> {
         serde_json::to_string(self).ok()
+    }
+}
+
+/// The length of `value`'s JSON form (0 if it cannot be serialised),
+/// counted without keeping it.
+fn json_size<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = ByteCounter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
+    }
+}
+
+/// Counts the bytes written to it and keeps none.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -583,6 +607,11 @@ mod tests {
             },
         );
         assert_eq!((state.0.0, state.1.0), (0, 5));
+    }
+
+    #[test]
+    fn a_folds_size_is_its_json_length_and_its_inline_size() {
+        assert_eq!(ErasedFold::size(&Sum(123)), 3 + std::mem::size_of::<Sum>());
     }
 
     #[test]

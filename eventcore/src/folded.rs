@@ -77,7 +77,7 @@ impl<'c, S> Folded<'c, S> {
             .iter()
             .find(|s| !crate::writes::is_storable_name(s.kind.name))
         {
-            return Err(ExecuteError::InvalidStateName {
+            return Err(ExecuteError::InvalidFoldName {
                 name: bad.kind.name,
             });
         }

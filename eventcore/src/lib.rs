@@ -27,10 +27,13 @@
 //! makes the command apply at most once). Both run on the default
 //! [`Executor`] of the store's [identity](EventStore::identity); an
 //! [`Executor`] of your own ([`Executor::with_cache`]) keeps its own states
-//! and queue (one per tenant). A command that declares its state
-//! ([`CommandLogic::state_key`], a [`StateKey`]) is folded once and kept in
-//! the executor's [`StateCache`], with snapshots carried by its appends, so
-//! later commands read only new events.
+//! and queue (one per tenant). A command whose state is made of per-stream
+//! [`Fold`]s ([`Decide`]) has each fold kept per stream in the executor's
+//! [`StateCache`], shared by every command that folds that stream the same
+//! way, with snapshots per fold carried by its appends: a command whose
+//! folds are kept appends at once, one round trip. A [`CommandLogic`]
+//! folds its streams' whole history with its own `apply`, every time: the
+//! always-correct escape hatch, and the one that can discover streams.
 //!
 //! # The store contract
 //!
@@ -49,7 +52,7 @@
 //! | you want | look at |
 //! |---|---|
 //! | events of your domain | [`Event`] (`#[derive(Event)]`), [`StreamId`], [`StreamSet`], schema versions and [`Event::upcast`] |
-//! | a command | [`CommandStreams`] (`#[derive(Command)]`, its stable [`command_name`](CommandStreams::command_name)), [`CommandLogic`], [`NewEvents`], [`require!`] |
+//! | a command | [`CommandStreams`] (`#[derive(Command)]`, its stable [`command_name`](CommandStreams::command_name)), [`Decide`] on per-stream [`Fold`]s, or [`CommandLogic`] over the whole history, [`NewEvents`], [`require!`] |
 //! | running it | [`execute`], [`execute_with`], [`Executor`], [`ExecuteOptions`], [`ExecutionResult`], [`ExecuteError`] |
 //! | a store | [`EventStore`] ([`ReadRequest`], [`ReadAnswer`], [`StreamWrites`], [`StoreIdentity`]), [`EventStoreExt`], [`CommandRecords`]; implemented by `eventcore-memory` and `eventcore-postgres`, proven by `eventcore-testing`'s conformance suite |
 //! | what went wrong | [`StoreError`] and its [`kind`](StoreError::kind) ([`StoreErrorKind`]), [`ExecuteError`] |
@@ -101,7 +104,6 @@ pub struct ReadmeDoctests;
 pub mod __derive;
 mod cache;
 mod command;
-mod declared;
 mod error;
 mod event;
 mod execute;
@@ -118,7 +120,6 @@ mod record;
 mod request;
 mod retry;
 mod snapshot;
-mod state;
 mod store;
 mod stream;
 mod subscription;
@@ -237,7 +238,6 @@ pub use reads::{Decode, RecordedEvent, StreamReads};
 pub use request::{ReadAnswer, ReadRequest};
 pub use retry::RetryPolicy;
 pub use snapshot::{Snapshot, SnapshotKey};
-pub use state::StateKey;
 pub use store::{CommandRecords, EventStore, EventStoreExt};
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamSet, StreamVersion};
 pub use subscription::{

@@ -2,44 +2,33 @@
 
 use crate::{StreamId, StreamSet, StreamVersion};
 
-/// What a snapshot is filed under: a declared state's name and fields
-/// ([`StateKey`](crate::StateKey)) and the streams its command reads,
-/// sorted and unique. The schema version is not part of it: a snapshot of
-/// another schema version is found, and then ignored by `execute`.
+/// What a snapshot is filed under: a fold's [name](crate::Fold::NAME) and
+/// the streams it was folded from, sorted and unique (one, for the folds
+/// `execute` snapshots). The schema version is not part of it: a snapshot
+/// of another schema version is found, and then ignored by `execute`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SnapshotKey {
     name: String,
-    params: String,
     streams: StreamSet,
 }
 
 impl SnapshotKey {
     /// Assembles a key; `streams` are sorted and deduplicated.
-    pub fn new(name: impl Into<String>, params: impl Into<String>, streams: &[StreamId]) -> Self {
+    pub fn new(name: impl Into<String>, streams: &[StreamId]) -> Self {
         SnapshotKey {
             name: name.into(),
-            params: params.into(),
             streams: streams.into(),
         }
     }
 
     /// The key of the snapshots of fold `name` over `stream`.
     pub fn of_fold(name: &str, stream: &StreamId) -> Self {
-        SnapshotKey {
-            name: name.to_owned(),
-            params: String::from("[]"),
-            streams: std::slice::from_ref(stream).into(),
-        }
+        Self::new(name, std::slice::from_ref(stream))
     }
 
-    /// The declared state's name.
+    /// The fold's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The declared fields of the command, as a JSON array.
-    pub fn params(&self) -> &str {
-        &self.params
     }
 
     /// The streams the state was folded from, sorted and unique.
@@ -47,17 +36,18 @@ impl SnapshotKey {
         &self.streams
     }
 
-    /// The fields and the streams as one JSON text, for a store that files
-    /// snapshots under one text column (besides the name). Distinct keys
-    /// give distinct texts.
-    pub fn fields_and_streams(&self) -> String {
+    /// The streams as one JSON text, for a store that files snapshots
+    /// under one text column besides the name: distinct keys of one name
+    /// give distinct texts. (Its form, `{"params":[],"streams":[...]}`,
+    /// is the one snapshots were filed under before folds.)
+    pub fn streams_text(&self) -> String {
         let streams: Vec<&str> = self.streams.iter().map(StreamId::as_str).collect();
         let streams = serde_json::to_string(&streams).unwrap_or_default();
-        format!(r#"{{"params":{},"streams":{}}}"#, self.params, streams)
+        format!(r#"{{"params":[],"streams":{streams}}}"#)
     }
 }
 
-/// A declared state as folded from the events of its streams up to given
+/// A fold's state as folded from the events of its streams up to given
 /// versions, serialised as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -89,7 +79,7 @@ impl Snapshot {
         &self.key
     }
 
-    /// The schema version the state was declared with.
+    /// The fold's schema version when it was saved.
     pub fn schema_version(&self) -> u32 {
         self.schema_version
     }

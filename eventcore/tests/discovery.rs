@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use eventcore::{
-    Command, CommandLogic, Event, EventStore, EventStoreExt, ExecuteError, NewEvents, Refusal,
-    RetryPolicy, StateKey, StreamId, StreamVersion, StreamWrites, execute, execute_with,
+    Command, CommandLogic, Event, EventStore, EventStoreExt, NewEvents, Refusal, RetryPolicy,
+    StreamId, StreamVersion, StreamWrites, execute_with,
 };
 use eventcore_memory::InMemoryEventStore;
 use serde::{Deserialize, Serialize};
@@ -113,65 +113,4 @@ async fn commands_discovering_each_other_s_streams_never_deadlock_the_queue() {
     let read = store.read_streams(&[x.clone(), y.clone()]).await.unwrap();
     assert_eq!(read.version(&x), Some(StreamVersion::new(1 + TASKS as u64)));
     assert_eq!(read.version(&y), Some(StreamVersion::new(1 + TASKS as u64)));
-}
-
-/// A command with a declared state that names streams to discover fails
-/// with a typed error and writes nothing.
-#[derive(Debug, Clone, Command)]
-struct KeptAndDiscovering {
-    #[stream]
-    start: StreamId,
-}
-
-impl CommandLogic for KeptAndDiscovering {
-    type Event = Linked;
-    type State = Option<StreamId>;
-    type Error = Refusal;
-
-    fn apply(&self, partner: Option<StreamId>, event: &Linked) -> Option<StreamId> {
-        TouchBoth {
-            start: self.start.clone(),
-        }
-        .apply(partner, event)
-    }
-
-    fn state_key(&self) -> Option<StateKey<Option<StreamId>>> {
-        Some(StateKey::new("kept-partner", 1).with(&self.start))
-    }
-
-    fn discover_streams(&self, partner: &Option<StreamId>) -> Vec<StreamId> {
-        partner.iter().cloned().collect()
-    }
-
-    fn handle(&self, _: &Option<StreamId>) -> Result<NewEvents<Linked>, Refusal> {
-        Ok(vec![Linked::Touched {
-            stream: self.start.clone(),
-        }]
-        .into())
-    }
-}
-
-#[tokio::test]
-async fn a_declared_state_cannot_discover_streams() {
-    let store = InMemoryEventStore::new();
-    let (a, b) = (id("a"), id("b"));
-    link(&store, &a, &b).await;
-    let err = execute(&store, KeptAndDiscovering { start: a.clone() })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecuteError::DiscoveryWithDeclaredState {
-                name: "kept-partner"
-            }
-        ),
-        "{err:?}"
-    );
-    let read = store.read_streams(std::slice::from_ref(&a)).await.unwrap();
-    assert_eq!(
-        read.version(&a),
-        Some(StreamVersion::new(1)),
-        "nothing written"
-    );
 }

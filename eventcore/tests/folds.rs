@@ -502,10 +502,7 @@ async fn an_invalid_fold_name_is_refused_before_anything_is_read() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            error,
-            eventcore::ExecuteError::InvalidStateName { name: "" }
-        ),
+        matches!(error, eventcore::ExecuteError::InvalidFoldName { name: "" }),
         "{error}"
     );
     assert_eq!(reads(&executor.cache().stats()), 0);

@@ -1,14 +1,11 @@
-//! Declared states: how many store calls a command costs with and without a
-//! kept state, and typed errors for malformed keys.
+//! Kept folds: how many store calls a command costs with and without them,
+//! counted at the store.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use eventcore::{
-    AppendOutcome, CommandLogic, CommandStreams, EventStore, EventStoreExt, ExecuteError, Executor,
-    NewEvents, ReadAnswer, ReadRequest, Refusal, StateKey, StoreError, StoreIdentity, StreamId,
+    AppendOutcome, CommandStreams, Decide, EventStore, EventStoreExt, ExecuteError, Executor, Fold,
+    NewEvents, ReadAnswer, ReadRequest, Refusal, StoreError, StoreIdentity, StreamId,
     StreamVersion, StreamWrites, execute,
 };
 use eventcore_memory::InMemoryEventStore;
@@ -82,8 +79,9 @@ async fn a_kept_state_costs_one_store_call() {
     execute(&store, transfer("a", "b", 1)).await.unwrap();
     assert_eq!(
         store.take(),
-        vec!["read_from_snapshot", "append"],
-        "a miss reads the streams from a snapshot if there is one, in one call, and appends"
+        vec!["read_streams", "append"],
+        "a miss reads both streams in one call (a two-fold command starts from no snapshot), \
+         and appends"
     );
     let done = execute(&store, transfer("a", "b", 1)).await.unwrap();
     assert_eq!(store.take(), vec!["append"], "a hit only appends");
@@ -123,13 +121,66 @@ async fn a_stale_kept_state_reads_only_the_tail_within_one_attempt() {
     );
 }
 
+/// Counts a stream's events: a second kind of fold over the ledger.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+struct Entries(u64);
+
+impl Fold for Entries {
+    type Event = LedgerEvent;
+    const NAME: &'static str = "test-entries";
+    fn apply(&mut self, _: &LedgerEvent) {
+        self.0 += 1;
+    }
+}
+
+/// Credits one account with a cent per entry it holds, on the account's
+/// [`Entries`] fold.
+struct Bonus(StreamId);
+
+impl CommandStreams for Bonus {
+    fn streams(&self) -> Vec<StreamId> {
+        vec![self.0.clone()]
+    }
+}
+
+impl Decide for Bonus {
+    type Event = LedgerEvent;
+    type State = Arc<Entries>;
+    type Error = eventcore::Refusal;
+    fn folds(&self) -> &StreamId {
+        &self.0
+    }
+    fn handle(&self, entries: &Arc<Entries>) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        Ok(vec![LedgerEvent::Credited {
+            account: self.0.clone(),
+            amount: entries.0,
+            from: None,
+        }]
+        .into())
+    }
+}
+
 #[tokio::test]
-async fn a_state_moved_through_another_kept_state_reads_the_tail_first() {
+async fn a_fold_moved_by_another_command_of_the_executor_is_current() {
     let store = Calls::default();
     fund(&store, "a", 100).await;
     execute(&store, transfer("a", "b", 1)).await.unwrap();
-    // Kept under the streams {a, c}: moves `a` past the state of {a, b}.
+    // Moves `a` and keeps its balance fold: the one the next transfer uses.
     execute(&store, transfer("a", "c", 1)).await.unwrap();
+    store.take();
+
+    let done = execute(&store, transfer("a", "b", 1)).await.unwrap();
+    assert_eq!(store.take(), vec!["append"], "both folds kept and current");
+    assert_eq!(done.version_of(&stream("a")), Some(StreamVersion::new(4)));
+}
+
+#[tokio::test]
+async fn a_fold_behind_another_fold_of_its_stream_reads_the_tail_first() {
+    let store = Calls::default();
+    fund(&store, "a", 100).await;
+    execute(&store, transfer("a", "b", 1)).await.unwrap();
+    // Another kind of fold over `a` moves it past the kept balance fold.
+    execute(&store, Bonus(stream("a"))).await.unwrap();
     store.take();
 
     let done = execute(&store, transfer("a", "b", 1)).await.unwrap();
@@ -164,98 +215,4 @@ async fn an_undeclared_command_never_uses_the_cache() {
         vec!["read_streams", "append", "read_streams", "append"]
     );
     assert!(Executor::new(&store).cache().is_empty());
-}
-
-/// A command whose key is chosen by the test.
-struct Keyed {
-    account: StreamId,
-    name: &'static str,
-    field: Option<HashMap<(u8, u8), u8>>,
-}
-
-impl CommandStreams for Keyed {
-    fn streams(&self) -> Vec<StreamId> {
-        vec![self.account.clone()]
-    }
-}
-
-impl CommandLogic for Keyed {
-    type Event = LedgerEvent;
-    type State = u64;
-    type Error = eventcore::Refusal;
-
-    fn apply(&self, n: u64, _: &LedgerEvent) -> u64 {
-        n + 1
-    }
-
-    fn handle(&self, &_: &u64) -> Result<NewEvents<LedgerEvent>, Refusal> {
-        Ok(vec![LedgerEvent::Debited {
-            account: self.account.clone(),
-            amount: 1,
-        }]
-        .into())
-    }
-
-    fn state_key(&self) -> Option<StateKey<u64>> {
-        let key = StateKey::new(self.name, 1);
-        Some(match &self.field {
-            Some(field) => key.with(field),
-            None => key,
-        })
-    }
-}
-
-#[tokio::test]
-async fn malformed_state_keys_are_typed_errors_and_write_nothing() {
-    let store = Calls::default();
-    let account = stream("keyed");
-    let long: &'static str = Box::leak("n".repeat(256).into_boxed_str());
-    for name in ["", "line\nbreak", long] {
-        let err = execute(
-            &store,
-            Keyed {
-                account: account.clone(),
-                name,
-                field: None,
-            },
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(err, ExecuteError::InvalidStateName { name: n } if n == name),
-            "{name:?}: {err:?}"
-        );
-    }
-    // JSON maps need string keys: this field cannot be serialised.
-    let err = execute(
-        &store,
-        Keyed {
-            account: account.clone(),
-            name: "counted",
-            field: Some(HashMap::from([((1, 2), 3)])),
-        },
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecuteError::StateKeyField {
-                name: "counted",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(store.take().is_empty(), "nothing read or written");
-    execute(
-        &store,
-        Keyed {
-            account,
-            name: "counted",
-            field: None,
-        },
-    )
-    .await
-    .expect("a valid key works");
 }
