@@ -15,7 +15,7 @@ use lru::LruCache;
 
 use crate::{
     StreamId, StreamVersion, Uuid,
-    fold::{FoldKind, Part},
+    erased::{FoldKind, Part},
 };
 
 /// Limits of a [`StateCache`] and how often it snapshots.
@@ -522,7 +522,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::fold::{FoldKind, Slot};
+    use crate::erased::{FoldKind, Slot};
 
     /// Two fold types over one event type.
     #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

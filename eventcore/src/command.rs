@@ -218,7 +218,7 @@ pub trait CommandLogic: CommandStreams + Send + Sync {
     /// folds; implemented for every [`Decide`](crate::Decide) command, and
     /// by a wrapper of commands by forwarding it.
     #[doc(hidden)]
-    fn fold_plan(&self) -> Option<crate::fold::FoldPlan<Self::State>> {
+    fn fold_plan(&self) -> Option<crate::erased::FoldPlan<Self::State>> {
         None
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     CommandLogic, EventStore, ExecuteError, ExecutionResult, Metadata, PendingEvent, ReadAnswer,
     Snapshot, SnapshotKey, StateCache, StoreError, StreamId, StreamSet, StreamVersion, Uuid,
     cache::{Count, FoldEntry},
-    fold::{FoldPlan, Part, Slot},
+    erased::{FoldPlan, Part, Slot},
     target::{Attempt, End, Target, appended, retry_or_end},
 };
 

@@ -104,6 +104,7 @@ pub struct ReadmeDoctests;
 pub mod __derive;
 mod cache;
 mod command;
+mod erased;
 mod error;
 mod event;
 mod execute;
@@ -128,11 +129,11 @@ mod writes;
 
 pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
+#[doc(hidden)]
+pub use erased::{ErasedFold, FoldKind, FoldPlan, Part, Slot};
 pub use error::{BoxError, ExecuteError, Refusal, StoreError, StoreErrorKind};
 pub use event::Event;
 pub use fold::{Decide, Fold, FoldState};
-#[doc(hidden)]
-pub use fold::{ErasedFold, FoldKind, FoldPlan, Part, Slot};
 pub use record::CommandRecord;
 
 /// Implements [`Event`] for an enum: each variant's stream is its field
