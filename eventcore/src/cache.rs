@@ -38,10 +38,12 @@ pub struct CacheConfig {
 }
 
 impl Default for CacheConfig {
-    /// 10,000 states, 64 MiB, a snapshot every 100 events per state.
+    /// 100,000 folds (each one stream's, so small: the byte limit is the
+    /// one that binds for large folds), 64 MiB, a snapshot of a fold every
+    /// 100 events of its stream.
     fn default() -> Self {
         CacheConfig {
-            max_entries: 10_000,
+            max_entries: 100_000,
             max_bytes: 64 << 20,
             snapshot_every: NonZeroU64::new(100),
         }

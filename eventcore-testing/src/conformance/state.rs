@@ -158,7 +158,7 @@ async fn write_behind_the_cache<S: EventStore>(store: &S, event: LedgerEvent) {
     store.append(writes).await.expect("append");
 }
 
-/// A declared command whose kept state was made stale by another writer
+/// A folded command whose kept folds were made stale by another writer
 /// decides on the real state: a move the stale state allows but the real
 /// one does not is refused, and one the real state allows succeeds.
 pub async fn kept_state_sees_writes_made_around_it<S: EventStore + Clone + 'static>(store: &S) {
