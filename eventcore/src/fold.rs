@@ -199,12 +199,80 @@ impl<C: Decide> CommandLogic for C {
 }
 
 /// A state made of folds, each over a stream named by the command: a fold
-/// in an `Arc` (`Arc<Balance>`), or a tuple of them (`(Arc<Balance>,
-/// Arc<Balance>)`). The folds are shared with the executor's cache, so a
+/// in an `Arc` (`Arc<Balance>`), a tuple of them (`(Arc<Balance>,
+/// Arc<Balance>)`), or a struct whose fields are folds, with
+/// `#[derive(FoldState)]`: the folds are then named by the state's fields,
+/// and the command names their streams field for field in the generated
+/// `{State}Streams`. The folds are shared with the executor's cache, so a
 /// command deciding on kept folds copies none of them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use eventcore::{Command, Decide, Event, Fold, FoldState, NewEvents, Refusal, StreamId, require};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// enum Shop {
+///     Placed { #[stream] order: StreamId, quantity: u64 },
+///     Stocked { #[stream] warehouse: StreamId, quantity: u64 },
+///     Reserved { #[stream] warehouse: StreamId, quantity: u64 },
+/// }
+///
+/// #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// struct Ordered(u64);
+/// impl Fold for Ordered {
+///     type Event = Shop;
+///     const NAME: &'static str = "ordered";
+///     fn apply(&mut self, event: &Shop) {
+///         if let Shop::Placed { quantity, .. } = event { self.0 += quantity }
+///     }
+/// }
+///
+/// #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// struct OnHand(u64);
+/// impl Fold for OnHand {
+///     type Event = Shop;
+///     const NAME: &'static str = "on-hand";
+///     fn apply(&mut self, event: &Shop) {
+///         match event {
+///             Shop::Stocked { quantity, .. } => self.0 += quantity,
+///             Shop::Reserved { quantity, .. } => self.0 -= quantity,
+///             Shop::Placed { .. } => {}
+///         }
+///     }
+/// }
+///
+/// /// What a reservation decides on, one fold per field.
+/// #[derive(Debug, Default, FoldState)]
+/// struct Reservation { order: Arc<Ordered>, stock: Arc<OnHand> }
+///
+/// #[derive(Command)]
+/// struct Reserve { #[stream] order: StreamId, #[stream] warehouse: StreamId }
+///
+/// impl Decide for Reserve {
+///     type Event = Shop;
+///     type State = Reservation;
+///     type Error = Refusal;
+///     fn folds(&self) -> ReservationStreams<'_> {
+///         ReservationStreams { order: &self.order, stock: &self.warehouse }
+///     }
+///     fn handle(&self, state: &Reservation) -> Result<NewEvents<Shop>, Refusal> {
+///         require!(state.stock.0 >= state.order.0, "only {} on hand", state.stock.0);
+///         Ok(vec![Shop::Reserved { warehouse: self.warehouse.clone(), quantity: state.order.0 }].into())
+///     }
+/// }
+/// # let id = |s: &str| StreamId::try_new(s).unwrap();
+/// # let r = Reserve { order: id("o"), warehouse: id("w") };
+/// # assert!(eventcore::CommandLogic::fold_plan(&r).is_some());
+/// ```
 pub trait FoldState: Default + Send + Sync + Sized + 'static {
-    /// The stream of each fold: `&StreamId`, or a tuple of them.
+    /// The stream of each fold: `&StreamId`, or a tuple of them, or the
+    /// `{State}Streams` struct of a derived state.
     type Streams<'a>;
+
+    /// How many folds the state holds.
+    #[doc(hidden)]
+    const LEN: usize;
 
     /// Appends one slot per fold, in order; for `execute`.
     #[doc(hidden)]
@@ -326,6 +394,7 @@ fn apply_to<F: Fold, E: Event>(fold: &mut Arc<F>, stream: &StreamId, event: &E) 
 
 impl<F: Fold> FoldState for Arc<F> {
     type Streams<'a> = &'a StreamId;
+    const LEN: usize = 1;
 
     fn slots(stream: &StreamId, out: &mut Vec<Slot>) {
         out.push(Slot::of::<F>(stream));
@@ -347,6 +416,7 @@ macro_rules! tuple_fold_state {
     ($($fold:ident $index:tt),+) => {
         impl<$($fold: Fold),+> FoldState for ($(Arc<$fold>,)+) {
             type Streams<'a> = ($(tuple_fold_state!(@stream $fold),)+);
+            const LEN: usize = 0 $(+ tuple_fold_state!(@one $fold))+;
 
             fn slots(streams: Self::Streams<'_>, out: &mut Vec<Slot>) {
                 $(out.push(Slot::of::<$fold>(streams.$index));)+
@@ -362,6 +432,7 @@ macro_rules! tuple_fold_state {
         }
     };
     (@stream $fold:ident) => { &'a StreamId };
+    (@one $fold:ident) => { 1 };
 }
 
 tuple_fold_state!(A 0);

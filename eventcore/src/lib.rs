@@ -228,6 +228,12 @@ pub use eventcore_macros::Event;
 /// ```
 #[cfg(feature = "derive")]
 pub use eventcore_macros::Command;
+/// Implements [`FoldState`](trait@FoldState) for a struct whose named fields
+/// are folds (or states of folds), and generates `{State}Streams`, the
+/// struct of their streams that the command's [`Decide::folds`] returns;
+/// see [`FoldState`](trait@FoldState).
+#[cfg(feature = "derive")]
+pub use eventcore_macros::FoldState;
 pub use execute::{ExecuteOptions, MAX_DISCOVERY_ROUNDS};
 pub use executor::{Executor, execute, execute_with};
 pub use identity::StoreIdentity;

@@ -688,3 +688,86 @@ async fn a_snapshot_of_another_schema_version_of_the_fold_is_not_used() {
         "{stats:?}"
     );
 }
+
+/// A state whose folds are named by its fields, one of them a pair of
+/// folds over one stream.
+#[derive(Debug, Default, eventcore::FoldState)]
+struct Statement {
+    payer: Arc<Balance>,
+    payee: (Arc<Balance>, Arc<Entries>),
+}
+
+#[derive(Command)]
+struct Pay {
+    #[stream]
+    from: StreamId,
+    #[stream]
+    to: StreamId,
+    amount: u64,
+}
+
+impl Decide for Pay {
+    type Event = Ledger;
+    type State = Statement;
+    type Error = Refusal;
+    fn folds(&self) -> StatementStreams<'_> {
+        StatementStreams {
+            payer: &self.from,
+            payee: (&self.to, &self.to),
+        }
+    }
+    fn handle(&self, state: &Statement) -> Result<NewEvents<Ledger>, Refusal> {
+        require!(
+            state.payer.0 >= self.amount,
+            "payer holds {}",
+            state.payer.0
+        );
+        // A payee may take two payments at most: its second fold counts.
+        require!(state.payee.1.0 < 2, "payee has {} entries", state.payee.1.0);
+        Ok(vec![
+            Ledger::Debited {
+                account: self.from.clone(),
+                amount: self.amount,
+            },
+            Ledger::Credited {
+                account: self.to.clone(),
+                amount: self.amount,
+            },
+        ]
+        .into())
+    }
+}
+
+#[tokio::test]
+async fn a_derived_state_names_its_folds_by_field_and_keeps_each() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let (alice, bob) = (id("alice"), id("bob"));
+    executor
+        .execute(Deposit {
+            account: alice.clone(),
+            amount: 10,
+        })
+        .await
+        .unwrap();
+    let pay = || Pay {
+        from: alice.clone(),
+        to: bob.clone(),
+        amount: 3,
+    };
+    executor.execute(pay()).await.unwrap(); // bob: 1 entry
+    let before = executor.cache().stats();
+    executor.execute(pay()).await.unwrap(); // bob: 2 entries
+    let done = executor.cache().stats().since(&before);
+    assert_eq!(
+        (reads(&done), done.appends),
+        (0, 1),
+        "three folds kept: {done:?}"
+    );
+    let refused = executor.execute(pay()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("payee has 2 entries"),
+        "{refused}"
+    );
+    assert_eq!(balance_of(executor.store(), &alice).await, 4);
+    assert_eq!(balance_of(executor.store(), &bob).await, 6);
+}

@@ -15,11 +15,17 @@
 //!   variants each wrap one command, a value's streams are its command's.
 //!   Its `command_name`, recorded with command ids, is the type's name, or
 //!   the one given by `#[command(name = "...")]`.
+//! - `#[derive(FoldState)]` on a struct with named fields, each a fold
+//!   (`Arc<F>` of an `eventcore::Fold`) or a state of folds, implements
+//!   `eventcore::FoldState`: the state's folds are its fields, and a command
+//!   names their streams field for field in the generated `{State}Streams`
+//!   struct.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod command;
 mod event;
+mod fold_state;
 mod serde_name;
 
 use proc_macro::TokenStream;
@@ -43,7 +49,17 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Refuses generic parameters, which neither derive supports.
+/// Implements `eventcore::FoldState` for a struct of folds. See the crate
+/// docs.
+#[proc_macro_derive(FoldState)]
+pub fn derive_fold_state(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    fold_state::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Refuses generic parameters, which no derive supports.
 fn no_generics(input: &DeriveInput, derive: &str) -> syn::Result<()> {
     if input.generics.params.is_empty() && input.generics.where_clause.is_none() {
         return Ok(());

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use eventcore::{BoxError, Command, Decide, Event, Fold, NewEvents, StreamId, require};
+use eventcore::{BoxError, Command, Decide, Event, Fold, FoldState, NewEvents, StreamId, require};
 use nutype::nutype;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -317,18 +317,30 @@ pub struct Transfer {
 }
 
 /// What a [`Transfer`] decides on: the folds of the payer and the payee.
-pub type TransferState = (Arc<Account>, Arc<Account>);
+#[derive(Debug, Default, FoldState)]
+pub struct TransferState {
+    /// The payer's account.
+    pub from: Arc<Account>,
+    /// The payee's account.
+    pub to: Arc<Account>,
+}
 
 impl Decide for Transfer {
     type Event = BankEvent;
     type State = TransferState;
     type Error = BankError;
 
-    fn folds(&self) -> (&StreamId, &StreamId) {
-        (&self.from, &self.to)
+    fn folds(&self) -> TransferStateStreams<'_> {
+        TransferStateStreams {
+            from: &self.from,
+            to: &self.to,
+        }
     }
 
-    fn handle(&self, (from, to): &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
+    fn handle(
+        &self,
+        TransferState { from, to }: &TransferState,
+    ) -> Result<NewEvents<BankEvent>, BankError> {
         require!(
             self.from != self.to,
             BankError::SameAccount(self.from.clone())
@@ -373,20 +385,23 @@ impl Decide for BankCommand {
     type State = TransferState;
     type Error = BankError;
 
-    fn folds(&self) -> (&StreamId, &StreamId) {
+    fn folds(&self) -> TransferStateStreams<'_> {
         match self {
             BankCommand::Open(OpenAccount { account, .. })
             | BankCommand::Deposit(Deposit { account, .. })
-            | BankCommand::Withdraw(Withdraw { account, .. }) => (account, account),
-            BankCommand::Transfer(c) => (&c.from, &c.to),
+            | BankCommand::Withdraw(Withdraw { account, .. }) => TransferStateStreams {
+                from: account,
+                to: account,
+            },
+            BankCommand::Transfer(c) => c.folds(),
         }
     }
 
     fn handle(&self, state: &TransferState) -> Result<NewEvents<BankEvent>, BankError> {
         match self {
-            BankCommand::Open(c) => Decide::handle(c, &state.0),
-            BankCommand::Deposit(c) => Decide::handle(c, &state.0),
-            BankCommand::Withdraw(c) => Decide::handle(c, &state.0),
+            BankCommand::Open(c) => Decide::handle(c, &state.from),
+            BankCommand::Deposit(c) => Decide::handle(c, &state.from),
+            BankCommand::Withdraw(c) => Decide::handle(c, &state.from),
             BankCommand::Transfer(c) => Decide::handle(c, state),
         }
     }

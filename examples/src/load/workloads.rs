@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Setup;
 use crate::bank::domain::{
-    Account, Amount, BankError, BankEvent, Deposit, Transfer, TransferState,
+    Account, Amount, BankError, BankEvent, Deposit, Transfer, TransferState, TransferStateStreams,
 };
 
 /// A kind of load.
@@ -127,7 +127,7 @@ impl Decide for FanoutTransfer {
 
     /// The transfer's two folds; the watched accounts are read and checked
     /// for their versions alone.
-    fn folds(&self) -> (&StreamId, &StreamId) {
+    fn folds(&self) -> TransferStateStreams<'_> {
         self.transfer.folds()
     }
 
