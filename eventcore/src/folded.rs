@@ -14,7 +14,11 @@ use crate::{
 
 /// A command's folds over its streams, checked once per execution.
 pub(crate) struct Folded<'c, S> {
+    /// The state's folds, then one version-only slot per declared stream
+    /// that no fold reads.
     slots: Vec<Slot>,
+    /// How many of `slots` are the state's folds.
+    folds: usize,
     assemble: fn(&[Part]) -> Option<S>,
     /// Every stream read, sorted and unique: the declared ones and the
     /// folds' ones.
@@ -81,6 +85,7 @@ impl<'c, S> Folded<'c, S> {
                 name: bad.kind.name,
             });
         }
+        let folds = slots.len();
         let mut streams = declared.clone();
         for slot in &slots {
             streams.insert(slot.stream.clone());
@@ -103,6 +108,7 @@ impl<'c, S> Folded<'c, S> {
         });
         Ok(Folded {
             slots,
+            folds,
             assemble,
             streams,
             stream_of,
@@ -154,15 +160,17 @@ impl<'c, S> Folded<'c, S> {
             },
         };
 
-        // As for a declared state: a speculative append with the kept
-        // versions, and if it conflicts, one on the folds brought up to
-        // date; only a conflict on folds read in this attempt fails it.
+        // At most two rounds: a speculative append with the versions of
+        // kept folds, and, if that conflicts, one on the folds brought up
+        // to date; only a conflict on folds read in this attempt fails it.
         loop {
             let decided = loop {
-                let state = (self.assemble)(&k.parts).ok_or_else(|| StoreError::Unsupported {
-                    what: "folds of another type than the state's",
-                    operation: "execute",
-                    store: "the execute loop",
+                let state = (self.assemble)(&k.parts[..self.folds]).ok_or_else(|| {
+                    StoreError::Unsupported {
+                        what: "folds of another type than the state's",
+                        operation: "execute",
+                        store: "the execute loop",
+                    }
                 })?;
                 match command.handle(&state) {
                     Ok(events) if !events.is_empty() => break events,
@@ -226,6 +234,16 @@ impl<'c, S> Folded<'c, S> {
                 Ok(outcome) => {
                     match next {
                         Ok(mut next) => {
+                            // The versions the store says the streams are at.
+                            for (slot, m) in self.slots.iter().zip(&mut next.meta) {
+                                let at = outcome
+                                    .stream_versions
+                                    .iter()
+                                    .find(|(id, _)| *id == slot.stream);
+                                if let Some((_, version)) = at {
+                                    m.version = *version;
+                                }
+                            }
                             if let Some(slot) = snapshotted {
                                 self.cache.count(Count::SnapshotOffered);
                                 let m = &mut next.meta[slot];

@@ -1,4 +1,4 @@
-//! Persisted snapshots of declared states: what a store keeps.
+//! Persisted snapshots of folds: what a store keeps.
 
 use crate::{StreamId, StreamSet, StreamVersion};
 

@@ -382,7 +382,7 @@ pub(crate) fn check_metadata(metadata: &Metadata) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Whether a name (an event type, a declared state's) can be stored by
+/// Whether a name (an event type, a fold's) can be stored by
 /// every store: 1 to 255 characters, none of them a control character.
 pub(crate) fn is_storable_name(name: &str) -> bool {
     crate::stream::check_text(name, 255).is_ok()

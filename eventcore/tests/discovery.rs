@@ -1,5 +1,5 @@
 //! Streams discovered while deciding: the queue stays deadlock-free when a
-//! command's set of streams grows, and a declared state cannot discover.
+//! command's set of streams grows.
 
 use std::{sync::Arc, time::Duration};
 

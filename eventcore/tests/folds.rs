@@ -322,6 +322,52 @@ async fn two_folds_of_a_stream_and_an_unfolded_declared_stream_are_all_version_c
     assert_eq!(balance_of(executor.store(), &account).await, 7);
 }
 
+/// One fold over one of two declared streams: the other is checked only.
+#[derive(Command)]
+struct GuardedDeposit {
+    #[stream]
+    account: StreamId,
+    #[stream]
+    guard: StreamId,
+    amount: u64,
+}
+
+impl Decide for GuardedDeposit {
+    type Event = Ledger;
+    type State = Arc<Balance>;
+    type Error = Refusal;
+    fn folds(&self) -> &StreamId {
+        &self.account
+    }
+    fn handle(&self, balance: &Arc<Balance>) -> Result<NewEvents<Ledger>, Refusal> {
+        require!(balance.0 < 100, "{} is full", self.account);
+        Ok(vec![Ledger::Credited {
+            account: self.account.clone(),
+            amount: self.amount,
+        }]
+        .into())
+    }
+}
+
+#[tokio::test]
+async fn a_one_fold_state_over_more_declared_streams_decides_and_checks_them_all() {
+    let executor = Executor::new(InMemoryEventStore::new());
+    let (account, guard) = (id("acct"), id("guard"));
+    let deposit = |amount| GuardedDeposit {
+        account: account.clone(),
+        guard: guard.clone(),
+        amount,
+    };
+    executor.execute(deposit(60)).await.unwrap();
+    let before = executor.cache().stats();
+    let done = executor.execute(deposit(50)).await.unwrap();
+    let stats = executor.cache().stats().since(&before);
+    assert_eq!((reads(&stats), stats.appends), (0, 1), "{stats:?}");
+    assert_eq!(done.version_of(&guard), Some(StreamVersion::INITIAL));
+    let refused = executor.execute(deposit(1)).await.unwrap_err();
+    assert!(refused.to_string().contains("is full"), "{refused}");
+}
+
 // A command over two kinds of stream, each fold decoding its own event type.
 
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]

@@ -45,7 +45,7 @@ async fn fund<S: EventStore>(store: &S, account: &StreamId, amount: u64) {
 /// writes nothing and returns the first call's outcome (stream versions,
 /// events written), marked as already applied, even after other commands
 /// moved its streams. The store's record agrees with that outcome. Both
-/// for a command that declares its state and one that does not.
+/// for a command on kept folds and one that folds the whole history.
 pub async fn command_id_seen_twice_returns_the_first_outcome<S: EventStore + Clone + 'static>(
     store: &S,
 ) {
@@ -87,7 +87,7 @@ pub async fn command_id_seen_twice_returns_the_first_outcome<S: EventStore + Clo
         "recorded under its stable name"
     );
 
-    // A command that declares no state takes the other path through execute.
+    // A command of no folds (whole history) takes the other path through execute.
     let credit = Credit {
         account: to.clone(),
         amount: 7,

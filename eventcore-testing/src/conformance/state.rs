@@ -217,7 +217,7 @@ pub async fn refusal_on_a_kept_state_is_confirmed_first<S: EventStore + Clone + 
     assert_eq!(balances(store, &[a, b]).await, vec![0, 51]);
 }
 
-/// How many events a declared state takes before it is snapshotted, from
+/// How many events a fold takes before it is snapshotted, from
 /// the cache of the store's default executor. A store in the snapshot
 /// scenarios must have snapshots on: if not, this fails, naming what is
 /// missing.
