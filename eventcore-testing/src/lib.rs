@@ -12,6 +12,7 @@
 //! | [`gwt`] | given/when/then for one command's decision, without a store |
 //! | [`trace`] | [`Capture`](trace::Capture): the spans and events eventcore emits, to assert on |
 //! | [`fixtures`], [`strategies`] | the events, commands and proptest strategies the kit's own scenarios use |
+//! | [`proptest`] | proptest itself, re-exported, so a service's `Cargo.toml` names only `eventcore-testing` |
 //!
 //! The kit's own tests run the suite, the model test and the concurrency
 //! checker against deliberately broken stores and commands (no version
@@ -60,6 +61,11 @@
 //! ```
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
+
+/// The proptest the kit is built on, re-exported: strategies for your
+/// commands (`eventcore_testing::proptest::prelude::*`) match the kit's
+/// version without a `proptest` line in your `Cargo.toml`.
+pub use proptest;
 
 pub mod cache;
 mod cases;

@@ -9,7 +9,7 @@ use eventcore_examples::bank::domain::{
 };
 use eventcore_postgres::PostgresEventStore;
 use eventcore_testing::concurrency::{ConcurrencyConfig, check_concurrency};
-use proptest::prelude::*;
+use eventcore_testing::proptest::{self, prelude::*};
 
 const ACCOUNTS: usize = 4;
 
