@@ -119,6 +119,17 @@ fn reads(stats: &CacheStats) -> u64 {
     stats.full_reads + stats.tail_reads
 }
 
+/// Deposits `amount` into `account` through `executor`.
+async fn deposit<S: EventStore>(executor: &Executor<S>, account: &StreamId, amount: u64) {
+    executor
+        .execute(Deposit {
+            account: account.clone(),
+            amount,
+        })
+        .await
+        .unwrap();
+}
+
 async fn balance_of<S: EventStore>(store: &S, account: &StreamId) -> u64 {
     let read = store
         .read_streams(std::slice::from_ref(account))
@@ -136,13 +147,7 @@ async fn a_transfer_on_kept_folds_appends_without_reading() {
     let executor = Executor::new(InMemoryEventStore::new());
     let (alice, bob) = (id("alice"), id("bob"));
     for account in [&alice, &bob] {
-        executor
-            .execute(Deposit {
-                account: account.clone(),
-                amount: 50,
-            })
-            .await
-            .unwrap();
+        deposit(&executor, account, 50).await;
     }
     let before = executor.cache().stats();
     let pay = |from: &StreamId, to: &StreamId| Transfer {
@@ -164,13 +169,7 @@ async fn a_transfer_on_kept_folds_appends_without_reading() {
 async fn a_fold_not_kept_is_read_with_the_tails_of_the_others_in_one_read() {
     let executor = Executor::new(InMemoryEventStore::new());
     let (alice, bob) = (id("alice"), id("bob"));
-    executor
-        .execute(Deposit {
-            account: alice.clone(),
-            amount: 30,
-        })
-        .await
-        .unwrap();
+    deposit(&executor, &alice, 30).await;
     // Bob's fold was never kept.
     let before = executor.cache().stats();
     executor
@@ -192,12 +191,7 @@ async fn a_fold_made_stale_by_another_process_never_decides() {
     let one = Executor::new(store.clone()).with_cache(CacheConfig::default());
     let two = Executor::new(store.clone()).with_cache(CacheConfig::default());
     let (alice, bob) = (id("alice"), id("bob"));
-    one.execute(Deposit {
-        account: alice.clone(),
-        amount: 100,
-    })
-    .await
-    .unwrap();
+    deposit(&one, &alice, 100).await;
     let pay = |amount| Transfer {
         from: alice.clone(),
         to: bob.clone(),
@@ -214,12 +208,7 @@ async fn a_fold_made_stale_by_another_process_never_decides() {
     let done = one.cache().stats().since(&before);
     assert_eq!((done.appends, done.tail_reads), (1, 1), "{done:?}");
     // A refusal on a kept fold is confirmed by a read before it is returned.
-    two.execute(Deposit {
-        account: alice.clone(),
-        amount: 40,
-    })
-    .await
-    .unwrap();
+    deposit(&two, &alice, 40).await;
     one.execute(pay(60)).await.unwrap();
     assert_eq!(balance_of(&store, &alice).await, 10);
     assert_eq!(balance_of(&store, &bob).await, 130);
@@ -229,13 +218,7 @@ async fn a_fold_made_stale_by_another_process_never_decides() {
 async fn a_write_that_bypasses_the_executor_is_seen() {
     let executor = Executor::new(InMemoryEventStore::new());
     let (alice, bob) = (id("alice"), id("bob"));
-    executor
-        .execute(Deposit {
-            account: alice.clone(),
-            amount: 10,
-        })
-        .await
-        .unwrap();
+    deposit(&executor, &alice, 10).await;
     let mut writes = StreamWrites::new();
     writes.expect(alice.clone(), StreamVersion::new(1)).unwrap();
     writes
@@ -287,13 +270,7 @@ impl Decide for Audit {
 async fn two_folds_of_a_stream_and_an_unfolded_declared_stream_are_all_version_checked() {
     let executor = Executor::new(InMemoryEventStore::new());
     let (account, lock) = (id("acct"), id("lock"));
-    executor
-        .execute(Deposit {
-            account: account.clone(),
-            amount: 10,
-        })
-        .await
-        .unwrap();
+    deposit(&executor, &account, 10).await;
     let audit = || Audit {
         account: account.clone(),
         lock: lock.clone(),
@@ -566,13 +543,7 @@ async fn concurrent_transfers_on_kept_folds_conserve_money() {
     ];
     let accounts: Vec<StreamId> = (0..ACCOUNTS).map(|i| id(&format!("c-{i}"))).collect();
     for a in &accounts {
-        processes[0]
-            .execute(Deposit {
-                account: a.clone(),
-                amount: 100,
-            })
-            .await
-            .unwrap();
+        deposit(&processes[0], a, 100).await;
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
     let mut tasks = Vec::new();
@@ -633,22 +604,12 @@ async fn a_cold_process_starts_a_long_stream_from_its_folds_snapshot() {
     let warm = Executor::new(store.clone()).with_cache(snapshotting(10));
     let (alice, bob) = (id("alice"), id("bob"));
     for _ in 0..25 {
-        warm.execute(Deposit {
-            account: alice.clone(),
-            amount: 2,
-        })
-        .await
-        .unwrap();
+        deposit(&warm, &alice, 2).await;
     }
     assert!(warm.cache().stats().snapshots_offered >= 2);
     // Another process: alice's fold from its snapshot and the events after.
     let cold = Executor::new(store.clone()).with_cache(snapshotting(10));
-    cold.execute(Deposit {
-        account: alice.clone(),
-        amount: 2,
-    })
-    .await
-    .unwrap();
+    deposit(&cold, &alice, 2).await;
     let stats = cold.cache().stats();
     assert_eq!(
         (stats.snapshot_loads, stats.snapshots_used),
@@ -710,13 +671,7 @@ async fn a_snapshot_of_another_schema_version_of_the_fold_is_not_used() {
     let alice = id("alice");
     let first = Executor::new(store.clone()).with_cache(snapshotting(5));
     for _ in 0..6 {
-        first
-            .execute(Deposit {
-                account: alice.clone(),
-                amount: 1,
-            })
-            .await
-            .unwrap();
+        deposit(&first, &alice, 1).await;
     }
     assert_eq!(first.cache().stats().snapshots_offered, 1);
     let second = Executor::new(store).with_cache(snapshotting(5));
@@ -788,13 +743,7 @@ impl Decide for Pay {
 async fn a_derived_state_names_its_folds_by_field_and_keeps_each() {
     let executor = Executor::new(InMemoryEventStore::new());
     let (alice, bob) = (id("alice"), id("bob"));
-    executor
-        .execute(Deposit {
-            account: alice.clone(),
-            amount: 10,
-        })
-        .await
-        .unwrap();
+    deposit(&executor, &alice, 10).await;
     let pay = || Pay {
         from: alice.clone(),
         to: bob.clone(),
