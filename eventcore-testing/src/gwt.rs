@@ -18,7 +18,9 @@
 
 use std::fmt::Debug;
 
-use eventcore::{CommandLogic, Event};
+use eventcore::{CommandLogic, Event, ExecuteError};
+
+use crate::decision::{decide_on, decode_all, recorded};
 
 /// Past events, before a command is tried.
 #[derive(Debug, Clone)]
@@ -26,9 +28,9 @@ pub struct Given<E> {
     events: Vec<E>,
 }
 
-/// Starts a scenario from past events. Like a store, the scenario passes
-/// each event through its JSON form, so a type that does not round-trip
-/// fails here.
+/// Starts a scenario from past events, in the order they happened. Like a
+/// store, the scenario passes each event through its JSON form, so a type
+/// that does not round-trip fails here.
 pub fn given<E: Event>(events: impl IntoIterator<Item = E>) -> Given<E> {
     Given {
         events: events.into_iter().collect(),
@@ -36,29 +38,26 @@ pub fn given<E: Event>(events: impl IntoIterator<Item = E>) -> Given<E> {
 }
 
 impl<E: Event + Debug> Given<E> {
-    /// Folds the events of the command's declared streams (as `execute`
-    /// would) and asks the command to decide.
+    /// Runs the command through `execute` on a store holding the given
+    /// events (see [`decide_on`]): it reads its declared streams and every
+    /// stream it discovers, each with its given events, folds them as
+    /// `execute` does, and decides. An event it decides for a stream it
+    /// did not read is refused as `execute` refuses it.
     ///
     /// # Panics
-    /// If an event does not survive its JSON round trip.
+    /// If an event, given or decided, does not survive its JSON round trip.
     pub fn when<C: CommandLogic<Event = E> + Debug>(self, command: C) -> When<C> {
-        let declared = command.streams();
-        let mut state = C::State::default();
-        for event in &self.events {
-            if !declared.contains(event.stream_id()) {
-                continue;
-            }
-            let json = serde_json::to_string(event)
-                .unwrap_or_else(|e| panic!("given event {event:?} does not serialise: {e}"));
-            let back: E = serde_json::from_str(&json).unwrap_or_else(|e| {
-                panic!("given event {event:?} does not deserialise from its own JSON {json}: {e}")
-            });
-            state = command.apply(state, &back);
-        }
-        let outcome = command.handle(&state).map(|events| events.into_vec());
+        let shown = format!("{command:?}");
+        let decision = decide_on(command, &recorded(self.events.iter().cloned()));
+        let outcome = decision.result.map(|decided| {
+            decode_all::<E>(&decided.events).unwrap_or_else(|e| {
+                panic!("the command's events do not deserialise from their own JSON: {e}")
+            })
+        });
         When {
             given: self.events,
-            command,
+            command: shown,
+            read: decision.reads.into_iter().flatten().collect(),
             outcome,
         }
     }
@@ -68,8 +67,9 @@ impl<E: Event + Debug> Given<E> {
 #[derive(Debug)]
 pub struct When<C: CommandLogic> {
     given: Vec<C::Event>,
-    command: C,
-    outcome: Result<Vec<C::Event>, C::Error>,
+    command: String,
+    read: Vec<(eventcore::StreamId, eventcore::StreamVersion)>,
+    outcome: Result<Vec<C::Event>, ExecuteError<C::Error>>,
 }
 
 impl<C> When<C>
@@ -77,9 +77,16 @@ where
     C: CommandLogic + Debug,
     C::Event: Debug,
 {
-    /// The decision itself, for custom checks.
-    pub fn outcome(&self) -> &Result<Vec<C::Event>, C::Error> {
+    /// The decision itself, for custom checks: the events, the command's
+    /// refusal ([`ExecuteError::Rejected`]), or why `execute` ends it.
+    pub fn outcome(&self) -> &Result<Vec<C::Event>, ExecuteError<C::Error>> {
         &self.outcome
+    }
+
+    /// Every stream the command read (declared and discovered), with the
+    /// version it stood at, in the order read.
+    pub fn read(&self) -> &[(eventcore::StreamId, eventcore::StreamVersion)] {
+        &self.read
     }
 
     fn report(&self, expected: &str) -> String {
@@ -88,26 +95,18 @@ where
             lines.push("  (no events)".to_owned());
         }
         lines.extend(self.given.iter().map(|e| format!("  {e:?}")));
-        lines.push(format!("when:\n  {:?}", self.command));
+        lines.push(format!("when:\n  {}", self.command));
+        let read: Vec<String> = self.read.iter().map(|(s, v)| format!("{s}@{v}")).collect();
+        lines.push(format!("  (it read [{}])", read.join(", ")));
         lines.push(format!("then expected:\n  {expected}"));
         lines.push("but got:".to_owned());
         match &self.outcome {
             Ok(events) if events.is_empty() => lines.push("  no events".to_owned()),
             Ok(events) => lines.extend(events.iter().map(|e| format!("  {e:?}"))),
-            Err(e) => lines.push(format!("  error: {e}")),
+            Err(ExecuteError::Rejected(e)) => lines.push(format!("  refusal: {e}")),
+            Err(e) => lines.push(format!("  execute ends it: {e}")),
         }
         lines.join("\n")
-    }
-
-    fn check_declared(&self, events: &[C::Event]) {
-        let declared = self.command.streams();
-        if let Some(stray) = events.iter().find(|e| !declared.contains(e.stream_id())) {
-            panic!(
-                "{}\n(the event {stray:?} targets stream {}, which the command does not declare; execute would refuse it)",
-                self.report("events for declared streams only"),
-                stray.stream_id()
-            );
-        }
     }
 
     /// Asserts that the command decided exactly these events, in order.
@@ -120,9 +119,8 @@ where
     {
         let expected: Vec<C::Event> = expected.into_iter().collect();
         let shown = format!("{expected:?}");
-        match &self.outcome {
-            Ok(events) if *events == expected => self.check_declared(events),
-            _ => panic!("{}", self.report(&shown)),
+        if !matches!(&self.outcome, Ok(events) if *events == expected) {
+            panic!("{}", self.report(&shown));
         }
     }
 
@@ -143,8 +141,8 @@ where
     /// If it decided events or nothing.
     pub fn then_rejected(self) -> C::Error {
         match self.outcome {
-            Err(e) => e,
-            Ok(_) => panic!("{}", self.report("a refusal")),
+            Err(ExecuteError::Rejected(e)) => e,
+            _ => panic!("{}", self.report("a refusal")),
         }
     }
 
@@ -156,7 +154,7 @@ where
     where
         C::Error: PartialEq,
     {
-        if !matches!(&self.outcome, Err(e) if e == expected) {
+        if !matches!(&self.outcome, Err(ExecuteError::Rejected(e)) if e == expected) {
             panic!("{}", self.report(&format!("the error {expected:?}")));
         }
     }
@@ -168,7 +166,7 @@ where
     /// If it decided events, or refused with another message.
     pub fn then_rejected_with(self, text: &str) -> C::Error {
         match self.outcome {
-            Err(e) if e.to_string().contains(text) => e,
+            Err(ExecuteError::Rejected(e)) if e.to_string().contains(text) => e,
             _ => panic!("{}", self.report(&format!("an error containing {text:?}"))),
         }
     }

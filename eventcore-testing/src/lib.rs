@@ -71,6 +71,7 @@ pub mod cache;
 mod cases;
 pub mod concurrency;
 pub mod conformance;
+pub mod decision;
 pub mod faults;
 pub mod fixtures;
 pub mod gwt;

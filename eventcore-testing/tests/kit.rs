@@ -92,7 +92,7 @@ async fn lost_replies_without_command_ids_are_caught_applying_twice() {
         failure
             .violations
             .iter()
-            .any(|v| v.contains("belongs to no successful command")),
+            .any(|v| v.contains(" times: the events of its appends")),
         "{:#?}",
         failure.violations
     );
