@@ -51,13 +51,64 @@ impl ProjectionHandler<LedgerEvent> for Count {
     }
 }
 
+/// The double application of issue 14, seeded: a projection that commits
+/// its effect and its checkpoint in one transaction, but never asks
+/// whether it still holds the lease (nor where the checkpoint stands), so
+/// a holder that lost its lease mid-page commits events its successor has
+/// applied already.
+struct Unleased {
+    pool: sqlx::PgPool,
+    name: SubscriptionName,
+    pace: Pace,
+    first: bool,
+}
+
+impl eventcore::Handler<LedgerEvent> for Unleased {
+    async fn handle(&mut self, context: &EventContext, _: &LedgerEvent) -> Result<(), BoxError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO applied (event_id, n) VALUES ($1, 1)
+             ON CONFLICT (event_id) DO UPDATE SET n = applied.n + 1",
+        )
+        .bind(context.recorded().event_id())
+        .execute(&mut *tx)
+        .await?;
+        if std::mem::take(&mut self.first) {
+            tokio::time::sleep(self.pace.first_event).await;
+        }
+        let at = context.position();
+        sqlx::query(
+            "INSERT INTO eventcore_checkpoints AS c (name, commit_id, sequence) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE
+             SET commit_id = EXCLUDED.commit_id, sequence = EXCLUDED.sequence, updated_at = now()
+             WHERE (c.commit_id, c.sequence) < (EXCLUDED.commit_id, EXCLUDED.sequence)",
+        )
+        .bind(self.name.as_ref())
+        .bind(i64::try_from(at.commit())?)
+        .bind(i64::try_from(at.sequence())?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 struct Postgres {
     schema: eventcore_postgres::SchemaName,
     store: PostgresEventStore,
     sql: sqlx::PgPool,
+    /// Whether instances run the seeded [`Unleased`] projection.
+    unleased: bool,
 }
 
 impl Postgres {
+    async fn unleased() -> Self {
+        Postgres {
+            unleased: true,
+            ..Self::new().await
+        }
+    }
+
     async fn new() -> Self {
         let schema = support::unique_schema();
         let store = support::store_with(support::config(schema.clone())).await;
@@ -85,7 +136,12 @@ impl Postgres {
         .execute(&sql)
         .await
         .expect("the test's tables");
-        Postgres { schema, store, sql }
+        Postgres {
+            schema,
+            store,
+            sql,
+            unleased: false,
+        }
     }
 }
 
@@ -115,10 +171,19 @@ impl Handover for Postgres {
             support::config(self.schema.clone()).application_name(format!("handover-{instance}")),
         )
         .await;
-        let handler = ExactlyOnce::new(process.clone(), name.clone(), Count { pace, first: true });
         let config = SubscriptionConfig::default()
             .with_page_size(page_size)
             .with_poll_interval(Duration::from_millis(10));
+        if self.unleased {
+            let handler = Unleased {
+                pool: support::sql(&process),
+                name: name.clone(),
+                pace,
+                first: true,
+            };
+            return subscribe(process.clone(), process, name.clone(), handler, config);
+        }
+        let handler = ExactlyOnce::new(process.clone(), name.clone(), Count { pace, first: true });
         subscribe(process.clone(), process, name.clone(), handler, config)
     }
 
@@ -193,4 +258,26 @@ async fn a_slow_handover_applies_every_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_holder_commits_nothing() {
     exactly_once_across_handovers(&Postgres::new().await, HandoverPlan::stale_holder()).await;
+}
+
+/// The scenario catches a projection that commits after its lease was
+/// lost: the stale holder's slow first event lands after its successor
+/// applied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projection_that_commits_after_losing_its_lease_is_caught() {
+    let fixture = Postgres::unleased().await;
+    let caught = tokio::spawn(async move {
+        exactly_once_across_handovers(&fixture, HandoverPlan::stale_holder()).await;
+    })
+    .await;
+    let panic = caught.expect_err("the scenario passed a projection that ignores its lease");
+    let message = panic
+        .into_panic()
+        .downcast::<String>()
+        .map(|m| *m)
+        .unwrap_or_default();
+    assert!(
+        message.contains("applied more than once"),
+        "caught for another reason: {message}"
+    );
 }

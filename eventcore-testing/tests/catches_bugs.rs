@@ -15,12 +15,17 @@ use eventcore::{
     StreamWrites,
 };
 use eventcore_testing::{
-    concurrency::{ConcurrencyConfig, run_concurrently},
+    concurrency::{ConcurrencyConfig, check_concurrency, run_concurrently},
     conformance::run_suite,
-    fixtures::{Balance, LedgerCommand, LedgerEvent, ledger_invariant},
+    fixtures::{
+        Balance, Credit, LedgerCommand, LedgerEvent, ledger_invariant,
+        shop::{ShopCommand, shop_batch, shop_invariant, shop_setup},
+        stream,
+    },
     strategies::{funded, ledger_batch},
 };
 use proptest::{
+    prelude::{Just, prop_oneof},
     strategy::{Strategy, ValueTree},
     test_runner::TestRunner,
 };
@@ -58,6 +63,16 @@ enum Flaw {
     /// with the streams' current versions but none of the events after the
     /// held ones.
     TailsMissEvents,
+    /// Writes a command's id record before checking versions, apart from
+    /// the events: an append that then conflicts leaves the record behind.
+    RecordsApart,
+    /// Keeps every snapshot as if written at schema version 1.
+    LosesSnapshotSchemas,
+    /// Numbers an append's events when it starts, makes them visible to the
+    /// global log a moment later, and answers a page of the log up to the
+    /// highest number visible: an append that commits late, under a lower
+    /// number, is skipped.
+    SkipsLateCommits,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +83,9 @@ struct BrokenStore {
     checkpoints: eventcore_memory::InMemoryCheckpointStore,
     identity: StoreIdentity,
     snapshots: Arc<Mutex<HashMap<eventcore::SnapshotKey, eventcore::Snapshot>>>,
+    /// Global sequences of appends not yet visible to the global log
+    /// (with `SkipsLateCommits`).
+    late: Arc<Mutex<std::collections::BTreeSet<u64>>>,
 }
 
 impl BrokenStore {
@@ -79,6 +97,7 @@ impl BrokenStore {
             checkpoints: eventcore_memory::InMemoryCheckpointStore::new(),
             identity: StoreIdentity::new(),
             snapshots: Arc::default(),
+            late: Arc::default(),
         }
     }
 }
@@ -266,39 +285,65 @@ impl EventStore for BrokenStore {
             | Flaw::NextPastMatches
             | Flaw::ReadsMissRecords
             | Flaw::SnapshotReadsFromStart
-            | Flaw::TailsMissEvents => {
-                let mut log = self.log.lock().unwrap();
-                let mut commands = self.commands.lock().unwrap();
-                if let Some((id, _)) = writes.command()
-                    && let Some(record) = commands.get(id)
-                {
-                    return record.repeat(&writes);
-                }
-                if self.flaw != Flaw::ForgetsCommands
-                    && !writes.is_empty()
-                    && let Some(record) =
-                        CommandRecord::of_append(&writes, &outcome, SystemTime::now())
-                {
-                    // Checked below, before anything is kept.
+            | Flaw::TailsMissEvents
+            | Flaw::RecordsApart
+            | Flaw::LosesSnapshotSchemas
+            | Flaw::SkipsLateCommits => {
+                let numbers = {
+                    let mut log = self.log.lock().unwrap();
+                    let mut commands = self.commands.lock().unwrap();
+                    if let Some((id, _)) = writes.command()
+                        && let Some(record) = commands.get(id)
+                    {
+                        return record.repeat(&writes);
+                    }
+                    if self.flaw == Flaw::RecordsApart
+                        && let Some(record) =
+                            CommandRecord::of_append(&writes, &outcome, SystemTime::now())
+                    {
+                        // Recorded before the check, and kept if it fails.
+                        commands.insert(record.command_id.clone(), record);
+                    }
+                    if !matches!(self.flaw, Flaw::ForgetsCommands | Flaw::RecordsApart)
+                        && !writes.is_empty()
+                        && let Some(record) =
+                            CommandRecord::of_append(&writes, &outcome, SystemTime::now())
+                    {
+                        // Checked below, before anything is kept.
+                        for (s, expected) in writes.expected_versions() {
+                            check(&log, s, *expected)?;
+                        }
+                        commands.insert(record.command_id.clone(), record);
+                    }
                     for (s, expected) in writes.expected_versions() {
-                        check(&log, s, *expected)?;
+                        let written = writes.events().iter().any(|e| e.stream_id() == s);
+                        if self.flaw != Flaw::SkipsReadOnlyCheck || written {
+                            check(&log, s, *expected)?;
+                        }
                     }
-                    commands.insert(record.command_id.clone(), record);
-                }
-                for (s, expected) in writes.expected_versions() {
-                    let written = writes.events().iter().any(|e| e.stream_id() == s);
-                    if self.flaw != Flaw::SkipsReadOnlyCheck || written {
-                        check(&log, s, *expected)?;
+                    let new = new_events(
+                        log.len(),
+                        &writes,
+                        None,
+                        self.flaw != Flaw::DropsMetadata,
+                        self.flaw != Flaw::DropsSchemaVersions,
+                    );
+                    let numbers: Vec<u64> =
+                        new.iter().map(RecordedEvent::global_sequence).collect();
+                    log.extend(new);
+                    if self.flaw == Flaw::SkipsLateCommits {
+                        // Numbered now, visible to the log a moment later.
+                        self.late.lock().unwrap().extend(numbers.iter().copied());
+                    }
+                    numbers
+                };
+                if self.flaw == Flaw::SkipsLateCommits {
+                    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..2_000))).await;
+                    let mut late = self.late.lock().unwrap();
+                    for n in &numbers {
+                        late.remove(n);
                     }
                 }
-                let new = new_events(
-                    log.len(),
-                    &writes,
-                    None,
-                    self.flaw != Flaw::DropsMetadata,
-                    self.flaw != Flaw::DropsSchemaVersions,
-                );
-                log.extend(new);
             }
             Flaw::NotAtomic => {
                 for (s, expected) in writes.expected_versions() {
@@ -337,6 +382,15 @@ impl EventStore for BrokenStore {
             }
         }
         if let Some(snapshot) = snapshot {
+            let snapshot = match self.flaw {
+                Flaw::LosesSnapshotSchemas => eventcore::Snapshot::new(
+                    snapshot.key().clone(),
+                    1,
+                    snapshot.versions().to_vec(),
+                    snapshot.state().to_owned(),
+                ),
+                _ => snapshot,
+            };
             self.snapshots
                 .lock()
                 .unwrap()
@@ -360,13 +414,20 @@ impl EventLog for BrokenStore {
     async fn read_all(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
         let after = query.start().map_or(0, Position::sequence);
         let log = self.log.lock().unwrap();
-        let events: Vec<(Position, RecordedEvent)> = log
+        let late = self.late.lock().unwrap();
+        let visible: Vec<&RecordedEvent> = log
+            .iter()
+            .filter(|e| !late.contains(&e.global_sequence()))
+            .collect();
+        let events: Vec<(Position, RecordedEvent)> = visible
             .iter()
             .filter(|e| e.global_sequence() > after && query.matches(e))
             .take(query.limit())
-            .map(|e| (Position::new(0, e.global_sequence()), e.clone()))
+            .map(|e| (Position::new(0, e.global_sequence()), (*e).clone()))
             .collect();
-        let end = log.last().map(|e| Position::new(0, e.global_sequence()));
+        let end = visible
+            .last()
+            .map(|e| Position::new(0, e.global_sequence()));
         let next = if events.len() < query.limit() || self.flaw == Flaw::NextPastMatches {
             end
         } else {
@@ -717,5 +778,305 @@ fn the_model_test_catches_broken_stores_and_passes_the_control() {
     assert!(
         model_test_fails_on(Flaw::NotAtomic),
         "partial appends not caught"
+    );
+}
+
+/// Runs [`check_concurrency`] on up to `cases` generated batches and
+/// returns its failure message, which must name the case's replay.
+fn kit_catches<S, C, F, Fut, St, I>(
+    cases: u32,
+    factory: F,
+    setup: Vec<C>,
+    batch: St,
+    config: ConcurrencyConfig,
+    invariant: I,
+) -> String
+where
+    S: EventStore + Clone + 'static,
+    C: CommandLogic + Clone + std::fmt::Debug + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+    St: Strategy<Value = Vec<C>>,
+    I: Fn(&[RecordedEvent]) -> Result<(), String>,
+{
+    // The closure only runs the check; nothing it touches is used after a panic.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        check_concurrency(cases, factory, setup, batch, config, invariant);
+    }));
+    let message = match caught {
+        Ok(()) => panic!("the concurrency checker did not catch the flaw in {cases} cases"),
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(
+        message.contains("EVENTCORE_REPLAY=") && message.contains("smallest failing batch"),
+        "a failure names its shrunk batch and replay: {message}"
+    );
+    message
+}
+
+/// A store that checks only the streams an append writes lets a
+/// reservation land on a customer's credit limit that was lowered after
+/// the reservation discovered and read it. Every reservation here tries
+/// one warehouse, which it writes: the discovered customer is the only
+/// stream it reads and does not write.
+#[test]
+fn a_discovered_stream_not_version_checked_is_caught() {
+    let one_warehouse = |batch: Vec<ShopCommand>| -> Vec<ShopCommand> {
+        batch
+            .into_iter()
+            .map(|command| match command {
+                ShopCommand::Reserve(mut reserve) => {
+                    reserve.warehouses[1] = reserve.warehouses[0].clone();
+                    ShopCommand::Reserve(reserve)
+                }
+                other => other,
+            })
+            .collect()
+    };
+    let message = kit_catches(
+        200,
+        || async { BrokenStore::new(Flaw::SkipsReadOnlyCheck) },
+        shop_setup(6, 6),
+        shop_batch(6, 30).prop_map(one_warehouse),
+        ConcurrencyConfig::default(),
+        shop_invariant,
+    );
+    assert!(
+        message.contains("not serializable: command #") && message.contains("read customer-"),
+        "{message}"
+    );
+}
+
+/// A command id recorded apart from the append's events: an append that
+/// conflicts leaves its record, and the retry finds the command "applied".
+#[test]
+fn a_command_id_recorded_outside_the_append_is_caught() {
+    let message = kit_catches(
+        200,
+        || async { BrokenStore::new(Flaw::RecordsApart) },
+        funded(4, 100),
+        ledger_batch(4, 40),
+        ConcurrencyConfig::default().with_command_ids(true),
+        ledger_invariant,
+    );
+    assert!(
+        message.contains("reported that it was applied, but none of its appends committed"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_of_another_schema_version_used_is_caught() {
+    let failed = failed_scenarios(Flaw::LosesSnapshotSchemas).await;
+    assert!(
+        failed.contains(&"unusable_snapshots_are_ignored"),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_and_a_subscription_that_skip_late_commits_are_caught() {
+    let failed = failed_scenarios(Flaw::SkipsLateCommits).await;
+    for scenario in [
+        "global_log_reader_misses_nothing_under_concurrent_writers",
+        "subscription_misses_no_late_commit",
+    ] {
+        assert!(failed.contains(&scenario), "{scenario}: {failed:?}");
+    }
+}
+
+/// Shows the events of one store under the identity of another: the
+/// executor then takes the other store's kept folds for its own. A
+/// wrapper that changes what a store shows (a tenant's prefix, another
+/// database) must have an identity of its own.
+#[derive(Debug, Clone)]
+struct Impostor {
+    shown: eventcore_memory::InMemoryEventStore,
+    identity: StoreIdentity,
+    /// Alive while the impostor is: the other store's writer stops with it.
+    _alive: Arc<()>,
+}
+
+impl EventStore for Impostor {
+    async fn read(&self, request: ReadRequest) -> Result<ReadAnswer, StoreError> {
+        self.shown.read(request).await
+    }
+
+    async fn append(&self, writes: StreamWrites) -> Result<AppendOutcome, StoreError> {
+        self.shown.append(writes).await
+    }
+
+    fn identity(&self) -> &StoreIdentity {
+        &self.identity
+    }
+}
+
+/// A store whose accounts another writer keeps moving, and an impostor
+/// showing a fresh store's events under its identity.
+async fn impostor() -> Impostor {
+    let other = eventcore_memory::InMemoryEventStore::new();
+    let alive = Arc::new(());
+    let watch = Arc::downgrade(&alive);
+    let writer = other.clone();
+    tokio::spawn(async move {
+        let accounts = eventcore_testing::strategies::accounts(4);
+        for account in &accounts {
+            let _ = eventcore::execute(
+                &writer,
+                Credit {
+                    account: account.clone(),
+                    amount: 1_000,
+                },
+            )
+            .await;
+        }
+        let mut i = 0;
+        while watch.upgrade().is_some() {
+            i += 1;
+            let (from, to) = (&accounts[i % 4], &accounts[(i + 1) % 4]);
+            let _ = eventcore::execute(
+                &writer,
+                eventcore_testing::fixtures::Move {
+                    from: from.clone(),
+                    to: to.clone(),
+                    amount: 1,
+                },
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    Impostor {
+        shown: eventcore_memory::InMemoryEventStore::new(),
+        identity: other.identity().clone(),
+        _alive: alive,
+    }
+}
+
+/// The executor keeps folds per store identity. Through a store value that
+/// shows other events under the same identity, a command takes a fold kept
+/// from the other store, whose writer moved the stream on: its decision is
+/// not the one its own events lead to.
+#[test]
+fn a_kept_state_reused_after_another_writer_moved_its_stream_is_caught() {
+    let message = kit_catches(
+        200,
+        impostor,
+        funded(4, 100),
+        ledger_batch(4, 40),
+        ConcurrencyConfig::default(),
+        ledger_invariant,
+    );
+    assert!(
+        message.contains("not serializable") || message.contains("on the state it read it"),
+        "{message}"
+    );
+}
+
+/// Refunds the first credit of an account it finds, in the order of a
+/// `HashMap`: a fold whose result depends on the map's random order.
+#[derive(Debug, Clone)]
+enum Refunds {
+    Credit(Credit),
+    RefundFirst(StreamId),
+}
+
+/// An account's balance and the credits it received, by amount.
+#[derive(Debug, Default)]
+struct Credits {
+    balance: i128,
+    credits: HashMap<u64, u32>,
+}
+
+impl CommandStreams for Refunds {
+    fn streams(&self) -> Vec<StreamId> {
+        match self {
+            Refunds::Credit(c) => c.streams(),
+            Refunds::RefundFirst(account) => vec![account.clone()],
+        }
+    }
+}
+
+impl CommandLogic for Refunds {
+    type Event = LedgerEvent;
+    type State = Credits;
+    type Error = Refusal;
+
+    fn apply(&self, mut state: Credits, event: &LedgerEvent) -> Credits {
+        match event {
+            LedgerEvent::Credited { amount, .. } => {
+                state.balance += i128::from(*amount);
+                *state.credits.entry(*amount).or_default() += 1;
+            }
+            LedgerEvent::Debited { amount, .. } => {
+                state.balance -= i128::from(*amount);
+                if let Some(n) = state.credits.get_mut(amount) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.credits.remove(amount);
+                    }
+                }
+            }
+        }
+        state
+    }
+
+    fn handle(&self, state: &Credits) -> Result<NewEvents<LedgerEvent>, Refusal> {
+        match self {
+            Refunds::Credit(c) => Ok(vec![LedgerEvent::Credited {
+                account: c.account.clone(),
+                amount: c.amount,
+                from: None,
+            }]
+            .into()),
+            Refunds::RefundFirst(account) => {
+                let first = state
+                    .credits
+                    .keys()
+                    .find(|a| i128::from(**a) <= state.balance)
+                    .ok_or_else(|| Refusal::new("nothing to refund"))?;
+                Ok(vec![LedgerEvent::Debited {
+                    account: account.clone(),
+                    amount: *first,
+                }]
+                .into())
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fold_that_is_not_deterministic_is_caught() {
+    let account = stream("acct-0");
+    let setup: Vec<Refunds> = [5, 7, 11, 13, 17]
+        .into_iter()
+        .map(|amount| {
+            Refunds::Credit(Credit {
+                account: account.clone(),
+                amount,
+            })
+        })
+        .collect();
+    let batch = proptest::collection::vec(
+        prop_oneof![
+            4 => Just(Refunds::RefundFirst(account.clone())),
+            1 => (1u64..20).prop_map({
+                let account = account.clone();
+                move |amount| Refunds::Credit(Credit { account: account.clone(), amount })
+            }),
+        ],
+        1..20,
+    );
+    let message = kit_catches(
+        200,
+        || async { eventcore_memory::InMemoryEventStore::new() },
+        setup,
+        batch,
+        ConcurrencyConfig::default(),
+        ledger_invariant,
+    );
+    assert!(
+        message.contains("decides differently on the same events"),
+        "{message}"
     );
 }

@@ -85,7 +85,9 @@ pub struct ConcurrencyConfig {
     /// instead of applying the command again.
     pub command_ids: bool,
     /// The one case [`check_concurrency`] runs instead of generating
-    /// batches, if set: a failure printed, pinned in a test.
+    /// batches, if set: a failure printed, pinned in a test. It runs up
+    /// to 20 times, until it fails: the batch and its perturbations are
+    /// the same every time, the threads' interleaving is not.
     pub replay: Option<Replay>,
 }
 
@@ -150,8 +152,8 @@ impl ConcurrencyConfig {
     }
 
     /// Makes [`check_concurrency`] run only the case `replay` names (what a
-    /// failure printed), once: a test that pins a failure found before,
-    /// and passes once it is fixed.
+    /// failure printed), up to 20 times until it fails: a test that pins a
+    /// failure found before, and passes once it is fixed.
     pub fn with_replay(mut self, replay: Replay) -> Self {
         self.replay = Some(replay);
         self
@@ -488,7 +490,8 @@ where
 /// [`run_concurrently`] on a fresh store from `factory`, on a
 /// multi-threaded runtime; `cases` batches in all. With a replay (from
 /// [`ConcurrencyConfig::with_replay`], or else the [`REPLAY_VAR`]
-/// environment variable) it runs only the case the replay names.
+/// environment variable) it runs only the case the replay names, up to 20
+/// times until it fails.
 ///
 /// # Panics
 /// On the first failing batch, after shrinking it: the message holds the

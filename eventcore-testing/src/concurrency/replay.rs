@@ -113,12 +113,16 @@ pub(super) enum Found<V> {
     Aborted(String),
 }
 
+/// How many times a replayed case is run before it counts as passing.
+pub(super) const REPLAY_RUNS: usize = 20;
+
 /// Most runs spent shrinking one failure.
 const MAX_SHRINK_RUNS: usize = 512;
 
 /// Runs `cases` generated values from `seed` through `test` (a failure's
 /// text, or `None` if it passed), shrinking the first failure; or, with
-/// `replay`, only the value it names, once.
+/// `replay`, only the value it names, up to [`REPLAY_RUNS`] times until it
+/// fails.
 pub(super) fn search<S, F>(
     strategy: &S,
     cases: u32,
@@ -143,14 +147,19 @@ where
             }
             apply(&mut tree, &replay.moves);
             let value = tree.current();
-            return match test(&value) {
-                None => Found::Passed,
-                Some(failure) => Found::Failed {
-                    value,
-                    failure,
-                    replay: replay.clone(),
-                },
-            };
+            // The batch and its perturbations are the same each run; the
+            // threads' interleaving is the scheduler's, so a race may need
+            // a few runs to show again.
+            for _ in 0..REPLAY_RUNS {
+                if let Some(failure) = test(&value) {
+                    return Found::Failed {
+                        value,
+                        failure,
+                        replay: replay.clone(),
+                    };
+                }
+            }
+            return Found::Passed;
         }
         let Some(mut failure) = test(&tree.current()) else {
             continue;
