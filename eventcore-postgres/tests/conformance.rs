@@ -8,3 +8,22 @@ eventcore_testing::conformance_tests!(
     eventcore_testing::conformance::Limits::default()
         .with_max_payload_bytes(eventcore_postgres::DEFAULT_MAX_PAYLOAD_BYTES)
 );
+
+/// The whole suite once more, reporting which paths of the execute loop
+/// each scenario took: every scenario passes, and the ones that exist to
+/// take a path (kept folds, tail reads, snapshots) took it here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_scenario_takes_the_path_it_tests() {
+    let reports = eventcore_testing::conformance::run_suite(support::fresh_store).await;
+    for report in &reports {
+        println!("{report}");
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let missing = eventcore_testing::conformance::paths_not_taken(&reports);
+    assert!(missing.is_empty(), "{missing:#?}");
+}

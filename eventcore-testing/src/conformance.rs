@@ -311,8 +311,9 @@ macro_rules! __run_each {
     ($factory:expr, $results:expr; $($scenario:ident),+ $(,)?) => {
         $(
             let store = $factory().await;
+            let probe = store.clone();
             let passed = tokio::spawn(async move { $crate::conformance::$scenario(&store).await }).await.is_ok();
-            $results.push((stringify!($scenario), passed));
+            $results.push($crate::conformance::ScenarioReport::of(stringify!($scenario), passed, &probe));
         )+
     };
 }
@@ -323,19 +324,118 @@ macro_rules! __run_each_limited {
     ($factory:expr, $results:expr; $($scenario:ident),+ $(,)?) => {
         $(
             let store = $factory().await;
+            let probe = store.clone();
             let passed = tokio::spawn(async move {
                 $crate::conformance::$scenario(&store, &$crate::conformance::Limits::default()).await
             }).await.is_ok();
-            $results.push((stringify!($scenario), passed));
+            $results.push($crate::conformance::ScenarioReport::of(stringify!($scenario), passed, &probe));
         )+
     };
 }
 
+/// One scenario of [`run_suite`]: whether it passed, and which paths of
+/// the execute loop its commands took on the store (the counters of the
+/// store's default [`Executor`](eventcore::Executor): kept folds, tail and
+/// whole reads, snapshots used and ignored, appends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScenarioReport {
+    /// The scenario's name (its function's).
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What its commands did through the store's default executor.
+    pub paths: eventcore::CacheStats,
+}
+
+impl ScenarioReport {
+    /// The report of scenario `name` run on `store` (a fresh store, whose
+    /// default executor only this scenario used).
+    #[doc(hidden)]
+    pub fn of<S: EventStore>(name: &'static str, passed: bool, store: &S) -> Self {
+        ScenarioReport {
+            name,
+            passed,
+            paths: eventcore::Executor::new(store).cache().stats(),
+        }
+    }
+}
+
+/// One line: the name, the verdict, the paths taken.
+impl std::fmt::Display for ScenarioReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.paths;
+        write!(
+            f,
+            "{}: {} (kept folds {} hit, {} stale, {} missed; reads {} tail, {} whole; \
+             snapshots {} looked up, {} used, {} ignored, {} offered; {} appends)",
+            self.name,
+            if self.passed { "passed" } else { "FAILED" },
+            p.hits,
+            p.stale_hits,
+            p.misses,
+            p.tail_reads,
+            p.full_reads,
+            p.snapshot_loads,
+            p.snapshots_used,
+            p.snapshots_ignored,
+            p.snapshots_offered,
+            p.appends
+        )
+    }
+}
+
+/// The paths of the execute loop that scenarios exist to take, checked in
+/// `reports` (from [`run_suite`]): kept folds used and found stale, tail
+/// reads after them, snapshots offered, used and ignored. Returns one line
+/// per path a scenario did not take on this store (nothing if all were):
+/// a scenario that passes without taking its path proves nothing about it.
+pub fn paths_not_taken(reports: &[ScenarioReport]) -> Vec<String> {
+    type Took = fn(&eventcore::CacheStats) -> bool;
+    let expected: [(&str, &str, Took); 5] = [
+        (
+            "kept_state_sees_writes_made_around_it",
+            "a kept fold used",
+            |p| p.hits > 0,
+        ),
+        (
+            "refusal_on_a_kept_state_is_confirmed_first",
+            "a tail read after kept folds",
+            |p| p.hits > 0 && p.tail_reads > 0,
+        ),
+        (
+            "snapshot_is_saved_and_used_after_a_restart",
+            "a snapshot offered",
+            |p| p.snapshots_offered > 0,
+        ),
+        (
+            "snapshot_is_saved_and_used_after_a_restart",
+            "a snapshot used",
+            |p| p.snapshots_used > 0,
+        ),
+        ("unusable_snapshots_are_ignored", "snapshots ignored", |p| {
+            p.snapshots_ignored > 0
+        }),
+    ];
+    expected
+        .iter()
+        .filter_map(
+            |(name, path, took)| match reports.iter().find(|r| r.name == *name) {
+                None => Some(format!("{name} did not run")),
+                Some(r) if !took(&r.paths) => Some(format!("{name} did not take {path}: {r}")),
+                Some(_) => None,
+            },
+        )
+        .collect()
+}
+
 /// Runs every scenario, each on a fresh store from `factory` and in its own
-/// task, and returns each scenario's name and whether it passed. A failing
-/// scenario's panic message goes to stderr as usual. For tests that expect
-/// a store to fail, such as the kit's own tests on deliberately broken stores.
-pub async fn run_suite<S, F, Fut>(factory: F) -> Vec<(&'static str, bool)>
+/// task, and reports for each whether it passed and which paths of the
+/// execute loop it took. A failing scenario's panic message goes to stderr
+/// as usual. For tests that expect a store to fail, such as the kit's own
+/// tests on deliberately broken stores, and to show what a store was put
+/// through.
+pub async fn run_suite<S, F, Fut>(factory: F) -> Vec<ScenarioReport>
 where
     S: SubscribableStore,
     F: Fn() -> Fut,
@@ -1993,4 +2093,31 @@ where
         }
     }
     outputs
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::{ScenarioReport, paths_not_taken};
+
+    #[test]
+    fn a_scenario_that_passes_without_its_path_is_named() {
+        let report = |name| ScenarioReport {
+            name,
+            passed: true,
+            paths: eventcore::CacheStats::default(),
+        };
+        let reports = vec![
+            report("kept_state_sees_writes_made_around_it"),
+            report("unusable_snapshots_are_ignored"),
+        ];
+        let missing = paths_not_taken(&reports);
+        assert_eq!(missing.len(), 5, "{missing:#?}");
+        assert!(missing[0].contains("did not take a kept fold used"), "{missing:#?}");
+        assert!(
+            missing
+                .iter()
+                .any(|m| m == "refusal_on_a_kept_state_is_confirmed_first did not run"),
+            "{missing:#?}"
+        );
+    }
 }

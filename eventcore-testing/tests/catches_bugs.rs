@@ -441,7 +441,7 @@ async fn failed_scenarios(flaw: Flaw) -> Vec<&'static str> {
     run_suite(|| async move { BrokenStore::new(flaw) })
         .await
         .into_iter()
-        .filter_map(|(name, passed)| (!passed).then_some(name))
+        .filter_map(|r| (!r.passed).then_some(r.name))
         .collect()
 }
 
