@@ -2112,7 +2112,10 @@ mod path_tests {
         ];
         let missing = paths_not_taken(&reports);
         assert_eq!(missing.len(), 5, "{missing:#?}");
-        assert!(missing[0].contains("did not take a kept fold used"), "{missing:#?}");
+        assert!(
+            missing[0].contains("did not take a kept fold used"),
+            "{missing:#?}"
+        );
         assert!(
             missing
                 .iter()

@@ -6,19 +6,26 @@
 //! | [`conformance`] | the scenarios every [`EventStore`](eventcore::EventStore) must pass, as plain async functions; [`conformance_tests!`] expands them into `#[tokio::test]`s for a store factory |
 //! | [`model`] | model-based testing: generated reads and appends with current, stale and future expected versions, compared with a reference model; shrunk failures print the smallest failing sequence |
 //! | [`cache`] | proof that kept states and snapshots never change an outcome: random histories on two caching "processes" against a store that keeps nothing, and 16 tasks paying through two processes |
-//! | [`concurrency`] | property-tested concurrency for your commands: a batch on many tasks with seeded perturbations, then your invariant, serializability (replay in commit order) and no lost or duplicated events |
+//! | [`concurrency`] | property-tested concurrency for your commands: a batch on many tasks with seeded perturbations, every store call recorded (every read and discovery round, every append), then your invariant, version use, serializability (every decision made again through `execute` on what it read, twice) and no lost or duplicated events; a failure prints the one line that replays it |
+//! | [`decision`] | [`decide_on`](decision::decide_on): a command's decision on given events, made by `execute` itself against a store of fixed events |
 //! | [`faults`] | [`FaultyStore`](faults::FaultyStore): seeded conflicts, transient errors before and after commit, delays |
 //! | [`handover`] | exactly once across lease handovers: one scenario, with a fixture per backend |
-//! | [`gwt`] | given/when/then for one command's decision, without a store |
+//! | [`gwt`] | given/when/then for one command's decision, without a store: every stream it reads, discovered ones included, and the writes `execute` accepts |
 //! | [`trace`] | [`Capture`](trace::Capture): the spans and events eventcore emits, to assert on |
-//! | [`fixtures`], [`strategies`] | the events, commands and proptest strategies the kit's own scenarios use |
+//! | [`fixtures`], [`strategies`] | the events, commands and proptest strategies the kit's own scenarios use; [`fixtures::shop`], a reservation that discovers its customer |
 //! | [`proptest`] | proptest itself, re-exported, so a service's `Cargo.toml` names only `eventcore-testing` |
 //!
-//! The kit's own tests run the suite, the model test and the concurrency
-//! checker against deliberately broken stores and commands (no version
-//! check on read-only participants, non-atomic appends, reused versions,
-//! lost events, a fold that ignores an event type) and assert that each is
-//! caught.
+//! The kit's own tests run the suite, the model test, the handover
+//! scenario and the concurrency checker against deliberately broken stores
+//! and commands, and assert that each is caught: no version check on
+//! read-only participants or on discovered streams, non-atomic appends,
+//! reused versions, lost events, dropped metadata or schema versions,
+//! forgotten command ids or ids recorded apart from their events, reads
+//! that miss records or events after kept folds, snapshots read twice or
+//! used at another schema version, kept folds taken from another store's
+//! identity, a global log or subscription that skips a late commit, a
+//! projection that commits after losing its lease, and folds that ignore
+//! an event type or are not deterministic.
 //!
 //! A backend runs the whole suite with one line, or the parts it
 //! implements, one macro per capability: `store_conformance_tests!` (reads

@@ -76,7 +76,7 @@ pub struct ConcurrencyConfig {
     /// The retry policy of every command.
     pub retry: RetryPolicy,
     /// Probability that an append which committed is reported to the
-    /// command as a lost connection ([`StoreError::Transient`]): the reply
+    /// command as a lost connection ([`StoreError::Transient`](eventcore::StoreError::Transient)): the reply
     /// lost after commit, which `execute` retries.
     pub lost_reply_rate: f64,
     /// Whether every command of the batch runs with a command id of its
