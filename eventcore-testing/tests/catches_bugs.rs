@@ -1045,6 +1045,18 @@ impl CommandLogic for Refunds {
     }
 }
 
+/// Refunds debit without a matching credit: only overdrafts break them.
+fn no_overdraft(log: &[RecordedEvent]) -> Result<(), String> {
+    let mut balances = eventcore_testing::fixtures::Balances::default();
+    for e in log {
+        balances.apply(&e.decode::<LedgerEvent>().map_err(|e| e.to_string())?);
+    }
+    match balances.0.iter().find(|(_, b)| **b < 0) {
+        Some((account, b)) => Err(format!("{account} went to {b}")),
+        None => Ok(()),
+    }
+}
+
 #[test]
 fn a_fold_that_is_not_deterministic_is_caught() {
     let account = stream("acct-0");
@@ -1073,10 +1085,13 @@ fn a_fold_that_is_not_deterministic_is_caught() {
         setup,
         batch,
         ConcurrencyConfig::default(),
-        ledger_invariant,
+        no_overdraft,
     );
+    // Almost always named as such; a run whose re-decisions all happened
+    // to agree shows it as a decision other than the one appended.
     assert!(
-        message.contains("decides differently on the same events"),
+        message.contains("decides differently on the same events")
+            || message.contains("not serializable: on the state it read"),
         "{message}"
     );
 }
