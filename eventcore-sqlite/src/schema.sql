@@ -1,0 +1,62 @@
+-- eventcore's tables in one SQLite file. Applied at every open: each
+-- statement is idempotent.
+
+-- Every event, numbered by its place in the global log. The position is
+-- assigned by the one writer, under SQLite's write lock, as the last one
+-- plus one: contiguous, and in commit order, so a reader of the log never
+-- skips an event committed late.
+CREATE TABLE IF NOT EXISTS eventcore_events (
+    position       INTEGER PRIMARY KEY,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL UNIQUE,
+    event_type     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    payload        TEXT    NOT NULL,
+    correlation_id TEXT,
+    causation_id   TEXT,
+    metadata       TEXT    NOT NULL,
+    recorded_at    INTEGER NOT NULL, -- microseconds since the Unix epoch
+    UNIQUE (stream_id, version)
+) STRICT;
+
+-- Stored events are immutable.
+CREATE TRIGGER IF NOT EXISTS eventcore_events_no_update
+BEFORE UPDATE ON eventcore_events
+BEGIN
+    SELECT RAISE(ABORT, 'eventcore events are immutable: UPDATE refused');
+END;
+
+CREATE TRIGGER IF NOT EXISTS eventcore_events_no_delete
+BEFORE DELETE ON eventcore_events
+BEGIN
+    SELECT RAISE(ABORT, 'eventcore events are immutable: DELETE refused');
+END;
+
+-- Each stream's current version, for the version check of an append.
+CREATE TABLE IF NOT EXISTS eventcore_streams (
+    stream_id TEXT    PRIMARY KEY,
+    version   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- A command's id, recorded in the transaction of its events.
+CREATE TABLE IF NOT EXISTS eventcore_commands (
+    command_id     TEXT    PRIMARY KEY,
+    command_type   TEXT    NOT NULL,
+    streams        TEXT    NOT NULL, -- JSON: [[stream, version after], ...]
+    events_written INTEGER NOT NULL,
+    recorded_at    INTEGER NOT NULL  -- microseconds since the Unix epoch
+) STRICT, WITHOUT ROWID;
+
+-- Snapshots are not events: replaced, dropped, deleted at will. Each keeps
+-- the ids of the events at its versions, and is used only while those are
+-- the stream's events.
+CREATE TABLE IF NOT EXISTS eventcore_snapshots (
+    name           TEXT    NOT NULL,
+    streams        TEXT    NOT NULL, -- the key's text form
+    schema_version INTEGER NOT NULL,
+    versions       TEXT    NOT NULL, -- JSON: [version, ...]
+    event_ids      TEXT    NOT NULL, -- JSON: [id or null, ...]
+    state          TEXT    NOT NULL,
+    PRIMARY KEY (name, streams)
+) STRICT, WITHOUT ROWID;

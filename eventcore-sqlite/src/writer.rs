@@ -1,0 +1,285 @@
+//! The one writer: every append of the store, committed in groups.
+
+use std::{path::Path, sync::mpsc, time::Duration};
+
+use eventcore::{AppendOutcome, CommandRecord, Snapshot, StoreError, StreamWrites};
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{Notify, oneshot};
+
+use crate::{
+    SqliteConfig, Synchronous,
+    error::sqlite,
+    read::{self, event_ids_at},
+    rows::{now_micros, sql_version},
+};
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Append, or refuse with a conflict.
+    Append {
+        writes: StreamWrites,
+        reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    },
+    /// Delete command records older than `older_than`.
+    Prune {
+        older_than: Duration,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// Opens the write connection and brings the tables up to date.
+pub(crate) fn open(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path).map_err(|e| sqlite("open", e))?;
+    connection
+        .busy_timeout(config.busy_timeout)
+        .map_err(|e| sqlite("open", e))?;
+    let synchronous = match config.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .and_then(|()| connection.pragma_update(None, "synchronous", synchronous))
+        .and_then(|()| connection.execute_batch(include_str!("schema.sql")))
+        .map_err(|e| sqlite("migrate", e))?;
+    Ok(connection)
+}
+
+/// Serves jobs until every sender is gone.
+pub(crate) fn run(
+    mut connection: Connection,
+    jobs: mpsc::Receiver<Job>,
+    config: &SqliteConfig,
+    appended: &Notify,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut appends = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Append { writes, reply } => appends.push((writes, reply)),
+                Job::Prune { older_than, reply } => {
+                    let _ = reply.send(prune(&connection, older_than));
+                }
+            }
+            if appends.len() < config.max_batch {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if !appends.is_empty() {
+            commit_group(&mut connection, appends, appended);
+        }
+    }
+}
+
+/// Appends every write of `group` in one transaction, each in a savepoint
+/// of its own, and answers each once the transaction committed (or failed
+/// as a whole). Snapshots the writes carried are saved afterwards, in a
+/// transaction of their own: an append never waits on one.
+fn commit_group(
+    connection: &mut Connection,
+    group: Vec<(
+        StreamWrites,
+        oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    )>,
+    appended: &Notify,
+) {
+    let mut answers = Vec::with_capacity(group.len());
+    let mut snapshots = Vec::new();
+    let committed = (|| -> rusqlite::Result<()> {
+        let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (mut writes, reply) in group {
+            let snapshot = writes.take_snapshot();
+            let point = tx.savepoint()?;
+            let outcome = append_one(&point, &writes);
+            if matches!(&outcome, Ok(done) if !done.already_applied) {
+                point.commit()?;
+                snapshots.extend(snapshot);
+            } else {
+                // Dropped, the savepoint rolls back what this append wrote.
+                drop(point);
+            }
+            answers.push((reply, outcome));
+        }
+        tx.commit()
+    })();
+    let wrote = answers.iter().any(|(_, a)| {
+        a.as_ref()
+            .is_ok_and(|o| o.events_written > 0 && !o.already_applied)
+    });
+    for (reply, outcome) in answers {
+        let outcome = match &committed {
+            Ok(()) => outcome,
+            // Nothing of the group is stored.
+            Err(e) => Err(group_failed(e)),
+        };
+        let _ = reply.send(outcome);
+    }
+    if committed.is_ok() && wrote {
+        appended.notify_waiters();
+    }
+    for snapshot in snapshots {
+        // A snapshot may be dropped: a failure to save one is no error.
+        let _ = save_snapshot(connection, &snapshot);
+    }
+}
+
+/// The error each append of a group whose transaction failed is told:
+/// transient if SQLite was busy or locked, else a backend failure; nothing
+/// of the group is stored.
+fn group_failed(error: &rusqlite::Error) -> StoreError {
+    let source = Box::new(crate::SqliteError::CommitFailed {
+        message: error.to_string(),
+    });
+    let busy = matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    if busy {
+        StoreError::Transient {
+            operation: "append",
+            source,
+        }
+    } else {
+        StoreError::Backend {
+            operation: "append",
+            source,
+        }
+    }
+}
+
+/// One append inside the group's transaction: the command's record if it
+/// was applied before, else every version checked, the events written, the
+/// streams' versions moved and the command recorded.
+fn append_one(tx: &Connection, writes: &StreamWrites) -> Result<AppendOutcome, StoreError> {
+    let stream_versions = writes.resulting_versions()?;
+    let versions = writes.event_versions()?;
+    let failed = |e| sqlite("append", e);
+    if let Some((id, _)) = writes.command()
+        && let Some(record) = read::command(tx, id.as_str()).map_err(failed)?
+    {
+        return record.repeat(writes);
+    }
+    for (stream, expected) in writes.expected_versions() {
+        let actual = read::stream_version(tx, stream).map_err(failed)?;
+        if actual != *expected {
+            return Err(StoreError::VersionConflict {
+                stream_id: stream.clone(),
+                expected: *expected,
+                actual,
+            });
+        }
+    }
+    let recorded_at = now_micros();
+    let mut position: i64 = tx
+        .query_row(
+            "SELECT coalesce(max(position), 0) FROM eventcore_events",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(failed)?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO eventcore_events (position, stream_id, version, event_id, event_type, \
+             schema_version, payload, correlation_id, causation_id, metadata, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(failed)?;
+    for (pending, version) in writes.events().iter().zip(versions) {
+        position += 1;
+        let metadata = pending.metadata();
+        insert
+            .execute(params![
+                position,
+                pending.stream_id().as_str(),
+                sql_version(version),
+                pending.event_id().hyphenated().to_string(),
+                pending.event_type(),
+                i64::from(pending.schema_version()),
+                pending.payload(),
+                metadata.correlation_id().map(|c| c.as_str()),
+                metadata.causation_id().map(|c| c.as_str()),
+                metadata.values_json(),
+                recorded_at,
+            ])
+            .map_err(failed)?;
+    }
+    let mut moved = tx
+        .prepare_cached(
+            "INSERT INTO eventcore_streams (stream_id, version) VALUES (?1, ?2) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+        )
+        .map_err(failed)?;
+    for ((stream, after), (_, before)) in stream_versions.iter().zip(writes.expected_versions()) {
+        if after != before {
+            moved
+                .execute(params![stream.as_str(), sql_version(*after)])
+                .map_err(failed)?;
+        }
+    }
+    let outcome = AppendOutcome::new(stream_versions, writes.events().len());
+    if !writes.is_empty()
+        && let Some(record) =
+            CommandRecord::of_append(writes, &outcome, crate::rows::time(recorded_at))
+    {
+        let streams: Vec<(&str, u64)> = record
+            .outcome
+            .stream_versions
+            .iter()
+            .map(|(s, v)| (s.as_str(), v.get()))
+            .collect();
+        let streams = serde_json::to_string(&streams).map_err(|e| StoreError::Backend {
+            operation: "append",
+            source: Box::new(e),
+        })?;
+        tx.execute(
+            "INSERT INTO eventcore_commands (command_id, command_type, streams, events_written, \
+             recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                record.command_id.as_str(),
+                record.command_type.as_ref(),
+                streams,
+                i64::try_from(record.outcome.events_written).unwrap_or(i64::MAX),
+                recorded_at,
+            ],
+        )
+        .map_err(failed)?;
+    }
+    Ok(outcome)
+}
+
+/// Keeps `snapshot` with the ids of the events at its versions.
+fn save_snapshot(connection: &mut Connection, snapshot: &Snapshot) -> rusqlite::Result<()> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let ids = event_ids_at(&tx, snapshot)?;
+    let versions: Vec<u64> = snapshot.versions().iter().map(|v| v.get()).collect();
+    let encode = |e: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+    tx.execute(
+        "INSERT INTO eventcore_snapshots (name, streams, schema_version, versions, event_ids, state) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (name, streams) DO UPDATE SET schema_version = excluded.schema_version, \
+         versions = excluded.versions, event_ids = excluded.event_ids, state = excluded.state",
+        params![
+            snapshot.key().name(),
+            snapshot.key().streams_text(),
+            i64::from(snapshot.schema_version()),
+            serde_json::to_string(&versions).map_err(encode)?,
+            serde_json::to_string(&ids).map_err(encode)?,
+            snapshot.state(),
+        ],
+    )?;
+    tx.commit()
+}
+
+/// Deletes the command records older than `older_than`.
+fn prune(connection: &Connection, older_than: Duration) -> Result<u64, StoreError> {
+    let cutoff = now_micros() - i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX);
+    connection
+        .execute(
+            "DELETE FROM eventcore_commands WHERE recorded_at < ?1",
+            [cutoff],
+        )
+        .map(|n| n as u64)
+        .map_err(|e| sqlite("prune_commands", e))
+}
