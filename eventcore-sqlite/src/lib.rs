@@ -51,6 +51,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod checkpoints;
 mod error;
 mod read;
 mod rows;
@@ -69,6 +70,7 @@ use eventcore::{
 use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
+pub use checkpoints::SqliteLease;
 pub use error::SqliteError;
 
 /// The largest serialised event accepted by default: 1 MiB, as on the

@@ -60,3 +60,16 @@ CREATE TABLE IF NOT EXISTS eventcore_snapshots (
     state          TEXT    NOT NULL,
     PRIMARY KEY (name, streams)
 ) STRICT, WITHOUT ROWID;
+
+-- Each subscription's checkpoint: the position of the last event handled.
+CREATE TABLE IF NOT EXISTS eventcore_checkpoints (
+    name     TEXT    PRIMARY KEY,
+    sequence INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- Each subscription's newest lease token: raised by every lease taken, so
+-- that a former holder's checkpoint is refused.
+CREATE TABLE IF NOT EXISTS eventcore_leases (
+    name  TEXT    PRIMARY KEY,
+    token INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;

@@ -2,7 +2,10 @@
 
 use std::{path::Path, sync::mpsc, time::Duration};
 
-use eventcore::{AppendOutcome, CommandRecord, Snapshot, StoreError, StreamWrites};
+use eventcore::{
+    AppendOutcome, CommandRecord, LeaseToken, Position, Snapshot, StoreError, StreamWrites,
+    SubscriptionName,
+};
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{Notify, oneshot};
 
@@ -25,6 +28,18 @@ pub(crate) enum Job {
     Prune {
         older_than: Duration,
         reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    /// Raise the lease token of `name`.
+    Lease {
+        name: String,
+        reply: oneshot::Sender<Result<LeaseToken, StoreError>>,
+    },
+    /// Move a checkpoint under a lease token.
+    Checkpoint {
+        name: SubscriptionName,
+        position: Position,
+        token: LeaseToken,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
 
@@ -61,6 +76,22 @@ pub(crate) fn run(
                 Job::Append { writes, reply } => appends.push((writes, reply)),
                 Job::Prune { older_than, reply } => {
                     let _ = reply.send(prune(&connection, older_than));
+                }
+                Job::Lease { name, reply } => {
+                    let _ = reply.send(crate::checkpoints::raise_token(&mut connection, &name));
+                }
+                Job::Checkpoint {
+                    name,
+                    position,
+                    token,
+                    reply,
+                } => {
+                    let _ = reply.send(crate::checkpoints::save(
+                        &mut connection,
+                        &name,
+                        position,
+                        token,
+                    ));
                 }
             }
             if appends.len() < config.max_batch {

@@ -231,3 +231,49 @@ async fn a_reopened_file_keeps_every_event() {
     assert_eq!(read.events().len(), 10);
     assert_eq!(read.version(&stream("kept")).map(|v| v.get()), Some(10));
 }
+
+/// A lease taken through one store value shuts out another value on the
+/// same file (as another process would be) until it is dropped; the next
+/// holder's token is newer, and the former holder's checkpoint is refused.
+#[tokio::test]
+async fn a_lease_on_one_file_has_one_holder_across_store_values() {
+    use eventcore::{CheckpointStore, StoreError, SubscriptionLeases, SubscriptionName};
+    let (first, second) = two_on_one_file().await;
+    let name = SubscriptionName::try_new("one-holder").unwrap();
+    let held = first
+        .try_acquire(&name)
+        .await
+        .expect("lease")
+        .expect("free");
+    let old = first.token(&held);
+    assert!(
+        second.try_acquire(&name).await.expect("try").is_none(),
+        "held by the first"
+    );
+    assert!(
+        first.try_acquire(&name).await.expect("try").is_none(),
+        "even for its own value"
+    );
+    let mut held = held;
+    assert!(first.still_held(&mut held).await.expect("check"));
+    first
+        .save(&name, Position::new(0, 3), old)
+        .await
+        .expect("the holder saves");
+    drop(held);
+    let next = second
+        .try_acquire(&name)
+        .await
+        .expect("lease")
+        .expect("free once dropped");
+    assert!(second.token(&next) > old);
+    let refused = first
+        .save(&name, Position::new(0, 9), old)
+        .await
+        .expect_err("a former holder's save");
+    assert!(matches!(refused, StoreError::LeaseLost { .. }), "{refused}");
+    assert_eq!(
+        second.load(&name).await.expect("load"),
+        Some(Position::new(0, 3))
+    );
+}
