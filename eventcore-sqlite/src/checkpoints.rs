@@ -37,6 +37,15 @@ fn fnv1a(text: &str) -> u64 {
 }
 
 impl SqliteEventStore {
+    /// The file whose lock is the lease of subscription `name`, beside the
+    /// database. Deleting it ends the lease as its holder's death would:
+    /// the holder's `still_held` turns false, the next instance locks a new
+    /// file under a newer token, and the former holder's writes are
+    /// refused (for tests, and for an operator freeing a lease by hand).
+    pub fn lease_file(&self, name: &SubscriptionName) -> PathBuf {
+        self.lock_path(name)
+    }
+
     /// The lock file of subscription `name`.
     fn lock_path(&self, name: &SubscriptionName) -> PathBuf {
         let mut folder = self.inner.path.clone().into_os_string();
@@ -70,7 +79,7 @@ pub(crate) fn raise_token(c: &mut Connection, name: &str) -> Result<LeaseToken, 
 }
 
 /// The newest token of `name` (0 if no lease was ever taken).
-fn newest_token(c: &Connection, name: &str) -> rusqlite::Result<LeaseToken> {
+pub(crate) fn newest_token(c: &Connection, name: &str) -> rusqlite::Result<LeaseToken> {
     let token: Option<i64> = c
         .query_row(
             "SELECT token FROM eventcore_leases WHERE name = ?1",

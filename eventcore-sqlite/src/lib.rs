@@ -36,6 +36,14 @@
 //!   commit order, so a reader of the log never skips an event.
 //! - **Readers** use connections of their own in WAL mode: a read is one
 //!   transaction, one consistent view, and never waits for the writer.
+//!   A subscription is woken by this store's commits at once, and by
+//!   other processes' within 5 ms (a thread polls SQLite's
+//!   `data_version`).
+//! - **Exactly-once projections** ([`ExactlyOnce`]) write a read model in
+//!   the same file, in the transaction that moves the checkpoint.
+//! - **Leases** are exclusive locks on files beside the database, which
+//!   the operating system frees when their holder dies; a checkpoint is
+//!   saved only under the newest lease token.
 //! - **Durable by default:** `synchronous=FULL`, so a commit that returned
 //!   survives a power loss. [`Synchronous::Normal`] trades the last
 //!   commits before a power loss (never the file's integrity) for speed.
@@ -53,8 +61,10 @@
 
 mod checkpoints;
 mod error;
+mod projection;
 mod read;
 mod rows;
+mod watch;
 mod writer;
 
 use std::{
@@ -72,6 +82,7 @@ use tokio::sync::{Notify, oneshot};
 
 pub use checkpoints::SqliteLease;
 pub use error::SqliteError;
+pub use projection::{ExactlyOnce, SqliteProjection};
 
 /// The largest serialised event accepted by default: 1 MiB, as on the
 /// other stores.
@@ -157,8 +168,13 @@ struct Inner {
     writer: mpsc::Sender<writer::Job>,
     /// Read connections not in use.
     readers: Mutex<Vec<Connection>>,
-    /// Notified after every commit that wrote events.
+    /// Notified after every commit that wrote events, in this process or
+    /// another (see [`watch`]).
     appended: Arc<Notify>,
+    /// Whether the watcher of other processes' commits was started.
+    watching: std::sync::Once,
+    /// Alive while the store is: the watcher stops with it.
+    alive: Arc<()>,
 }
 
 impl SqliteEventStore {
@@ -198,6 +214,8 @@ impl SqliteEventStore {
                 writer: jobs,
                 readers: Mutex::new(Vec::new()),
                 appended,
+                watching: std::sync::Once::new(),
+                alive: Arc::new(()),
             }),
             identity: StoreIdentity::new(),
         })
@@ -291,7 +309,18 @@ impl EventLog for SqliteEventStore {
             .await
     }
 
+    /// Completes after the next commit to the file by any connection:
+    /// this store's writer notifies at once, a thread polling SQLite's
+    /// `data_version` every 5 ms (started on first use) sees other
+    /// processes' commits.
     fn appended(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.inner.watching.call_once(|| {
+            watch::start(
+                self.inner.path.clone(),
+                self.inner.appended.clone(),
+                Arc::downgrade(&self.inner.alive),
+            );
+        });
         self.inner.appended.clone().notified_owned()
     }
 }

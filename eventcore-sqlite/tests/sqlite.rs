@@ -277,3 +277,47 @@ async fn a_lease_on_one_file_has_one_holder_across_store_values() {
         Some(Position::new(0, 3))
     );
 }
+
+/// A subscription on one store value is woken by a commit made through
+/// another value of the same file (as another process would make it), long
+/// before its polling interval (30 s here) would have found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_by_another_process_wakes_a_subscription() {
+    use std::sync::{Arc, Mutex};
+    let (writer, reader) = two_on_one_file().await;
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handler = {
+        let seen = seen.clone();
+        eventcore::handler_fn(move |_, event: &eventcore_testing::fixtures::LedgerEvent| {
+            if let eventcore_testing::fixtures::LedgerEvent::Credited { amount, .. } = event {
+                seen.lock().unwrap().push(*amount);
+            }
+            async { Ok(()) }
+        })
+    };
+    let config = eventcore::SubscriptionConfig::default()
+        .with_poll_interval(std::time::Duration::from_secs(30));
+    let name = eventcore::SubscriptionName::try_new("woken").unwrap();
+    let handle = eventcore::subscribe(reader.clone(), reader, name, handler, config);
+    // Let the subscription take its lease and find the log empty.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    execute(
+        &writer,
+        Credit {
+            account: stream("wake"),
+            amount: 7,
+        },
+    )
+    .await
+    .expect("credit");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not woken by the other value's commit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    handle.stop().await.expect("stop");
+    assert_eq!(*seen.lock().unwrap(), vec![7]);
+}
