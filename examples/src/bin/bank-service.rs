@@ -1,6 +1,8 @@
 //! The bank as an HTTP service: `cargo run --release -p eventcore-examples
-//! --bin bank-service`. In memory unless `--database-url` or `DATABASE_URL`
-//! names a PostgreSQL database (migrated at start). Logs one line per
+//! --bin bank-service`. Keeps its accounts in an SQLite file (`--data`,
+//! `bank.sqlite` in the current folder by default, created at first start);
+//! in memory with `--memory`; on PostgreSQL when `--database-url` or
+//! `DATABASE_URL` names a database (migrated at start). Logs one line per
 //! request; `RUST_LOG` changes what is logged (`RUST_LOG=info` adds
 //! eventcore's spans). Stops on Ctrl-C or SIGTERM, finishing requests in
 //! flight.
@@ -14,6 +16,7 @@ use eventcore_examples::{
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::PostgresConfig;
+use eventcore_sqlite::{SqliteConfig, SqliteEventStore};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -22,9 +25,16 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// PostgreSQL URL (default: $DATABASE_URL; in memory when neither is set).
-    #[arg(long, value_name = "URL")]
+    /// PostgreSQL URL (default: $DATABASE_URL; the SQLite file when
+    /// neither is set).
+    #[arg(long, value_name = "URL", conflicts_with = "memory")]
     database_url: Option<String>,
+    /// The SQLite file to keep the bank in (created if missing).
+    #[arg(long, value_name = "PATH", default_value = "bank.sqlite")]
+    data: std::path::PathBuf,
+    /// Keep everything in memory: gone when the service stops.
+    #[arg(long)]
+    memory: bool,
 }
 
 #[tokio::main]
@@ -42,15 +52,36 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let url = args
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok())
-        .filter(|u| !u.trim().is_empty());
-    let backend = match &url {
-        Some(url) => Backend::Postgres(cli::connect(url, PostgresConfig::default()).await?),
-        None => Backend::Memory(InMemoryEventStore::new(), InMemoryCheckpointStore::new()),
+        .filter(|u| !u.trim().is_empty() && !args.memory);
+    let (backend, store, data) = match &url {
+        _ if args.memory => (
+            Backend::Memory(InMemoryEventStore::new(), InMemoryCheckpointStore::new()),
+            "memory",
+            None,
+        ),
+        Some(url) => (
+            Backend::Postgres(cli::connect(url, PostgresConfig::default()).await?),
+            "postgres",
+            None,
+        ),
+        None => {
+            let store = SqliteEventStore::open(&args.data, SqliteConfig::default()).await?;
+            let path = std::path::absolute(store.path()).unwrap_or_else(|_| args.data.clone());
+            (Backend::Sqlite(store), "sqlite", Some(path))
+        }
     };
-    let store = if url.is_some() { "postgres" } else { "memory" };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let running = service::start(backend, listener, service::shutdown_signal()).await?;
-    tracing::info!(target: "bank_service", addr = %running.addr, store, "listening");
+    match data {
+        Some(path) => tracing::info!(
+            target: "bank_service",
+            addr = %running.addr,
+            store,
+            data = %path.display(),
+            "listening"
+        ),
+        None => tracing::info!(target: "bank_service", addr = %running.addr, store, "listening"),
+    }
     running.finished().await?;
     Ok(())
 }

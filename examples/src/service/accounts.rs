@@ -1,8 +1,8 @@
 //! The service's read model: every account with its owner, balance and
 //! version, kept by a subscription to the bank's events. In memory for the
-//! in-memory store; in a table (`bank_accounts`) for PostgreSQL, written
-//! in the same transaction as the subscription's checkpoint
-//! ([`ExactlyOnce`]), so a restart resumes where the table is.
+//! in-memory store; in a table (`bank_accounts`) for PostgreSQL and
+//! SQLite, written in the same transaction as the subscription's
+//! checkpoint ([`ExactlyOnce`]), so a restart resumes where the table is.
 
 use std::{
     collections::BTreeMap,
@@ -79,6 +79,9 @@ pub enum Accounts {
     /// In the `bank_accounts` table, read through the application's own
     /// small pool.
     Postgres(PgPool),
+    /// In the `bank_accounts` table of the store's file, read through a
+    /// connection of the application's own.
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
 }
 
 impl Accounts {
@@ -109,6 +112,35 @@ impl Accounts {
                 .fetch_all(pool)
                 .await?;
                 rows.iter().map(row_from_pg).collect::<Result<_, _>>()?
+            }
+            Accounts::Sqlite(connection) => {
+                let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+                let mut query = connection.prepare_cached(
+                    "SELECT id, owner, balance, version FROM bank_accounts
+                     WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let rows = query.query_map(
+                    rusqlite::params![after, i64::try_from(limit + 1)?],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    },
+                )?;
+                let mut accounts = Vec::new();
+                for row in rows {
+                    let (id, owner, balance, version) = row?;
+                    accounts.push(AccountRow {
+                        id,
+                        owner,
+                        balance: i128::from(balance),
+                        version: u64::try_from(version)?,
+                    });
+                }
+                accounts
             }
         };
         let more = accounts.len() > limit;
@@ -249,4 +281,60 @@ pub async fn start_postgres(
     let handler = ExactlyOnce::new(store.clone(), name(), TableProjection);
     let handle = subscribe(store.clone(), store.clone(), name(), handler, config());
     Ok((Accounts::Postgres(pool), handle))
+}
+
+/// Applies events to the `bank_accounts` table of an SQLite store's file,
+/// in the checkpoint's transaction.
+#[derive(Debug, Clone, Copy)]
+struct SqliteTable;
+
+impl eventcore_sqlite::SqliteProjection<BankEvent> for SqliteTable {
+    fn apply(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        context: &EventContext,
+        event: &BankEvent,
+    ) -> Result<(), BoxError> {
+        let id = eventcore::Event::stream_id(event).as_str();
+        let (owner, delta) = change(event);
+        tx.prepare_cached(
+            "INSERT INTO bank_accounts (id, owner, balance, version)
+             VALUES (?1, coalesce(?2, ''), ?3, ?4)
+             ON CONFLICT (id) DO UPDATE
+             SET owner = coalesce(?2, bank_accounts.owner),
+                 balance = bank_accounts.balance + excluded.balance,
+                 version = excluded.version",
+        )?
+        .execute(rusqlite::params![
+            id,
+            owner,
+            i64::try_from(delta)?,
+            i64::try_from(context.recorded().version().get())?
+        ])?;
+        Ok(())
+    }
+}
+
+/// Creates the read model's table in the store's file if needed and
+/// starts its subscription (checkpoints and leases in the store).
+///
+/// # Errors
+/// SQLite's, when the table cannot be made.
+pub fn start_sqlite(
+    store: &eventcore_sqlite::SqliteEventStore,
+) -> Result<(Accounts, SubscriptionHandle), BoxError> {
+    let connection = rusqlite::Connection::open(store.path())?;
+    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS bank_accounts (
+             id      TEXT    PRIMARY KEY,
+             owner   TEXT    NOT NULL,
+             balance INTEGER NOT NULL,
+             version INTEGER NOT NULL
+         ) STRICT",
+        [],
+    )?;
+    let handler = eventcore_sqlite::ExactlyOnce::new(store, name(), SqliteTable)?;
+    let handle = subscribe(store.clone(), store.clone(), name(), handler, config());
+    Ok((Accounts::Sqlite(Arc::new(Mutex::new(connection))), handle))
 }

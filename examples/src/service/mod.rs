@@ -47,6 +47,8 @@ pub enum Backend {
     Memory(InMemoryEventStore, InMemoryCheckpointStore),
     /// PostgreSQL (migrated by the caller).
     Postgres(PostgresEventStore),
+    /// An SQLite file.
+    Sqlite(eventcore_sqlite::SqliteEventStore),
 }
 
 /// What the handlers share: the store, the read model and its
@@ -165,6 +167,16 @@ pub async fn start_with(
                 .map_err(ServiceError::ReadModel)?;
             spawn(
                 App::new(store, accounts, "postgres", handle),
+                listener,
+                shutdown,
+                limits,
+            )
+        }
+        Backend::Sqlite(store) => {
+            let (accounts, handle) =
+                accounts::start_sqlite(&store).map_err(ServiceError::ReadModel)?;
+            spawn(
+                App::new(store, accounts, "sqlite", handle),
                 listener,
                 shutdown,
                 limits,

@@ -1217,3 +1217,75 @@ async fn two_instances_on_one_database_keep_the_read_model_right_across_handover
 
 /// Deposits per account in the two-instance test.
 const DEPOSITS: u32 = 60;
+
+/// A new SQLite file for a service, and its path.
+async fn sqlite_store() -> (eventcore_sqlite::SqliteEventStore, std::path::PathBuf) {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "service-{}-{}.sqlite",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let store =
+        eventcore_sqlite::SqliteEventStore::open(&path, eventcore_sqlite::SqliteConfig::default())
+            .await
+            .expect("open a new SQLite file");
+    (store, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_endpoint_answers_on_sqlite() {
+    let (store, _) = sqlite_store().await;
+    let service = Service::start(Backend::Sqlite(store)).await;
+    every_endpoint_answers(&service).await;
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_are_problems_and_write_nothing_on_sqlite() {
+    let (store, _) = sqlite_store().await;
+    let service = Service::start(Backend::Sqlite(store.clone())).await;
+    errors_are_problems(&service, &store).await;
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_clients_retrying_never_move_money_twice_on_sqlite() {
+    let (store, _) = sqlite_store().await;
+    let service = Service::start(Backend::Sqlite(store.clone())).await;
+    concurrent_clients_with_retries(&service, &store).await;
+    service.stop().await;
+}
+
+/// On SQLite the accounts and the read model's checkpoint live in the file:
+/// a service started again on it (a new store value, as after a restart)
+/// keeps every account and resumes its read model, applying nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_service_keeps_its_accounts_on_sqlite() {
+    let (store, path) = sqlite_store().await;
+    let service = shutdown_finishes_in_flight(Backend::Sqlite(store.clone())).await;
+    service.stop().await;
+    drop(store);
+    let reopened =
+        eventcore_sqlite::SqliteEventStore::open(&path, eventcore_sqlite::SqliteConfig::default())
+            .await
+            .expect("reopen");
+    let again = Service::start(Backend::Sqlite(reopened)).await;
+    let r = again.send("GET", "/accounts/acc-5", None).await;
+    assert_eq!(
+        (r.status, &r.json["balance"]),
+        (200, &json!(8.25)),
+        "{}",
+        r.text
+    );
+    let r = again
+        .send(
+            "POST",
+            "/accounts/acc-5",
+            Some(r#"{"type":"Deposit","amount":1}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let list = wait_for_read_model(&again, 1).await;
+    assert_eq!(list[0]["balance"], json!(9.25), "nothing applied twice");
+    again.stop().await;
+}

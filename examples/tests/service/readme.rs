@@ -1,6 +1,6 @@
 //! The README's curl session, run line by line with `curl` against the
-//! `bank-service` binary (in memory), each answer compared with the one the
-//! README shows. Then SIGTERM: the service exits cleanly, having logged one
+//! `bank-service` binary (on its default store, an SQLite file, here a
+//! new one), each answer compared with the one the README shows. Then SIGTERM: the service exits cleanly, having logged one
 //! line per request.
 
 use std::{
@@ -87,9 +87,16 @@ fn the_readme_curl_session_runs_against_the_binary() {
     let steps = session();
     assert!(steps.len() >= 10, "the session has its steps: {steps:?}");
     let port = free_port();
+    let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "readme-session-{}-{}.sqlite",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
     let mut started = Started(Some(
         Command::new(env!("CARGO_BIN_EXE_bank-service"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(&data)
             .env_remove("DATABASE_URL")
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
