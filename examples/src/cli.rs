@@ -6,7 +6,8 @@ use std::{error::Error, process::ExitCode};
 use eventcore_postgres::{PostgresConfig, PostgresError, PostgresEventStore};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Command-line flags that pick PostgreSQL instead of the in-memory store.
+/// Command-line flags that pick SQLite or PostgreSQL instead of the
+/// in-memory store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// Run on PostgreSQL at this URL (migrates first) instead of in memory.
@@ -15,9 +16,17 @@ pub struct StoreArgs {
     /// Run on PostgreSQL at $DATABASE_URL.
     #[arg(long, conflicts_with = "database_url")]
     pub postgres: bool,
+    /// Run on the SQLite file at this path (created if missing).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["database_url", "postgres"])]
+    pub sqlite: Option<std::path::PathBuf>,
 }
 
 impl StoreArgs {
+    /// The SQLite file to run on, if one was named.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite.as_deref()
+    }
+
     /// The PostgreSQL URL to use, or `None` for the in-memory store.
     ///
     /// # Errors

@@ -11,6 +11,7 @@ use eventcore_examples::{
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::PostgresConfig;
+use eventcore_sqlite::{SqliteConfig, SqliteEventStore};
 
 #[derive(Debug, Parser)]
 #[command(about = "Concurrent bank transfers on eventcore, with invariant checks")]
@@ -65,8 +66,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
     progress.enable_steady_tick(Duration::from_millis(200));
     let url = args.store.url()?;
-    let summary = match url {
-        Some(url) => {
+    let summary = match (url, args.store.sqlite_path()) {
+        (_, Some(path)) => {
+            let store = SqliteEventStore::open(path, SqliteConfig::default()).await?;
+            workload::run(store.clone(), store, "sqlite", config, progress).await?
+        }
+        (Some(url), None) => {
             // A connection per worker, one for the read model's lease and
             // one for the LISTEN session (see PostgresConfig::max_connections).
             let pool = u32::try_from(args.workers)
@@ -76,7 +81,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let store = cli::connect(&url, PostgresConfig::default().max_connections(pool)).await?;
             workload::run(store.clone(), store, "postgres", config, progress).await?
         }
-        None => {
+        (None, None) => {
             let checkpoints = InMemoryCheckpointStore::new();
             workload::run(
                 InMemoryEventStore::new(),

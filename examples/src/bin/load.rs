@@ -12,6 +12,7 @@ use eventcore_examples::{
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::{PostgresConfig, SchemaName};
+use eventcore_sqlite::{SqliteConfig, SqliteEventStore};
 
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for eventcore: bank workloads at fixed concurrency")]
@@ -83,8 +84,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(read_side) = args.read_side {
         return read_side_run(&args, read_side, url).await;
     }
-    let report = match url {
-        Some(url) => {
+    let report = match (url, args.store.sqlite_path()) {
+        (_, Some(path)) => {
+            let store = SqliteEventStore::open(path, SqliteConfig::default()).await?;
+            load::run(store, "sqlite", config, progress).await?
+        }
+        (Some(url), None) => {
             let max = args.concurrency.iter().copied().max().unwrap_or(1);
             // One connection per task, and room for the NOTIFY sender and
             // the snapshot writer, which borrow from the same budget.
@@ -100,7 +105,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let store = cli::connect(&url, pg).await?;
             load::run(store, "postgres", config, progress).await?
         }
-        None => load::run(InMemoryEventStore::new(), "memory", config, progress).await?,
+        (None, None) => load::run(InMemoryEventStore::new(), "memory", config, progress).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -159,8 +164,19 @@ async fn read_side_run(
     url: Option<String>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let duration = Duration::from_secs(args.duration.max(1));
-    let report = match url {
-        Some(url) => {
+    let report = match (url, args.store.sqlite_path()) {
+        (_, Some(path)) => {
+            let store = SqliteEventStore::open(path, SqliteConfig::default()).await?;
+            match read_side {
+                ReadSide::CatchUp => {
+                    log::catch_up(store.clone(), store, "sqlite", args.events).await?
+                }
+                ReadSide::Live => {
+                    log::live(store.clone(), store, "sqlite", args.rate, duration).await?
+                }
+            }
+        }
+        (Some(url), None) => {
             let schema = SchemaName::try_new(args.schema.clone())
                 .map_err(|e| format!("--schema {:?}: {e}", args.schema))?;
             let store = cli::connect(
@@ -177,7 +193,7 @@ async fn read_side_run(
                 }
             }
         }
-        None => {
+        (None, None) => {
             let (store, checkpoints) = (InMemoryEventStore::new(), InMemoryCheckpointStore::new());
             match read_side {
                 ReadSide::CatchUp => {
