@@ -861,7 +861,7 @@ impl Event for CentsV1 {
     }
 }
 
-async fn append_one<E: Event>(store: &InMemoryEventStore, id: &str, at: u64, event: &E) {
+async fn append_one<S: EventStore, E: Event>(store: &S, id: &str, at: u64, event: &E) {
     let mut writes = StreamWrites::new();
     writes
         .expect(StreamId::try_new(id).unwrap(), StreamVersion::new(at))
@@ -1288,4 +1288,105 @@ async fn a_restarted_service_keeps_its_accounts_on_sqlite() {
     let list = wait_for_read_model(&again, 1).await;
     assert_eq!(list[0]["balance"], json!(9.25), "nothing applied twice");
     again.stop().await;
+}
+
+/// Two service instances on one SQLite file, as two processes would run:
+/// one holds the read model's lease, the other waits. The lease is ended
+/// again and again (its lock file deleted, as its holder's death would free
+/// it) while deposits arrive through both: every balance the read model
+/// shows still equals the write side's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_sqlite_file_keep_the_read_model_right_across_handovers() {
+    let (first, path) = sqlite_store().await;
+    let second =
+        eventcore_sqlite::SqliteEventStore::open(&path, eventcore_sqlite::SqliteConfig::default())
+            .await
+            .expect("open as a second process");
+    let a = Service::start(Backend::Sqlite(first.clone())).await;
+    let b = Service::start(Backend::Sqlite(second)).await;
+    let accounts = 8;
+    for i in 0..accounts {
+        let body = format!(r#"{{"type":"OpenAccount","owner":"owner {i}","initial_balance":10}}"#);
+        let r = a
+            .send("POST", &format!("/accounts/two-{i}"), Some(&body))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let lease = first.lease_file(
+        &eventcore::SubscriptionName::try_new(eventcore_examples::service::SUBSCRIPTION).unwrap(),
+    );
+    let killer = tokio::spawn(async move {
+        let mut ended = 0;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            ended += usize::from(std::fs::remove_file(&lease).is_ok());
+        }
+        ended
+    });
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let clients: Vec<_> = (0..accounts)
+        .map(|i| {
+            let service = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for _ in 0..DEPOSITS {
+                    let r = service
+                        .send(
+                            "POST",
+                            &format!("/accounts/two-{i}"),
+                            Some(r#"{"type":"Deposit","amount":1}"#),
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{}", r.text);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let ended = killer.await.unwrap();
+    assert!(ended >= 2, "the lease moved only {ended} times");
+    let list = wait_for_read_model(&a, accounts).await;
+    let total: f64 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["balance"].as_f64().unwrap())
+        .sum();
+    let opened = f64::from(u32::try_from(accounts).unwrap());
+    assert_eq!(total, opened * (10.0 + f64::from(DEPOSITS)));
+    assert_eq!(wait_for_read_model(&b, accounts).await, list);
+    for service in [a, b] {
+        Arc::into_inner(service)
+            .expect("no client left")
+            .stop()
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_event_shapes_are_read_by_every_endpoint_on_sqlite() {
+    let (store, _) = sqlite_store().await;
+    let service = Service::start(Backend::Sqlite(store.clone())).await;
+    let old = StreamId::try_new("old-1").unwrap();
+    with_old_deposits(&service, || async {
+        let dollars = FirstBank::MoneyDeposited {
+            account: old.clone(),
+            amount: 12.34,
+        };
+        append_one(&store, "old-1", 1, &dollars).await;
+        let cents = CentsV1 {
+            account: old.clone(),
+            amount: 500,
+        };
+        append_one(&store, "old-1", 2, &cents).await;
+    })
+    .await;
+    old_deposits_are_read(&service).await;
+    let bad = FirstBank::MoneyDeposited {
+        account: StreamId::try_new("old-2").unwrap(),
+        amount: 0.005,
+    };
+    append_one(&store, "old-2", 1, &bad).await;
+    unreadable_deposit_is_an_error(service).await;
 }
