@@ -116,14 +116,15 @@ fn commit_group(
     )>,
     appended: &Notify,
 ) {
-    let mut answers = Vec::with_capacity(group.len());
+    let (mut writes, replies): (Vec<StreamWrites>, Vec<_>) = group.into_iter().unzip();
+    let mut outcomes = Vec::with_capacity(writes.len());
     let mut snapshots = Vec::new();
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (mut writes, reply) in group {
+        for writes in &mut writes {
             let snapshot = writes.take_snapshot();
             let point = tx.savepoint()?;
-            let outcome = append_one(&point, &writes);
+            let outcome = append_one(&point, writes);
             if matches!(&outcome, Ok(done) if !done.already_applied) {
                 point.commit()?;
                 snapshots.extend(snapshot);
@@ -131,23 +132,29 @@ fn commit_group(
                 // Dropped, the savepoint rolls back what this append wrote.
                 drop(point);
             }
-            answers.push((reply, outcome));
+            outcomes.push(outcome);
         }
         tx.commit()
     })();
-    let wrote = answers.iter().any(|(_, a)| {
+    let Ok(()) = committed.as_ref() else {
+        // Nothing of the group is stored; every append is told why, those
+        // the transaction did not reach too.
+        let error = committed.err();
+        for reply in replies {
+            let _ = reply.send(Err(error
+                .as_ref()
+                .map_or_else(|| crate::error::writer_gone("append"), group_failed)));
+        }
+        return;
+    };
+    let wrote = outcomes.iter().any(|a| {
         a.as_ref()
             .is_ok_and(|o| o.events_written > 0 && !o.already_applied)
     });
-    for (reply, outcome) in answers {
-        let outcome = match &committed {
-            Ok(()) => outcome,
-            // Nothing of the group is stored.
-            Err(e) => Err(group_failed(e)),
-        };
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
         let _ = reply.send(outcome);
     }
-    if committed.is_ok() && wrote {
+    if wrote {
         appended.notify_waiters();
     }
     for snapshot in snapshots {
