@@ -15,7 +15,7 @@ use eventcore::{
 use eventcore_memory::{ExactlyOnce, InMemoryEventStore, MemoryProjection};
 use eventcore_testing::{
     fixtures::LedgerEvent,
-    handover::{Handover, HandoverPlan, Pace, exactly_once_across_handovers},
+    handover::{Handover, HandoverPlan, Pace, Paced, exactly_once_across_handovers},
 };
 
 type Applied = Arc<Mutex<HashMap<Uuid, u64>>>;
@@ -32,30 +32,6 @@ impl MemoryProjection<LedgerEvent> for Count {
             .entry(context.recorded().event_id())
             .or_default() += 1;
         Ok(())
-    }
-}
-
-/// Spends the pace's time on each event, then hands it on.
-struct Paced<H> {
-    pace: Pace,
-    first: bool,
-    inner: H,
-}
-
-impl<H: Handler<LedgerEvent>> Handler<LedgerEvent> for Paced<H> {
-    async fn handle(
-        &mut self,
-        context: &EventContext,
-        event: &LedgerEvent,
-    ) -> Result<(), BoxError> {
-        let mut wait = self.pace.per_event;
-        if std::mem::take(&mut self.first) {
-            wait += self.pace.first_event;
-        }
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        self.inner.handle(context, event).await
     }
 }
 
@@ -120,11 +96,7 @@ impl Handover for Memory {
             .with_poll_interval(Duration::from_millis(5));
         if self.fenced {
             let inner = ExactlyOnce::new(&process, name.clone(), Count(self.applied.clone()));
-            let handler = Paced {
-                pace,
-                first: true,
-                inner,
-            };
+            let handler = Paced::new(pace, inner);
             subscribe(process.clone(), process, name.clone(), handler, config)
         } else {
             let inner = Unfenced {
@@ -132,11 +104,7 @@ impl Handover for Memory {
                 name: name.clone(),
                 applied: self.applied.clone(),
             };
-            let handler = Paced {
-                pace,
-                first: true,
-                inner,
-            };
+            let handler = Paced::new(pace, inner);
             subscribe(process.clone(), process, name.clone(), handler, config)
         }
     }

@@ -9,13 +9,13 @@ mod support;
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use eventcore::{
-    BoxError, EventContext, Handler, Position, SubscriptionConfig, SubscriptionHandle,
-    SubscriptionName, Uuid, subscribe,
+    BoxError, EventContext, Position, SubscriptionConfig, SubscriptionHandle, SubscriptionName,
+    Uuid, subscribe,
 };
 use eventcore_sqlite::{ExactlyOnce, SqliteConfig, SqliteEventStore, SqliteProjection};
 use eventcore_testing::{
     fixtures::LedgerEvent,
-    handover::{Handover, HandoverPlan, Pace, exactly_once_across_handovers},
+    handover::{Handover, HandoverPlan, Pace, Paced, exactly_once_across_handovers},
 };
 
 /// Adds one to the event's count in `applied`, in the projection's
@@ -35,30 +35,6 @@ impl SqliteProjection<LedgerEvent> for Count {
             [context.recorded().event_id().to_string()],
         )?;
         Ok(())
-    }
-}
-
-/// Spends the pace's time on each event, then hands it on.
-struct Paced<H> {
-    pace: Pace,
-    first: bool,
-    inner: H,
-}
-
-impl<H: Handler<LedgerEvent>> Handler<LedgerEvent> for Paced<H> {
-    async fn handle(
-        &mut self,
-        context: &EventContext,
-        event: &LedgerEvent,
-    ) -> Result<(), BoxError> {
-        let mut wait = self.pace.per_event;
-        if std::mem::take(&mut self.first) {
-            wait += self.pace.first_event;
-        }
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        self.inner.handle(context, event).await
     }
 }
 
@@ -122,11 +98,7 @@ impl Handover for Sqlite {
             .await
             .expect("open as another process");
         let inner = ExactlyOnce::new(&process, name.clone(), Count).expect("projection");
-        let handler = Paced {
-            pace,
-            first: true,
-            inner,
-        };
+        let handler = Paced::new(pace, inner);
         let config = SubscriptionConfig::default()
             .with_page_size(page_size)
             .with_poll_interval(Duration::from_millis(10));

@@ -429,6 +429,32 @@ pub fn paths_not_taken(reports: &[ScenarioReport]) -> Vec<String> {
         .collect()
 }
 
+/// Runs the whole suite with [`run_suite`], prints each scenario's report,
+/// and checks that every scenario passed and took the path it tests
+/// ([`paths_not_taken`]).
+///
+/// # Panics
+/// Naming every scenario that failed, or passed without taking its path.
+pub async fn check_every_path_taken<S, F, Fut>(factory: F)
+where
+    S: SubscribableStore,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let reports = run_suite(factory).await;
+    for report in &reports {
+        println!("{report}");
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "scenarios failed: {failed:#?}");
+    let missing = paths_not_taken(&reports);
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
 /// Runs every scenario, each on a fresh store from `factory` and in its own
 /// task, and reports for each whether it passed and which paths of the
 /// execute loop it took. A failing scenario's panic message goes to stderr

@@ -32,6 +32,44 @@ pub struct Pace {
     pub first_event: Duration,
 }
 
+/// A handler that spends `pace`'s time on each event (its first event the
+/// longer), then hands it on: what a fixture wraps its exactly-once
+/// projection in when the projection itself cannot wait.
+#[derive(Debug)]
+pub struct Paced<H> {
+    pace: Pace,
+    first: bool,
+    inner: H,
+}
+
+impl<H> Paced<H> {
+    /// `inner`, at `pace`.
+    pub fn new(pace: Pace, inner: H) -> Self {
+        Paced {
+            pace,
+            first: true,
+            inner,
+        }
+    }
+}
+
+impl<E: Sync, H: eventcore::Handler<E>> eventcore::Handler<E> for Paced<H> {
+    async fn handle(
+        &mut self,
+        context: &eventcore::EventContext,
+        event: &E,
+    ) -> Result<(), eventcore::BoxError> {
+        let mut wait = self.pace.per_event;
+        if std::mem::take(&mut self.first) {
+            wait += self.pace.first_event;
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.inner.handle(context, event).await
+    }
+}
+
 /// What a backend gives the scenario.
 pub trait Handover: Send + Sync {
     /// The store the scenario writes events through.

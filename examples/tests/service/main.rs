@@ -1133,17 +1133,17 @@ async fn shutdown_ends_within_its_grace_however_slow_a_client_is() {
         .expect("a clean stop");
 }
 
-/// Two service instances on one database, as two processes would run: one
-/// holds the read model's lease, the other waits. The holder's lease
-/// session is killed again and again while deposits arrive through both,
-/// so the read model moves between them mid-page: every balance it shows
-/// still equals the write side's (nothing applied twice, nothing missed).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_instances_on_one_database_keep_the_read_model_right_across_handovers() {
-    let schema = format!("bank_service_{}_{}", std::process::id(), fastrand::u32(..));
-    let first = client::postgres_store_in(&schema).await;
-    let a = Service::start(Backend::Postgres(first.clone())).await;
-    let b = Service::start(Backend::Postgres(client::postgres_store_in(&schema).await)).await;
+/// Two service instances on one store, as two processes would run: one
+/// holds the read model's lease, the other waits. `end_lease` ends the
+/// holder's lease (whether there was one to end) ten times while deposits
+/// arrive through both, 8 clients at once, so the read model moves between
+/// them mid-page: every balance it shows still equals the write side's
+/// (nothing applied twice, nothing missed).
+async fn two_instances_keep_the_read_model_right<F, Fut>(a: Service, b: Service, end_lease: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let accounts = 8;
     for i in 0..accounts {
         let body = format!(r#"{{"type":"OpenAccount","owner":"owner {i}","initial_balance":10}}"#);
@@ -1152,28 +1152,14 @@ async fn two_instances_on_one_database_keep_the_read_model_right_across_handover
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
     }
-    let pool = sql(&first).await;
-    let killer = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let mut killed = 0;
-            for _ in 0..10 {
-                tokio::time::sleep(Duration::from_millis(60)).await;
-                let ended: Option<bool> = sqlx::query_scalar(
-                    "SELECT bool_or(pg_terminate_backend(holder_pid)) FROM eventcore_leases
-                     WHERE name = $1",
-                )
-                .bind(eventcore_examples::service::SUBSCRIPTION)
-                .fetch_one(&pool)
-                .await
-                .expect("end the lease's session");
-                killed += usize::from(ended == Some(true));
-            }
-            killed
-        })
-    };
-    // Deposits through both instances, 8 clients at once, so that pages
-    // of many events are under way when the lease moves.
+    let killer = tokio::spawn(async move {
+        let mut ended = 0;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            ended += usize::from(end_lease().await);
+        }
+        ended
+    });
     let (a, b) = (Arc::new(a), Arc::new(b));
     let clients: Vec<_> = (0..accounts)
         .map(|i| {
@@ -1195,8 +1181,8 @@ async fn two_instances_on_one_database_keep_the_read_model_right_across_handover
     for client in clients {
         client.await.unwrap();
     }
-    let killed = killer.await.unwrap();
-    assert!(killed >= 2, "the lease moved only {killed} times");
+    let ended = killer.await.unwrap();
+    assert!(ended >= 2, "the lease moved only {ended} times");
     let list = wait_for_read_model(&a, accounts).await;
     let total: f64 = list
         .as_array()
@@ -1213,6 +1199,31 @@ async fn two_instances_on_one_database_keep_the_read_model_right_across_handover
             .stop()
             .await;
     }
+}
+
+/// On PostgreSQL the lease is ended by killing the holder's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_database_keep_the_read_model_right_across_handovers() {
+    let schema = format!("bank_service_{}_{}", std::process::id(), fastrand::u32(..));
+    let first = client::postgres_store_in(&schema).await;
+    let a = Service::start(Backend::Postgres(first.clone())).await;
+    let b = Service::start(Backend::Postgres(client::postgres_store_in(&schema).await)).await;
+    let pool = sql(&first).await;
+    two_instances_keep_the_read_model_right(a, b, move || {
+        let pool = pool.clone();
+        async move {
+            let ended: Option<bool> = sqlx::query_scalar(
+                "SELECT bool_or(pg_terminate_backend(holder_pid)) FROM eventcore_leases
+                 WHERE name = $1",
+            )
+            .bind(eventcore_examples::service::SUBSCRIPTION)
+            .fetch_one(&pool)
+            .await
+            .expect("end the lease's session");
+            ended == Some(true)
+        }
+    })
+    .await;
 }
 
 /// Deposits per account in the two-instance test.
@@ -1290,11 +1301,8 @@ async fn a_restarted_service_keeps_its_accounts_on_sqlite() {
     again.stop().await;
 }
 
-/// Two service instances on one SQLite file, as two processes would run:
-/// one holds the read model's lease, the other waits. The lease is ended
-/// again and again (its lock file deleted, as its holder's death would free
-/// it) while deposits arrive through both: every balance the read model
-/// shows still equals the write side's.
+/// On SQLite (two store values of one file, as two processes) the lease
+/// is ended by deleting its lock file, as its holder's death would free it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_one_sqlite_file_keep_the_read_model_right_across_handovers() {
     let (first, path) = sqlite_store().await;
@@ -1302,66 +1310,16 @@ async fn two_instances_on_one_sqlite_file_keep_the_read_model_right_across_hando
         eventcore_sqlite::SqliteEventStore::open(&path, eventcore_sqlite::SqliteConfig::default())
             .await
             .expect("open as a second process");
-    let a = Service::start(Backend::Sqlite(first.clone())).await;
-    let b = Service::start(Backend::Sqlite(second)).await;
-    let accounts = 8;
-    for i in 0..accounts {
-        let body = format!(r#"{{"type":"OpenAccount","owner":"owner {i}","initial_balance":10}}"#);
-        let r = a
-            .send("POST", &format!("/accounts/two-{i}"), Some(&body))
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-    }
     let lease = first.lease_file(
         &eventcore::SubscriptionName::try_new(eventcore_examples::service::SUBSCRIPTION).unwrap(),
     );
-    let killer = tokio::spawn(async move {
-        let mut ended = 0;
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(60)).await;
-            ended += usize::from(std::fs::remove_file(&lease).is_ok());
-        }
-        ended
-    });
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    let clients: Vec<_> = (0..accounts)
-        .map(|i| {
-            let service = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move {
-                for _ in 0..DEPOSITS {
-                    let r = service
-                        .send(
-                            "POST",
-                            &format!("/accounts/two-{i}"),
-                            Some(r#"{"type":"Deposit","amount":1}"#),
-                        )
-                        .await;
-                    assert_eq!(r.status, 200, "{}", r.text);
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
-    let ended = killer.await.unwrap();
-    assert!(ended >= 2, "the lease moved only {ended} times");
-    let list = wait_for_read_model(&a, accounts).await;
-    let total: f64 = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row["balance"].as_f64().unwrap())
-        .sum();
-    let opened = f64::from(u32::try_from(accounts).unwrap());
-    assert_eq!(total, opened * (10.0 + f64::from(DEPOSITS)));
-    assert_eq!(wait_for_read_model(&b, accounts).await, list);
-    for service in [a, b] {
-        Arc::into_inner(service)
-            .expect("no client left")
-            .stop()
-            .await;
-    }
+    let a = Service::start(Backend::Sqlite(first)).await;
+    let b = Service::start(Backend::Sqlite(second)).await;
+    two_instances_keep_the_read_model_right(a, b, move || {
+        let ended = std::fs::remove_file(&lease).is_ok();
+        async move { ended }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
