@@ -367,7 +367,7 @@ pub(super) fn check_decisions<C>(
             }
             (outcome, _) => {
                 violations.push(format!(
-                    "command #{} ended {outcome:?}, but on the state it read it {first}",
+                    "command #{} ended {outcome:?}, but on the state it read it decides otherwise: {first}",
                     r.index
                 ));
                 continue;
