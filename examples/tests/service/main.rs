@@ -870,22 +870,22 @@ async fn append_one<S: EventStore, E: Event>(store: &S, id: &str, at: u64, event
     store.append(writes).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn old_event_shapes_are_read_by_every_endpoint_in_memory() {
-    let (backend, store) = memory();
-    let service = Service::start(backend).await;
+/// Deposits appended through `store` in the shapes older code wrote them
+/// (dollars as a float, then cents at schema version 1) are read by every
+/// endpoint; one that no longer decodes is an error.
+async fn old_event_shapes_are_read<S: EventStore>(service: Service, store: &S) {
     let old = StreamId::try_new("old-1").unwrap();
     with_old_deposits(&service, || async {
         let dollars = FirstBank::MoneyDeposited {
             account: old.clone(),
             amount: 12.34,
         };
-        append_one(&store, "old-1", 1, &dollars).await;
+        append_one(store, "old-1", 1, &dollars).await;
         let cents = CentsV1 {
             account: old.clone(),
             amount: 500,
         };
-        append_one(&store, "old-1", 2, &cents).await;
+        append_one(store, "old-1", 2, &cents).await;
     })
     .await;
     old_deposits_are_read(&service).await;
@@ -893,8 +893,14 @@ async fn old_event_shapes_are_read_by_every_endpoint_in_memory() {
         account: StreamId::try_new("old-2").unwrap(),
         amount: 0.005,
     };
-    append_one(&store, "old-2", 1, &bad).await;
+    append_one(store, "old-2", 1, &bad).await;
     unreadable_deposit_is_an_error(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_event_shapes_are_read_by_every_endpoint_in_memory() {
+    let (backend, store) = memory();
+    old_event_shapes_are_read(Service::start(backend).await, &store).await;
 }
 
 /// Inserts a row as an older version wrote it: no schema_version column
@@ -1326,25 +1332,5 @@ async fn two_instances_on_one_sqlite_file_keep_the_read_model_right_across_hando
 async fn old_event_shapes_are_read_by_every_endpoint_on_sqlite() {
     let (store, _) = sqlite_store().await;
     let service = Service::start(Backend::Sqlite(store.clone())).await;
-    let old = StreamId::try_new("old-1").unwrap();
-    with_old_deposits(&service, || async {
-        let dollars = FirstBank::MoneyDeposited {
-            account: old.clone(),
-            amount: 12.34,
-        };
-        append_one(&store, "old-1", 1, &dollars).await;
-        let cents = CentsV1 {
-            account: old.clone(),
-            amount: 500,
-        };
-        append_one(&store, "old-1", 2, &cents).await;
-    })
-    .await;
-    old_deposits_are_read(&service).await;
-    let bad = FirstBank::MoneyDeposited {
-        account: StreamId::try_new("old-2").unwrap(),
-        amount: 0.005,
-    };
-    append_one(&store, "old-2", 1, &bad).await;
-    unreadable_deposit_is_an_error(service).await;
+    old_event_shapes_are_read(service, &store).await;
 }
