@@ -179,7 +179,9 @@ impl InMemoryEventStore {
                 .with_metadata(pending.metadata().clone()),
             );
         }
-        let outcome = AppendOutcome::new(stream_versions, writes.events().len());
+        let last = (!writes.events().is_empty()).then(|| Position::new(0, events.len() as u64));
+        let outcome =
+            AppendOutcome::new(stream_versions, writes.events().len()).with_position(last);
         if !writes.is_empty()
             && let Some(record) = CommandRecord::of_append(writes, &outcome, recorded_at)
         {

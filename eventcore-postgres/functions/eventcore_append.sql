@@ -6,8 +6,12 @@
 -- schema version. Returns at most one row: a version conflict
 -- (conflict_stream set) or, for a command id already recorded, its record
 -- (out_command_type set); either way nothing is written. Otherwise the command
--- (p_command) is recorded with the events, in the same transaction. Stream
--- locks are taken by eventcore_lock_streams.
+-- (p_command) is recorded with the events, in the same transaction, and the
+-- row holds the commit key and global position of the last event
+-- (out_commit, out_position; null when no event was written). Stream locks
+-- are taken by eventcore_lock_streams before the transaction has an id:
+-- the log's fence (eventcore_log_fence) sees every append that might still
+-- commit events, so an append must be its transaction's first write.
 CREATE OR REPLACE FUNCTION eventcore_append(
     p_streams        text[],
     p_expected       bigint[],
@@ -25,15 +29,27 @@ CREATE OR REPLACE FUNCTION eventcore_append(
     p_schema_versions bigint[]
 ) RETURNS TABLE (conflict_stream text, expected_version bigint, actual_version bigint,
                  out_command_type text, out_command_streams text[],
-                 out_command_versions bigint[], out_command_events integer)
+                 out_command_versions bigint[], out_command_events integer,
+                 out_command_commit text, out_command_position bigint,
+                 out_commit text, out_position bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
+DECLARE
+    commit_key xid8;
+    last_position bigint;
 BEGIN
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'eventcore_append must be the first write of its transaction'
+            USING ERRCODE = 'EC002',
+                  HINT = 'The global log fences appends by their stream locks, taken '
+                         'before the transaction has an id; append in a transaction of its own.';
+    END IF;
     PERFORM eventcore_lock_streams(p_streams);
 
     RETURN QUERY
-        SELECT c.sid, c.expected, c.actual, NULL::text, NULL::text[], NULL::bigint[], NULL::integer
+        SELECT c.sid, c.expected, c.actual, NULL::text, NULL::text[], NULL::bigint[], NULL::integer,
+               NULL::text, NULL::bigint, NULL::text, NULL::bigint
         FROM (
             SELECT r.sid, r.expected,
                    coalesce((SELECT max(e.stream_version) FROM eventcore_events AS e
@@ -67,8 +83,10 @@ BEGIN
         IF p_command IS NOT NULL THEN
             RETURN QUERY
                 SELECT NULL::text, NULL::bigint, NULL::bigint,
-                       c.command_type, c.streams, c.versions, c.events_written
+                       c.command_type, c.streams, c.versions, c.events_written,
+                       rp.out_commit, rp.out_position, NULL::text, NULL::bigint
                 FROM eventcore_commands AS c
+                LEFT JOIN LATERAL eventcore_record_position(c.streams, c.versions) AS rp ON true
                 WHERE c.command_id = p_command;
             IF FOUND THEN
                 RETURN;
@@ -76,13 +94,28 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id,
-                                  metadata, correlation_id, causation_id, schema_version)
-    SELECT n.sid, n.version, n.event_type, n.payload::json, n.event_id,
-           n.metadata::jsonb, n.correlation, n.causation, n.schema_version
-    FROM unnest(p_event_streams, p_event_versions, p_event_types, p_payloads, p_event_ids,
-                p_metadata, p_correlation, p_causation, p_schema_versions)
-        AS n(sid, version, event_type, payload, event_id, metadata, correlation, causation,
-             schema_version);
+    IF cardinality(p_event_streams) = 0 THEN
+        RETURN QUERY SELECT NULL::text, NULL::bigint, NULL::bigint, NULL::text, NULL::text[],
+                            NULL::bigint[], NULL::integer, NULL::text, NULL::bigint,
+                            NULL::text, NULL::bigint;
+        RETURN;
+    END IF;
+    commit_key := (pg_current_xact_id()::text::numeric + eventcore_commit_shift())::text::xid8;
+    WITH inserted AS (
+        INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id,
+                                      metadata, correlation_id, causation_id, schema_version,
+                                      transaction_id)
+        SELECT n.sid, n.version, n.event_type, n.payload::json, n.event_id,
+               n.metadata::jsonb, n.correlation, n.causation, n.schema_version, commit_key
+        FROM unnest(p_event_streams, p_event_versions, p_event_types, p_payloads, p_event_ids,
+                    p_metadata, p_correlation, p_causation, p_schema_versions)
+            AS n(sid, version, event_type, payload, event_id, metadata, correlation, causation,
+                 schema_version)
+        RETURNING global_position
+    )
+    SELECT max(i.global_position) INTO last_position FROM inserted AS i;
+    RETURN QUERY SELECT NULL::text, NULL::bigint, NULL::bigint, NULL::text, NULL::text[],
+                        NULL::bigint[], NULL::integer, NULL::text, NULL::bigint,
+                        commit_key::text, last_position;
 END
 $$;

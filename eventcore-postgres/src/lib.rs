@@ -106,12 +106,36 @@
 //! - **Global order.** Positions come from an identity column, so writers do
 //!   not serialise on one global lock; but a position is taken before
 //!   commit, and a transaction can commit after one holding a higher
-//!   position. Each row therefore records `pg_current_xact_id()`. A reader of
-//!   the global log (a later release) returns only events of transactions
-//!   older than `pg_snapshot_xmin(pg_current_snapshot())`, ordered by
-//!   (transaction id, position): every transaction before that fence has
-//!   ended, so no event can later appear behind what a reader has seen. A
-//!   long-running writer delays readers; it never makes them skip.
+//!   position. Each event therefore carries its transaction's *commit key*
+//!   (its transaction id, lifted by a per-cluster shift, below), and the log
+//!   is read in (commit key, position) order, below a **fence** that only
+//!   appends can hold: an append takes its stream locks (transaction-scoped
+//!   advisory locks) before its transaction has an id and keeps them until
+//!   its commit is visible, so a reader finds the appends that may still
+//!   commit in one snapshot of the lock table (`pg_locks`), takes the
+//!   lowest of their transaction ids (or, when none runs, the next id to be
+//!   assigned, read first) as the fence, and reads in a later snapshot only
+//!   the events below it. No event can later appear behind what a reader
+//!   has seen, and a transaction that appends nothing, in this database or
+//!   another, never delays readers. An append's own long transaction holds
+//!   back what commits after it began (the page says it is
+//!   [held back](eventcore::LogPage::held_back), and
+//!   [`PostgresEventStore::log_status`] names the session, since when, and
+//!   the lag). An append must be its transaction's first write (otherwise
+//!   it would have an id before its locks): one that is not is refused
+//!   (SQLSTATE `EC002`).
+//! - **Positions that survive operations.** Transaction ids belong to a
+//!   cluster; a dump restored onto another cluster may start far below the
+//!   keys stored. The first use of the log on a cluster (by its system
+//!   identifier) fixes a shift that lifts every later transaction above the
+//!   highest key stored (0 on the cluster that wrote them), in
+//!   `eventcore_log_clock`; a standby promoted after a failover is the same
+//!   cluster and keeps it. Positions and checkpoints therefore keep their
+//!   meaning across a dump and restore or a failover (both tested).
+//! - **Read-your-writes.** An append returns the position of its last
+//!   event ([`AppendOutcome::position`](eventcore::AppendOutcome::position)),
+//!   and so does `execute`; a subscription can be waited on until it passes
+//!   it ([`SubscriptionHandle::wait_for`](eventcore::SubscriptionHandle::wait_for)).
 //! - **Subscriptions.** [`PostgresEventStore`] is also a checkpoint store
 //!   (`eventcore_checkpoints`) and hands out one lease per subscription name
 //!   (a session-level advisory lock on a connection of its own), so one
@@ -145,6 +169,7 @@ mod checkpoints;
 mod config;
 mod conn;
 mod error;
+mod log_status;
 mod notify;
 mod projection;
 mod rows;
@@ -155,6 +180,7 @@ mod store;
 pub use checkpoints::PostgresLease;
 pub use config::{DEFAULT_MAX_PAYLOAD_BYTES, PostgresConfig, SchemaName, SchemaNameError};
 pub use error::PostgresError;
+pub use log_status::{LogHolder, LogStatus};
 pub use projection::{ExactlyOnce, ProjectionHandler};
 pub use snapshots::SnapshotStats;
 pub use store::PostgresEventStore;

@@ -5,8 +5,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use eventcore::{
-    AppendOutcome, CausationId, CommandId, CommandRecord, CorrelationId, Metadata, ReadAnswer,
-    RecordedEvent, StoreError, StreamId, StreamReads, StreamSet, StreamVersion,
+    AppendOutcome, CausationId, CommandId, CommandRecord, CorrelationId, Metadata, Position,
+    ReadAnswer, RecordedEvent, StoreError, StreamId, StreamReads, StreamSet, StreamVersion,
 };
 use sqlx::{Column, Row, postgres::PgRow};
 
@@ -158,6 +158,9 @@ pub(crate) struct RecordColumns {
     events: usize,
     /// None in the append's reply.
     recorded_at: Option<usize>,
+    /// The commit key and global position the record points at.
+    commit: usize,
+    position: usize,
 }
 
 impl RecordColumns {
@@ -169,6 +172,8 @@ impl RecordColumns {
             versions: column(row, "out_command_versions")?,
             events: column(row, "out_command_events")?,
             recorded_at: column(row, "out_command_recorded_at").ok(),
+            commit: column(row, "out_command_commit")?,
+            position: column(row, "out_command_position")?,
         })
     }
 }
@@ -209,12 +214,34 @@ pub(crate) fn record_from_row(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let position = log_position(row, columns.commit, columns.position)?;
     Ok(Some(CommandRecord::new(
         command_id.clone(),
         command_type,
-        AppendOutcome::new(stream_versions, usize::try_from(events).unwrap_or(0)),
+        AppendOutcome::new(stream_versions, usize::try_from(events).unwrap_or(0))
+            .with_position(position),
         recorded_at,
     )))
+}
+
+/// A log position from a row's commit key (sent as text) and global
+/// position columns; `None` when they are null.
+pub(crate) fn log_position(
+    row: &PgRow,
+    commit: usize,
+    position: usize,
+) -> Result<Option<Position>, sqlx::Error> {
+    let (Some(key), Some(sequence)) = (
+        row.try_get::<Option<&str>, _>(commit)?,
+        row.try_get::<Option<i64>, _>(position)?,
+    ) else {
+        return Ok(None);
+    };
+    let key = key.parse::<u64>().map_err(|e| sqlx::Error::ColumnDecode {
+        index: "out_commit".into(),
+        source: Box::new(e),
+    })?;
+    Ok(Some(Position::new(key, from_bigint(sequence))))
 }
 
 pub(crate) fn from_micros(micros: i64) -> std::time::SystemTime {

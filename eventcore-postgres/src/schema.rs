@@ -93,6 +93,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0009_snapshot_event_ids.sql"),
         step: Step::InTransaction,
     },
+    Migration {
+        version: 10,
+        description: "commit keys that survive a restore onto another cluster",
+        sql: include_str!("../migrations/0010_log_clock.sql"),
+        step: Step::InTransaction,
+    },
 ];
 
 /// Advisory lock that serialises concurrent migrations of one database,
@@ -114,8 +120,36 @@ struct Function {
 /// its triggers.
 const FUNCTIONS: &[Function] = &[
     Function {
+        name: "eventcore_lock_space",
+        sql: include_str!("../functions/eventcore_lock_space.sql"),
+    },
+    Function {
+        name: "eventcore_commit_shift",
+        sql: include_str!("../functions/eventcore_commit_shift.sql"),
+    },
+    Function {
+        name: "eventcore_running_appends",
+        sql: include_str!("../functions/eventcore_running_appends.sql"),
+    },
+    Function {
+        name: "eventcore_log_fence",
+        sql: include_str!("../functions/eventcore_log_fence.sql"),
+    },
+    Function {
+        name: "eventcore_read_all",
+        sql: include_str!("../functions/eventcore_read_all.sql"),
+    },
+    Function {
+        name: "eventcore_log_holders",
+        sql: include_str!("../functions/eventcore_log_holders.sql"),
+    },
+    Function {
         name: "eventcore_lock_streams",
         sql: include_str!("../functions/eventcore_lock_streams.sql"),
+    },
+    Function {
+        name: "eventcore_record_position",
+        sql: include_str!("../functions/eventcore_record_position.sql"),
     },
     Function {
         name: "eventcore_append",
@@ -321,7 +355,16 @@ async fn migrate_locked(
 
     let mut tx = conn.begin().await.map_err(step(0, "functions"))?;
     apply_functions(&mut tx).await?;
-    tx.commit().await.map_err(step(0, "commit"))
+    tx.commit().await.map_err(step(0, "commit"))?;
+    // The log's clock for this cluster, fixed now in a transaction of its
+    // own: otherwise the first append fixes it and, until that append
+    // commits, every other append waits on the row (after a restore onto
+    // another cluster, this is where the shift is chosen).
+    sqlx::query("SELECT eventcore_commit_shift()")
+        .execute(&mut *conn)
+        .await
+        .map_err(step(10, "the log's clock for this cluster"))?;
+    Ok(())
 }
 
 /// Makes every function again from its file if any file's text differs

@@ -17,8 +17,9 @@ use crate::{
     error::{is_duplicate_version, store_error},
     notify::Notifier,
     rows::{
-        EventColumns, RecordColumns, clamp_to_bigint, conflict_from_row, decode_event,
-        decode_streams, decode_tails, find_record, from_bigint, lookup, record_from_row,
+        EventColumns, RecordColumns, clamp_to_bigint, column, conflict_from_row, decode_event,
+        decode_streams, decode_tails, find_record, from_bigint, log_position, lookup,
+        record_from_row,
     },
     schema,
     snapshots::{self, SnapshotWriter},
@@ -29,7 +30,6 @@ const READ_TAILS: &str = include_str!("sql/read_tails.sql");
 const APPEND: &str = include_str!("sql/append.sql");
 const CURRENT_VERSIONS: &str = include_str!("sql/current_versions.sql");
 const READ_ALL: &str = include_str!("sql/read_all.sql");
-const READ_ALL_FILTERED: &str = include_str!("sql/read_all_filtered.sql");
 /// How many events a filtered page looks at, per event it may return.
 const SCAN_PER_EVENT: i64 = 4;
 /// How many events a filtered page looks at, at least.
@@ -305,7 +305,7 @@ impl EventStore for PostgresEventStore {
         };
 
         let mut lease = self.conns.get("append").await?;
-        let conflict = sqlx::query(APPEND)
+        let reply = sqlx::query(APPEND)
             .bind(&streams)
             .bind(&versions)
             .bind(&event_streams)
@@ -320,41 +320,48 @@ impl EventStore for PostgresEventStore {
             .bind(command.map(|(_, command_type)| command_type))
             .bind(&resulting)
             .bind(&schema_versions)
-            .fetch_optional(lease.conn())
+            // Run to completion (one row), not fetched as one row of a
+            // portal left suspended.
+            .fetch_all(lease.conn())
             .await;
-        lease.settle(&conflict);
+        lease.settle(&reply);
         drop(lease);
-        let conflict = match conflict {
-            Ok(conflict) => conflict,
+        let row = match reply.map(|rows| rows.into_iter().next()) {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(store_error("append", sqlx::Error::RowNotFound)),
             Err(e) if is_duplicate_version(&e) => {
                 return Err(self.explain_duplicate(&writes, e).await);
             }
             Err(e) => return Err(store_error("append", e)),
         };
-
-        match conflict {
-            None => {
-                if !events.is_empty() {
-                    self.notifier.committed();
-                }
-                if let Some(snapshot) = snapshot {
-                    self.snapshots.offer(snapshot);
-                }
-                Ok(AppendOutcome::new(stream_versions, events.len()))
-            }
-            Some(row) => {
-                let recorded = match command {
-                    Some((id, _)) => {
-                        RecordColumns::of(&row).and_then(|c| record_from_row(id, &row, &c))
-                    }
-                    None => Ok(None),
-                };
-                match recorded.map_err(|e| store_error("append", e))? {
-                    Some(record) => record.repeat(&writes),
-                    None => Err(conflict_from_row(&row).map_err(|e| store_error("append", e))?),
-                }
-            }
+        let failed = |e| store_error("append", e);
+        if row
+            .try_get::<Option<&str>, _>("conflict_stream")
+            .map_err(failed)?
+            .is_some()
+        {
+            return Err(conflict_from_row(&row).map_err(failed)?);
         }
+        if let Some((id, _)) = command
+            && let Some(record) = RecordColumns::of(&row)
+                .and_then(|c| record_from_row(id, &row, &c))
+                .map_err(failed)?
+        {
+            return record.repeat(&writes);
+        }
+        let position = log_position(
+            &row,
+            column(&row, "out_commit").map_err(failed)?,
+            column(&row, "out_position").map_err(failed)?,
+        )
+        .map_err(failed)?;
+        if !events.is_empty() {
+            self.notifier.committed();
+        }
+        if let Some(snapshot) = snapshot {
+            self.snapshots.offer(snapshot);
+        }
+        Ok(AppendOutcome::new(stream_versions, events.len()).with_position(position))
     }
 
     fn identity(&self) -> &StoreIdentity {
@@ -375,12 +382,12 @@ impl CommandRecords for PostgresEventStore {
 }
 
 impl EventLog for PostgresEventStore {
-    /// Reads in (writing transaction, global position) order, and only
-    /// events of transactions older than the oldest one still running (the
-    /// snapshot's xmin): every transaction below that fence has ended, so
-    /// no event can later appear before what was returned. A long-running
-    /// transaction anywhere in the database holds readers back until it
-    /// ends; it never makes them skip.
+    /// Reads in (commit key, global position) order, and only events of
+    /// appends below the log's fence (`eventcore_read_all`; see the crate
+    /// docs): every append below it has ended, so no event can later
+    /// appear before what was returned. Only a running append holds
+    /// readers back, and only from events committed after it began; then
+    /// the page is [held back](LogPage::held_back).
     ///
     /// Without filters a page is one walk of the commit-order index that
     /// stops at the limit. With a stream-prefix or event-type filter the
@@ -392,24 +399,20 @@ impl EventLog for PostgresEventStore {
         let after = query.start().unwrap_or_default();
         let limit = clamp_to_bigint(u64::try_from(query.limit()).unwrap_or(u64::MAX));
         let filtered = query.stream_prefix().is_some() || query.event_types().is_some();
-        let statement = if filtered {
-            sqlx::query(READ_ALL_FILTERED)
+        let scan = if filtered {
+            limit.saturating_mul(SCAN_PER_EVENT).max(MIN_SCAN)
         } else {
-            sqlx::query(READ_ALL)
+            limit
         };
-        let statement = statement
+        let statement = sqlx::query(READ_ALL)
             .bind(after.commit().to_string())
             .bind(clamp_to_bigint(after.sequence()))
             .bind(query.stream_prefix())
             .bind(query.event_types())
-            .bind(limit);
-        let statement = if filtered {
-            statement.bind(limit.saturating_mul(SCAN_PER_EVENT).max(MIN_SCAN))
-        } else {
-            statement
-        };
+            .bind(limit)
+            .bind(scan);
         let rows = self.conns.fetch_all("read_all", statement).await?;
-        decode_log_page(query, filtered, &rows).map_err(|e| store_error("read_all", e))
+        decode_log_page(query, &rows).map_err(|e| store_error("read_all", e))
     }
 
     /// Woken by NOTIFYs that stores send after their appends commit (see
@@ -438,32 +441,32 @@ fn channel_for(schema: Option<&SchemaName>) -> String {
     format!("eventcore_appended_{hash:016x}")
 }
 
-/// The rows of `read_all.sql` (events), or of `read_all_filtered.sql`
-/// (events, then the last event looked at, `out_kind` 1).
+/// The rows of `eventcore_read_all`: events (`out_kind` 0), then, after a
+/// filtered walk, the last event looked at (1), and a row (2) when
+/// committed events wait above the fence.
 fn decode_log_page(
     query: &LogQuery,
-    filtered: bool,
     rows: &[sqlx::postgres::PgRow],
 ) -> Result<LogPage, sqlx::Error> {
     let mut events = Vec::with_capacity(rows.len());
     let mut scanned_to = None;
+    let mut held_back = false;
     if let Some(first) = rows.first() {
         let columns = EventColumns::of(first)?;
-        let commit_at = crate::rows::column(first, "out_commit")?;
-        let kind_at = if filtered {
-            Some(crate::rows::column(first, "out_kind")?)
-        } else {
-            None
-        };
+        let commit_at = column(first, "out_commit")?;
+        let kind_at = column(first, "out_kind")?;
         for row in rows {
-            let commit = decode_commit(row, commit_at)?;
-            if let Some(kind) = kind_at
-                && row.try_get::<i32, _>(kind)? == 1
-            {
-                let sequence = from_bigint(columns.position(row)?.unwrap_or(0));
-                scanned_to = Some(Position::new(commit, sequence));
-            } else {
-                events.push(decode_log_row(row, &columns, commit)?);
+            match row.try_get::<i32, _>(kind_at)? {
+                2 => held_back = true,
+                1 => {
+                    let commit = decode_commit(row, commit_at)?;
+                    let sequence = from_bigint(columns.position(row)?.unwrap_or(0));
+                    scanned_to = Some(Position::new(commit, sequence));
+                }
+                _ => {
+                    let commit = decode_commit(row, commit_at)?;
+                    events.push(decode_log_row(row, &columns, commit)?);
+                }
             }
         }
     }
@@ -474,7 +477,7 @@ fn decode_log_page(
     } else {
         query.start()
     };
-    Ok(LogPage::new(events, next))
+    Ok(LogPage::new(events, next).with_held_back(held_back))
 }
 
 /// The writing transaction of a log row, sent as text.

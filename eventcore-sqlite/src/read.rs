@@ -51,12 +51,35 @@ pub(crate) fn command(c: &Connection, id: &str) -> rusqlite::Result<Option<Comma
     }
     let command_id = CommandId::try_new(id.to_owned()).map_err(|e| corrupt(0, "command_id", e))?;
     let written = usize::try_from(events_written).map_err(|e| corrupt(2, "events_written", e))?;
+    let position = record_position(c, &versions)?;
     Ok(Some(CommandRecord::new(
         command_id,
         command_type,
-        AppendOutcome::new(versions, written),
+        AppendOutcome::new(versions, written).with_position(position),
         time(recorded_at),
     )))
+}
+
+/// Where a command's record points in the log: the last of the events at
+/// its streams' resulting versions, at or after its own last event (a
+/// stream it only read may hold a later one).
+fn record_position(
+    c: &Connection,
+    versions: &[(StreamId, StreamVersion)],
+) -> rusqlite::Result<Option<Position>> {
+    let mut at = c.prepare_cached(
+        "SELECT position FROM eventcore_events WHERE stream_id = ?1 AND version = ?2",
+    )?;
+    let mut last: Option<i64> = None;
+    for (stream, version) in versions.iter().filter(|(_, v)| v.get() > 0) {
+        let found: Option<i64> = at
+            .query_row(params![stream.as_str(), sql_version(*version)], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        last = last.max(found);
+    }
+    Ok(last.map(|p| Position::new(0, u64::try_from(p).unwrap_or(0))))
 }
 
 /// A stream's current version (0 if it has no events).

@@ -256,7 +256,9 @@ fn append_one(tx: &Connection, writes: &StreamWrites) -> Result<AppendOutcome, S
                 .map_err(failed)?;
         }
     }
-    let outcome = AppendOutcome::new(stream_versions, writes.events().len());
+    let last = (!writes.events().is_empty())
+        .then(|| Position::new(0, u64::try_from(position).unwrap_or(0)));
+    let outcome = AppendOutcome::new(stream_versions, writes.events().len()).with_position(last);
     if !writes.is_empty()
         && let Some(record) =
             CommandRecord::of_append(writes, &outcome, crate::rows::time(recorded_at))

@@ -23,6 +23,7 @@ use crate::fixtures::{Credit, LedgerEvent, Move, Note, stream};
 mod commands;
 mod discovery;
 mod metadata;
+mod positions;
 mod schema;
 mod state;
 mod values;
@@ -40,6 +41,10 @@ pub use discovery::{
 pub use metadata::{
     execute_gives_a_command_one_correlation_id, follow_up_commands_carry_the_trigger_s_ids,
     metadata_round_trips_exactly, unstorable_metadata_is_refused,
+};
+pub use positions::{
+    a_subscription_is_waited_on_until_it_passes_a_position,
+    appends_return_their_last_event_s_position,
 };
 pub use schema::{
     commands_fold_upcast_events, global_log_events_are_upcast, old_events_are_upcast_when_decoded,
@@ -186,6 +191,7 @@ macro_rules! __scenarios {
             global_log_filtered_pages_skip_nothing,
             global_log_reader_misses_nothing_under_concurrent_writers,
             global_log_events_are_upcast,
+            appends_return_their_last_event_s_position,
         );
     };
     (subscriptions, $callback:ident ! ($($args:tt)*)) => {
@@ -196,6 +202,7 @@ macro_rules! __scenarios {
             subscription_stops_at_an_undecodable_event,
             follow_up_commands_carry_the_trigger_s_ids,
             subscriptions_read_upcast_events,
+            a_subscription_is_waited_on_until_it_passes_a_position,
         );
     };
 }

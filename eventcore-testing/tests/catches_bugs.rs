@@ -73,6 +73,9 @@ enum Flaw {
     /// highest number visible: an append that commits late, under a lower
     /// number, is skipped.
     SkipsLateCommits,
+    /// Answers an append with the position of its first event, not its
+    /// last: a reader waiting for it may not yet have the whole write.
+    PositionOfFirstEvent,
 }
 
 #[derive(Debug, Clone)]
@@ -275,7 +278,7 @@ impl EventStore for BrokenStore {
         writes.check_payload_limit(1024 * 1024)?;
         let snapshot = writes.take_snapshot();
         let stream_versions = writes.resulting_versions()?;
-        let outcome = AppendOutcome::new(stream_versions.clone(), writes.events().len());
+        let mut outcome = AppendOutcome::new(stream_versions.clone(), writes.events().len());
         match self.flaw {
             Flaw::None
             | Flaw::SkipsReadOnlyCheck
@@ -288,10 +291,19 @@ impl EventStore for BrokenStore {
             | Flaw::TailsMissEvents
             | Flaw::RecordsApart
             | Flaw::LosesSnapshotSchemas
-            | Flaw::SkipsLateCommits => {
+            | Flaw::SkipsLateCommits
+            | Flaw::PositionOfFirstEvent => {
                 let numbers = {
                     let mut log = self.log.lock().unwrap();
                     let mut commands = self.commands.lock().unwrap();
+                    let written = writes.events().len() as u64;
+                    let first = log.len() as u64 + 1;
+                    let last = if self.flaw == Flaw::PositionOfFirstEvent {
+                        first
+                    } else {
+                        first + written.saturating_sub(1)
+                    };
+                    outcome = outcome.with_position((written > 0).then(|| Position::new(0, last)));
                     if let Some((id, _)) = writes.command()
                         && let Some(record) = commands.get(id)
                     {
@@ -448,6 +460,15 @@ async fn failed_scenarios(flaw: Flaw) -> Vec<&'static str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_control_store_passes_the_whole_suite() {
     assert_eq!(failed_scenarios(Flaw::None).await, Vec::<&str>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_answering_with_its_first_event_s_position_is_caught() {
+    let failed = failed_scenarios(Flaw::PositionOfFirstEvent).await;
+    assert!(
+        failed.contains(&"appends_return_their_last_event_s_position"),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -266,6 +266,7 @@ where
                     stream_versions: record.outcome.stream_versions,
                     events_written: record.outcome.events_written,
                     already_applied: true,
+                    position: record.outcome.position,
                 });
             }
         };
@@ -346,6 +347,7 @@ where
             stream_versions: versions,
             events_written: 0,
             already_applied: false,
+            position: None,
         }));
     }
 

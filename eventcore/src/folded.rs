@@ -186,6 +186,7 @@ impl<'c, S> Folded<'c, S> {
                                 stream_versions,
                                 events_written: 0,
                                 already_applied: false,
+                                position: None,
                             })),
                             Err(refused) => Err(End::rejected(refused)),
                         };

@@ -238,7 +238,7 @@ pub use execute::{ExecuteOptions, MAX_DISCOVERY_ROUNDS};
 pub use executor::{Executor, execute, execute_with};
 pub use identity::StoreIdentity;
 pub use lease::{LeaseToken, SubscriptionName, SubscriptionNameError};
-pub use log::{EventLog, LogPage, LogQuery, Position};
+pub use log::{EventLog, LogPage, LogQuery, ParsePositionError, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};
 pub use queue::CommandQueue;
 pub use reads::{Decode, RecordedEvent, StreamReads};
@@ -249,8 +249,8 @@ pub use store::{CommandRecords, EventStore, EventStoreExt};
 pub use stream::{MAX_STREAM_ID_CHARS, StreamId, StreamIdError, StreamSet, StreamVersion};
 pub use subscription::{
     CheckpointStore, EventContext, Handler, OnHandlerError, SKIPPED_KEPT, SubscriptionConfig,
-    SubscriptionError, SubscriptionHandle, SubscriptionLeases, SubscriptionReport, handler_fn,
-    subscribe,
+    SubscriptionError, SubscriptionHandle, SubscriptionLeases, SubscriptionReport, WaitError,
+    handler_fn, subscribe, wait_for_position,
 };
 pub use target::ExecutionResult;
 pub use uuid::Uuid;

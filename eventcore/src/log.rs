@@ -46,6 +46,41 @@ impl fmt::Display for Position {
     }
 }
 
+/// A text that is not a [`Position`] (`commit/sequence`, as [`Position`]'s
+/// `Display` writes it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a log position: expected two unsigned integers as commit/sequence")]
+pub struct ParsePositionError {
+    text: String,
+}
+
+/// Reads a position back from its `Display` text, as a service takes it
+/// from a client (a header or query parameter).
+///
+/// ```
+/// use eventcore::Position;
+/// let position = Position::new(812, 4031);
+/// assert_eq!(position.to_string().parse::<Position>(), Ok(position));
+/// assert!("812".parse::<Position>().is_err());
+/// ```
+impl std::str::FromStr for Position {
+    type Err = ParsePositionError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || ParsePositionError {
+            text: text.chars().take(64).collect(),
+        };
+        let (commit, sequence) = text.split_once('/').ok_or_else(bad)?;
+        let number = |part: &str| {
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            part.parse::<u64>().map_err(|_| bad())
+        };
+        Ok(Position::new(number(commit)?, number(sequence)?))
+    }
+}
+
 /// What to read from the global log.
 ///
 /// ```
@@ -149,6 +184,7 @@ impl LogQuery {
 pub struct LogPage {
     events: Vec<(Position, RecordedEvent)>,
     next: Option<Position>,
+    held_back: bool,
 }
 
 impl LogPage {
@@ -160,7 +196,25 @@ impl LogPage {
         LogPage {
             next: next.max(last),
             events,
+            held_back: false,
         }
+    }
+
+    /// The page, marked as [held back](LogPage::held_back) or not; for
+    /// store implementations.
+    pub fn with_held_back(mut self, held_back: bool) -> Self {
+        self.held_back = held_back;
+        self
+    }
+
+    /// Whether events already committed wait after this page, held back
+    /// by a writer that began before them and is still running (so that
+    /// no reader skips the writer's events when it commits): not the end of
+    /// the log. A store that numbers events in commit order is never held
+    /// back. The PostgreSQL store says who holds it back and for how long
+    /// (`PostgresEventStore::log_status`).
+    pub fn held_back(&self) -> bool {
+        self.held_back
     }
 
     /// The matching events, in log order, each with its position.

@@ -55,7 +55,8 @@ impl CommandRecord {
         Some(CommandRecord::new(
             id.clone(),
             command_type.to_owned(),
-            AppendOutcome::new(outcome.stream_versions.clone(), outcome.events_written),
+            AppendOutcome::new(outcome.stream_versions.clone(), outcome.events_written)
+                .with_position(outcome.position),
             recorded_at,
         ))
     }
@@ -119,7 +120,8 @@ impl CommandRecord {
         let mut outcome = AppendOutcome::new(
             self.outcome.stream_versions.clone(),
             self.outcome.events_written,
-        );
+        )
+        .with_position(self.outcome.position);
         outcome.already_applied = true;
         Ok(outcome)
     }

@@ -380,9 +380,25 @@ pub struct SubscriptionHandle {
 }
 
 impl SubscriptionHandle {
-    /// The position of the last event handled, as it moves.
+    /// How far the subscription has got, as it moves: every event at or
+    /// before this position that its filter lets through has been handled
+    /// (the checkpoint it resumed from, then each event handled, then the
+    /// end of each page, which may lie past events the filter leaves out).
     pub fn position(&self) -> watch::Receiver<Option<Position>> {
         self.position.clone()
+    }
+
+    /// Waits until the subscription has got to `position` (see
+    /// [`position`](SubscriptionHandle::position)), for at most `timeout`:
+    /// read-your-writes, with the position an append or `execute` returned
+    /// ([`ExecutionResult::position`](crate::ExecutionResult::position)).
+    /// Returns at once if it is there already.
+    ///
+    /// # Errors
+    /// [`WaitError::TimedOut`] with how far it got, or
+    /// [`WaitError::Stopped`] if the subscription ends first.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), WaitError> {
+        wait_for_position(self.position.clone(), position, timeout).await
     }
 
     /// Whether the subscription has stopped (by itself, on an error).
@@ -404,6 +420,64 @@ impl SubscriptionHandle {
             Ok(result) => result,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+}
+
+/// Why a wait for a position ended without reaching it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The time ran out first.
+    #[error("not at {position} after {waited:?} (got to {reached})", reached = DisplayReached(*.reached))]
+    TimedOut {
+        /// The position waited for.
+        position: Position,
+        /// How long it waited.
+        waited: Duration,
+        /// How far it had got (`None`: nothing handled yet).
+        reached: Option<Position>,
+    },
+    /// What was waited on stopped before it got there.
+    #[error("stopped before it got to {position}")]
+    Stopped {
+        /// The position waited for.
+        position: Position,
+    },
+}
+
+struct DisplayReached(Option<Position>);
+
+impl std::fmt::Display for DisplayReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "{p}"),
+            None => f.write_str("the start"),
+        }
+    }
+}
+
+/// Waits until `progress` shows `position` or later, for at most `timeout`.
+///
+/// # Errors
+/// See [`SubscriptionHandle::wait_for`].
+pub async fn wait_for_position(
+    mut progress: watch::Receiver<Option<Position>>,
+    position: Position,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let reached = |p: &Option<Position>| p.is_some_and(|p| p >= position);
+    let waited = tokio::time::timeout(timeout, progress.wait_for(reached))
+        .await
+        .map(|found| found.is_ok());
+    match waited {
+        Ok(true) => Ok(()),
+        Ok(false) if reached(&progress.borrow()) => Ok(()),
+        Ok(false) => Err(WaitError::Stopped { position }),
+        Err(_elapsed) => Err(WaitError::TimedOut {
+            position,
+            waited: timeout,
+            reached: *progress.borrow(),
+        }),
     }
 }
 
@@ -594,6 +668,9 @@ where
             Err(e) => return Err(self.halt(e, report)),
         };
         report.checkpoint = at;
+        if at > *self.position.borrow() {
+            self.position.send_replace(at);
+        }
         loop {
             if *self.stop.borrow() {
                 return Ok(());
@@ -653,6 +730,9 @@ where
             // through lies between it and `next`.
             if outcome.is_ok() && at >= last {
                 at = at.max(next);
+                if at > *self.position.borrow() {
+                    self.position.send_replace(at);
+                }
             }
             if at != report.checkpoint
                 && let Some(position) = at

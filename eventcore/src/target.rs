@@ -196,6 +196,13 @@ pub struct ExecutionResult {
     /// `stream_versions` and `events_written` are those of the execution
     /// that recorded it.
     pub already_applied: bool,
+    /// Where the command's last event is in the global log, on a store
+    /// that has one: wait for a subscription to pass it
+    /// ([`SubscriptionHandle::wait_for`](crate::SubscriptionHandle::wait_for))
+    /// to read your own writes. For a command already applied, a position
+    /// at or after its first execution's last event. `None` when nothing
+    /// was written.
+    pub position: Option<crate::Position>,
 }
 
 impl ExecutionResult {
@@ -215,5 +222,6 @@ pub(crate) fn appended(outcome: AppendOutcome) -> ExecutionResult {
         stream_versions: outcome.stream_versions,
         events_written: outcome.events_written,
         already_applied: outcome.already_applied,
+        position: outcome.position,
     }
 }

@@ -4,7 +4,9 @@ use std::{borrow::Cow, sync::Arc};
 
 use uuid::Uuid;
 
-use crate::{CommandId, Event, Metadata, StoreError, StreamId, StreamVersion, metadata::holds_nul};
+use crate::{
+    CommandId, Event, Metadata, Position, StoreError, StreamId, StreamVersion, metadata::holds_nul,
+};
 
 /// One event ready to be appended: its stream, type name and schema
 /// version, JSON payload, id and metadata.
@@ -426,6 +428,12 @@ pub struct AppendOutcome {
     /// the same command: then nothing was written, and the versions and
     /// event count are those of the append that recorded it.
     pub already_applied: bool,
+    /// Where the append's last event is in the global log ([`EventLog`](crate::EventLog)),
+    /// for read-your-writes: a subscription that has passed it has seen
+    /// every event of the append. For a repeat of an applied command, a
+    /// position at or after the first append's last event. `None` when
+    /// nothing was written, or the store has no global log.
+    pub position: Option<Position>,
 }
 
 impl AppendOutcome {
@@ -435,7 +443,15 @@ impl AppendOutcome {
             stream_versions,
             events_written,
             already_applied: false,
+            position: None,
         }
+    }
+
+    /// The outcome with the position of its last event; for store
+    /// implementations.
+    pub fn with_position(mut self, position: Option<Position>) -> Self {
+        self.position = position;
+        self
     }
 }
 

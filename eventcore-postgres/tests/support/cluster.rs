@@ -120,6 +120,69 @@ impl Cluster {
         );
     }
 
+    /// A copy of this cluster made while it runs (`pg_basebackup`, with
+    /// the WAL it needs), started on a port of its own as a primary: what
+    /// a standby promoted after a failover is, at the point it had replayed.
+    pub fn base_backup(&self) -> Cluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "eventcore-own-pg-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster folder");
+        let copy = Cluster {
+            dir,
+            bindir: self.bindir.clone(),
+            port,
+            as_postgres: self.as_postgres,
+        };
+        if copy.as_postgres {
+            copy.check(
+                Command::new("chown")
+                    .arg("postgres:")
+                    .arg(&copy.dir)
+                    .output(),
+                "chown",
+            );
+        }
+        let data = copy.dir.join("data").to_string_lossy().into_owned();
+        copy.run(
+            "pg_basebackup",
+            &["-D", &data, "-d", &self.url(), "-X", "stream", "-c", "fast"],
+        );
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c max_connections=100",
+            copy.port,
+            copy.dir.to_string_lossy()
+        );
+        copy.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-l",
+                &copy.dir.join("server.log").to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        copy
+    }
+
+    /// A client tool of the same installation (`pg_dump`, `psql`), to run
+    /// as this user.
+    pub fn client(&self, tool: &str) -> Command {
+        Command::new(self.bindir.join(tool))
+    }
+
     /// One of the server's tools, run as `postgres` when this is root.
     fn tool(&self, tool: &str, args: &[&str]) -> Command {
         let program = self.bindir.join(tool);

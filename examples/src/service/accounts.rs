@@ -12,8 +12,8 @@ use std::{
 };
 
 use eventcore::{
-    BoxError, EventContext, LogQuery, RetryPolicy, SubscriptionConfig, SubscriptionHandle,
-    SubscriptionName, subscribe,
+    BoxError, EventContext, LogQuery, Position, RetryPolicy, SubscriptionConfig,
+    SubscriptionHandle, SubscriptionName, subscribe,
 };
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::{ExactlyOnce, PostgresEventStore, ProjectionHandler};
@@ -85,6 +85,40 @@ pub enum Accounts {
 }
 
 impl Accounts {
+    /// How far the read model is, from the checkpoint committed with its
+    /// rows (whichever instance keeps it); `None` in memory, where only
+    /// this process's subscription knows.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
+        match self {
+            Accounts::Memory(_) => Ok(None),
+            Accounts::Postgres(pool) => {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT commit_id, sequence FROM eventcore_checkpoints WHERE name = $1",
+                )
+                .bind(SUBSCRIPTION)
+                .fetch_optional(pool)
+                .await?;
+                Ok(row.map(|(c, s)| {
+                    Position::new(u64::try_from(c).unwrap_or(0), u64::try_from(s).unwrap_or(0))
+                }))
+            }
+            Accounts::Sqlite(connection) => {
+                let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+                let found: Option<i64> = rusqlite::OptionalExtension::optional(
+                    connection
+                        .prepare_cached(
+                            "SELECT sequence FROM eventcore_checkpoints WHERE name = ?1",
+                        )?
+                        .query_row([SUBSCRIPTION], |row| row.get(0)),
+                )?;
+                Ok(found.map(|s| Position::new(0, u64::try_from(s).unwrap_or(0))))
+            }
+        }
+    }
+
     /// The accounts after `after` (by id), `limit` at most.
     ///
     /// # Errors

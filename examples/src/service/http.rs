@@ -17,7 +17,7 @@ use axum::{
 };
 use eventcore::{
     CommandId, CommandLogic, EventStore, EventStoreExt, ExecuteOptions, ExecutionResult, Metadata,
-    StreamId, StreamVersion, execute_with,
+    Position, StreamId, StreamVersion, execute_with,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -331,12 +331,22 @@ async fn account_view<S: EventStore>(
     Ok(view)
 }
 
-/// Marks a replayed answer.
+/// The header a write's answer carries: where its last event is in the
+/// global log (`commit/sequence`), for a read of the read model that must
+/// show it (`min_position`).
+pub const POSITION_HEADER: &str = "eventcore-position";
+
+/// Marks a replayed answer, and gives the write's position.
 fn replayed(result: &ExecutionResult, mut response: Response) -> Response {
     if result.already_applied {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if let Some(position) = result.position
+        && let Ok(value) = HeaderValue::from_str(&position.to_string())
+    {
+        response.headers_mut().insert(POSITION_HEADER, value);
     }
     response
 }
@@ -564,13 +574,67 @@ async fn account_events<S: EventStore + Clone + Send + Sync + 'static>(
     Ok((headers, Json(items)))
 }
 
-/// The read model, by account id: `?after=id&limit=n`.
+/// How long a read of the read model waits for `min_position` at most.
+pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until the read model has applied every event up to `position`
+/// (as a write's [`POSITION_HEADER`] gave it), [`MIN_POSITION_WAIT`] at
+/// most: read-your-writes. Another instance may be the one keeping the
+/// read model, so besides this instance's subscription it looks at the
+/// checkpoint the read model commits with its rows.
+async fn wait_for_read_model<S>(app: &App<S>, position: Position) -> Result<(), Problem> {
+    let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
+    let local = app.subscription.lock().await.as_ref().map(|h| h.position());
+    let mut checked_shared = tokio::time::Instant::now();
+    loop {
+        if local
+            .as_ref()
+            .is_some_and(|p| p.borrow().is_some_and(|at| at >= position))
+        {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= checked_shared {
+            let shared = app
+                .accounts
+                .checkpoint()
+                .await
+                .map_err(|e| Problem::unavailable(e.as_ref()))?;
+            if shared.is_some_and(|at| at >= position) {
+                return Ok(());
+            }
+            checked_shared = now + Duration::from_millis(10);
+        }
+        if now >= deadline {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read-model-behind",
+                format!(
+                    "the accounts read model has not reached position {position} within {} s; \
+                     ask again",
+                    MIN_POSITION_WAIT.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The read model, by account id: `?after=id&limit=n`, and
+/// `min_position=commit/sequence` (a write's [`POSITION_HEADER`]) to wait
+/// until the read model shows that write.
 async fn list_accounts<S: EventStore + Clone + Send + Sync + 'static>(
     State(app): State<Arc<App<S>>>,
     raw: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<views::AccountsList>, Problem> {
-    let query = query(raw, &["after", "limit"])?;
+    let query = query(raw, &["after", "limit", "min_position"])?;
     let limit = limit(&query)?;
+    if let Some(text) = query.get("min_position") {
+        let position: Position = text
+            .parse()
+            .map_err(|e: eventcore::ParsePositionError| Problem::bad_request(e.to_string()))?;
+        wait_for_read_model(&app, position).await?;
+    }
     let after = query.get("after").map(|a| account(a)).transpose()?;
     let page = app
         .accounts

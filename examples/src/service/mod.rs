@@ -8,13 +8,17 @@
 //! | GET | `/accounts/{id}` | the account: id, owner, balance, version |
 //! | GET | `/accounts/{id}/events` | its history, paged with `after`/`before` cursors and `limit` |
 //! | POST | `/transfers` | `{"from","to","amount"}`: one command over two streams |
-//! | GET | `/accounts` | the read model, paged by id (`after`, `limit`) |
+//! | GET | `/accounts` | the read model, paged by id (`after`, `limit`); `min_position` waits until it shows a write |
 //! | GET | `/health` | the store answers and the read model runs |
 //!
 //! Money is decimal dollars with at most two places in requests and
 //! answers, integer cents in events. An `Idempotency-Key` header is the
 //! command id: a retried request writes nothing more and gets the first
-//! answer (with `Idempotent-Replayed: true`). Errors are
+//! answer (with `Idempotent-Replayed: true`). Every write's answer carries
+//! `Eventcore-Position: commit/sequence`, where its last event is in the
+//! global log; `GET /accounts?min_position=...` with it waits (5 s at most,
+//! then 503 `read-model-behind`) until the read model, whichever instance
+//! keeps it, has applied that write: read-your-writes. Errors are
 //! `application/problem+json`.
 
 mod accounts;
@@ -33,6 +37,7 @@ pub use accounts::{AccountRow, Accounts, AccountsPage, EVENT_TYPES, SUBSCRIPTION
 use eventcore::{EventStore, SubscriptionHandle, SubscriptionReport};
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::PostgresEventStore;
+pub use http::{MIN_POSITION_WAIT, POSITION_HEADER};
 pub use problem::Problem;
 use tokio::{net::TcpListener, sync::Mutex};
 pub use views::{

@@ -18,6 +18,8 @@ pub struct Reply {
     pub replayed: bool,
     /// The `Link` header, as sent.
     pub link: Option<String>,
+    /// The `Eventcore-Position` header of a write's answer.
+    pub position: Option<String>,
     pub text: String,
     pub json: Value,
 }
@@ -78,6 +80,11 @@ pub async fn send(
         .get("link")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let position = response
+        .headers()
+        .get(service::POSITION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let bytes = response.into_body().collect().await?.to_bytes();
     let text = String::from_utf8(bytes.to_vec())?;
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -86,6 +93,7 @@ pub async fn send(
         content_type,
         replayed,
         link,
+        position,
         text,
         json,
     })

@@ -1235,6 +1235,113 @@ async fn two_instances_on_one_database_keep_the_read_model_right_across_handover
 /// Deposits per account in the two-instance test.
 const DEPOSITS: u32 = 60;
 
+/// Read-your-writes: each write's answer gives its position, and a read of
+/// the read model with it as `min_position` shows the write, on whichever
+/// instance it is asked, whether or not that instance keeps the read model.
+/// Each client alternates instances between the write and the read. A
+/// position the read model cannot reach is a 503 after the wait; a bad
+/// one, a 400.
+async fn a_read_after_a_write_with_its_position_shows_the_write(a: Arc<Service>, b: Arc<Service>) {
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (a, b) = (a.clone(), b.clone());
+            tokio::spawn(async move {
+                let account = format!("ryw-{c}");
+                let body =
+                    format!(r#"{{"type":"OpenAccount","owner":"o{c}","initial_balance":1}}"#);
+                let r = a
+                    .send("POST", &format!("/accounts/{account}"), Some(&body))
+                    .await;
+                assert_eq!(r.status, 201, "{}", r.text);
+                for n in 1..=25u32 {
+                    let (writer, reader) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+                    let r = writer
+                        .send(
+                            "POST",
+                            &format!("/accounts/{account}"),
+                            Some(r#"{"type":"Deposit","amount":1}"#),
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{}", r.text);
+                    let position = r.position.expect("a write's answer gives its position");
+                    let list = reader
+                        .send(
+                            "GET",
+                            &format!("/accounts?min_position={position}&limit=100"),
+                            None,
+                        )
+                        .await;
+                    assert_eq!(list.status, 200, "{}", list.text);
+                    let row = list.json["accounts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|row| row["id"] == account.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            panic!("{account} not in the read model: {}", list.text)
+                        });
+                    assert_eq!(
+                        row["balance"].as_f64(),
+                        Some(1.0 + f64::from(n)),
+                        "the read after deposit {n} shows it"
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let bad = a.send("GET", "/accounts?min_position=soon", None).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+}
+
+async fn stop_both(a: Arc<Service>, b: Arc<Service>) {
+    for service in [a, b] {
+        Arc::into_inner(service)
+            .expect("no client left")
+            .stop()
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_a_write_shows_it_in_memory() {
+    let (backend, _) = memory();
+    // In memory the read model lives in its one process: one instance.
+    let service = Arc::new(Service::start(backend).await);
+    a_read_after_a_write_with_its_position_shows_the_write(service.clone(), service.clone()).await;
+    Arc::into_inner(service)
+        .expect("no client left")
+        .stop()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_a_write_shows_it_on_postgres_on_either_instance() {
+    let schema = format!("bank_service_{}_{}", std::process::id(), fastrand::u32(..));
+    let a = Service::start(Backend::Postgres(client::postgres_store_in(&schema).await)).await;
+    let b = Service::start(Backend::Postgres(client::postgres_store_in(&schema).await)).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    a_read_after_a_write_with_its_position_shows_the_write(a.clone(), b.clone()).await;
+    stop_both(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_a_write_shows_it_on_sqlite_on_either_instance() {
+    let (store, path) = sqlite_store().await;
+    let other =
+        eventcore_sqlite::SqliteEventStore::open(&path, eventcore_sqlite::SqliteConfig::default())
+            .await
+            .expect("a second store value on the file");
+    let a = Service::start(Backend::Sqlite(store)).await;
+    let b = Service::start(Backend::Sqlite(other)).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    a_read_after_a_write_with_its_position_shows_the_write(a.clone(), b.clone()).await;
+    stop_both(a, b).await;
+}
+
 /// A new SQLite file for a service, and its path.
 async fn sqlite_store() -> (eventcore_sqlite::SqliteEventStore, std::path::PathBuf) {
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
