@@ -36,6 +36,7 @@ LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
+    shift text;
     commit_key xid8;
     last_position bigint;
 BEGIN
@@ -100,20 +101,29 @@ BEGIN
                             NULL::text, NULL::bigint;
         RETURN;
     END IF;
-    commit_key := (pg_current_xact_id()::text::numeric + eventcore_commit_shift())::text::xid8;
-    WITH inserted AS (
-        INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id,
-                                      metadata, correlation_id, causation_id, schema_version,
-                                      transaction_id)
-        SELECT n.sid, n.version, n.event_type, n.payload::json, n.event_id,
-               n.metadata::jsonb, n.correlation, n.causation, n.schema_version, commit_key
-        FROM unnest(p_event_streams, p_event_versions, p_event_types, p_payloads, p_event_ids,
-                    p_metadata, p_correlation, p_causation, p_schema_versions)
-            AS n(sid, version, event_type, payload, event_id, metadata, correlation, causation,
-                 schema_version)
-        RETURNING global_position
-    )
-    SELECT max(i.global_position) INTO last_position FROM inserted AS i;
+    -- The session keeps the cluster's shift (eventcore_commit_shift); it
+    -- is 0 on the cluster that wrote the log.
+    shift := current_setting('eventcore.commit_shift_' || current_schema(), true);
+    IF shift IS NULL OR shift = '' THEN
+        shift := eventcore_commit_shift()::text;
+    END IF;
+    IF shift = '0' THEN
+        commit_key := pg_current_xact_id();
+    ELSE
+        commit_key := (pg_current_xact_id()::text::numeric + shift::numeric)::text::xid8;
+    END IF;
+    INSERT INTO eventcore_events (stream_id, stream_version, event_type, payload, event_id,
+                                  metadata, correlation_id, causation_id, schema_version,
+                                  transaction_id)
+    SELECT n.sid, n.version, n.event_type, n.payload::json, n.event_id,
+           n.metadata::jsonb, n.correlation, n.causation, n.schema_version, commit_key
+    FROM unnest(p_event_streams, p_event_versions, p_event_types, p_payloads, p_event_ids,
+                p_metadata, p_correlation, p_causation, p_schema_versions)
+        AS n(sid, version, event_type, payload, event_id, metadata, correlation, causation,
+             schema_version);
+    -- The rows took ascending values of the identity's sequence, the last
+    -- of them last in this session.
+    last_position := currval('eventcore_events_global_position_seq'::regclass);
     RETURN QUERY SELECT NULL::text, NULL::bigint, NULL::bigint, NULL::text, NULL::text[],
                         NULL::bigint[], NULL::integer, NULL::text, NULL::bigint,
                         commit_key::text, last_position;

@@ -13,10 +13,15 @@ CREATE OR REPLACE FUNCTION eventcore_log_fence() RETURNS xid8
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
+    -- Read before pg_locks is.
     horizon numeric := pg_snapshot_xmax(pg_current_snapshot())::text::numeric;
+    shift text := current_setting('eventcore.commit_shift_' || current_schema(), true);
     held numeric;
 BEGIN
     SELECT min(r.transaction_id) INTO held FROM eventcore_running_appends(horizon) AS r;
-    RETURN (least(horizon, coalesce(held, horizon)) + eventcore_commit_shift())::text::xid8;
+    IF shift IS NULL OR shift = '' THEN
+        shift := eventcore_commit_shift()::text;
+    END IF;
+    RETURN (least(horizon, coalesce(held, horizon)) + shift::numeric)::text::xid8;
 END
 $$;
