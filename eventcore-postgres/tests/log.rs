@@ -237,24 +237,7 @@ async fn a_running_append_holds_back_later_commits_says_so_and_a_rollback_frees_
 /// Note 1 appended to the empty stream `id` with the store's own append
 /// statement, inside `tx`.
 async fn append_in(tx: &mut sqlx::PgConnection, id: &StreamId) {
-    let row = sqlx::query(include_str!("../src/sql/append.sql"))
-        .bind(vec![id.as_str()])
-        .bind(vec![0i64])
-        .bind(vec![id.as_str()])
-        .bind(vec![1i64])
-        .bind(vec!["Note"])
-        .bind(vec![serde_json::to_string(&Note::new(id, 1)).unwrap()])
-        .bind(vec![uuid::Uuid::now_v7()])
-        .bind(vec!["{}"])
-        .bind(vec![None::<&str>])
-        .bind(vec![None::<&str>])
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<Vec<i64>>)
-        .bind(vec![1i64])
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let row = support::append_first_note(tx, id).await.unwrap();
     let conflict: Option<String> = sqlx::Row::get(&row, "conflict_stream");
     assert!(
         conflict.is_none(),
@@ -280,22 +263,7 @@ async fn an_append_after_another_write_of_its_transaction_is_refused() {
         .await
         .unwrap();
     let id = stream("after-a-write");
-    let err = sqlx::query(include_str!("../src/sql/append.sql"))
-        .bind(vec![id.as_str()])
-        .bind(vec![0i64])
-        .bind(vec![id.as_str()])
-        .bind(vec![1i64])
-        .bind(vec!["Note"])
-        .bind(vec![serde_json::to_string(&Note::new(&id, 1)).unwrap()])
-        .bind(vec![uuid::Uuid::now_v7()])
-        .bind(vec!["{}"])
-        .bind(vec![None::<&str>])
-        .bind(vec![None::<&str>])
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<Vec<i64>>)
-        .bind(vec![1i64])
-        .fetch_one(&mut *tx)
+    let err = support::append_first_note(&mut tx, &id)
         .await
         .expect_err("refused");
     let code = err

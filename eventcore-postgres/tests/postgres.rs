@@ -34,24 +34,7 @@ async fn append_in_open_transaction(
     id: &eventcore::StreamId,
 ) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = support::sql(store).begin().await.unwrap();
-    let conflict = sqlx::query(include_str!("../src/sql/append.sql"))
-        .bind(vec![id.as_str()])
-        .bind(vec![0i64])
-        .bind(vec![id.as_str()])
-        .bind(vec![1i64])
-        .bind(vec!["Note"])
-        .bind(vec![serde_json::to_string(&Note::new(id, 1)).unwrap()])
-        .bind(vec![uuid::Uuid::now_v7()])
-        .bind(vec!["{}"])
-        .bind(vec![None::<&str>])
-        .bind(vec![None::<&str>])
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(None::<Vec<i64>>)
-        .bind(vec![1i64])
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let conflict = support::append_first_note(&mut tx, id).await.unwrap();
     let conflict: Option<String> = conflict.get("conflict_stream");
     assert!(
         conflict.is_none(),

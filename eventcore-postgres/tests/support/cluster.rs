@@ -29,6 +29,32 @@ impl Cluster {
                 "this test starts a PostgreSQL cluster of its own from the local binaries: \
                  put pg_config on the PATH (Debian: apt-get install postgresql)",
             );
+        // The server refuses to run as root.
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let cluster = Cluster::unstarted(bindir, as_postgres);
+        let data = cluster.dir.join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+        );
+        cluster.start_server();
+        cluster
+    }
+
+    /// A folder of its own (owned by `postgres` when this is root) and a
+    /// free loopback port, nothing in it yet.
+    fn unstarted(bindir: PathBuf, as_postgres: bool) -> Cluster {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -39,11 +65,6 @@ impl Cluster {
             fastrand::u32(..)
         ));
         std::fs::create_dir_all(&dir).expect("cluster folder");
-        // The server refuses to run as root.
-        let as_postgres = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
         let cluster = Cluster {
             dir,
             bindir,
@@ -59,31 +80,24 @@ impl Cluster {
                 "chown",
             );
         }
-        let data = cluster.dir.join("data");
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &data.to_string_lossy(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-            ],
-        );
+        cluster
+    }
+
+    /// Starts the server on the cluster's `data` folder and port.
+    fn start_server(&self) {
+        let data = self.dir.join("data");
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c max_connections=100",
-            cluster.port,
-            cluster.dir.to_string_lossy()
+            self.port,
+            self.dir.to_string_lossy()
         );
-        cluster.run(
+        self.run(
             "pg_ctl",
             &[
                 "-D",
                 &data.to_string_lossy(),
                 "-l",
-                &cluster.dir.join("server.log").to_string_lossy(),
+                &self.dir.join("server.log").to_string_lossy(),
                 "-w",
                 "-t",
                 "60",
@@ -92,7 +106,6 @@ impl Cluster {
                 "start",
             ],
         );
-        cluster
     }
 
     pub fn url(&self) -> String {
@@ -124,56 +137,13 @@ impl Cluster {
     /// the WAL it needs), started on a port of its own as a primary: what
     /// a standby promoted after a failover is, at the point it had replayed.
     pub fn base_backup(&self) -> Cluster {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!(
-            "eventcore-own-pg-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("cluster folder");
-        let copy = Cluster {
-            dir,
-            bindir: self.bindir.clone(),
-            port,
-            as_postgres: self.as_postgres,
-        };
-        if copy.as_postgres {
-            copy.check(
-                Command::new("chown")
-                    .arg("postgres:")
-                    .arg(&copy.dir)
-                    .output(),
-                "chown",
-            );
-        }
+        let copy = Cluster::unstarted(self.bindir.clone(), self.as_postgres);
         let data = copy.dir.join("data").to_string_lossy().into_owned();
         copy.run(
             "pg_basebackup",
             &["-D", &data, "-d", &self.url(), "-X", "stream", "-c", "fast"],
         );
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c max_connections=100",
-            copy.port,
-            copy.dir.to_string_lossy()
-        );
-        copy.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-l",
-                &copy.dir.join("server.log").to_string_lossy(),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                &options,
-                "start",
-            ],
-        );
+        copy.start_server();
         copy
     }
 

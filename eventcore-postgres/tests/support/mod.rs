@@ -101,3 +101,32 @@ pub fn sql(store: &PostgresEventStore) -> sqlx::PgPool {
                 .application_name("eventcore-test-sql"),
         )
 }
+
+/// Note 1 appended as version 1 of the empty stream `id` with the store's
+/// own append statement (`src/sql/append.sql`), on `conn` (a transaction
+/// the caller keeps open, or not): the append's reply row, or the error.
+pub async fn append_first_note(
+    conn: &mut sqlx::PgConnection,
+    id: &eventcore::StreamId,
+) -> Result<sqlx::postgres::PgRow, sqlx::Error> {
+    use eventcore_testing::fixtures::Note;
+    sqlx::query(include_str!("../../src/sql/append.sql"))
+        .bind(vec![id.as_str()])
+        .bind(vec![0i64])
+        .bind(vec![id.as_str()])
+        .bind(vec![1i64])
+        .bind(vec!["Note"])
+        .bind(vec![
+            serde_json::to_string(&Note::new(id, 1)).expect("a note serialises"),
+        ])
+        .bind(vec![uuid::Uuid::now_v7()])
+        .bind(vec!["{}"])
+        .bind(vec![None::<&str>])
+        .bind(vec![None::<&str>])
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(None::<Vec<i64>>)
+        .bind(vec![1i64])
+        .fetch_one(conn)
+        .await
+}
