@@ -2,13 +2,13 @@
 //! the projections that commit with them.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use eventcore::{
-    BoxError, CheckpointStore, EventContext, Handler, LeaseToken, Position, StoreError,
-    SubscriptionLeases, SubscriptionName,
+    BoxError, CheckpointStore, DeadLetter, DeadLetterAction, DeadLetters, EventContext, Handler,
+    LeaseToken, Position, StoreError, SubscriptionLeases, SubscriptionName,
 };
 
 /// Checkpoints and leases of subscriptions, in memory. Cheap to clone:
@@ -28,6 +28,8 @@ struct Names {
     leases: HashMap<SubscriptionName, LeaseState>,
     /// Every move of each checkpoint, (from, to), oldest first.
     writes: HashMap<SubscriptionName, Vec<(Option<Position>, Position)>>,
+    /// The dead letters of each lane, by key.
+    letters: HashMap<SubscriptionName, BTreeMap<String, DeadLetter>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +58,24 @@ impl Names {
     /// Whether the checkpoint of `name` is already at or past `position`.
     fn passed(&self, name: &SubscriptionName, position: Position) -> bool {
         self.saved.get(name).is_some_and(|saved| *saved >= position)
+    }
+
+    /// Whether the replay of the parked `key` of `name` has passed
+    /// `position` (or there is no letter to replay).
+    fn replay_passed(&self, name: &SubscriptionName, key: &str, position: Position) -> bool {
+        self.letters
+            .get(name)
+            .and_then(|letters| letters.get(key))
+            .is_none_or(|letter| letter.after >= Some(position))
+    }
+
+    /// Moves the replay of the parked `key` of `name` forward to `position`.
+    fn replay_to(&mut self, name: &SubscriptionName, key: &str, position: Position) {
+        if let Some(letter) = self.letters.get_mut(name).and_then(|l| l.get_mut(key))
+            && letter.after < Some(position)
+        {
+            letter.after = Some(position);
+        }
     }
 
     /// Moves the checkpoint of `name` to `position` (checked by the caller
@@ -184,6 +204,74 @@ impl CheckpointStore for InMemoryCheckpointStore {
     }
 }
 
+impl DeadLetters for InMemoryCheckpointStore {
+    async fn park(&self, letter: &DeadLetter, token: LeaseToken) -> Result<(), StoreError> {
+        let mut names = lock(&self.inner);
+        names.fence(&letter.name, token)?;
+        let letters = names.letters.entry(letter.name.clone()).or_default();
+        let mut parked = letter.clone();
+        parked.action = None;
+        if let Some(old) = letters.get(&letter.key) {
+            parked.after = parked.after.max(old.after);
+        }
+        letters.insert(letter.key.clone(), parked);
+        Ok(())
+    }
+
+    async fn replayed(
+        &self,
+        name: &SubscriptionName,
+        key: &str,
+        through: Position,
+        token: LeaseToken,
+    ) -> Result<(), StoreError> {
+        let mut names = lock(&self.inner);
+        names.fence(name, token)?;
+        names.replay_to(name, key, through);
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        name: &SubscriptionName,
+        key: &str,
+        token: LeaseToken,
+    ) -> Result<(), StoreError> {
+        let mut names = lock(&self.inner);
+        names.fence(name, token)?;
+        if let Some(letters) = names.letters.get_mut(name) {
+            letters.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(&self, name: &SubscriptionName) -> Result<Vec<DeadLetter>, StoreError> {
+        let names = lock(&self.inner);
+        let mut letters: Vec<DeadLetter> = names
+            .letters
+            .get(name)
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default();
+        letters.sort_by_key(|l| l.position);
+        Ok(letters)
+    }
+
+    async fn resolve(
+        &self,
+        name: &SubscriptionName,
+        key: &str,
+        action: DeadLetterAction,
+    ) -> Result<bool, StoreError> {
+        let mut names = lock(&self.inner);
+        Ok(names
+            .letters
+            .get_mut(name)
+            .and_then(|l| l.get_mut(key))
+            .map(|letter| letter.action = Some(action))
+            .is_some())
+    }
+}
+
 /// Applies one event to a read model held in memory, as part of the step
 /// that moves the subscription's checkpoint: see [`ExactlyOnce`].
 pub trait MemoryProjection<E>: Send + 'static {
@@ -277,6 +365,16 @@ where
         let position = context.position();
         let mut names = lock(&self.checkpoints.inner);
         names.fence(&self.name, context.lease_token())?;
+        // A parked event handed over again: the checkpoint has passed it;
+        // its letter's replay mark says whether it was applied.
+        if let Some(key) = context.parked_key() {
+            if names.replay_passed(&self.name, key, position) {
+                return Ok(());
+            }
+            self.inner.apply(context, event)?;
+            names.replay_to(&self.name, key, position);
+            return Ok(());
+        }
         if names.passed(&self.name, position) {
             return Ok(());
         }

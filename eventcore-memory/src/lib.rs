@@ -30,10 +30,10 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CheckpointStore, CommandId, CommandRecord, CommandRecords, EventLog, EventStore,
-    LeaseToken, LogPage, LogQuery, Position, ReadAnswer, ReadRequest, RecordedEvent, Snapshot,
-    SnapshotKey, StoreError, StoreIdentity, StreamId, StreamReads, StreamVersion, StreamWrites,
-    SubscriptionLeases, SubscriptionName,
+    AppendOutcome, CheckpointStore, CommandId, CommandRecord, CommandRecords, DeadLetter,
+    DeadLetterAction, DeadLetters, EventLog, EventStore, LeaseToken, LogPage, LogQuery, Position,
+    ReadAnswer, ReadRequest, RecordedEvent, Snapshot, SnapshotKey, StoreError, StoreIdentity,
+    StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases, SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -363,6 +363,44 @@ impl CheckpointStore for InMemoryEventStore {
         token: LeaseToken,
     ) -> Result<(), StoreError> {
         self.checkpoints.save(name, position, token).await
+    }
+}
+
+impl DeadLetters for InMemoryEventStore {
+    async fn park(&self, letter: &DeadLetter, token: LeaseToken) -> Result<(), StoreError> {
+        self.checkpoints.park(letter, token).await
+    }
+
+    async fn replayed(
+        &self,
+        name: &SubscriptionName,
+        key: &str,
+        through: Position,
+        token: LeaseToken,
+    ) -> Result<(), StoreError> {
+        self.checkpoints.replayed(name, key, through, token).await
+    }
+
+    async fn release(
+        &self,
+        name: &SubscriptionName,
+        key: &str,
+        token: LeaseToken,
+    ) -> Result<(), StoreError> {
+        self.checkpoints.release(name, key, token).await
+    }
+
+    async fn dead_letters(&self, name: &SubscriptionName) -> Result<Vec<DeadLetter>, StoreError> {
+        self.checkpoints.dead_letters(name).await
+    }
+
+    async fn resolve(
+        &self,
+        name: &SubscriptionName,
+        key: &str,
+        action: DeadLetterAction,
+    ) -> Result<bool, StoreError> {
+        self.checkpoints.resolve(name, key, action).await
     }
 }
 

@@ -207,7 +207,7 @@ const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Writes `count` events over `streams` streams, one task per stream
 /// released together.
-async fn seed<S: EventStore + Clone + Send + Sync + 'static>(
+pub(crate) async fn seed<S: EventStore + Clone + Send + Sync + 'static>(
     store: &S,
     count: usize,
     streams: usize,
@@ -242,7 +242,7 @@ async fn seed<S: EventStore + Clone + Send + Sync + 'static>(
 /// Every event of the log, its id and position in log order, once the log
 /// shows at least `expected` (a store may hold back just-committed events
 /// while older transactions are open).
-async fn log_of<S: EventLog>(store: &S, expected: usize) -> Vec<(Position, Uuid)> {
+pub(crate) async fn log_of<S: EventLog>(store: &S, expected: usize) -> Vec<(Position, Uuid)> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let all = whole_log(store).await;
@@ -259,7 +259,7 @@ async fn log_of<S: EventLog>(store: &S, expected: usize) -> Vec<(Position, Uuid)
 }
 
 /// Every event the log shows now.
-async fn whole_log<S: EventLog>(store: &S) -> Vec<(Position, Uuid)> {
+pub(crate) async fn whole_log<S: EventLog>(store: &S) -> Vec<(Position, Uuid)> {
     let mut all = Vec::new();
     let mut query = LogQuery::from_start(1_000);
     loop {

@@ -10,6 +10,7 @@
 //! | [`decision`] | [`decide_on`](decision::decide_on): a command's decision on given events, made by `execute` itself against a store of fixed events |
 //! | [`faults`] | [`FaultyStore`](faults::FaultyStore): seeded conflicts, transient errors before and after commit, delays |
 //! | [`handover`] | exactly once across lease handovers: one scenario, with a fixture per backend |
+//! | [`lanes`] | lanes that share a subscription across instances, and dead letters that park a poison key: scenarios with a fixture per backend |
 //! | [`gwt`] | given/when/then for one command's decision, without a store: every stream it reads, discovered ones included, and the writes `execute` accepts |
 //! | [`trace`] | [`Capture`](trace::Capture): the spans and events eventcore emits, to assert on |
 //! | [`fixtures`], [`strategies`] | the events, commands and proptest strategies the kit's own scenarios use; [`fixtures::shop`], a reservation that discovers its customer |
@@ -83,6 +84,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod gwt;
 pub mod handover;
+pub mod lanes;
 pub mod model;
 pub mod strategies;
 pub mod trace;

@@ -104,6 +104,7 @@ pub struct ReadmeDoctests;
 pub mod __derive;
 mod cache;
 mod command;
+mod dead_letter;
 mod erased;
 mod error;
 mod event;
@@ -112,6 +113,7 @@ mod executor;
 mod fold;
 mod folded;
 mod identity;
+mod lanes;
 mod lease;
 mod log;
 mod metadata;
@@ -130,6 +132,9 @@ mod writes;
 pub use cache::{CacheConfig, CacheStats, StateCache};
 pub use command::{CommandLogic, CommandStreams, NewEvents};
 #[doc(hidden)]
+pub use dead_letter::{
+    DEAD_LETTER_POLL, DeadLetter, DeadLetterAction, DeadLetters, MAX_ERROR_CHARS,
+};
 pub use erased::{ErasedFold, FoldKind, FoldPlan, Part, Slot};
 pub use error::{BoxError, ExecuteError, Refusal, StoreError, StoreErrorKind};
 pub use event::Event;
@@ -237,6 +242,10 @@ pub use eventcore_macros::FoldState;
 pub use execute::{ExecuteOptions, MAX_DISCOVERY_ROUNDS};
 pub use executor::{Executor, execute, execute_with};
 pub use identity::StoreIdentity;
+pub use lanes::{
+    Lane, LaneKey, LaneNameError, Lanes, LanesHandle, LanesReport, lane_name, lane_of,
+    subscribe_lanes,
+};
 pub use lease::{LeaseToken, SubscriptionName, SubscriptionNameError};
 pub use log::{EventLog, LogPage, LogQuery, ParsePositionError, Position};
 pub use metadata::{CausationId, CommandId, CorrelationId, IdError, MAX_ID_CHARS, Metadata};

@@ -37,13 +37,14 @@
 //! ([`OnHandlerError`]). An event that no longer deserialises always stops
 //! it: the checkpoint stays before it, and nothing is skipped silently.
 
-use std::{future::Future, marker::PhantomData, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, marker::PhantomData, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
 use crate::{
-    BoxError, Decode, EventLog, LeaseToken, LogQuery, Position, RecordedEvent, RetryPolicy,
-    StoreError, SubscriptionName,
+    BoxError, DEAD_LETTER_POLL, DeadLetter, DeadLetterAction, DeadLetters, Decode, EventLog,
+    LeaseToken, LogQuery, Position, RecordedEvent, RetryPolicy, StoreError, SubscriptionName,
+    lanes::LaneFilter,
 };
 
 /// How soon to look again after a wake-up found nothing new, and for how
@@ -155,6 +156,7 @@ pub struct EventContext {
     position: Position,
     recorded: RecordedEvent,
     lease: LeaseToken,
+    parked_key: Option<Arc<str>>,
 }
 
 impl EventContext {
@@ -164,7 +166,26 @@ impl EventContext {
             position,
             recorded,
             lease: LeaseToken::default(),
+            parked_key: None,
         }
+    }
+
+    /// The same context, delivered again from the dead letter of `key`.
+    #[must_use]
+    pub fn with_parked_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.parked_key = Some(key.into());
+        self
+    }
+
+    /// The key whose parked events are being handed over again (see
+    /// [`DeadLetterAction`](crate::DeadLetterAction)), when this delivery is
+    /// one of them; `None` for a delivery in log order. The lane's
+    /// checkpoint has passed such an event: an exactly-once projection
+    /// records it as replayed on the key's dead letter
+    /// ([`DeadLetters::replayed`](crate::DeadLetters::replayed)) in the
+    /// transaction of its effects, rather than move the checkpoint.
+    pub fn parked_key(&self) -> Option<&str> {
+        self.parked_key.as_deref()
     }
 
     /// The same context under lease token `lease`.
@@ -212,6 +233,13 @@ pub enum OnHandlerError {
     Stop,
     /// Record the event's position in the report's `skipped` list and go on.
     Skip,
+    /// Park the event's key in a dead letter and go on with the other keys
+    /// (see [`DeadLetters`](crate::DeadLetters)). Only lanes
+    /// ([`subscribe_lanes`](crate::subscribe_lanes)) have keys and a
+    /// dead-letter store: a plain subscription under this policy stops at
+    /// once with [`SubscriptionError::ParkWithoutLanes`]. An event that no
+    /// longer decodes parks its key too.
+    Park,
 }
 
 /// How a subscription reads and retries. Start from
@@ -332,6 +360,25 @@ pub enum SubscriptionError {
         #[source]
         source: StoreError,
     },
+    /// This instance splits the subscription into a number of lanes other
+    /// than a live member's (see [`subscribe_lanes`](crate::subscribe_lanes)).
+    #[error(
+        "subscription {name} is split into {configured} lanes here but into {found} by a live member"
+    )]
+    LaneLayout {
+        /// The subscription.
+        name: SubscriptionName,
+        /// The lane count of this instance.
+        configured: u16,
+        /// The lane count of the other member.
+        found: u16,
+    },
+    /// [`OnHandlerError::Park`] asked of a subscription without lanes.
+    #[error("subscription {name} cannot park events: only lanes have keys and dead letters")]
+    ParkWithoutLanes {
+        /// The subscription.
+        name: SubscriptionName,
+    },
     /// The handler kept failing on an event and the policy is to stop.
     #[error("subscription {name} stopped: its handler failed on the event at {position}")]
     HandlerFailed {
@@ -364,6 +411,11 @@ pub struct SubscriptionReport {
     /// Times this instance found its lease lost (its session died, or a
     /// save was refused for a newer holder) and went back to waiting for it.
     pub leases_lost: u64,
+    /// Keys parked in dead letters (each parking counts, again after a
+    /// failed retry).
+    pub parked: u64,
+    /// Parked keys whose events were all handed over again, so they flow again.
+    pub unparked: u64,
     /// Whether the last stop abandoned work still under way when its
     /// [`stop_grace`](SubscriptionConfig::stop_grace) ran out (the
     /// checkpoint is then the last one committed).
@@ -404,6 +456,12 @@ impl SubscriptionHandle {
     /// Whether the subscription has stopped (by itself, on an error).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
+    }
+
+    /// Ends the task at once, saving nothing, as the death of its process
+    /// would (its lease goes with it).
+    pub(crate) fn abort(&self) {
+        self.task.abort();
     }
 
     /// Stops after the event being handled, saves the checkpoint, and
@@ -496,6 +554,36 @@ where
     E: Decode,
     H: Handler<E>,
 {
+    start(
+        log,
+        checkpoints,
+        name,
+        handler,
+        config,
+        None,
+        None::<NoDeadLetters>,
+    )
+}
+
+/// Starts a subscription, or one lane of a split one (`lane`: only the
+/// events of its keys are handed to `handler`; `dead`: where it parks keys
+/// under [`OnHandlerError::Park`]).
+pub(crate) fn start<L, C, E, H, D>(
+    log: L,
+    checkpoints: C,
+    name: SubscriptionName,
+    handler: H,
+    config: SubscriptionConfig,
+    lane: Option<LaneFilter>,
+    dead: Option<D>,
+) -> SubscriptionHandle
+where
+    L: EventLog + 'static,
+    C: CheckpointStore + SubscriptionLeases + 'static,
+    E: Decode,
+    H: Handler<E>,
+    D: DeadLetters + 'static,
+{
     let (stop_tx, stop_rx) = watch::channel(false);
     let (pos_tx, pos_rx) = watch::channel(None);
     let runner = Runner {
@@ -504,6 +592,10 @@ where
         name,
         handler,
         config,
+        lane,
+        dead,
+        parked: BTreeMap::new(),
+        letters_read: None,
         stop: stop_rx,
         position: pos_tx,
         _event: PhantomData,
@@ -518,23 +610,94 @@ where
     }
 }
 
-struct Runner<L, C, E, H> {
+/// The dead-letter store of a subscription without lanes: it never parks.
+pub(crate) struct NoDeadLetters;
+
+impl DeadLetters for NoDeadLetters {
+    async fn park(&self, _: &DeadLetter, _: LeaseToken) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn replayed(
+        &self,
+        _: &SubscriptionName,
+        _: &str,
+        _: Position,
+        _: LeaseToken,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        _: &SubscriptionName,
+        _: &str,
+        _: LeaseToken,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn dead_letters(&self, _: &SubscriptionName) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn resolve(
+        &self,
+        _: &SubscriptionName,
+        _: &str,
+        _: DeadLetterAction,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}
+
+struct Runner<L, C, E, H, D> {
     log: L,
     checkpoints: C,
     name: SubscriptionName,
     handler: H,
     config: SubscriptionConfig,
+    lane: Option<LaneFilter>,
+    dead: Option<D>,
+    /// The parked keys of this lane, as last read.
+    parked: BTreeMap<String, DeadLetter>,
+    /// When the letters were last read.
+    letters_read: Option<tokio::time::Instant>,
     stop: watch::Receiver<bool>,
     position: watch::Sender<Option<Position>>,
     _event: PhantomData<fn() -> E>,
 }
 
-impl<L, C, E, H> Runner<L, C, E, H>
+/// How one event's attempts ended.
+enum Attempts {
+    Handled,
+    /// The handler found the lease's token superseded.
+    LeaseLost,
+    /// Asked to stop while waiting to retry: the event stays unhandled.
+    Stopped,
+    /// Every attempt failed; the last error and how many were made.
+    Failed(BoxError, u32),
+}
+
+/// The text of `error` and its causes, for a dead letter.
+fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+impl<L, C, E, H, D> Runner<L, C, E, H, D>
 where
     L: EventLog,
     C: CheckpointStore + SubscriptionLeases,
     E: Decode,
     H: Handler<E>,
+    D: DeadLetters,
 {
     fn store_error(&self, source: StoreError) -> SubscriptionError {
         SubscriptionError::Store {
@@ -593,6 +756,9 @@ where
     /// cure; at stop, the work under way gets the configured grace, then
     /// is abandoned (dropped: a transaction under way rolls back).
     async fn run(mut self) -> Result<SubscriptionReport, SubscriptionError> {
+        if self.config.on_error == OnHandlerError::Park && self.dead.is_none() {
+            return Err(SubscriptionError::ParkWithoutLanes { name: self.name });
+        }
         let mut report = SubscriptionReport::default();
         let grace = self.config.stop_grace;
         let mut stop = self.stop.clone();
@@ -650,6 +816,37 @@ where
         Halt::Retry
     }
 
+    /// Reads the lane's dead letters again.
+    async fn read_letters(&mut self) -> Result<(), StoreError> {
+        let Some(dead) = &self.dead else {
+            return Ok(());
+        };
+        let letters = dead.dead_letters(&self.name).await?;
+        self.parked = letters
+            .into_iter()
+            .map(|letter| (letter.key.clone(), letter))
+            .collect();
+        self.letters_read = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+
+    /// Whether the letters are due to be read again for an operator's action.
+    fn letters_due(&self) -> bool {
+        !self.parked.is_empty()
+            && self
+                .letters_read
+                .is_none_or(|read| read.elapsed() >= DEAD_LETTER_POLL)
+    }
+
+    /// Ends a page or a replay on a store error: a lost lease ends the
+    /// session at once, any other error as the halt it is.
+    fn page_store_error(error: StoreError) -> PageEnd {
+        match error {
+            StoreError::LeaseLost { .. } => PageEnd::LeaseLost,
+            e => PageEnd::Store(e),
+        }
+    }
+
     /// One session: the lease, the checkpoint, then pages until stopped.
     async fn session(
         &mut self,
@@ -667,6 +864,9 @@ where
             Ok(at) => at,
             Err(e) => return Err(self.halt(e, report)),
         };
+        if let Err(e) = self.read_letters().await {
+            return Err(self.halt(e, report));
+        }
         report.checkpoint = at;
         if at > *self.position.borrow() {
             self.position.send_replace(at);
@@ -674,6 +874,14 @@ where
         loop {
             if *self.stop.borrow() {
                 return Ok(());
+            }
+            if self.letters_due() {
+                match self.resolve_letters(token, at, report).await {
+                    Ok(()) => {}
+                    Err(PageEnd::LeaseLost) => return Err(Self::lease_lost(report)),
+                    Err(PageEnd::Store(e)) => return Err(self.halt(e, report)),
+                    Err(PageEnd::Fatal(e)) => return Err(Halt::Fatal(e)),
+                }
             }
             // Asked for before the read, so that an append committed
             // between the read and the wait still wakes this one.
@@ -690,12 +898,15 @@ where
                 // events are held back for a moment (a store that never lets
                 // readers skip waits for older transactions); look again
                 // soon rather than wait for the next poll.
-                let wait = match eager_until {
+                let mut wait = match eager_until {
                     Some(until) if tokio::time::Instant::now() < until => {
                         self.config.poll_interval.min(EAGER_POLL)
                     }
                     _ => self.config.poll_interval,
                 };
+                if !self.parked.is_empty() {
+                    wait = wait.min(DEAD_LETTER_POLL);
+                }
                 let mut stop = self.stop.clone();
                 tokio::select! {
                     () = woken => eager_until = Some(tokio::time::Instant::now() + EAGER_WINDOW),
@@ -746,10 +957,80 @@ where
                     Err(_) => {}
                 }
             }
-            if let Err(PageEnd::Fatal(e)) = outcome {
-                return Err(Halt::Fatal(e));
+            match outcome {
+                Err(PageEnd::Fatal(e)) => return Err(Halt::Fatal(e)),
+                Err(PageEnd::Store(e)) => return Err(self.halt(e, report)),
+                _ => {}
             }
         }
+    }
+
+    /// Hands `event` to the handler, retrying as the policy says.
+    async fn attempts(&mut self, context: &EventContext, event: &E) -> Attempts {
+        let mut attempt = 1;
+        loop {
+            match self.handler.handle(context, event).await {
+                Ok(()) => return Attempts::Handled,
+                // A handler that checked the lease's token and found a
+                // newer holder: no retry can cure it.
+                Err(e) if is_lease_lost(&*e) => return Attempts::LeaseLost,
+                Err(e) if attempt >= self.config.retry.max_attempts() => {
+                    return Attempts::Failed(e, attempt);
+                }
+                Err(_) => {
+                    let wait = self.config.retry.delay(attempt, fastrand::u64(..));
+                    if sleep_unless_stopped(&self.stop, wait).await {
+                        return Attempts::Stopped;
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The key `recorded` parks under (its lane's key).
+    fn key_of(&self, recorded: &RecordedEvent) -> String {
+        self.lane.as_ref().map_or_else(
+            || recorded.stream_id().to_string(),
+            |lane| lane.key_of(recorded),
+        )
+    }
+
+    /// Parks the key of the event at `position` after its handler failed
+    /// (`error`, after `attempts`); the key's events up to `after` are
+    /// dealt with.
+    #[allow(clippy::too_many_arguments)]
+    async fn park(
+        &mut self,
+        position: Position,
+        recorded: &RecordedEvent,
+        error: &str,
+        attempts: u32,
+        after: Option<Position>,
+        token: LeaseToken,
+        report: &mut SubscriptionReport,
+    ) -> Result<(), PageEnd> {
+        let Some(dead) = &self.dead else {
+            return Ok(());
+        };
+        let key = self.key_of(recorded);
+        let before = self.parked.get(&key).map_or(0, |l| l.attempts);
+        let letter = DeadLetter::new(
+            self.name.clone(),
+            key.clone(),
+            position,
+            recorded,
+            error,
+            before.saturating_add(attempts),
+            after,
+        );
+        dead.park(&letter, token)
+            .await
+            .map_err(Self::page_store_error)?;
+        tracing::warn!(%position, key = %key, error, "key parked in a dead letter");
+        report.parked += 1;
+        self.parked.insert(key, letter);
+        Ok(())
     }
 
     /// Handles a page until it ends, the subscription is asked to stop, or
@@ -761,69 +1042,216 @@ where
         at: &mut Option<Position>,
         report: &mut SubscriptionReport,
     ) -> Result<(), PageEnd> {
+        let parking = self.config.on_error == OnHandlerError::Park;
         for (position, recorded) in page {
             if *self.stop.borrow() {
                 return Ok(());
             }
-            let event: E = recorded.decode().map_err(|source| {
-                PageEnd::Fatal(SubscriptionError::Undecodable {
-                    name: self.name.clone(),
-                    position,
-                    source,
-                })
-            })?;
-            let context = EventContext::new(position, recorded).with_lease_token(token);
-            let mut attempt = 1;
-            loop {
-                match self.handler.handle(&context, &event).await {
-                    Ok(()) => {
-                        report.handled += 1;
-                        break;
-                    }
-                    // A handler that checked the lease's token and found a
-                    // newer holder: no retry can cure it.
-                    Err(e) if is_lease_lost(&*e) => return Err(PageEnd::LeaseLost),
-                    Err(e) if attempt >= self.config.retry.max_attempts() => {
-                        match self.config.on_error {
-                            OnHandlerError::Stop => {
-                                return Err(PageEnd::Fatal(SubscriptionError::HandlerFailed {
-                                    name: self.name.clone(),
-                                    position,
-                                    source: e,
-                                }));
-                            }
-                            OnHandlerError::Skip => {
-                                report.skipped += 1;
-                                if report.last_skipped.len() == SKIPPED_KEPT {
-                                    report.last_skipped.pop_front();
-                                }
-                                report.last_skipped.push_back(position);
-                                break;
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        let wait = self.config.retry.delay(attempt, fastrand::u64(..));
-                        // Asked to stop while retrying: the event stays
-                        // unhandled and the checkpoint before it.
-                        if sleep_unless_stopped(&self.stop, wait).await {
-                            return Ok(());
-                        }
-                        attempt += 1;
-                    }
+            // Another lane's event: dealt with by not handling it here (nor
+            // decoding it: what another lane cannot read stops only that one).
+            if self
+                .lane
+                .as_ref()
+                .is_some_and(|lane| !lane.contains(&recorded))
+            {
+                *at = Some(position);
+                continue;
+            }
+            // A parked key's event waits with its dead letter.
+            if !self.parked.is_empty() && self.parked.contains_key(&self.key_of(&recorded)) {
+                *at = Some(position);
+                continue;
+            }
+            let event: E = match recorded.decode() {
+                Ok(event) => event,
+                Err(source) if parking => {
+                    let error = error_text(&source);
+                    self.park(position, &recorded, &error, 1, *at, token, report)
+                        .await?;
+                    *at = Some(position);
+                    continue;
                 }
+                Err(source) => {
+                    return Err(PageEnd::Fatal(SubscriptionError::Undecodable {
+                        name: self.name.clone(),
+                        position,
+                        source,
+                    }));
+                }
+            };
+            let context = EventContext::new(position, recorded).with_lease_token(token);
+            match self.attempts(&context, &event).await {
+                Attempts::Handled => report.handled += 1,
+                Attempts::LeaseLost => return Err(PageEnd::LeaseLost),
+                // The event stays unhandled and the checkpoint before it.
+                Attempts::Stopped => return Ok(()),
+                Attempts::Failed(e, attempts) => match self.config.on_error {
+                    OnHandlerError::Stop => {
+                        return Err(PageEnd::Fatal(SubscriptionError::HandlerFailed {
+                            name: self.name.clone(),
+                            position,
+                            source: e,
+                        }));
+                    }
+                    OnHandlerError::Skip => record_skip(report, position),
+                    OnHandlerError::Park => {
+                        let error = error_text(&*e);
+                        self.park(
+                            position,
+                            context.recorded(),
+                            &error,
+                            attempts,
+                            *at,
+                            token,
+                            report,
+                        )
+                        .await?;
+                    }
+                },
             }
             *at = Some(position);
             self.position.send_replace(Some(position));
         }
         Ok(())
     }
+
+    /// Reads the letters again and carries out the actions asked for, each
+    /// up to `bound` (where the lane has got).
+    async fn resolve_letters(
+        &mut self,
+        token: LeaseToken,
+        bound: Option<Position>,
+        report: &mut SubscriptionReport,
+    ) -> Result<(), PageEnd> {
+        self.read_letters().await.map_err(Self::page_store_error)?;
+        let asked: Vec<(DeadLetter, DeadLetterAction)> = self
+            .parked
+            .values()
+            .filter_map(|l| l.action.map(|a| (l.clone(), a)))
+            .collect();
+        for (letter, action) in asked {
+            if *self.stop.borrow() {
+                return Ok(());
+            }
+            self.replay(letter, action, token, bound, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the parked key's events again to the handler, in log order, up
+    /// to `bound`, then lets the key flow again; a failure parks it again.
+    async fn replay(
+        &mut self,
+        letter: DeadLetter,
+        action: DeadLetterAction,
+        token: LeaseToken,
+        bound: Option<Position>,
+        report: &mut SubscriptionReport,
+    ) -> Result<(), PageEnd> {
+        let Some(dead) = &self.dead else {
+            return Ok(());
+        };
+        let key = letter.key.clone();
+        tracing::info!(key = %key, action = action.as_str(), "parked key handed over again");
+        let mut after = letter.after;
+        if action == DeadLetterAction::Skip && after < Some(letter.position) {
+            dead.replayed(&self.name, &key, letter.position, token)
+                .await
+                .map_err(Self::page_store_error)?;
+            record_skip(report, letter.position);
+            after = Some(letter.position);
+        }
+        let shared: Arc<str> = Arc::from(key.as_str());
+        'pages: while after < bound {
+            let page = self
+                .log
+                .read_all(&self.query(after))
+                .await
+                .map_err(Self::page_store_error)?;
+            let next = page.next();
+            if page.is_empty() && next <= after {
+                break;
+            }
+            for (position, recorded) in page.into_events() {
+                if Some(position) > bound {
+                    break 'pages;
+                }
+                if *self.stop.borrow() {
+                    return Ok(());
+                }
+                let theirs = self.lane.as_ref().is_none_or(|l| l.contains(&recorded))
+                    && self.key_of(&recorded) == key;
+                if !theirs {
+                    after = Some(position);
+                    continue;
+                }
+                let event: E = match recorded.decode() {
+                    Ok(event) => event,
+                    Err(source) => {
+                        let error = error_text(&source);
+                        return self
+                            .park(position, &recorded, &error, 1, after, token, report)
+                            .await;
+                    }
+                };
+                let context = EventContext::new(position, recorded)
+                    .with_lease_token(token)
+                    .with_parked_key(shared.clone());
+                match self.attempts(&context, &event).await {
+                    Attempts::Handled => report.handled += 1,
+                    Attempts::LeaseLost => return Err(PageEnd::LeaseLost),
+                    Attempts::Stopped => return Ok(()),
+                    Attempts::Failed(e, attempts) => {
+                        let error = error_text(&*e);
+                        return self
+                            .park(
+                                position,
+                                context.recorded(),
+                                &error,
+                                attempts,
+                                after,
+                                token,
+                                report,
+                            )
+                            .await;
+                    }
+                }
+                if let Some(dead) = &self.dead {
+                    dead.replayed(&self.name, &key, position, token)
+                        .await
+                        .map_err(Self::page_store_error)?;
+                }
+                after = Some(position);
+            }
+            after = after.max(next.min(bound));
+        }
+        if let Some(dead) = &self.dead {
+            dead.release(&self.name, &key, token)
+                .await
+                .map_err(Self::page_store_error)?;
+        }
+        tracing::info!(key = %key, "parked key flows again");
+        self.parked.remove(&key);
+        report.unparked += 1;
+        Ok(())
+    }
+}
+
+/// Counts a skipped event in `report`.
+fn record_skip(report: &mut SubscriptionReport, position: Position) {
+    report.skipped += 1;
+    if report.last_skipped.len() == SKIPPED_KEPT {
+        report.last_skipped.pop_front();
+    }
+    report.last_skipped.push_back(position);
 }
 
 /// Why a page was not handled to its end.
 enum PageEnd {
     /// A handler found the lease's token superseded.
     LeaseLost,
+    /// A store error while parking or replaying.
+    Store(StoreError),
     /// What stops the subscription.
     Fatal(SubscriptionError),
 }
