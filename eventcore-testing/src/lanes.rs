@@ -8,7 +8,8 @@
 //!   parks its key in a dead letter while the other keys (those of its lane
 //!   included) go on; a retry that fails again keeps it parked; a retry that
 //!   succeeds hands the key's events over in order, exactly once, even with
-//!   the instance killed in the middle of it; a skip drops only the parked
+//!   the instance killed in the middle of it, between a commit and its
+//!   report; a skip drops only the parked
 //!   event.
 //! - [`dead_letters_are_fenced`]: the contract of
 //!   [`DeadLetters`](eventcore::DeadLetters) itself.
@@ -83,12 +84,40 @@ pub trait LanesFixture: Send + Sync {
 /// Events a [`Poisoned`] handler fails on, by stream and version (so that
 /// an event can be poisoned before it is written), shared by every lane and
 /// instance of a scenario.
+///
+/// It can also make a handler hang, once it has committed a given number
+/// of events handed over from a dead letter, as a process that dies
+/// before it reports back would: what it committed is the store's
+/// exactly-once projection's alone to remember.
 #[derive(Debug, Clone, Default)]
-pub struct Poison(Arc<Mutex<HashSet<(String, u64)>>>);
+pub struct Poison {
+    events: Arc<Mutex<HashSet<(String, u64)>>>,
+    hang_after: Arc<Mutex<Option<usize>>>,
+}
 
 impl Poison {
     fn set(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u64)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the handler hang after the `n`th event handed over from a
+    /// dead letter that it committed from now on (`None`: never).
+    pub fn hang_after_replayed(&self, n: Option<usize>) {
+        *self.hang_after.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
+    /// Whether a handler that has just committed an event handed over
+    /// from a dead letter hangs now.
+    fn hangs_now(&self) -> bool {
+        let mut left = self.hang_after.lock().unwrap_or_else(|p| p.into_inner());
+        match left.as_mut() {
+            Some(0) => true,
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        }
     }
 
     /// Makes the handler fail on version `version` of `stream` from now on.
@@ -132,7 +161,11 @@ impl<E: Sync, H: Handler<E>> Handler<E> for Poisoned<H> {
             )
             .into());
         }
-        self.inner.handle(context, event).await
+        self.inner.handle(context, event).await?;
+        if context.parked_key().is_some() && self.poison.hangs_now() {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
     }
 }
 
@@ -501,8 +534,9 @@ fn holds_all(
 /// A poison event parks only its key: the other keys of its lane go on; a
 /// retry that fails again keeps it parked, with the new attempts; a retry
 /// that succeeds hands the key's events over exactly once, in order, with
-/// the instance killed in the middle of the hand-over and another taking
-/// it up; a skip drops only the parked event.
+/// the instance killed in the middle of the hand-over (hung right after
+/// committing an event it never reported back) and another taking it up;
+/// a skip drops only the parked event.
 ///
 /// # Panics
 /// When any of that does not hold.
@@ -610,6 +644,9 @@ pub async fn a_poison_event_parks_only_its_key<F: LanesFixture>(fixture: &F) {
         per_event: Duration::from_millis(4),
         first_event: Duration::ZERO,
     };
+    // The fifth event handed over is committed, and its instance hangs
+    // before it reports back: only the projection knows it is applied.
+    poison.hang_after_replayed(Some(5));
     instance = start_instance(fixture, 1, &name, &lanes, &config, slow, &poison).await;
     poison.remove(&bad, 3);
     assert!(
@@ -627,6 +664,7 @@ pub async fn a_poison_event_parks_only_its_key<F: LanesFixture>(fixture: &F) {
     })
     .await;
     instance.abort();
+    poison.hang_after_replayed(None);
     let mid = fixture.applied().await;
     let handed: usize = log
         .iter()

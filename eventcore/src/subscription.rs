@@ -476,7 +476,9 @@ impl SubscriptionHandle {
         let _ignored_if_already_stopped = self.stop.send(true);
         match self.task.await {
             Ok(result) => result,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: its runtime is shutting down; nothing ran past it.
+            Err(_) => Ok(SubscriptionReport::default()),
         }
     }
 }
