@@ -111,17 +111,20 @@ pub(crate) fn save_query(
     position: Position,
     token: LeaseToken,
 ) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
-    let fit = |v: u64| {
-        i64::try_from(v).map_err(|_| StoreError::Backend {
-            operation: "save_checkpoint",
-            source: format!("{v} does not fit in a bigint").into(),
-        })
-    };
+    let fit = |v| to_bigint("save_checkpoint", v);
     Ok(sqlx::query(SAVE)
         .bind(name.as_ref())
         .bind(fit(position.commit())?)
         .bind(fit(position.sequence())?)
         .bind(fit(token.get())?))
+}
+
+/// `v` as a bigint, or a typed error naming `operation` if it does not fit.
+pub(crate) fn to_bigint(operation: &'static str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend {
+        operation,
+        source: format!("{v} does not fit in a bigint").into(),
+    })
 }
 
 /// Whether the save moved the checkpoint (`false`: it was at or past the
@@ -132,11 +135,23 @@ pub(crate) fn saved(
     token: LeaseToken,
     row: Option<&sqlx::postgres::PgRow>,
 ) -> Result<bool, StoreError> {
+    fenced("save_checkpoint", name, token, row)
+}
+
+/// What a fenced write of a lane returned (its row's `newest` token and
+/// whether it `moved` anything): whether it did, or
+/// [`StoreError::LeaseLost`] if `token` was not the newest.
+pub(crate) fn fenced(
+    operation: &'static str,
+    name: &SubscriptionName,
+    token: LeaseToken,
+    row: Option<&sqlx::postgres::PgRow>,
+) -> Result<bool, StoreError> {
     let row = row.ok_or_else(|| StoreError::Backend {
-        operation: "save_checkpoint",
-        source: "the save returned no row".into(),
+        operation,
+        source: "the write returned no row".into(),
     })?;
-    let decode = |e| store_error("save_checkpoint", e);
+    let decode = |e| store_error(operation, e);
     let newest: i64 = row.try_get("newest").map_err(decode)?;
     let moved: bool = row.try_get("moved").map_err(decode)?;
     let newest = LeaseToken::new(from_bigint(newest));

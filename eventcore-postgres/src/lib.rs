@@ -168,6 +168,7 @@
 mod checkpoints;
 mod config;
 mod conn;
+mod dead_letters;
 mod error;
 mod log_status;
 mod notify;

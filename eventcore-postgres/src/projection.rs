@@ -18,6 +18,10 @@
 //!   holder, or by this one before a lost commit reply) is not applied
 //!   again: the checkpoint only moves forward, and a transaction that would
 //!   not move it rolls back.
+//! - an event handed over again from a dead letter (see
+//!   [`DeadLetters`](eventcore::DeadLetters)) moves the letter's replay mark
+//!   instead of the checkpoint, in the same transaction, with the same
+//!   fence and the same forward-only rule.
 //!
 //! **What "exactly once" covers:** the writes the handler makes through the
 //! transaction it is given, in this database. Anything else the handler
@@ -49,7 +53,7 @@
 use eventcore::{BoxError, EventContext, Handler, SubscriptionName};
 use sqlx::{Acquire, PgConnection};
 
-use crate::{PostgresEventStore, checkpoints};
+use crate::{PostgresEventStore, checkpoints, dead_letters};
 
 /// Handles one event inside the transaction that will also save the
 /// subscription's checkpoint.
@@ -97,10 +101,20 @@ where
         // After the handler, so that a new holder's taking of the lease
         // never waits for an old holder's handler: the fence and the
         // forward-only move are checked last, just before the commit.
-        let row = checkpoints::save_query(&self.name, position, token)?
-            .fetch_one(&mut *tx)
-            .await?;
-        if !checkpoints::saved(&self.name, token, Some(&row))? {
+        // A parked event handed over again (the checkpoint has passed it):
+        // its dead letter's replay mark moves instead.
+        let moved = if let Some(key) = context.parked_key() {
+            let row = dead_letters::replayed_query(&self.name, key, position, token)?
+                .fetch_one(&mut *tx)
+                .await?;
+            checkpoints::fenced("replay_dead_letter", &self.name, token, Some(&row))?
+        } else {
+            let row = checkpoints::save_query(&self.name, position, token)?
+                .fetch_one(&mut *tx)
+                .await?;
+            checkpoints::saved(&self.name, token, Some(&row))?
+        };
+        if !moved {
             // Applied already (the checkpoint is at or past it): undo this
             // second application.
             tx.rollback().await?;

@@ -99,6 +99,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0010_log_clock.sql"),
         step: Step::InTransaction,
     },
+    Migration {
+        version: 11,
+        description: "dead letters of subscription lanes",
+        sql: include_str!("../migrations/0011_dead_letters.sql"),
+        step: Step::InTransaction,
+    },
 ];
 
 /// Advisory lock that serialises concurrent migrations of one database,

@@ -9,10 +9,8 @@
 //!   included) go on; a retry that fails again keeps it parked; a retry that
 //!   succeeds hands the key's events over in order, exactly once, even with
 //!   the instance killed in the middle of it, between a commit and its
-//!   report; a skip drops only the parked
-//!   event.
-//! - [`dead_letters_are_fenced`]: the contract of
-//!   [`DeadLetters`](eventcore::DeadLetters) itself.
+//!   report; a skip drops only the parked event.
+//! - [`dead_letters_are_fenced`]: the contract of [`DeadLetters`] itself.
 //!
 //! A backend provides a [`LanesFixture`]: its exactly-once projection,
 //! recording every application it commits.

@@ -106,18 +106,44 @@ impl DeadLetter {
         attempts: u32,
         after: Option<Position>,
     ) -> Self {
+        let mut letter = DeadLetter::of_event(
+            name,
+            key,
+            position,
+            event.event_id(),
+            event.stream_id().clone(),
+            event.event_type(),
+        );
+        letter.error = error.chars().take(MAX_ERROR_CHARS).collect();
+        letter.attempts = attempts;
+        letter.after = after;
+        letter
+    }
+
+    /// A letter for `key` of lane `name` naming the event at `position`
+    /// (its id, stream and type), parked now, with no error, attempt,
+    /// action or replay mark yet: for a store that reads its letters back
+    /// and sets the other fields.
+    pub fn of_event(
+        name: SubscriptionName,
+        key: impl Into<String>,
+        position: Position,
+        event_id: Uuid,
+        stream_id: StreamId,
+        event_type: impl Into<String>,
+    ) -> Self {
         DeadLetter {
             name,
             key: key.into(),
             position,
-            event_id: event.event_id(),
-            stream_id: event.stream_id().clone(),
-            event_type: event.event_type().to_owned(),
-            error: error.chars().take(MAX_ERROR_CHARS).collect(),
-            attempts,
+            event_id,
+            stream_id,
+            event_type: event_type.into(),
+            error: String::new(),
+            attempts: 0,
             parked_at: SystemTime::now(),
             action: None,
-            after,
+            after: None,
         }
     }
 }
