@@ -94,6 +94,25 @@ pub(crate) fn newest_token(c: &Connection, name: &str) -> rusqlite::Result<Lease
     ))
 }
 
+/// A position's two parts as SQLite keeps them.
+pub(crate) fn sql_position(position: Position) -> (i64, i64) {
+    let fit = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    (fit(position.commit()), fit(position.sequence()))
+}
+
+/// The saved checkpoint of `name`.
+pub(crate) fn saved(c: &Connection, name: &str) -> rusqlite::Result<Option<Position>> {
+    let found: Option<(i64, i64)> = c
+        .query_row(
+            "SELECT commit_id, sequence FROM eventcore_checkpoints WHERE name = ?1",
+            [name],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let part = |v: i64| u64::try_from(v).unwrap_or_default();
+    Ok(found.map(|(commit, sequence)| Position::new(part(commit), part(sequence))))
+}
+
 /// Moves the checkpoint of `name` to `position` under `token`, in one
 /// write transaction: refused unless `token` is the newest, and never
 /// moved back.
@@ -115,14 +134,14 @@ pub(crate) fn save(
             current,
         });
     }
+    let (commit, sequence) = sql_position(position);
     tx.execute(
-        "INSERT INTO eventcore_checkpoints (name, sequence) VALUES (?1, ?2) \
-         ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence \
-         WHERE excluded.sequence > eventcore_checkpoints.sequence",
-        params![
-            name.as_ref(),
-            i64::try_from(position.sequence()).unwrap_or(i64::MAX)
-        ],
+        "INSERT INTO eventcore_checkpoints (name, commit_id, sequence) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET \
+         commit_id = excluded.commit_id, sequence = excluded.sequence \
+         WHERE (excluded.commit_id, excluded.sequence) \
+             > (eventcore_checkpoints.commit_id, eventcore_checkpoints.sequence)",
+        params![name.as_ref(), commit, sequence],
     )
     .map_err(failed)?;
     tx.commit().map_err(failed)
@@ -188,17 +207,7 @@ impl CheckpointStore for SqliteEventStore {
     async fn load(&self, name: &SubscriptionName) -> Result<Option<Position>, StoreError> {
         let name = name.as_ref().to_owned();
         self.with_reader("load_checkpoint", move |c| {
-            let found: Option<i64> = c
-                .query_row(
-                    "SELECT sequence FROM eventcore_checkpoints WHERE name = ?1",
-                    [name],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| sqlite("load_checkpoint", e))?;
-            Ok(found
-                .and_then(|s| u64::try_from(s).ok())
-                .map(|s| Position::new(0, s)))
+            saved(c, &name).map_err(|e| sqlite("load_checkpoint", e))
         })
         .await
     }

@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 mod checkpoints;
+mod dead_letters;
 mod error;
 mod projection;
 mod read;
@@ -266,6 +267,20 @@ impl SqliteEventStore {
             .send(job(reply))
             .map_err(|_| error::writer_gone(operation))?;
         answer.await.map_err(|_| error::writer_gone(operation))?
+    }
+
+    /// Runs `f` on the writer's connection, between its groups of appends.
+    async fn write_with<T, F>(&self, operation: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(operation, |reply| {
+            writer::Job::Run(writer::Write(Box::new(move |c: &mut Connection| {
+                let _ = reply.send(f(c));
+            })))
+        })
+        .await
     }
 }
 

@@ -6,7 +6,10 @@
 //! at all. An instance that lost its lease commits nothing more (its
 //! transaction finds a newer token and rolls back with
 //! [`StoreError::LeaseLost`]); an event the checkpoint has passed is not
-//! applied again. "Exactly once" covers what the projection writes through
+//! applied again. An event handed over again from a dead letter (see
+//! [`DeadLetters`](eventcore::DeadLetters)) moves the letter's replay mark
+//! instead of the checkpoint, in the same transaction, fenced and forward
+//! only as well. "Exactly once" covers what the projection writes through
 //! the transaction it is given; anything else it does is at least once.
 //!
 //! ```
@@ -45,7 +48,7 @@
 //! ```
 
 use eventcore::{BoxError, EventContext, Handler, StoreError, SubscriptionName};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::{SqliteEventStore, error::sqlite};
 
@@ -119,24 +122,35 @@ where
                 current,
             }));
         }
-        let saved: Option<i64> = tx
-            .query_row(
-                "SELECT sequence FROM eventcore_checkpoints WHERE name = ?1",
-                [self.name.as_ref()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(failed)?;
-        let at = i64::try_from(context.position().sequence()).unwrap_or(i64::MAX);
+        if let Some(key) = context.parked_key() {
+            // A parked event handed over again (the checkpoint has passed
+            // it): its dead letter's replay mark moves instead, forward
+            // only, in this transaction.
+            let moved =
+                crate::dead_letters::move_replay_mark(&tx, &self.name, key, context.position())
+                    .map_err(failed)?;
+            if !moved {
+                // Applied already (or the letter is gone): dropped, the
+                // transaction rolls back.
+                return Ok(());
+            }
+            self.projection.apply(&tx, context, event)?;
+            tx.commit().map_err(failed)?;
+            return Ok(());
+        }
+        let at = context.position();
+        let saved = crate::checkpoints::saved(&tx, self.name.as_ref()).map_err(failed)?;
         if saved.is_some_and(|s| s >= at) {
             // Applied already, by this holder or a former one.
             return Ok(());
         }
         self.projection.apply(&tx, context, event)?;
+        let (commit, sequence) = crate::checkpoints::sql_position(at);
         tx.execute(
-            "INSERT INTO eventcore_checkpoints (name, sequence) VALUES (?1, ?2) \
-             ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence",
-            params![self.name.as_ref(), at],
+            "INSERT INTO eventcore_checkpoints (name, commit_id, sequence) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET \
+             commit_id = excluded.commit_id, sequence = excluded.sequence",
+            params![self.name.as_ref(), commit, sequence],
         )
         .map_err(failed)?;
         tx.commit().map_err(failed)?;

@@ -61,10 +61,14 @@ CREATE TABLE IF NOT EXISTS eventcore_snapshots (
     PRIMARY KEY (name, streams)
 ) STRICT, WITHOUT ROWID;
 
--- Each subscription's checkpoint: the position of the last event handled.
+-- Each subscription's checkpoint: the position of the last event handled,
+-- both its parts (this store's log numbers its events in `sequence` alone;
+-- a lane's member slot counts its beats in `commit_id`). A file from before
+-- `commit_id` gains it when opened (see writer.rs).
 CREATE TABLE IF NOT EXISTS eventcore_checkpoints (
-    name     TEXT    PRIMARY KEY,
-    sequence INTEGER NOT NULL
+    name      TEXT    PRIMARY KEY,
+    sequence  INTEGER NOT NULL,
+    commit_id INTEGER NOT NULL DEFAULT 0
 ) STRICT, WITHOUT ROWID;
 
 -- Each subscription's newest lease token: raised by every lease taken, so
@@ -72,4 +76,27 @@ CREATE TABLE IF NOT EXISTS eventcore_checkpoints (
 CREATE TABLE IF NOT EXISTS eventcore_leases (
     name  TEXT    PRIMARY KEY,
     token INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- Dead letters of subscription lanes: one row per parked key of a lane,
+-- naming the event its handler kept failing on and why. A lane's writes
+-- here are fenced by its token in eventcore_leases, as its checkpoint
+-- saves are; `action` is an operator's request, (after_commit,
+-- after_sequence) how far a replay of the key got.
+CREATE TABLE IF NOT EXISTS eventcore_dead_letters (
+    name           TEXT    NOT NULL,
+    key            TEXT    NOT NULL,
+    commit_id      INTEGER NOT NULL, -- the position's two parts
+    sequence       INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL,
+    stream_id      TEXT    NOT NULL,
+    event_type     TEXT    NOT NULL,
+    error          TEXT    NOT NULL,
+    attempts       INTEGER NOT NULL CHECK (attempts >= 0),
+    parked_at      INTEGER NOT NULL, -- microseconds since the Unix epoch
+    action         TEXT    CHECK (action IN ('retry', 'skip')),
+    after_commit   INTEGER,
+    after_sequence INTEGER,
+    PRIMARY KEY (name, key),
+    CHECK ((after_commit IS NULL) = (after_sequence IS NULL))
 ) STRICT, WITHOUT ROWID;

@@ -41,11 +41,23 @@ pub(crate) enum Job {
         token: LeaseToken,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Any other write: runs on the writer's connection, and answers
+    /// through a reply it carries.
+    Run(Write),
+}
+
+/// A write run on the writer's connection by [`Job::Run`].
+pub(crate) struct Write(pub(crate) Box<dyn FnOnce(&mut Connection) + Send>);
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Write")
+    }
 }
 
 /// Opens the write connection and brings the tables up to date.
 pub(crate) fn open(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
-    let connection = Connection::open(path).map_err(|e| sqlite("open", e))?;
+    let mut connection = Connection::open(path).map_err(|e| sqlite("open", e))?;
     connection
         .busy_timeout(config.busy_timeout)
         .map_err(|e| sqlite("open", e))?;
@@ -57,8 +69,28 @@ pub(crate) fn open(path: &Path, config: &SqliteConfig) -> Result<Connection, Sto
         .pragma_update(None, "journal_mode", "WAL")
         .and_then(|()| connection.pragma_update(None, "synchronous", synchronous))
         .and_then(|()| connection.execute_batch(include_str!("schema.sql")))
+        .and_then(|()| upgrade(&mut connection))
         .map_err(|e| sqlite("migrate", e))?;
     Ok(connection)
+}
+
+/// Brings the tables of a file made by an earlier version up to
+/// `schema.sql`'s, in one write transaction (another process may be
+/// opening the file too).
+fn upgrade(connection: &mut Connection) -> rusqlite::Result<()> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let has_commit: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('eventcore_checkpoints') \
+         WHERE name = 'commit_id'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_commit {
+        tx.execute_batch(
+            "ALTER TABLE eventcore_checkpoints ADD COLUMN commit_id INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    tx.commit()
 }
 
 /// Serves jobs until every sender is gone.
@@ -93,6 +125,7 @@ pub(crate) fn run(
                         token,
                     ));
                 }
+                Job::Run(Write(write)) => write(&mut connection),
             }
             if appends.len() < config.max_batch {
                 next = jobs.try_recv().ok();

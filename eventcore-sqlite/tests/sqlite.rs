@@ -321,3 +321,49 @@ async fn a_commit_by_another_process_wakes_a_subscription() {
     handle.stop().await.expect("stop");
     assert_eq!(*seen.lock().unwrap(), vec![7]);
 }
+
+/// A file made before checkpoints kept both parts of their position (its
+/// `eventcore_checkpoints` without `commit_id`) gains the column when
+/// opened: its saved checkpoints load as they were, and move forward by
+/// both parts afterwards.
+#[tokio::test]
+async fn a_file_with_the_former_checkpoints_table_is_upgraded_on_open() {
+    use eventcore::{CheckpointStore, SubscriptionLeases, SubscriptionName};
+    let path = support::fresh_path();
+    rusqlite::Connection::open(&path)
+        .expect("a new file")
+        .execute_batch(
+            "CREATE TABLE eventcore_checkpoints (
+                 name     TEXT    PRIMARY KEY,
+                 sequence INTEGER NOT NULL
+             ) STRICT, WITHOUT ROWID;
+             INSERT INTO eventcore_checkpoints VALUES ('old', 41);",
+        )
+        .expect("the former table");
+    let store = SqliteEventStore::open(&path, SqliteConfig::default())
+        .await
+        .expect("opens and upgrades");
+    let name = SubscriptionName::try_new("old").expect("a name");
+    assert_eq!(
+        store.load(&name).await.expect("load"),
+        Some(Position::new(0, 41))
+    );
+    let lease = store
+        .try_acquire(&name)
+        .await
+        .expect("acquire")
+        .expect("free");
+    store
+        .save(&name, Position::new(2, 1), store.token(&lease))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load(&name).await.expect("load"),
+        Some(Position::new(2, 1))
+    );
+    drop(lease);
+    drop(store);
+    SqliteEventStore::open(&path, SqliteConfig::default())
+        .await
+        .expect("opening an upgraded file again changes nothing");
+}

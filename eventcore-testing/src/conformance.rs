@@ -203,6 +203,7 @@ macro_rules! __scenarios {
             follow_up_commands_carry_the_trigger_s_ids,
             subscriptions_read_upcast_events,
             a_subscription_is_waited_on_until_it_passes_a_position,
+            a_checkpoint_keeps_its_whole_position,
         );
     };
 }
@@ -1926,6 +1927,47 @@ async fn wait_for_notes(seen: &Notes, n: usize) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// A checkpoint keeps both parts of its position and moves forward by
+/// both, the commit part first (a lane's member slot beats by counting in
+/// the commit part; the global log of a store may use it too).
+pub async fn a_checkpoint_keeps_its_whole_position<S>(store: &S)
+where
+    S: SubscribableStore,
+{
+    let name = eventcore::SubscriptionName::try_new("whole-position").expect("valid name");
+    let lease = store
+        .try_acquire(&name)
+        .await
+        .expect("acquire")
+        .expect("a free lease");
+    let token = store.token(&lease);
+    let save = |at: Position| store.save(&name, at, token);
+    save(Position::new(3, 7)).await.expect("save");
+    assert_eq!(
+        store.load(&name).await.expect("load"),
+        Some(Position::new(3, 7)),
+        "both parts kept"
+    );
+    save(Position::new(2, 9)).await.expect("an earlier commit");
+    assert_eq!(
+        store.load(&name).await.expect("load"),
+        Some(Position::new(3, 7)),
+        "an earlier commit part is behind, whatever its sequence"
+    );
+    save(Position::new(4, 0)).await.expect("a later commit");
+    assert_eq!(
+        store.load(&name).await.expect("load"),
+        Some(Position::new(4, 0)),
+        "a later commit part is ahead, whatever its sequence"
+    );
+    save(Position::new(4, 2)).await.expect("a later sequence");
+    assert_eq!(
+        store.load(&name).await.expect("load"),
+        Some(Position::new(4, 2)),
+        "the sequence breaks a tie"
+    );
 }
 
 /// A subscription catches up, follows new events, saves its checkpoint on
