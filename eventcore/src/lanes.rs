@@ -214,6 +214,44 @@ impl Lanes {
     pub fn lane_of(&self, event: &RecordedEvent) -> u16 {
         lane_of(&self.key.key_of(event), self.count)
     }
+
+    /// The names of the lanes of subscription `base`, in lane order: where
+    /// an operator looks for their checkpoints and
+    /// [`DeadLetters`](crate::DeadLetters).
+    ///
+    /// # Errors
+    /// [`LaneNameError`] when a lane's name is too long.
+    pub fn lane_names(
+        &self,
+        base: &SubscriptionName,
+    ) -> Result<Vec<SubscriptionName>, LaneNameError> {
+        let count = self.count.get();
+        (0..count).map(|i| lane_name(base, i, count)).collect()
+    }
+
+    /// The name of the lane of subscription `base` that handles `key`'s
+    /// events (a stream id, or a routing key): the name its dead letter is
+    /// filed under.
+    ///
+    /// ```
+    /// use std::num::NonZeroU16;
+    /// use eventcore::{Lanes, SubscriptionName};
+    /// let lanes = Lanes::new(NonZeroU16::new(4).unwrap());
+    /// let base = SubscriptionName::try_new("statements").unwrap();
+    /// let lane = lanes.lane_name_of(&base, "account-7").unwrap();
+    /// assert!(lanes.lane_names(&base).unwrap().contains(&lane));
+    /// assert!(lane.as_ref().starts_with("statements/lane-"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`LaneNameError`] when the lane's name is too long.
+    pub fn lane_name_of(
+        &self,
+        base: &SubscriptionName,
+        key: &str,
+    ) -> Result<SubscriptionName, LaneNameError> {
+        lane_name(base, lane_of(key, self.count), self.count.get())
+    }
 }
 
 /// One lane, as its handler's factory sees it.
