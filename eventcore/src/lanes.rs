@@ -57,7 +57,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaneKey {
     /// The event's stream id: each stream's events in order.
-    StreamId,
+    Stream,
     /// The value of this metadata field (a routing key): all events with
     /// the same value in order, whatever their streams. An event without the
     /// field goes by its stream id; a value that is not a string goes by its
@@ -78,13 +78,13 @@ impl LaneKey {
     ///     "{}",
     /// )
     /// .with_metadata(Metadata::new().with_value("tenant", "acme"));
-    /// assert_eq!(LaneKey::StreamId.key_of(&event), "order-7");
+    /// assert_eq!(LaneKey::Stream.key_of(&event), "order-7");
     /// assert_eq!(LaneKey::Metadata("tenant".into()).key_of(&event), "acme");
     /// assert_eq!(LaneKey::Metadata("region".into()).key_of(&event), "order-7");
     /// ```
     pub fn key_of<'a>(&self, event: &'a RecordedEvent) -> Cow<'a, str> {
         match self {
-            LaneKey::StreamId => Cow::Borrowed(event.stream_id().as_ref()),
+            LaneKey::Stream => Cow::Borrowed(event.stream_id().as_ref()),
             LaneKey::Metadata(field) => match event.metadata().value(field) {
                 Some(serde_json::Value::String(value)) => Cow::Borrowed(value),
                 Some(value) => Cow::Owned(value.to_string()),
@@ -161,7 +161,7 @@ impl Lanes {
     pub fn new(count: NonZeroU16) -> Self {
         Lanes {
             count,
-            key: LaneKey::StreamId,
+            key: LaneKey::Stream,
             heartbeat: Duration::from_millis(500),
             member_timeout: Duration::from_secs(3),
         }
