@@ -19,17 +19,21 @@ use eventcore::{
 /// only under the newest token, only forward.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryCheckpointStore {
-    inner: Arc<Mutex<Names>>,
+    pub(crate) inner: Arc<Mutex<Names>>,
+    /// Woken by a reactor's commit that recorded effects.
+    pub(crate) effects: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
-struct Names {
+pub(crate) struct Names {
     saved: HashMap<SubscriptionName, Position>,
     leases: HashMap<SubscriptionName, LeaseState>,
     /// Every move of each checkpoint, (from, to), oldest first.
     writes: HashMap<SubscriptionName, Vec<(Option<Position>, Position)>>,
     /// The dead letters of each lane, by key.
     letters: HashMap<SubscriptionName, BTreeMap<String, DeadLetter>>,
+    /// The reactors' external effects.
+    pub(crate) outbox: crate::outbox::Effects,
 }
 
 #[derive(Debug, Default)]
@@ -112,7 +116,7 @@ impl Drop for InMemoryLease {
 /// Every method leaves the maps consistent before it can panic (none
 /// calls user code but [`ExactlyOnce`], which checks before it applies), so
 /// a poisoned lock still guards consistent maps.
-fn lock(names: &Mutex<Names>) -> MutexGuard<'_, Names> {
+pub(crate) fn lock(names: &Mutex<Names>) -> MutexGuard<'_, Names> {
     names.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -362,24 +366,54 @@ where
     P: MemoryProjection<E>,
 {
     async fn handle(&mut self, context: &EventContext, event: &E) -> Result<(), BoxError> {
-        let position = context.position();
-        let mut names = lock(&self.checkpoints.inner);
-        names.fence(&self.name, context.lease_token())?;
-        // A parked event handed over again: the checkpoint has passed it;
-        // its letter's replay mark says whether it was applied.
-        if let Some(key) = context.parked_key() {
-            if names.replay_passed(&self.name, key, position) {
-                return Ok(());
-            }
-            self.inner.apply(context, event)?;
-            names.replay_to(&self.name, key, position);
+        let inner = &mut self.inner;
+        commit(&self.checkpoints, &self.name, context, |_| {
+            inner.apply(context, event)
+        })
+    }
+}
+
+/// Runs `apply` and moves the checkpoint of `name` to the event of
+/// `context` (or, for a parked event handed over again, its letter's replay
+/// mark), in one step under the checkpoint store's lock, fenced by the
+/// delivery's lease token; nothing when the event was applied already.
+pub(crate) fn commit(
+    checkpoints: &InMemoryCheckpointStore,
+    name: &SubscriptionName,
+    context: &EventContext,
+    apply: impl FnOnce(&mut Names) -> Result<(), BoxError>,
+) -> Result<(), BoxError> {
+    let position = context.position();
+    let mut names = lock(&checkpoints.inner);
+    names.fence(name, context.lease_token())?;
+    // A parked event handed over again: the checkpoint has passed it;
+    // its letter's replay mark says whether it was applied.
+    if let Some(key) = context.parked_key() {
+        if names.replay_passed(name, key, position) {
             return Ok(());
         }
-        if names.passed(&self.name, position) {
-            return Ok(());
-        }
-        self.inner.apply(context, event)?;
-        names.move_to(&self.name, position);
-        Ok(())
+        apply(&mut names)?;
+        names.replay_to(name, key, position);
+        return Ok(());
+    }
+    if names.passed(name, position) {
+        return Ok(());
+    }
+    apply(&mut names)?;
+    names.move_to(name, position);
+    Ok(())
+}
+
+/// Whether the event of `context` was applied already under `name` (the
+/// checkpoint, or the replay mark of its parked key, has passed it).
+pub(crate) fn applied(
+    checkpoints: &InMemoryCheckpointStore,
+    name: &SubscriptionName,
+    context: &EventContext,
+) -> bool {
+    let names = lock(&checkpoints.inner);
+    match context.parked_key() {
+        Some(key) => names.replay_passed(name, key, context.position()),
+        None => names.passed(name, context.position()),
     }
 }

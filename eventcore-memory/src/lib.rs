@@ -20,8 +20,10 @@
 #![forbid(unsafe_code)]
 
 mod checkpoints;
+mod outbox;
 
 pub use checkpoints::{ExactlyOnce, InMemoryCheckpointStore, InMemoryLease, MemoryProjection};
+pub use outbox::{NoWrites, Reacting};
 
 use std::{
     collections::HashMap,
@@ -30,10 +32,11 @@ use std::{
 };
 
 use eventcore::{
-    AppendOutcome, CheckpointStore, CommandId, CommandRecord, CommandRecords, DeadLetter,
-    DeadLetterAction, DeadLetters, EventLog, EventStore, LeaseToken, LogPage, LogQuery, Position,
-    ReadAnswer, ReadRequest, RecordedEvent, Snapshot, SnapshotKey, StoreError, StoreIdentity,
-    StreamId, StreamReads, StreamVersion, StreamWrites, SubscriptionLeases, SubscriptionName,
+    AfterFailure, AppendOutcome, CheckpointStore, CommandId, CommandRecord, CommandRecords,
+    DeadLetter, DeadLetterAction, DeadLetters, EffectAction, EffectKey, EventLog, EventStore,
+    LeaseToken, LogPage, LogQuery, Outbox, Position, ReadAnswer, ReadRequest, RecordedEvent,
+    Snapshot, SnapshotKey, StoreError, StoreIdentity, StoredEffect, StreamId, StreamReads,
+    StreamVersion, StreamWrites, SubscriptionLeases, SubscriptionName,
 };
 
 /// The default limit on one event's serialised size: 1 MiB, as on PostgreSQL.
@@ -401,6 +404,46 @@ impl DeadLetters for InMemoryEventStore {
         action: DeadLetterAction,
     ) -> Result<bool, StoreError> {
         self.checkpoints.resolve(name, key, action).await
+    }
+}
+
+impl Outbox for InMemoryEventStore {
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<StoredEffect>, StoreError> {
+        self.checkpoints.claim(limit, lease).await
+    }
+
+    async fn delivered(&self, key: &EffectKey, claim: u64) -> Result<bool, StoreError> {
+        self.checkpoints.delivered(key, claim).await
+    }
+
+    async fn failed(
+        &self,
+        key: &EffectKey,
+        claim: u64,
+        error: &str,
+        then: AfterFailure,
+    ) -> Result<bool, StoreError> {
+        self.checkpoints.failed(key, claim, error, then).await
+    }
+
+    async fn effect(&self, key: &EffectKey) -> Result<Option<StoredEffect>, StoreError> {
+        self.checkpoints.effect(key).await
+    }
+
+    async fn parked_effects(&self) -> Result<Vec<StoredEffect>, StoreError> {
+        self.checkpoints.parked_effects().await
+    }
+
+    async fn resolve_effect(
+        &self,
+        key: &EffectKey,
+        action: EffectAction,
+    ) -> Result<bool, StoreError> {
+        self.checkpoints.resolve_effect(key, action).await
+    }
+
+    async fn wait_for_effects(&self, timeout: Duration) {
+        self.checkpoints.wait_for_effects(timeout).await;
     }
 }
 

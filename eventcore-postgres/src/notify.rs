@@ -51,6 +51,11 @@ impl Notifier {
         }
     }
 
+    /// The channel it sends and listens on.
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+
     /// Whether wake-ups arrive: the listening task is connected and
     /// LISTENing. While it is not, readers find new events by polling.
     pub(crate) fn listening(&self) -> bool {

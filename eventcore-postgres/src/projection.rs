@@ -87,6 +87,17 @@ impl<H> ExactlyOnce<H> {
     }
 }
 
+impl<R> ExactlyOnce<crate::outbox::Reacting<R>> {
+    /// Runs `reactor` for subscription `name`: its database writes, the
+    /// external effects it records (in the store's outbox, see
+    /// [`Outbox`](eventcore::Outbox)) and the checkpoint commit in one
+    /// transaction, fenced by the lease.
+    pub fn reactor(store: PostgresEventStore, name: SubscriptionName, reactor: R) -> Self {
+        let inner = crate::outbox::Reacting::new(&store, name.clone(), reactor);
+        ExactlyOnce { store, name, inner }
+    }
+}
+
 impl<E, H> Handler<E> for ExactlyOnce<H>
 where
     E: Sync,

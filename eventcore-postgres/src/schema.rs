@@ -105,6 +105,12 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0011_dead_letters.sql"),
         step: Step::InTransaction,
     },
+    Migration {
+        version: 12,
+        description: "the outbox of reactors' external effects",
+        sql: include_str!("../migrations/0012_outbox.sql"),
+        step: Step::InTransaction,
+    },
 ];
 
 /// Advisory lock that serialises concurrent migrations of one database,

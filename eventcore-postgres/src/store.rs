@@ -52,6 +52,8 @@ const READ_TAILS_FOR: &str = include_str!("sql/read_tails_for.sql");
 pub struct PostgresEventStore {
     conns: Arc<ConnPool>,
     notifier: Arc<Notifier>,
+    /// Wake-ups of dispatchers: reactors' commits that recorded effects.
+    effects: Arc<Notifier>,
     identity: StoreIdentity,
     snapshots: Arc<SnapshotWriter>,
     max_payload_bytes: usize,
@@ -121,7 +123,11 @@ impl PostgresEventStore {
             snapshots: Arc::new(SnapshotWriter::new(conns.clone())),
             identity: StoreIdentity::new(),
             notifier: Arc::new(Notifier::new(
-                channel_for(config.schema.as_ref()),
+                channel_for("eventcore_appended", config.schema.as_ref()),
+                conns.clone(),
+            )),
+            effects: Arc::new(Notifier::new(
+                channel_for("eventcore_effects", config.schema.as_ref()),
                 conns.clone(),
             )),
             conns,
@@ -139,6 +145,16 @@ impl PostgresEventStore {
 
     pub(crate) fn conns(&self) -> &ConnPool {
         &self.conns
+    }
+
+    /// The NOTIFY channel reactors wake dispatchers on.
+    pub(crate) fn effects_channel(&self) -> &str {
+        self.effects.channel()
+    }
+
+    /// Completes on the next wake-up of dispatchers.
+    pub(crate) fn effects_woken(&self) -> tokio::sync::futures::OwnedNotified {
+        self.effects.woken()
     }
 
     /// Whether this store receives live wake-ups for its readers (its
@@ -424,11 +440,11 @@ impl EventLog for PostgresEventStore {
 
 /// The NOTIFY channel of a schema's log (at most 63 bytes, PostgreSQL's
 /// limit: a long schema name is replaced by its hash).
-fn channel_for(schema: Option<&SchemaName>) -> String {
+fn channel_for(prefix: &str, schema: Option<&SchemaName>) -> String {
     let Some(schema) = schema else {
-        return "eventcore_appended".to_owned();
+        return prefix.to_owned();
     };
-    let channel = format!("eventcore_appended_{schema}");
+    let channel = format!("{prefix}_{schema}");
     if channel.len() <= 63 {
         return channel;
     }
@@ -438,7 +454,7 @@ fn channel_for(schema: Option<&SchemaName>) -> String {
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-    format!("eventcore_appended_{hash:016x}")
+    format!("{prefix}_{hash:016x}")
 }
 
 /// The rows of `eventcore_read_all`: events (`out_kind` 0), then, after a
@@ -610,10 +626,23 @@ mod tests {
     #[test]
     fn notify_channels_fit_postgres_identifiers() {
         let long = SchemaName::try_new("s".repeat(63)).unwrap();
-        assert!(channel_for(Some(&long)).len() <= 63);
         let short = SchemaName::try_new("bank").unwrap();
-        assert_eq!(channel_for(Some(&short)), "eventcore_appended_bank");
-        assert_ne!(channel_for(Some(&long)), channel_for(Some(&short)));
+        for prefix in ["eventcore_appended", "eventcore_effects"] {
+            assert!(channel_for(prefix, Some(&long)).len() <= 63);
+            assert_ne!(
+                channel_for(prefix, Some(&long)),
+                channel_for(prefix, Some(&short))
+            );
+        }
+        assert_eq!(
+            channel_for("eventcore_appended", Some(&short)),
+            "eventcore_appended_bank"
+        );
+        assert_eq!(
+            channel_for("eventcore_effects", Some(&short)),
+            "eventcore_effects_bank"
+        );
+        assert_eq!(channel_for("eventcore_effects", None), "eventcore_effects");
     }
 
     fn assert_send<T: Send>(_: T) {}

@@ -86,5 +86,6 @@ pub mod gwt;
 pub mod handover;
 pub mod lanes;
 pub mod model;
+pub mod reactors;
 pub mod strategies;
 pub mod trace;

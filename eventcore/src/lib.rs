@@ -118,6 +118,7 @@ mod lease;
 mod log;
 mod metadata;
 mod queue;
+mod reactor;
 mod reads;
 mod record;
 mod request;
@@ -139,6 +140,11 @@ pub use erased::{ErasedFold, FoldKind, FoldPlan, Part, Slot};
 pub use error::{BoxError, ExecuteError, Refusal, StoreError, StoreErrorKind};
 pub use event::Event;
 pub use fold::{Decide, Fold, FoldState};
+pub use reactor::{
+    AfterFailure, Deliver, DispatchConfig, DispatchHandle, DispatchReport, Effect, EffectAction,
+    EffectKey, EffectState, MAX_EFFECT_ERROR_CHARS, Outbox, Reaction, Reactor, StoredEffect,
+    deliver_fn, dispatch, reaction_command_id,
+};
 pub use record::CommandRecord;
 
 /// Implements [`Event`] for an enum: each variant's stream is its field

@@ -459,8 +459,10 @@ impl SubscriptionHandle {
     }
 
     /// Ends the task at once, saving nothing, as the death of its process
-    /// would (its lease goes with it).
-    pub(crate) fn abort(&self) {
+    /// would (its lease goes with it): a handler cut off inside an event
+    /// commits nothing, and the next holder handles that event again. For
+    /// tests of crashes, and for a process that must stop now.
+    pub fn abort(&self) {
         self.task.abort();
     }
 
