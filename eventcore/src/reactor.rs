@@ -233,7 +233,13 @@ impl Reaction {
     }
 }
 
-/// Reacts to the events of a subscription (see the [module](self) docs):
+/// Reacts to the events of a subscription with effects that happen once:
+/// database writes committed with the checkpoint (through a store's adapter,
+/// exactly once), external effects recorded in the store's [`Outbox`] with
+/// the checkpoint and delivered at least once by a [`dispatch`]er, each
+/// under a deterministic [`EffectKey`] the receiver drops repeats by, and
+/// commands with [`Reaction::command_id`], applied once however often a
+/// replay issues them. The reactor
 /// issues commands with the reaction's ids and records external effects in
 /// it. A store's reactor adapter runs it and records the effects with the
 /// checkpoint, in one transaction.
