@@ -79,16 +79,7 @@ impl ReactorFixture for Postgres {
 
     /// Terminates the session that holds the lease's advisory lock.
     async fn lose_lease(&self, name: &SubscriptionName) -> bool {
-        sqlx::query_scalar::<_, Option<bool>>(
-            "SELECT bool_or(pg_terminate_backend(l.holder_pid)) FROM eventcore_leases AS l
-             WHERE l.name = $1
-               AND l.holder_pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
-        )
-        .bind(name.as_ref())
-        .fetch_one(&self.sql)
-        .await
-        .expect("end the lease's session")
-        .unwrap_or(false)
+        support::lose_lease(&self.sql, name).await
     }
 
     async fn written(&self) -> Vec<Uuid> {

@@ -179,7 +179,8 @@ fn nz(n: u16) -> NonZeroU16 {
 }
 
 /// Every event the log shows now, in log order.
-async fn full_log<S: EventLog>(store: &S) -> Vec<(Position, RecordedEvent)> {
+/// Every event of the log, in order.
+pub(crate) async fn full_log<S: EventLog>(store: &S) -> Vec<(Position, RecordedEvent)> {
     let mut all = Vec::new();
     let mut query = LogQuery::from_start(1_000);
     loop {

@@ -31,13 +31,16 @@ use std::{
 
 use eventcore::{
     AfterFailure, BoxError, CheckpointStore, DispatchConfig, DispatchHandle, EffectAction,
-    EffectKey, EffectState, EventLog, EventStore, Handler, LogQuery, MAX_EFFECT_ERROR_CHARS,
-    Outbox, Position, Reaction, Reactor, RecordedEvent, RetryPolicy, StoredEffect,
-    SubscriptionConfig, SubscriptionHandle, SubscriptionLeases, SubscriptionName, Uuid, deliver_fn,
-    dispatch, execute, execute_with, subscribe,
+    EffectKey, EffectState, EventLog, EventStore, Handler, MAX_EFFECT_ERROR_CHARS, Outbox,
+    Position, Reaction, Reactor, RecordedEvent, RetryPolicy, StoredEffect, SubscriptionConfig,
+    SubscriptionHandle, SubscriptionLeases, SubscriptionName, Uuid, deliver_fn, dispatch, execute,
+    execute_with, subscribe,
 };
 
-use crate::fixtures::{Credit, LedgerEvent, stream};
+use crate::{
+    fixtures::{Credit, LedgerEvent, stream},
+    lanes::full_log,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -377,21 +380,6 @@ async fn credit<S: EventStore>(store: &S, account: &str, amount: u64) {
     )
     .await
     .expect("write a credit");
-}
-
-async fn full_log<S: EventLog>(store: &S) -> Vec<(Position, RecordedEvent)> {
-    let mut all = Vec::new();
-    let mut query = LogQuery::from_start(1_000);
-    loop {
-        let page = store.read_all(&query).await.expect("read the log");
-        let next = page.next();
-        let done = page.is_empty();
-        all.extend(page.into_events());
-        match next {
-            Some(next) if !done => query = LogQuery::after(next, 1_000),
-            _ => return all,
-        }
-    }
 }
 
 /// The events of the accounts (not of their mirrors) in `log`.

@@ -130,3 +130,19 @@ pub async fn append_first_note(
         .fetch_one(conn)
         .await
 }
+
+/// Ends the lease of `name` as the death of its holder's session would:
+/// terminates the session that holds the lease's advisory lock. Whether a
+/// lease was held to end.
+pub async fn lose_lease(sql: &sqlx::PgPool, name: &eventcore::SubscriptionName) -> bool {
+    sqlx::query_scalar::<_, Option<bool>>(
+        "SELECT bool_or(pg_terminate_backend(l.holder_pid)) FROM eventcore_leases AS l
+         WHERE l.name = $1
+           AND l.holder_pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+    )
+    .bind(name.as_ref())
+    .fetch_one(sql)
+    .await
+    .expect("end the lease's session")
+    .unwrap_or(false)
+}
