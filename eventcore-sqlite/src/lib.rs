@@ -41,6 +41,9 @@
 //!   `data_version`).
 //! - **Exactly-once projections** ([`ExactlyOnce`]) write a read model in
 //!   the same file, in the transaction that moves the checkpoint.
+//! - **Reactors** ([`Reacting`]) record their external effects in an
+//!   outbox table in that same transaction; the store is an
+//!   [`Outbox`](eventcore::Outbox) a dispatcher delivers them from.
 //! - **Leases** are exclusive locks on files beside the database, which
 //!   the operating system frees when their holder dies; a checkpoint is
 //!   saved only under the newest lease token.
@@ -62,6 +65,7 @@
 mod checkpoints;
 mod dead_letters;
 mod error;
+mod outbox;
 mod projection;
 mod read;
 mod rows;
@@ -83,6 +87,7 @@ use tokio::sync::{Notify, oneshot};
 
 pub use checkpoints::SqliteLease;
 pub use error::SqliteError;
+pub use outbox::{NoWrites, Reacting};
 pub use projection::{ExactlyOnce, SqliteProjection};
 
 /// The largest serialised event accepted by default: 1 MiB, as on the
@@ -176,6 +181,9 @@ struct Inner {
     watching: std::sync::Once,
     /// Alive while the store is: the watcher stops with it.
     alive: Arc<()>,
+    /// Notified when a reactor of this process records effects, or an
+    /// operator retries one.
+    effects: Arc<Notify>,
 }
 
 impl SqliteEventStore {
@@ -217,6 +225,7 @@ impl SqliteEventStore {
                 appended,
                 watching: std::sync::Once::new(),
                 alive: Arc::new(()),
+                effects: Arc::new(Notify::new()),
             }),
             identity: StoreIdentity::new(),
         })
@@ -225,6 +234,16 @@ impl SqliteEventStore {
     /// The file the store keeps its events in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// A write connection of its own to the file, with the store's busy
+    /// timeout: for handlers that commit on their subscription's task.
+    fn own_connection(&self) -> Result<Connection, StoreError> {
+        let connection = Connection::open(self.path()).map_err(|e| error::sqlite("open", e))?;
+        connection
+            .busy_timeout(self.inner.config.busy_timeout)
+            .map_err(|e| error::sqlite("open", e))?;
+        Ok(connection)
     }
 
     /// Runs `f` on a read connection, on a blocking thread.

@@ -91,12 +91,8 @@ impl<P> ExactlyOnce<P> {
         name: SubscriptionName,
         projection: P,
     ) -> Result<Self, StoreError> {
-        let connection = Connection::open(store.path()).map_err(|e| sqlite("open", e))?;
-        connection
-            .busy_timeout(store.inner.config.busy_timeout)
-            .map_err(|e| sqlite("open", e))?;
         Ok(ExactlyOnce {
-            connection,
+            connection: store.own_connection()?,
             name,
             projection,
         })
@@ -109,51 +105,76 @@ where
     P: SqliteProjection<E>,
 {
     async fn handle(&mut self, context: &EventContext, event: &E) -> Result<(), BoxError> {
-        let failed = |e| sqlite("exactly_once", e);
-        let tx = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
-        let current = crate::checkpoints::newest_token(&tx, self.name.as_ref()).map_err(failed)?;
-        if current != context.lease_token() {
-            return Err(Box::new(StoreError::LeaseLost {
-                name: self.name.clone(),
-                token: context.lease_token(),
-                current,
-            }));
-        }
-        if let Some(key) = context.parked_key() {
-            // A parked event handed over again (the checkpoint has passed
-            // it): its dead letter's replay mark moves instead, forward
-            // only, in this transaction.
-            let moved =
-                crate::dead_letters::move_replay_mark(&tx, &self.name, key, context.position())
-                    .map_err(failed)?;
-            if !moved {
-                // Applied already (or the letter is gone): dropped, the
-                // transaction rolls back.
-                return Ok(());
-            }
-            self.projection.apply(&tx, context, event)?;
-            tx.commit().map_err(failed)?;
-            return Ok(());
-        }
-        let at = context.position();
-        let saved = crate::checkpoints::saved(&tx, self.name.as_ref()).map_err(failed)?;
-        if saved.is_some_and(|s| s >= at) {
-            // Applied already, by this holder or a former one.
-            return Ok(());
-        }
-        self.projection.apply(&tx, context, event)?;
-        let (commit, sequence) = crate::checkpoints::sql_position(at);
-        tx.execute(
-            "INSERT INTO eventcore_checkpoints (name, commit_id, sequence) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET \
-             commit_id = excluded.commit_id, sequence = excluded.sequence",
-            params![self.name.as_ref(), commit, sequence],
-        )
-        .map_err(failed)?;
-        tx.commit().map_err(failed)?;
+        let projection = &mut self.projection;
+        apply_once(&mut self.connection, &self.name, context, |tx| {
+            projection.apply(tx, context, event)
+        })?;
         Ok(())
     }
+}
+
+/// Runs `apply` for the event of `context` in one immediate transaction of
+/// `connection` that also moves the checkpoint of `name` to it (or, for a
+/// parked event handed over again, its dead letter's replay mark), fenced
+/// by the lease's token: [`StoreError::LeaseLost`] if a newer token was
+/// taken, nothing done if the event was applied already. Whether it
+/// committed.
+pub(crate) fn apply_once(
+    connection: &mut Connection,
+    name: &SubscriptionName,
+    context: &EventContext,
+    apply: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), BoxError>,
+) -> Result<bool, BoxError> {
+    let failed = |e| sqlite("exactly_once", e);
+    let tx = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    let current = crate::checkpoints::newest_token(&tx, name.as_ref()).map_err(failed)?;
+    if current != context.lease_token() {
+        return Err(Box::new(StoreError::LeaseLost {
+            name: name.clone(),
+            token: context.lease_token(),
+            current,
+        }));
+    }
+    if let Some(key) = context.parked_key() {
+        // A parked event handed over again (the checkpoint has passed it):
+        // its dead letter's replay mark moves instead, forward only, in
+        // this transaction.
+        let moved = crate::dead_letters::move_replay_mark(&tx, name, key, context.position())
+            .map_err(failed)?;
+        if !moved {
+            // Applied already (or the letter is gone): dropped, the
+            // transaction rolls back.
+            return Ok(false);
+        }
+        apply(&tx)?;
+        tx.commit().map_err(failed)?;
+        return Ok(true);
+    }
+    let at = context.position();
+    if already_applied(&tx, name, at).map_err(failed)? {
+        // Applied already, by this holder or a former one.
+        return Ok(false);
+    }
+    apply(&tx)?;
+    let (commit, sequence) = crate::checkpoints::sql_position(at);
+    tx.execute(
+        "INSERT INTO eventcore_checkpoints (name, commit_id, sequence) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET \
+         commit_id = excluded.commit_id, sequence = excluded.sequence",
+        params![name.as_ref(), commit, sequence],
+    )
+    .map_err(failed)?;
+    tx.commit().map_err(failed)?;
+    Ok(true)
+}
+
+/// Whether the checkpoint of `name` is at or past `at`.
+pub(crate) fn already_applied(
+    c: &Connection,
+    name: &SubscriptionName,
+    at: eventcore::Position,
+) -> rusqlite::Result<bool> {
+    Ok(crate::checkpoints::saved(c, name.as_ref())?.is_some_and(|s| s >= at))
 }

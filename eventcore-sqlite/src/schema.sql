@@ -100,3 +100,34 @@ CREATE TABLE IF NOT EXISTS eventcore_dead_letters (
     PRIMARY KEY (name, key),
     CHECK ((after_commit IS NULL) = (after_sequence IS NULL))
 ) STRICT, WITHOUT ROWID;
+
+-- The outbox of reactors: external effects recorded in the transaction
+-- that moves the reactor's checkpoint, in the order recorded (`id`), one
+-- row per idempotency key. A dispatcher claims a pending effect whose
+-- `due_at` has come (raising `claims`, setting `held` and a lease in
+-- `due_at`), delivers it with no transaction open, and marks it once under
+-- that claim. Times are microseconds since the Unix epoch.
+CREATE TABLE IF NOT EXISTS eventcore_outbox (
+    id           INTEGER PRIMARY KEY,
+    effect_key   TEXT    NOT NULL UNIQUE,
+    reactor      TEXT    NOT NULL,
+    destination  TEXT    NOT NULL,
+    payload      TEXT    NOT NULL,
+    event_id     TEXT    NOT NULL,
+    commit_id    INTEGER NOT NULL,
+    sequence     INTEGER NOT NULL,
+    state        TEXT    NOT NULL DEFAULT 'pending'
+                 CHECK (state IN ('pending', 'delivered', 'parked', 'skipped')),
+    claims       INTEGER NOT NULL DEFAULT 0 CHECK (claims >= 0),
+    retried_from INTEGER NOT NULL DEFAULT 0 CHECK (retried_from >= 0),
+    held         INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1)),
+    last_error   TEXT,
+    due_at       INTEGER NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    done_at      INTEGER
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS eventcore_outbox_due
+    ON eventcore_outbox (due_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS eventcore_outbox_parked
+    ON eventcore_outbox (id) WHERE state = 'parked';
