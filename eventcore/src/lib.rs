@@ -121,6 +121,7 @@ mod queue;
 mod reactor;
 mod reads;
 mod record;
+mod relay;
 mod request;
 mod retry;
 mod snapshot;
@@ -146,6 +147,7 @@ pub use reactor::{
     deliver_fn, dispatch, reaction_command_id,
 };
 pub use record::CommandRecord;
+pub use relay::{RelayConfig, RelayHandle, RelayReport, RelaySink, relay};
 
 /// Implements [`Event`] for an enum: each variant's stream is its field
 /// marked `#[stream]` (or, for every variant at once, the field named by
