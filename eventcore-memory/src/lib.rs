@@ -426,6 +426,10 @@ impl Outbox for InMemoryEventStore {
         self.checkpoints.failed(key, claim, error, then).await
     }
 
+    async fn release_effect(&self, key: &EffectKey, claim: u64) -> Result<bool, StoreError> {
+        self.checkpoints.release_effect(key, claim).await
+    }
+
     async fn effect(&self, key: &EffectKey) -> Result<Option<StoredEffect>, StoreError> {
         self.checkpoints.effect(key).await
     }

@@ -29,7 +29,8 @@ struct Entry {
     stored: StoredEffect,
     /// When it is next due (after a backoff, or when its claim runs out).
     due: Instant,
-    /// Claims made before the last retry by an operator.
+    /// Claims that are not attempts: made before the last retry by an
+    /// operator, or released unattempted.
     retried_from: u32,
     /// Whether its current claim may still mark it (no mark made yet).
     held: bool,
@@ -113,6 +114,17 @@ impl Outbox for InMemoryCheckpointStore {
                 AfterFailure::RetryAfter(wait) => entry.due = Instant::now() + wait,
                 AfterFailure::Park => entry.stored.state = EffectState::Parked,
             }
+            true
+        }))
+    }
+
+    async fn release_effect(&self, key: &EffectKey, claim: u64) -> Result<bool, StoreError> {
+        let mut names = lock(&self.inner);
+        Ok(names.outbox.claimed(key, claim).is_some_and(|entry| {
+            entry.held = false;
+            entry.due = Instant::now();
+            // The claim is not an attempt.
+            entry.retried_from = entry.retried_from.saturating_add(1);
             true
         }))
     }

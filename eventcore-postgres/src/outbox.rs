@@ -24,6 +24,7 @@ const DELIVERED: &str = include_str!("sql/effect_delivered.sql");
 const FAILED: &str = include_str!("sql/effect_failed.sql");
 const EFFECTS: &str = include_str!("sql/effects.sql");
 const RESOLVE: &str = include_str!("sql/resolve_effect.sql");
+const RELEASE: &str = include_str!("sql/release_effect.sql");
 
 /// Milliseconds of `d`, as PostgreSQL's `make_interval` takes them.
 fn millis(d: Duration) -> f64 {
@@ -144,6 +145,14 @@ impl Outbox for PostgresEventStore {
             .bind(error)
             .bind(park)
             .bind(millis(wait));
+        Ok(self.conns().execute(OP, query).await? == 1)
+    }
+
+    async fn release_effect(&self, key: &EffectKey, claim: u64) -> Result<bool, StoreError> {
+        const OP: &str = "release_effect";
+        let query = sqlx::query(RELEASE)
+            .bind(key.as_str())
+            .bind(to_bigint(OP, claim)?);
         Ok(self.conns().execute(OP, query).await? == 1)
     }
 

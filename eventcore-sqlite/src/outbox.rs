@@ -196,6 +196,23 @@ impl Outbox for SqliteEventStore {
         .await
     }
 
+    async fn release_effect(&self, key: &EffectKey, claim: u64) -> Result<bool, StoreError> {
+        const OP: &str = "release_effect";
+        let key = key.as_str().to_owned();
+        self.write_with(OP, move |c| {
+            // The claim is not an attempt: `retried_from` counts it out.
+            c.execute(
+                "UPDATE eventcore_outbox SET held = 0, due_at = ?3, \
+                 retried_from = retried_from + 1 \
+                 WHERE effect_key = ?1 AND claims = ?2 AND held = 1 AND state = 'pending'",
+                params![key, sql_claim(claim), now_micros()],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| sqlite(OP, e))
+        })
+        .await
+    }
+
     async fn effect(&self, key: &EffectKey) -> Result<Option<StoredEffect>, StoreError> {
         const OP: &str = "effect";
         let key = key.as_str().to_owned();

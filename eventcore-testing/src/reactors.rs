@@ -862,7 +862,33 @@ pub async fn outbox_claims_are_fenced<F: ReactorFixture>(fixture: &F) {
         Some(EffectState::Delivered)
     );
 
+    // Handed back unattempted (a dispatcher stopping): claimable at once,
+    // the claim not counted as an attempt, and only under its own claim.
+    let handed = store.claim(10, lease).await.expect("claim");
+    assert_eq!(handed.len(), keys.len() - 1, "the others");
+    for effect in &handed {
+        assert!(
+            store
+                .release_effect(&effect.effect.key, effect.claim)
+                .await
+                .expect("release"),
+            "released under its claim"
+        );
+        assert!(
+            !store
+                .release_effect(&effect.effect.key, effect.claim)
+                .await
+                .expect("release"),
+            "released once per claim"
+        );
+    }
     let rest = store.claim(10, lease).await.expect("claim");
+    assert!(
+        rest.iter()
+            .zip(&handed)
+            .all(|(now, before)| now.attempts == before.attempts && now.claim > before.claim),
+        "claimed again at once, with the same count of attempts"
+    );
     let rest_keys: Vec<&EffectKey> = rest.iter().map(|e| &e.effect.key).collect();
     assert_eq!(
         rest_keys,

@@ -398,6 +398,18 @@ pub trait Outbox: Send + Sync {
         then: AfterFailure,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Hands back a claimed effect that was not attempted (a dispatcher
+    /// stopping with claims left): due at once for the next claim, and
+    /// that claim not counted as an attempt; whether the claim still held.
+    ///
+    /// # Errors
+    /// The backend's failure.
+    fn release_effect(
+        &self,
+        key: &EffectKey,
+        claim: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The effect of `key`, in whatever state.
     ///
     /// # Errors
@@ -459,6 +471,14 @@ macro_rules! forward_outbox {
                 then: AfterFailure,
             ) -> impl Future<Output = Result<bool, StoreError>> + Send {
                 (**self).failed(key, claim, error, then)
+            }
+
+            fn release_effect(
+                &self,
+                key: &EffectKey,
+                claim: u64,
+            ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+                (**self).release_effect(key, claim)
             }
 
             fn effect(
@@ -650,12 +670,24 @@ where
                 }
             };
             let full = claimed.len() >= config.batch;
-            for effect in claimed {
+            let mut claimed = claimed.into_iter();
+            for effect in claimed.by_ref() {
+                deliver_one(&outbox, &deliver, &config, &effect, &mut report).await;
                 if *stopped.borrow() {
-                    // Unmarked claims run out and are delivered later.
                     break;
                 }
-                deliver_one(&outbox, &deliver, &config, &effect, &mut report).await;
+            }
+            // Asked to stop with claims left: handed back, due at once for
+            // the next dispatcher (one that cannot be, a store error, runs
+            // out with its lease).
+            for effect in claimed {
+                if let Err(error) = outbox
+                    .release_effect(&effect.effect.key, effect.claim)
+                    .await
+                {
+                    report.store_errors += 1;
+                    tracing::warn!(effect = %effect.effect.key, %error, "releasing a claim failed");
+                }
             }
             if !full {
                 tokio::select! {
