@@ -5,5 +5,6 @@
 
 pub mod bank;
 pub mod cli;
+pub mod feed;
 pub mod load;
 pub mod service;

@@ -35,6 +35,18 @@ struct Args {
     /// Keep everything in memory: gone when the service stops.
     #[arg(long)]
     memory: bool,
+    /// POST a statement for every large withdrawal to this endpoint
+    /// (`http://host:port/path`), once per withdrawal through its
+    /// `Idempotency-Key`.
+    #[arg(long, value_name = "URL")]
+    statements_url: Option<service::Endpoint>,
+    /// The smallest withdrawal, in cents, that gets a statement.
+    #[arg(long, value_name = "CENTS", default_value_t = 100_000)]
+    statement_threshold_cents: u64,
+    /// Relay every event to NATS JetStream at this URL (stream BANK,
+    /// subjects bank.{account}.{event type}).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
 }
 
 #[tokio::main]
@@ -70,8 +82,30 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             (Backend::Sqlite(store), "sqlite", Some(path))
         }
     };
+    let mut outputs = service::Outputs::default();
+    if let Some(endpoint) = args.statements_url {
+        outputs.statements = Some(service::StatementsTo {
+            endpoint,
+            threshold_cents: args.statement_threshold_cents,
+        });
+    }
+    if let Some(url) = &args.nats_url {
+        let client = async_nats::connect(url).await?;
+        let config = eventcore_nats::JetStreamConfig::new(
+            service::JETSTREAM_STREAM,
+            service::JETSTREAM_PREFIX,
+        )?;
+        outputs.jetstream = Some(eventcore_nats::JetStreamSink::new(client, config).await?);
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let running = service::start(backend, listener, service::shutdown_signal()).await?;
+    let running = service::start_with_outputs(
+        backend,
+        listener,
+        service::shutdown_signal(),
+        service::Limits::default(),
+        outputs,
+    )
+    .await?;
     match data {
         Some(path) => tracing::info!(
             target: "bank_service",

@@ -23,6 +23,7 @@
 
 mod accounts;
 mod http;
+mod outputs;
 mod problem;
 mod views;
 
@@ -38,6 +39,10 @@ use eventcore::{EventStore, SubscriptionHandle, SubscriptionReport};
 use eventcore_memory::{InMemoryCheckpointStore, InMemoryEventStore};
 use eventcore_postgres::PostgresEventStore;
 pub use http::{MIN_POSITION_WAIT, POSITION_HEADER};
+pub use outputs::{
+    Endpoint, EndpointError, JETSTREAM_PREFIX, JETSTREAM_STREAM, Outputs, OutputsReport, RELAY,
+    STATEMENTS, StatementsTo,
+};
 pub use problem::Problem;
 use tokio::{net::TcpListener, sync::Mutex};
 pub use views::{
@@ -102,6 +107,9 @@ pub enum ServiceError {
     /// The read model's subscription failed.
     #[error("the read model's subscription failed")]
     Subscription(#[from] eventcore::SubscriptionError),
+    /// The statements reactor could not start.
+    #[error("the statements reactor could not start")]
+    Outputs(#[source] eventcore::BoxError),
     /// The service's task panicked or was cancelled.
     #[error("the service's task ended abnormally: {0}")]
     Task(String),
@@ -155,36 +163,81 @@ pub async fn start_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: Limits,
 ) -> Result<Running, ServiceError> {
+    start_with_outputs(backend, listener, shutdown, limits, Outputs::default()).await
+}
+
+/// [`start_with`], also sending what `outputs` asks for: statements of
+/// large withdrawals to an HTTP endpoint (a reactor and its dispatcher),
+/// the events to JetStream (a relay). They stop with the service.
+///
+/// # Errors
+/// [`ServiceError::ReadModel`] when the read model cannot start,
+/// [`ServiceError::Outputs`] when the statements reactor cannot.
+pub async fn start_with_outputs(
+    backend: Backend,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+    outputs: Outputs,
+) -> Result<Running, ServiceError> {
     let addr = listener.local_addr().map_err(ServiceError::Serve)?;
     let task = match backend {
         Backend::Memory(store, checkpoints) => {
             let (accounts, handle) = accounts::start_memory(&store, &checkpoints);
+            let kept = checkpoints.clone();
+            let started = outputs::Started::start(store.clone(), checkpoints, outputs, |r| {
+                Ok(eventcore_memory::Reacting::with_checkpoints(
+                    kept,
+                    outputs::reactor_name(),
+                    r,
+                ))
+            })
+            .map_err(ServiceError::Outputs)?;
             spawn(
                 App::new(store, accounts, "memory", handle),
                 listener,
                 shutdown,
                 limits,
+                started,
             )
         }
         Backend::Postgres(store) => {
             let (accounts, handle) = accounts::start_postgres(&store)
                 .await
                 .map_err(ServiceError::ReadModel)?;
+            let started = outputs::Started::start(store.clone(), store.clone(), outputs, |r| {
+                Ok(eventcore_postgres::ExactlyOnce::reactor(
+                    store.clone(),
+                    outputs::reactor_name(),
+                    r,
+                ))
+            })
+            .map_err(ServiceError::Outputs)?;
             spawn(
                 App::new(store, accounts, "postgres", handle),
                 listener,
                 shutdown,
                 limits,
+                started,
             )
         }
         Backend::Sqlite(store) => {
             let (accounts, handle) =
                 accounts::start_sqlite(&store).map_err(ServiceError::ReadModel)?;
+            let started = outputs::Started::start(store.clone(), store.clone(), outputs, |r| {
+                Ok(eventcore_sqlite::Reacting::new(
+                    &store,
+                    outputs::reactor_name(),
+                    r,
+                )?)
+            })
+            .map_err(ServiceError::Outputs)?;
             spawn(
                 App::new(store, accounts, "sqlite", handle),
                 listener,
                 shutdown,
                 limits,
+                started,
             )
         }
     };
@@ -213,6 +266,7 @@ fn spawn<S>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: Limits,
+    started: outputs::Started,
 ) -> tokio::task::JoinHandle<Result<SubscriptionReport, ServiceError>>
 where
     S: EventStore + Clone + Send + Sync + 'static,
@@ -245,6 +299,13 @@ where
             Some(handle) => handle.stop().await?,
             None => SubscriptionReport::default(),
         };
+        let sent = started.stop().await?;
+        if let Some(statements) = sent.statements {
+            tracing::info!(target: "bank_service", delivered = statements.delivered, failed = statements.failed, parked = statements.parked, "statements stopped");
+        }
+        if let Some(relay) = sent.relay {
+            tracing::info!(target: "bank_service", published = relay.published, "relay to JetStream stopped");
+        }
         tracing::info!(target: "bank_service", "stopped: read model checkpoint saved");
         served.map_err(ServiceError::Serve)?;
         Ok(report)

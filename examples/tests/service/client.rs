@@ -112,6 +112,14 @@ impl Service {
     }
 
     pub async fn start_with(backend: Backend, limits: service::Limits) -> Service {
+        Service::start_with_outputs(backend, limits, service::Outputs::default()).await
+    }
+
+    pub async fn start_with_outputs(
+        backend: Backend,
+        limits: service::Limits,
+        outputs: service::Outputs,
+    ) -> Service {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -119,7 +127,7 @@ impl Service {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let running = service::start_with(backend, listener, shutdown, limits)
+        let running = service::start_with_outputs(backend, listener, shutdown, limits, outputs)
             .await
             .expect("the service starts");
         Service {

@@ -4,6 +4,7 @@
 //! README's curl session against the binary.
 
 mod client;
+mod outputs;
 mod readme;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
