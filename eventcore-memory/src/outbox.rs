@@ -218,7 +218,10 @@ impl Outbox for InMemoryCheckpointStore {
 #[derive(Debug)]
 pub struct Reacting<R, P = NoWrites> {
     checkpoints: InMemoryCheckpointStore,
+    /// The subscription whose checkpoint moves (a lane's, in lanes).
     name: SubscriptionName,
+    /// What the effects and commands are named after.
+    reactor: SubscriptionName,
     inner: R,
     writes: P,
 }
@@ -250,10 +253,22 @@ impl<R> Reacting<R> {
     ) -> Self {
         Reacting {
             checkpoints,
+            reactor: name.clone(),
             name,
             inner: reactor,
             writes: NoWrites,
         }
+    }
+
+    /// Wraps `reactor` for `lane` of a subscription run in lanes (see
+    /// [`subscribe_lanes`](eventcore::subscribe_lanes)): the lane's
+    /// checkpoint moves, the effects and commands are named after the
+    /// lanes' subscription ([`Lane::base`](eventcore::Lane::base)), so
+    /// their keys and ids do not depend on the lanes.
+    pub fn in_lane(store: &crate::InMemoryEventStore, lane: &eventcore::Lane, reactor: R) -> Self {
+        let mut reacting = Reacting::new(store, lane.name().clone(), reactor);
+        reacting.reactor = lane.base().clone();
+        reacting
     }
 }
 
@@ -265,6 +280,7 @@ impl<R, P> Reacting<R, P> {
         Reacting {
             checkpoints: self.checkpoints,
             name: self.name,
+            reactor: self.reactor,
             inner: self.inner,
             writes,
         }
@@ -281,7 +297,7 @@ where
         if applied(&self.checkpoints, &self.name, context) {
             return Ok(());
         }
-        let mut reaction = Reaction::new(&self.name, context);
+        let mut reaction = Reaction::new(&self.reactor, context);
         self.inner.react(&mut reaction, event).await?;
         let effects = reaction.into_effects();
         let any = !effects.is_empty();

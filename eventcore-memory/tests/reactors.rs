@@ -4,13 +4,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use eventcore::{BoxError, EventContext, SubscriptionName, Uuid};
+use eventcore::{BoxError, EventContext, Lane, SubscriptionName, Uuid};
 use eventcore_memory::{InMemoryEventStore, MemoryProjection, Reacting};
 use eventcore_testing::{
     fixtures::LedgerEvent,
     reactors::{
         ReactorFixture, Statements, a_poison_effect_parks_while_others_are_delivered,
         outbox_claims_are_fenced, reactors_act_once_across_kills,
+        reactors_in_lanes_act_once_across_kills,
     },
 };
 
@@ -53,6 +54,16 @@ impl ReactorFixture for Memory {
         Reacting::new(store, name.clone(), reactor).with_writes(Write(self.written.clone()))
     }
 
+    fn reacting_in_lanes(
+        &self,
+        store: &InMemoryEventStore,
+    ) -> impl FnMut(&Lane, Statements<InMemoryEventStore>) -> Self::Handler + Send + 'static {
+        let (store, written) = (store.clone(), self.written.clone());
+        move |lane, reactor| {
+            Reacting::in_lane(&store, lane, reactor).with_writes(Write(written.clone()))
+        }
+    }
+
     async fn lose_lease(&self, name: &SubscriptionName) -> bool {
         self.store.checkpoints().expire_lease(name)
     }
@@ -75,4 +86,9 @@ async fn a_poison_effect_parks_while_others_are_delivered_in_memory() {
 #[tokio::test]
 async fn outbox_claims_are_fenced_in_memory() {
     outbox_claims_are_fenced(&Memory::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reactors_in_lanes_act_once_across_kills_in_memory() {
+    reactors_in_lanes_act_once_across_kills(&Memory::default()).await;
 }

@@ -96,6 +96,20 @@ impl<R> ExactlyOnce<crate::outbox::Reacting<R>> {
         let inner = crate::outbox::Reacting::new(&store, name.clone(), reactor);
         ExactlyOnce { store, name, inner }
     }
+
+    /// Runs `reactor` for `lane` of a subscription run in lanes (see
+    /// [`subscribe_lanes`](eventcore::subscribe_lanes)): the lane's
+    /// checkpoint moves, the effects and commands are named after the
+    /// lanes' subscription ([`Lane::base`](eventcore::Lane::base)), so
+    /// their keys and ids do not depend on the lanes.
+    pub fn reactor_in_lane(store: PostgresEventStore, lane: &eventcore::Lane, reactor: R) -> Self {
+        let inner = crate::outbox::Reacting::new(&store, lane.base().clone(), reactor);
+        ExactlyOnce {
+            store,
+            name: lane.name().clone(),
+            inner,
+        }
+    }
 }
 
 impl<E, H> Handler<E> for ExactlyOnce<H>

@@ -5,13 +5,14 @@
 
 mod support;
 
-use eventcore::{BoxError, Reaction, Reactor, SubscriptionName, Uuid};
+use eventcore::{BoxError, Lane, Reaction, Reactor, SubscriptionName, Uuid};
 use eventcore_postgres::{ExactlyOnce, PgReactor, PostgresEventStore, Reacting};
 use eventcore_testing::{
     fixtures::LedgerEvent,
     reactors::{
         ReactorFixture, Statements, a_poison_effect_parks_while_others_are_delivered,
         outbox_claims_are_fenced, reactors_act_once_across_kills,
+        reactors_in_lanes_act_once_across_kills,
     },
 };
 use sqlx::Row;
@@ -77,6 +78,14 @@ impl ReactorFixture for Postgres {
         ExactlyOnce::reactor(store.clone(), name.clone(), Writing(reactor))
     }
 
+    fn reacting_in_lanes(
+        &self,
+        store: &PostgresEventStore,
+    ) -> impl FnMut(&Lane, Statements<PostgresEventStore>) -> Self::Handler + Send + 'static {
+        let store = store.clone();
+        move |lane, reactor| ExactlyOnce::reactor_in_lane(store.clone(), lane, Writing(reactor))
+    }
+
     /// Terminates the session that holds the lease's advisory lock.
     async fn lose_lease(&self, name: &SubscriptionName) -> bool {
         support::lose_lease(&self.sql, name).await
@@ -106,4 +115,9 @@ async fn a_poison_effect_parks_while_others_are_delivered_on_postgres() {
 #[tokio::test]
 async fn outbox_claims_are_fenced_on_postgres() {
     outbox_claims_are_fenced(&Postgres::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reactors_in_lanes_act_once_across_kills_on_postgres() {
+    reactors_in_lanes_act_once_across_kills(&Postgres::new().await).await;
 }

@@ -356,7 +356,10 @@ impl<E> SqliteProjection<E> for NoWrites {
 pub struct Reacting<R, P = NoWrites> {
     connection: Connection,
     effects: Arc<Notify>,
+    /// The subscription whose checkpoint moves (a lane's, in lanes).
     name: SubscriptionName,
+    /// What the effects and commands are named after.
+    reactor: SubscriptionName,
     inner: R,
     writes: P,
 }
@@ -376,10 +379,29 @@ impl<R> Reacting<R> {
         Ok(Reacting {
             connection: store.own_connection()?,
             effects: store.inner.effects.clone(),
+            reactor: name.clone(),
             name,
             inner: reactor,
             writes: NoWrites,
         })
+    }
+
+    /// Wraps `reactor` for `lane` of a subscription run in lanes (see
+    /// [`subscribe_lanes`](eventcore::subscribe_lanes)): the lane's
+    /// checkpoint moves, the effects and commands are named after the
+    /// lanes' subscription ([`Lane::base`](eventcore::Lane::base)), so
+    /// their keys and ids do not depend on the lanes.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the file cannot be opened.
+    pub fn in_lane(
+        store: &SqliteEventStore,
+        lane: &eventcore::Lane,
+        reactor: R,
+    ) -> Result<Self, StoreError> {
+        let mut reacting = Reacting::new(store, lane.name().clone(), reactor)?;
+        reacting.reactor = lane.base().clone();
+        Ok(reacting)
     }
 }
 
@@ -393,6 +415,7 @@ impl<R, P> Reacting<R, P> {
             connection: self.connection,
             effects: self.effects,
             name: self.name,
+            reactor: self.reactor,
             inner: self.inner,
             writes,
         }
@@ -412,7 +435,7 @@ where
         {
             return Ok(());
         }
-        let mut reaction = Reaction::new(&self.name, context);
+        let mut reaction = Reaction::new(&self.reactor, context);
         self.inner.react(&mut reaction, event).await?;
         let effects = reaction.into_effects();
         let writes = &mut self.writes;

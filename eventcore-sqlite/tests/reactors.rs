@@ -8,13 +8,14 @@ mod support;
 
 use std::{path::PathBuf, time::Duration};
 
-use eventcore::{BoxError, EventContext, SubscriptionName, Uuid};
+use eventcore::{BoxError, EventContext, Lane, SubscriptionName, Uuid};
 use eventcore_sqlite::{Reacting, SqliteConfig, SqliteEventStore, SqliteProjection};
 use eventcore_testing::{
     fixtures::LedgerEvent,
     reactors::{
         ReactorFixture, Statements, a_poison_effect_parks_while_others_are_delivered,
         outbox_claims_are_fenced, reactors_act_once_across_kills,
+        reactors_in_lanes_act_once_across_kills,
     },
 };
 
@@ -80,6 +81,18 @@ impl ReactorFixture for Sqlite {
             .with_writes(Write)
     }
 
+    fn reacting_in_lanes(
+        &self,
+        store: &SqliteEventStore,
+    ) -> impl FnMut(&Lane, Statements<SqliteEventStore>) -> Self::Handler + Send + 'static {
+        let store = store.clone();
+        move |lane, reactor| {
+            Reacting::in_lane(&store, lane, reactor)
+                .expect("the reactor's connection")
+                .with_writes(Write)
+        }
+    }
+
     /// Deletes the lease's lock file, as its holder's death would free it.
     async fn lose_lease(&self, name: &SubscriptionName) -> bool {
         std::fs::remove_file(self.store.lease_file(name)).is_ok()
@@ -113,4 +126,9 @@ async fn a_poison_effect_parks_while_others_are_delivered_on_sqlite() {
 #[tokio::test]
 async fn outbox_claims_are_fenced_on_sqlite() {
     outbox_claims_are_fenced(&Sqlite::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reactors_in_lanes_act_once_across_kills_on_sqlite() {
+    reactors_in_lanes_act_once_across_kills(&Sqlite::new().await).await;
 }

@@ -30,11 +30,11 @@ use std::{
 };
 
 use eventcore::{
-    AfterFailure, BoxError, CheckpointStore, DispatchConfig, DispatchHandle, EffectAction,
-    EffectKey, EffectState, EventLog, EventStore, Handler, MAX_EFFECT_ERROR_CHARS, Outbox,
-    Position, Reaction, Reactor, RecordedEvent, RetryPolicy, StoredEffect, SubscriptionConfig,
-    SubscriptionHandle, SubscriptionLeases, SubscriptionName, Uuid, deliver_fn, dispatch, execute,
-    execute_with, subscribe,
+    AfterFailure, BoxError, CheckpointStore, DeadLetters, DispatchConfig, DispatchHandle,
+    EffectAction, EffectKey, EffectState, EventLog, EventStore, Handler, Lane, Lanes, LanesHandle,
+    MAX_EFFECT_ERROR_CHARS, Outbox, Position, Reaction, Reactor, RecordedEvent, RetryPolicy,
+    StoredEffect, SubscriptionConfig, SubscriptionHandle, SubscriptionLeases, SubscriptionName,
+    Uuid, deliver_fn, dispatch, execute, execute_with, subscribe, subscribe_lanes,
 };
 
 use crate::{
@@ -51,6 +51,7 @@ pub trait ReactorFixture: Send + Sync {
         + EventLog
         + CheckpointStore
         + SubscriptionLeases
+        + DeadLetters
         + Outbox
         + Clone
         + Send
@@ -76,6 +77,16 @@ pub trait ReactorFixture: Send + Sync {
         name: &SubscriptionName,
         reactor: Statements<Self::Store>,
     ) -> Self::Handler;
+
+    /// A factory of the store's reactor adapter on `store` for the lanes
+    /// of a subscription run in lanes: for a lane and a reactor, the
+    /// adapter [`reacting`](Self::reacting) would make, the lane's
+    /// checkpoint moving, the effects and commands named after
+    /// [`Lane::base`].
+    fn reacting_in_lanes(
+        &self,
+        store: &Self::Store,
+    ) -> impl FnMut(&Lane, Statements<Self::Store>) -> Self::Handler + Send + 'static;
 
     /// Ends the lease of `name` as the death of its holder's session would;
     /// whether a lease was held to end.
@@ -536,74 +547,8 @@ pub async fn reactors_act_once_across_kills<F: ReactorFixture>(fixture: &F) {
         "the dispatcher that took over delivered: {report:?}"
     );
 
-    let log = full_log(fixture.store()).await;
-    let sources = sources(&log);
-    assert_eq!(sources.len(), accounts.len() * 12, "the accounts' credits");
-
-    // Database writes: once per event of the log, no other.
-    let written = fixture.written().await;
-    let mut counts: HashMap<Uuid, usize> = HashMap::new();
-    for id in &written {
-        *counts.entry(*id).or_default() += 1;
-    }
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "{} events' database writes committed more than once (first {:?})",
-        twice.len(),
-        twice.first()
-    );
-    let ids: HashSet<Uuid> = log.iter().map(|(_, e)| e.event_id()).collect();
-    assert_eq!(
-        counts.keys().copied().collect::<HashSet<_>>(),
-        ids,
-        "a database write for every event of the log, and for no other"
-    );
-
-    // Commands: every mirror holds its account's credits, once each, in order.
-    for account in &accounts {
-        let amounts = |of: &str| -> Vec<u64> {
-            log.iter()
-                .filter(|(_, e)| e.stream_id().as_ref() == of)
-                .map(|(_, e)| {
-                    let event: LedgerEvent =
-                        serde_json::from_str(e.payload()).expect("a ledger event");
-                    match event {
-                        LedgerEvent::Credited { amount, .. } => amount,
-                        LedgerEvent::Debited { amount, .. } => amount,
-                    }
-                })
-                .collect()
-        };
-        assert_eq!(
-            amounts(&mirror_of(account)),
-            amounts(account),
-            "the mirror of {account} holds each of its credits once, in order"
-        );
-    }
-
-    // Effects: each recorded once, delivered, and received.
-    let received = receiver.keys();
-    let mut expected = HashSet::new();
-    for event in &sources {
-        for key in keys_of(&name, event) {
-            let stored = fixture
-                .store()
-                .effect(&key)
-                .await
-                .expect("read an effect")
-                .unwrap_or_else(|| panic!("no effect recorded under {key}"));
-            assert_eq!(stored.state, EffectState::Delivered, "effect {key}");
-            assert_eq!(stored.effect.event_id, event.event_id(), "effect {key}");
-            assert!(received.contains_key(&key), "effect {key} never received");
-            expected.insert(key);
-        }
-    }
-    let extra: Vec<_> = received.keys().filter(|k| !expected.contains(*k)).collect();
-    assert!(
-        extra.is_empty(),
-        "effects received that no event made: {extra:?}"
-    );
+    let sources = assert_acted_once(fixture, &name, &accounts, 12, &receiver).await;
+    let sources: Vec<&RecordedEvent> = sources.iter().collect();
 
     // The kills happened where they were meant to.
     for (account, version) in [
@@ -634,6 +579,216 @@ pub async fn reactors_act_once_across_kills<F: ReactorFixture>(fixture: &F) {
         losses >= 1,
         "no lease was ended: the scenario missed a part"
     );
+}
+
+async fn start_lanes<F: ReactorFixture>(
+    fixture: &F,
+    instance: usize,
+    name: &SubscriptionName,
+    lanes: &Lanes,
+    control: &Control,
+) -> LanesHandle {
+    let store = fixture.process(instance).await;
+    let mut adapter = fixture.reacting_in_lanes(&store);
+    let (issuer, control) = (store.clone(), control.clone());
+    subscribe_lanes(
+        store.clone(),
+        store,
+        name.clone(),
+        lanes.clone(),
+        move |lane: &Lane| {
+            adapter(
+                lane,
+                Statements::new(issuer.clone(), instance, control.clone()),
+            )
+        },
+        config(),
+    )
+    .expect("lanes start")
+}
+
+/// The kit's reactor run in three lanes by two instances, and a
+/// dispatcher, while events keep arriving: one instance killed while it
+/// hangs between its effects and its checkpoint, a new one started.
+/// Asserts what [`reactors_act_once_across_kills`] does, with every effect
+/// keyed by the lanes' subscription, not by a lane.
+///
+/// # Panics
+/// When any of that does not hold.
+pub async fn reactors_in_lanes_act_once_across_kills<F: ReactorFixture>(fixture: &F) {
+    let name = name("statements-lanes");
+    let lanes = Lanes::new(std::num::NonZeroU16::new(3).expect("not zero"))
+        .with_heartbeat(Duration::from_millis(40))
+        .with_member_timeout(Duration::from_millis(400));
+    let accounts: Vec<String> = (0..6).map(|i| format!("lanes-{i}")).collect();
+    for round in 0..5u64 {
+        for account in &accounts {
+            credit(fixture.store(), account, round + 1).await;
+        }
+    }
+    let control = Control::default();
+    control.pace(Duration::from_millis(1));
+    control.hang_on("lanes-2", 4);
+    let receiver = Receiver::default();
+    let mut instances: Vec<(usize, LanesHandle)> = Vec::new();
+    for i in 0..2 {
+        instances.push((i, start_lanes(fixture, i, &name, &lanes, &control).await));
+    }
+    let dispatcher = start_dispatcher(
+        fixture,
+        &receiver,
+        dispatch_config(Duration::from_millis(300), 8),
+    );
+    let writer = {
+        let store = fixture.store().clone();
+        let accounts = accounts.clone();
+        tokio::spawn(async move {
+            for round in 5..10u64 {
+                for account in &accounts {
+                    credit(&store, account, round + 1).await;
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        })
+    };
+    let mut killed = false;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(hung) = control.take_hung() {
+            let at = instances.iter().position(|(i, _)| *i == hung);
+            let (_, handle) = instances.remove(at.expect("a running instance hung"));
+            handle.abort();
+            killed = true;
+            instances.push((2, start_lanes(fixture, 2, &name, &lanes, &control).await));
+        }
+        if writer.is_finished() && killed {
+            let log = full_log(fixture.store()).await;
+            let sources = sources(&log);
+            let received = receiver.keys();
+            if sources.len() == accounts.len() * 10
+                && log.len() == 2 * sources.len()
+                && fixture.written().await.len() >= log.len()
+                && sources
+                    .iter()
+                    .all(|e| keys_of(&name, e).iter().all(|k| received.contains_key(k)))
+            {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lanes never caught up (killed: {killed}, {} database writes)",
+            fixture.written().await.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await.expect("the writer panicked");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, handle) in instances {
+        match tokio::time::timeout(Duration::from_secs(15), handle.stop()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("instance {i} had stopped on an error: {e}"),
+            Err(_) => panic!("instance {i} did not stop in time"),
+        }
+    }
+    dispatcher.stop().await;
+    let sources = assert_acted_once(fixture, &name, &accounts, 10, &receiver).await;
+    let hung = sources
+        .iter()
+        .find(|e| e.stream_id().as_ref() == "lanes-2" && e.version().get() == 4)
+        .expect("the hung event");
+    assert!(
+        control.reactions(hung.event_id()) >= 2,
+        "the reaction that hung was begun again by the lane's next holder"
+    );
+}
+
+/// Asserts what a reactor run on the kit's reactor owes, once every
+/// instance stopped: each event's database write committed once; each
+/// command applied once (every mirror holds its account's credits, once
+/// each, in order); each effect recorded once under `name`, delivered and
+/// received, and no other received. The accounts' events, returned.
+async fn assert_acted_once<F: ReactorFixture>(
+    fixture: &F,
+    name: &SubscriptionName,
+    accounts: &[String],
+    per_account: usize,
+    receiver: &Receiver,
+) -> Vec<RecordedEvent> {
+    let log = full_log(fixture.store()).await;
+    let sources = sources(&log);
+    assert_eq!(
+        sources.len(),
+        accounts.len() * per_account,
+        "the accounts' credits"
+    );
+
+    // Database writes: once per event of the log, no other.
+    let written = fixture.written().await;
+    let mut counts: HashMap<Uuid, usize> = HashMap::new();
+    for id in &written {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} events' database writes committed more than once (first {:?})",
+        twice.len(),
+        twice.first()
+    );
+    let ids: HashSet<Uuid> = log.iter().map(|(_, e)| e.event_id()).collect();
+    assert_eq!(
+        counts.keys().copied().collect::<HashSet<_>>(),
+        ids,
+        "a database write for every event of the log, and for no other"
+    );
+
+    // Commands: every mirror holds its account's credits, once each, in order.
+    for account in accounts {
+        let amounts = |of: &str| -> Vec<u64> {
+            log.iter()
+                .filter(|(_, e)| e.stream_id().as_ref() == of)
+                .map(|(_, e)| {
+                    let event: LedgerEvent =
+                        serde_json::from_str(e.payload()).expect("a ledger event");
+                    match event {
+                        LedgerEvent::Credited { amount, .. } => amount,
+                        LedgerEvent::Debited { amount, .. } => amount,
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            amounts(&mirror_of(account)),
+            amounts(account),
+            "the mirror of {account} holds each of its credits once, in order"
+        );
+    }
+
+    // Effects: each recorded once, delivered, and received.
+    let received = receiver.keys();
+    let mut expected = HashSet::new();
+    for event in &sources {
+        for key in keys_of(name, event) {
+            let stored = fixture
+                .store()
+                .effect(&key)
+                .await
+                .expect("read an effect")
+                .unwrap_or_else(|| panic!("no effect recorded under {key}"));
+            assert_eq!(stored.state, EffectState::Delivered, "effect {key}");
+            assert_eq!(stored.effect.event_id, event.event_id(), "effect {key}");
+            assert!(received.contains_key(&key), "effect {key} never received");
+            expected.insert(key);
+        }
+    }
+    let extra: Vec<_> = received.keys().filter(|k| !expected.contains(*k)).collect();
+    assert!(
+        extra.is_empty(),
+        "effects received that no event made: {extra:?}"
+    );
+
+    sources.into_iter().cloned().collect()
 }
 
 /// Records the kit reactor's effects for `accounts`' credits (one each)

@@ -260,6 +260,7 @@ pub struct Lane {
     index: u16,
     count: u16,
     name: SubscriptionName,
+    base: SubscriptionName,
 }
 
 impl Lane {
@@ -278,6 +279,14 @@ impl Lane {
     /// lane saves its checkpoint under this name.
     pub fn name(&self) -> &SubscriptionName {
         &self.name
+    }
+
+    /// The name of the subscription the lanes belong to, the same for
+    /// every lane and every count of lanes: what a reactor in a lane names
+    /// its effects and commands after, so that their keys and ids do not
+    /// depend on how the log is split.
+    pub fn base(&self) -> &SubscriptionName {
+        &self.base
     }
 }
 
@@ -739,6 +748,7 @@ where
             index,
             count: self.lanes.count.get(),
             name: self.lane_names[usize::from(index)].clone(),
+            base: self.name.clone(),
         };
         let handler = (self.make_handler)(&lane);
         let filter = LaneFilter {
