@@ -2,7 +2,8 @@
 //! in log order, while commands run; across a relay killed between publish
 //! and acknowledgement, two relays publishing at once, a server killed and
 //! restarted, and a server down for longer than its de-duplication window;
-//! and an inbox consumer whose view equals the write side's.
+//! and an inbox consumer whose view equals the write side's; each on the
+//! in-memory, PostgreSQL and SQLite logs.
 
 mod support;
 
@@ -19,14 +20,13 @@ use eventcore::{
     RelayHandle, RelaySink, RetryPolicy, StoreError, StreamVersion, StreamWrites,
     SubscriptionLeases, SubscriptionName, Uuid, execute, relay,
 };
-use eventcore_memory::InMemoryEventStore;
 use eventcore_nats::{Inbox, JetStreamConfig, JetStreamSink, NatsError};
 use eventcore_testing::fixtures::{Balances, Credit, LedgerEvent, Note, stream};
 use futures_util::StreamExt;
 use support::{Server, client, fresh_config, shared, sink, stored};
 
 /// Every event of the store's log, in log order.
-async fn log_of(store: &InMemoryEventStore) -> Vec<(Position, RecordedEvent)> {
+async fn log_of(store: &impl EventLog) -> Vec<(Position, RecordedEvent)> {
     let mut events = Vec::new();
     let mut query = LogQuery::from_start(10_000);
     loop {
@@ -42,8 +42,8 @@ async fn log_of(store: &InMemoryEventStore) -> Vec<(Position, RecordedEvent)> {
 
 /// `tasks` tasks released together, each crediting `each` times one of
 /// five accounts.
-fn writers(
-    store: &InMemoryEventStore,
+fn writers<S: EventStore + Clone + Send + Sync + 'static>(
+    store: &S,
     tasks: usize,
     each: usize,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -72,7 +72,7 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 }
 
 /// Waits until the relay knows the sink stores the log's last event.
-async fn caught_up(handle: &RelayHandle, store: &InMemoryEventStore) {
+async fn caught_up(handle: &RelayHandle, store: &impl EventLog) {
     let last = log_of(store).await.last().map(|(p, _)| *p);
     let mut position = handle.position();
     tokio::time::timeout(Duration::from_secs(60), position.wait_for(|at| *at >= last))
@@ -83,7 +83,7 @@ async fn caught_up(handle: &RelayHandle, store: &InMemoryEventStore) {
 
 /// The stream holds each event of the log once, in log order, at
 /// sequences 1, 2, 3…, every message decoding to the event as stored.
-async fn assert_exact(url: &str, config: &JetStreamConfig, store: &InMemoryEventStore) {
+async fn assert_exact(url: &str, config: &JetStreamConfig, store: &impl EventLog) {
     let log = log_of(store).await;
     let messages = stored(url, &config.stream).await;
     let written: Vec<(Position, Uuid)> = log.iter().map(|(p, e)| (*p, e.event_id())).collect();
@@ -127,20 +127,13 @@ fn name() -> SubscriptionName {
     SubscriptionName::try_new("jetstream-relay").unwrap()
 }
 
-fn start(store: &InMemoryEventStore, sink: impl RelaySink, config: RelayConfig) -> RelayHandle {
-    relay(
-        store.clone(),
-        store.checkpoints().clone(),
-        name(),
-        sink,
-        config,
-    )
+fn start<S: Store>(store: &S, sink: impl RelaySink, config: RelayConfig) -> RelayHandle {
+    relay(store.clone(), store.clone(), name(), sink, config)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_event_is_relayed_once_in_log_order_while_commands_run() {
+async fn every_event_is_relayed_once_in_log_order_while_commands_run<S: Store>() {
     let (url, _server) = shared().await;
-    let store = InMemoryEventStore::new();
+    let store = S::fresh().await;
     // Some history before the relay starts, more while it runs.
     join(writers(&store, 4, 25)).await;
     let config = fresh_config();
@@ -188,10 +181,9 @@ async fn until(flag: &AtomicBool, what: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relay_killed_between_publish_and_acknowledgement_is_resumed_exactly() {
+async fn a_relay_killed_between_publish_and_acknowledgement_is_resumed_exactly<S: Store>() {
     let (url, _server) = shared().await;
-    let store = InMemoryEventStore::new();
+    let store = S::fresh().await;
     join(writers(&store, 4, 50)).await;
     let config = fresh_config();
     let stored_flag = Arc::new(AtomicBool::new(false));
@@ -205,8 +197,7 @@ async fn a_relay_killed_between_publish_and_acknowledgement_is_resumed_exactly()
     until(&stored_flag, "the second batch is stored").await;
     // Its acknowledgement never reached the relay: killed there.
     first.abort();
-    // Freed when the killed task ended, or expired here if not yet.
-    store.checkpoints().expire_lease(&name());
+    // Its lease went with it.
     let writing = writers(&store, 4, 25);
     let second = start(&store, sink(&url, config.clone()).await, quick());
     join(writing).await;
@@ -251,10 +242,9 @@ impl RelaySink for Sluggish {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_relays_publishing_at_once_neither_repeat_nor_reorder() {
+async fn two_relays_publishing_at_once_neither_repeat_nor_reorder<S: Store>() {
     let (url, _server) = shared().await;
-    let store = InMemoryEventStore::new();
+    let store = S::fresh().await;
     // The shortest window JetStream allows, shorter than the relays'
     // stalls: the server's de-duplication cannot keep a stale relay's
     // batch out, only the sequence fence can.
@@ -282,11 +272,10 @@ async fn two_relays_publishing_at_once_neither_repeat_nor_reorder() {
     assert!(refused > 0, "the two relays never raced");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_jetstream_killed_and_restarted_loses_and_repeats_nothing() {
+async fn a_jetstream_killed_and_restarted_loses_and_repeats_nothing<S: Store>() {
     let mut server = Server::start().await;
     let url = server.url();
-    let store = InMemoryEventStore::new();
+    let store = S::fresh().await;
     let config = fresh_config();
     let handle = start(&store, sink(&url, config.clone()).await, quick());
     let writing = writers(&store, 4, 150);
@@ -308,11 +297,10 @@ async fn a_jetstream_killed_and_restarted_loses_and_repeats_nothing() {
     assert_exact(&url, &config, &store).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_jetstream_down_longer_than_its_duplicate_window_repeats_nothing() {
+async fn a_jetstream_down_longer_than_its_duplicate_window_repeats_nothing<S: Store>() {
     let mut server = Server::start().await;
     let url = server.url();
-    let store = InMemoryEventStore::new();
+    let store = S::fresh().await;
     join(writers(&store, 4, 50)).await;
     let window = Duration::from_millis(500);
     let config = fresh_config().with_duplicate_window(window);
@@ -327,8 +315,7 @@ async fn a_jetstream_down_longer_than_its_duplicate_window_repeats_nothing() {
     until(&stored_flag, "the third batch is stored").await;
     server.kill().await;
     first.abort();
-    // Freed when the killed task ended, or expired here if not yet.
-    store.checkpoints().expire_lease(&name());
+    // Its lease went with it.
     // Down for three windows: the server's de-duplication forgets the batch.
     tokio::time::sleep(window * 3).await;
     server.restart().await;
@@ -357,10 +344,9 @@ async fn a_jetstream_down_longer_than_its_duplicate_window_repeats_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_inbox_consumer_applies_each_message_once_and_matches_the_write_side() {
+async fn an_inbox_consumer_applies_each_message_once_and_matches_the_write_side<S: Store>() {
     let (url, _server) = shared().await;
-    let store = InMemoryEventStore::new();
+    let store = S::fresh().await;
     let config = fresh_config();
     let handle = start(&store, sink(&url, config.clone()).await, quick());
     join(writers(&store, 6, 40)).await;
@@ -482,22 +468,23 @@ fn names_jetstream_would_refuse_are_refused_with_the_reason() {
     assert!(JetStreamConfig::new("EVENTS", "shop.events").is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_event_jetstream_refuses_halts_the_relay_before_it_and_nothing_after_it_is_stored() {
+async fn an_event_jetstream_refuses_halts_the_relay_before_it_and_nothing_after_it_is_stored<
+    S: Store,
+>() {
     let (url, _server) = shared().await;
     let config = fresh_config();
-    // A stream that refuses messages over 300 bytes: the relay's batch
+    // A stream that refuses messages over 1,000 bytes: the relay's batch
     // holds one, with small ones after it that JetStream would take.
     async_nats::jetstream::new(client(&url).await)
         .create_stream(async_nats::jetstream::stream::Config {
             name: config.stream.clone(),
             subjects: vec![format!("{}.>", config.prefix)],
-            max_message_size: 300,
+            max_message_size: 1_000,
             ..Default::default()
         })
         .await
         .expect("the stream");
-    let store = InMemoryEventStore::new();
+    let store = S::fresh().await;
     let notes = stream("notes");
     let mut writes = StreamWrites::new();
     writes
@@ -506,7 +493,7 @@ async fn an_event_jetstream_refuses_halts_the_relay_before_it_and_nothing_after_
     for n in 0..10 {
         let mut note = Note::new(&notes, n);
         if n == 4 {
-            note.text = "x".repeat(400);
+            note.text = "x".repeat(2_000);
         }
         writes.append(&note).expect("append");
     }
@@ -531,3 +518,74 @@ async fn an_event_jetstream_refuses_halts_the_relay_before_it_and_nothing_after_
         .collect();
     assert_eq!(kept, vec![0, 1, 2, 3], "nothing after the refused event");
 }
+
+/// The stores a relay reads the log of.
+trait Store:
+    EventStore + EventLog + eventcore::SubscriptionLeases + Clone + Send + Sync + 'static
+{
+    async fn fresh() -> Self;
+}
+
+impl Store for eventcore_memory::InMemoryEventStore {
+    async fn fresh() -> Self {
+        Self::new()
+    }
+}
+
+impl Store for eventcore_postgres::PostgresEventStore {
+    async fn fresh() -> Self {
+        let url = std::env::var("DATABASE_URL").expect("DATABASE_URL: run ./scripts/test");
+        let schema = eventcore_postgres::SchemaName::try_new(support::unique("relay_"))
+            .expect("a schema name");
+        let config = eventcore_postgres::PostgresConfig::default().schema(schema);
+        let store = Self::connect_with(&url, config).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+impl Store for eventcore_sqlite::SqliteEventStore {
+    async fn fresh() -> Self {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("eventcore-nats-tests");
+        std::fs::create_dir_all(&dir).expect("a folder");
+        let path = dir.join(format!("{}.db", support::unique("log")));
+        Self::open(path, eventcore_sqlite::SqliteConfig::default())
+            .await
+            .expect("open")
+    }
+}
+
+/// Each scenario on the in-memory, PostgreSQL and SQLite logs.
+macro_rules! on_every_store {
+    ($($scenario:ident),+ $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                super::$scenario::<eventcore_memory::InMemoryEventStore>().await;
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                super::$scenario::<eventcore_postgres::PostgresEventStore>().await;
+            })+
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                super::$scenario::<eventcore_sqlite::SqliteEventStore>().await;
+            })+
+        }
+    };
+}
+
+on_every_store!(
+    every_event_is_relayed_once_in_log_order_while_commands_run,
+    a_relay_killed_between_publish_and_acknowledgement_is_resumed_exactly,
+    two_relays_publishing_at_once_neither_repeat_nor_reorder,
+    a_jetstream_killed_and_restarted_loses_and_repeats_nothing,
+    a_jetstream_down_longer_than_its_duplicate_window_repeats_nothing,
+    an_inbox_consumer_applies_each_message_once_and_matches_the_write_side,
+    an_event_jetstream_refuses_halts_the_relay_before_it_and_nothing_after_it_is_stored
+);
