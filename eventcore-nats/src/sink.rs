@@ -1,6 +1,7 @@
 //! The JetStream stream a relay publishes to.
 
 use std::{
+    collections::VecDeque,
     sync::{Mutex, PoisonError},
     time::Duration,
 };
@@ -252,14 +253,25 @@ impl JetStreamSink {
         Ok((state.last_sequence, Some(position)))
     }
 
+    /// Sends `events`, each expecting the sequence of the one before it,
+    /// keeping at most [`IN_FLIGHT`] unacknowledged (the client lends a
+    /// permit per publish until its acknowledgement is awaited, 5,000 by
+    /// default: a batch larger than that would wait on itself); the stream
+    /// sequence of the last one.
     async fn send_all(
         &self,
         base: u64,
         events: &[(Position, RecordedEvent)],
     ) -> Result<u64, NatsError> {
-        let mut acks: Vec<(Position, u64, PublishAckFuture)> = Vec::with_capacity(events.len());
+        let mut acks: VecDeque<(Position, u64, PublishAckFuture)> =
+            VecDeque::with_capacity(events.len().min(IN_FLIGHT));
         let mut expected = base;
         for (position, event) in events {
+            if acks.len() >= IN_FLIGHT
+                && let Some(oldest) = acks.pop_front()
+            {
+                confirm(oldest).await?;
+            }
             let publish = PublishMessage::build()
                 .payload(bytes::Bytes::copy_from_slice(event.payload().as_bytes()))
                 .headers(message::headers(*position, event))
@@ -270,23 +282,34 @@ impl JetStreamSink {
                 .await
                 .map_err(|e| jetstream_error("publish")(e.into()))?;
             expected += 1;
-            acks.push((*position, expected, ack));
+            acks.push_back((*position, expected, ack));
         }
-        for (position, expected, ack) in acks {
-            let ack = ack
-                .await
-                .map_err(|e| jetstream_error("publish acknowledgement")(e.into()))?;
-            if ack.duplicate || ack.sequence != expected {
-                return Err(NatsError::Sequence {
-                    position,
-                    expected,
-                    got: ack.sequence,
-                    duplicate: ack.duplicate,
-                });
-            }
+        for pending in acks {
+            confirm(pending).await?;
         }
         Ok(expected)
     }
+}
+
+/// The most publishes a sink keeps unacknowledged.
+const IN_FLIGHT: usize = 1_024;
+
+/// Awaits one acknowledgement: stored where expected, and not as a repeat.
+async fn confirm(
+    (position, expected, ack): (Position, u64, PublishAckFuture),
+) -> Result<(), NatsError> {
+    let ack = ack
+        .await
+        .map_err(|e| jetstream_error("publish acknowledgement")(e.into()))?;
+    if ack.duplicate || ack.sequence != expected {
+        return Err(NatsError::Sequence {
+            position,
+            expected,
+            got: ack.sequence,
+            duplicate: ack.duplicate,
+        });
+    }
+    Ok(())
 }
 
 impl RelaySink for JetStreamSink {

@@ -589,3 +589,29 @@ on_every_store!(
     an_inbox_consumer_applies_each_message_once_and_matches_the_write_side,
     an_event_jetstream_refuses_halts_the_relay_before_it_and_nothing_after_it_is_stored
 );
+
+/// The client lends a permit per publish until its acknowledgement is
+/// awaited (5,000 by default): a batch larger than that must still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_larger_than_the_clients_window_of_acknowledgements_is_published() {
+    let (url, _server) = shared().await;
+    let store = eventcore_memory::InMemoryEventStore::new();
+    let notes = stream("many");
+    let mut writes = StreamWrites::new();
+    writes
+        .expect(notes.clone(), StreamVersion::INITIAL)
+        .expect("expect");
+    for n in 0..6_500 {
+        writes.append(&Note::new(&notes, n)).expect("append");
+    }
+    store.append(writes).await.expect("the notes");
+    let config = fresh_config();
+    let handle = start(
+        &store,
+        sink(&url, config.clone()).await,
+        quick().with_batch(6_500),
+    );
+    caught_up(&handle, &store).await;
+    handle.stop().await;
+    assert_exact(&url, &config, &store).await;
+}

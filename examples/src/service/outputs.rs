@@ -132,6 +132,14 @@ pub(crate) struct Post(pub(crate) Endpoint);
 
 impl Deliver for Post {
     async fn deliver(&self, effect: &StoredEffect) -> Result<(), BoxError> {
+        tokio::time::timeout(Duration::from_secs(10), self.post(effect))
+            .await
+            .map_err(|_| "the statements endpoint did not answer in 10 s")?
+    }
+}
+
+impl Post {
+    async fn post(&self, effect: &StoredEffect) -> Result<(), BoxError> {
         let stream = tokio::net::TcpStream::connect(&self.0.authority).await?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -143,9 +151,7 @@ impl Deliver for Post {
             .body(Full::new(bytes::Bytes::from(
                 effect.effect.payload.to_string(),
             )))?;
-        let answer = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-            .await
-            .map_err(|_| "the statements endpoint did not answer in 10 s")??;
+        let answer = sender.send_request(request).await?;
         let status = answer.status();
         // Read to the end, so the endpoint's answer is whole.
         let _ = answer.into_body().collect().await;
