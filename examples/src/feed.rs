@@ -1,7 +1,7 @@
 //! A consumer of the bank's events on NATS JetStream (`bank-feed`): it
 //! keeps every account's balance from the stream alone, never reading the
 //! bank's store, and applies each message once through an
-//! [`Inbox`](eventcore_nats::Inbox) whose position it saves with the
+//! [`Inbox`] whose position it saves with the
 //! balances, in one file written whole.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
