@@ -4,7 +4,7 @@
 //! [`Inbox`] whose position it saves with the
 //! balances, in one file written whole.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{collections::BTreeMap, ops::ControlFlow, path::Path, time::Duration};
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use eventcore_nats::{Inbox, InboxError};
@@ -96,18 +96,22 @@ impl FeedState {
 }
 
 /// Applies the stream's messages after `state.applied` to `state`, in
-/// order, each once, until none arrives for `idle`; the number applied.
-/// Reads from an ordered consumer starting right after the last message
-/// applied, so a restarted consumer neither repeats nor skips; an inbox
-/// drops any message it is handed again.
+/// order, each once, on one ordered consumer that starts right after the
+/// last message applied, so a restarted consumer neither repeats nor
+/// skips (an inbox drops any message it is handed again). Whenever no
+/// message arrives for `idle`, calls `on_idle` with the state and the
+/// messages applied since the last call (save the state there), and goes
+/// on unless it answers [`ControlFlow::Break`]; the number applied in all.
 ///
 /// # Errors
-/// [`FeedError`]: JetStream failing, or a message that is not a bank event.
+/// [`FeedError`]: JetStream failing, a message that is not a bank event,
+/// or `on_idle`'s error.
 pub async fn follow(
     context: &jetstream::Context,
     stream: &str,
     state: &mut FeedState,
     idle: Duration,
+    mut on_idle: impl FnMut(&FeedState, u64) -> Result<ControlFlow<()>, FeedError>,
 ) -> Result<u64, FeedError> {
     let stream = context
         .get_stream(stream)
@@ -132,10 +136,16 @@ pub async fn follow(
         .await
         .map_err(|e| jetstream("read messages")(e.into()))?;
     let mut inbox = Inbox::after(state.applied);
-    let mut applied = 0;
+    let (mut applied, mut since) = (0, 0);
     loop {
         let message = match tokio::time::timeout(idle, messages.next()).await {
-            Err(_) | Ok(None) => return Ok(applied),
+            Err(_) => {
+                if on_idle(state, std::mem::take(&mut since))?.is_break() {
+                    return Ok(applied);
+                }
+                continue;
+            }
+            Ok(None) => return Ok(applied),
             Ok(Some(message)) => message.map_err(|e| jetstream("next message")(e.into()))?,
         };
         if let Some(delivery) = inbox.accept(&message)? {
@@ -151,6 +161,7 @@ pub async fn follow(
             inbox.mark(delivery.sequence);
             state.applied = inbox.applied();
             applied += 1;
+            since += 1;
         }
     }
 }

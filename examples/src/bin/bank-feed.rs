@@ -5,7 +5,7 @@
 //! across restarts); `--until-idle` stops once no message came for a
 //! second and prints the balances as JSON.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{ops::ControlFlow, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use eventcore_examples::{
@@ -40,24 +40,26 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = async_nats::connect(&args.nats_url).await?;
     let context = async_nats::jetstream::new(client);
     let mut state = FeedState::load(&args.state)?;
-    loop {
-        let applied = tokio::select! {
-            applied = follow(&context, JETSTREAM_STREAM, &mut state, Duration::from_secs(1)) => applied?,
-            _ = tokio::signal::ctrl_c() => {
-                state.save(&args.state)?;
-                return Ok(());
+    let path = args.state.clone();
+    let until_idle = args.until_idle;
+    // One consumer for the whole run; the state is saved whenever the
+    // stream goes quiet for a second, and at Ctrl-C.
+    let followed = tokio::select! {
+        followed = follow(&context, JETSTREAM_STREAM, &mut state, Duration::from_secs(1), |state, since| {
+            state.save(&path)?;
+            if since > 0 {
+                eprintln!("applied {since} messages, through stream sequence {}", state.applied);
             }
-        };
-        state.save(&args.state)?;
-        if applied > 0 {
-            eprintln!(
-                "applied {applied} messages, through stream sequence {}",
-                state.applied
-            );
-        }
-        if args.until_idle {
-            println!("{}", serde_json::to_string_pretty(&state.balances)?);
-            return Ok(());
-        }
+            Ok(if until_idle { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        }) => Some(followed),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    if let Some(followed) = followed {
+        followed?;
     }
+    state.save(&args.state)?;
+    if args.until_idle {
+        println!("{}", serde_json::to_string_pretty(&state.balances)?);
+    }
+    Ok(())
 }

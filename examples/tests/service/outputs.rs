@@ -257,6 +257,14 @@ async fn nats() -> (String, Option<tokio::process::Child>) {
     (format!("nats://127.0.0.1:{port}"), Some(child))
 }
 
+/// Stops following at the first quiet moment.
+fn until_idle(
+    _: &FeedState,
+    _: u64,
+) -> Result<std::ops::ControlFlow<()>, eventcore_examples::feed::FeedError> {
+    Ok(std::ops::ControlFlow::Break(()))
+}
+
 /// Every account's balance on the write side, in cents.
 async fn write_side<S: EventStore>(store: &S, accounts: &[String]) -> BTreeMap<String, i128> {
     let mut balances = BTreeMap::new();
@@ -275,6 +283,41 @@ async fn write_side<S: EventStore>(store: &S, accounts: &[String]) -> BTreeMap<S
         balances.insert(account.clone(), Account::from_events(&events).balance);
     }
     balances
+}
+
+/// Eight clients released together, each making six deposits,
+/// withdrawals and transfers among `accounts`.
+async fn eight_clients_write(addr: SocketAddr, accounts: &[String]) {
+    let tasks: Vec<_> = (0..8)
+        .map(|c| {
+            let accounts = accounts.to_vec();
+            tokio::spawn(async move {
+                for i in 0..6 {
+                    let (from, to) = (&accounts[(c + i) % 6], &accounts[(c + i + 1) % 6]);
+                    let (path, body) = match i % 3 {
+                        0 => (
+                            format!("/accounts/{from}"),
+                            json!({"type": "Deposit", "amount": 3.5}),
+                        ),
+                        1 => (
+                            format!("/accounts/{from}"),
+                            json!({"type": "Withdraw", "amount": "1.25"}),
+                        ),
+                        _ => (
+                            "/transfers".to_owned(),
+                            json!({"from": from, "to": to, "amount": 2.0}),
+                        ),
+                    };
+                    crate::client::send(addr, "POST", &path, &[], Some(&body.to_string()))
+                        .await
+                        .expect("a write");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a client");
+    }
 }
 
 async fn the_feed_from_jetstream_alone_equals_the_write_side<S: EventStore>(
@@ -311,45 +354,22 @@ async fn the_feed_from_jetstream_alone_equals_the_write_side<S: EventStore>(
     let file = std::env::temp_dir().join(format!("eventcore-feed-{stream}.json"));
     let mut round = 0;
     for _ in 0..2 {
-        let tasks: Vec<_> = (0..8)
-            .map(|c| {
-                let (addr, accounts) = (service.addr, accounts.clone());
-                tokio::spawn(async move {
-                    for i in 0..6 {
-                        let (from, to) = (&accounts[(c + i) % 6], &accounts[(c + i + 1) % 6]);
-                        let (path, body) = match i % 3 {
-                            0 => (
-                                format!("/accounts/{from}"),
-                                json!({"type": "Deposit", "amount": 3.5}),
-                            ),
-                            1 => (
-                                format!("/accounts/{from}"),
-                                json!({"type": "Withdraw", "amount": "1.25"}),
-                            ),
-                            _ => (
-                                "/transfers".to_owned(),
-                                json!({"from": from, "to": to, "amount": 2.0}),
-                            ),
-                        };
-                        crate::client::send(addr, "POST", &path, &[], Some(&body.to_string()))
-                            .await
-                            .expect("a write");
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("a client");
-        }
+        eight_clients_write(service.addr, &accounts).await;
         round += 1;
         // The feed, resumed from its saved state, catches up.
         let expected = write_side(&store, &accounts).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let mut state = FeedState::load(&file).expect("the feed's state");
-            follow(&context, &stream, &mut state, Duration::from_millis(300))
-                .await
-                .expect("follow");
+            follow(
+                &context,
+                &stream,
+                &mut state,
+                Duration::from_millis(300),
+                until_idle,
+            )
+            .await
+            .expect("follow");
             state.save(&file).expect("save");
             if state.balances == expected {
                 break;
@@ -361,11 +381,67 @@ async fn the_feed_from_jetstream_alone_equals_the_write_side<S: EventStore>(
             );
         }
     }
+    // Followed without a stop, on one consumer across quiet moments,
+    // saving at each: the saved state reaches the write side.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let quiet = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let follower = {
+        let (context, stream, file, stop, quiet) = (
+            context.clone(),
+            stream.clone(),
+            file.clone(),
+            stop.clone(),
+            quiet.clone(),
+        );
+        tokio::spawn(async move {
+            let mut state = FeedState::load(&file).expect("the feed's state");
+            follow(
+                &context,
+                &stream,
+                &mut state,
+                Duration::from_millis(100),
+                |state, _| {
+                    state.save(&file)?;
+                    quiet.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    })
+                },
+            )
+            .await
+            .expect("follow");
+        })
+    };
+    // The writes come after a quiet moment: only a follower that goes on
+    // past it sees them.
+    while quiet.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eight_clients_write(service.addr, &accounts).await;
+    let expected = write_side(&store, &accounts).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while FeedState::load(&file).expect("the feed's state").balances != expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never reached the write side"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    follower.await.expect("the follower");
     // Started again from scratch, the feed applies each message once.
     let mut fresh = FeedState::default();
-    follow(&context, &stream, &mut fresh, Duration::from_millis(300))
-        .await
-        .expect("follow");
+    follow(
+        &context,
+        &stream,
+        &mut fresh,
+        Duration::from_millis(300),
+        until_idle,
+    )
+    .await
+    .expect("follow");
     assert_eq!(fresh, FeedState::load(&file).unwrap());
     let _ = std::fs::remove_file(&file);
     service.stop().await;
