@@ -179,7 +179,7 @@ impl JetStreamSink {
     ) -> Result<Self, NatsError> {
         let context = jetstream::new(client);
         let subjects = format!("{}.>", config.prefix);
-        let mut stream = context
+        let made = context
             .get_or_create_stream(stream::Config {
                 name: config.stream.clone(),
                 subjects: vec![subjects.clone()],
@@ -187,8 +187,16 @@ impl JetStreamSink {
                 storage: config.storage,
                 ..stream::Config::default()
             })
-            .await
-            .map_err(|e| jetstream_error("get or create stream")(e.into()))?;
+            .await;
+        let mut stream = match made {
+            Ok(stream) => stream,
+            // Made by another sink between this one's look and its
+            // create (two relays or services starting at once): take it.
+            Err(first) => context
+                .get_stream(&config.stream)
+                .await
+                .map_err(|_| jetstream_error("get or create stream")(first.into()))?,
+        };
         let taken = &stream
             .info()
             .await
