@@ -272,17 +272,36 @@ async fn two_relays_publishing_at_once_neither_repeat_nor_reorder<S: Store>() {
     assert!(refused > 0, "the two relays never raced");
 }
 
+/// Appends `count` notes to stream `name`, a thousand per append.
+async fn backlog<S: EventStore>(store: &S, name: &str, count: u64) {
+    let notes = stream(name);
+    for first in (0..count).step_by(1_000) {
+        let mut writes = StreamWrites::new();
+        writes
+            .expect(notes.clone(), StreamVersion::new(first))
+            .expect("expect");
+        for n in first..(first + 1_000).min(count) {
+            writes.append(&Note::new(&notes, n)).expect("append");
+        }
+        store.append(writes).await.expect("the backlog");
+    }
+}
+
 async fn a_jetstream_killed_and_restarted_loses_and_repeats_nothing<S: Store>() {
     let mut server = Server::start().await;
     let url = server.url();
     let store = S::fresh().await;
+    // A backlog in small batches, so the relay is mid-stream when the
+    // server dies: its batch in flight is lost with it.
+    backlog(&store, "backlog", 20_000).await;
+    let kill_at = log_of(&store).await[2_000].0;
     let config = fresh_config();
     let handle = start(&store, sink(&url, config.clone()).await, quick());
-    let writing = writers(&store, 4, 150);
+    let writing = writers(&store, 4, 100);
     let mut position = handle.position();
     tokio::time::timeout(
         Duration::from_secs(30),
-        position.wait_for(|at| at.is_some_and(|p| p.sequence() >= 150)),
+        position.wait_for(|at| *at >= Some(kill_at)),
     )
     .await
     .expect("relaying began")
